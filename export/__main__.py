@@ -1,0 +1,33 @@
+"""`python -m export RUN_DIR --out EXPORT_DIR [--force]` (console script: edgevae-export)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export",
+                                     description="Export a trained run to two verified ONNX graphs.")
+    parser.add_argument("run_dir", help="run directory written by `python -m train`")
+    parser.add_argument("--out", required=True, help="export directory to create")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+    args = parser.parse_args(argv)
+    try:
+        from .build import ExportError, export
+        from .verify import ExportCheckError
+    except ModuleNotFoundError as e:
+        print(f"error: {e.name} is not installed; install the export extra: pip install 'edgevae[train]'",
+              file=sys.stderr)
+        return 2
+    from runtime import EdgeVAEError
+
+    try:
+        export(args.run_dir, args.out, force=args.force)
+    except (ExportError, ExportCheckError, EdgeVAEError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

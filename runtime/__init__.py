@@ -1,0 +1,25 @@
+"""EdgeVAE runtime: generate and encode images with an exported VAE, using only onnxruntime and numpy.
+
+    import runtime
+    model = runtime.load("exports/shapes")
+    images = model.sample(64, seed=0)          # float32 (64, C, H, W) in [0, 1]
+    runtime.save_grid(images, "grid.png")
+
+Imports none of torch, onnx, train or export (a test checks this in a fresh interpreter).
+"""
+from .errors import EdgeVAEError
+from ._images import make_grid, save_grid, to_uint8
+from ._model import Encoding, Model, load
+from .noise import standard_normal
+
+__all__ = [
+    "EdgeVAEError",
+    "Encoding",
+    "Model",
+    "load",
+    "make_grid",
+    "save_grid",
+    "standard_normal",
+    "to_uint8",
+]
+__version__ = "0.1.0"

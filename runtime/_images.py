@@ -1,0 +1,55 @@
+"""Images out of the runtime: float [0, 1] arrays to uint8, tiled grids, PNG files (Pillow)."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EdgeVAEError
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Map float pixels in [0, 1] to uint8 by round(clip(x, 0, 1) * 255); shape is kept."""
+    images = np.asarray(images)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise EdgeVAEError(f"images must be a float array in [0, 1], got dtype {images.dtype}")
+    return np.rint(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2) -> np.ndarray:
+    """Tile (N, C, H, W) float images into one uint8 (rows, cols, C) array, `nrow` images per row.
+
+    nrow defaults to ceil(sqrt(N)), so 64 images make an 8x8 grid; padding is black.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
+        raise EdgeVAEError(f"images must have shape (N>=1, C in {{1, 3}}, H, W), got {images.shape}")
+    n, c, h, w = images.shape
+    cols = nrow if nrow is not None else math.ceil(math.sqrt(n))
+    if cols < 1:
+        raise EdgeVAEError(f"nrow must be >= 1, got {cols}")
+    rows = math.ceil(n / cols)
+    grid = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c), dtype=np.uint8)
+    pixels = to_uint8(images).transpose(0, 2, 3, 1)  # (N, H, W, C)
+    for i in range(n):
+        top, left = padding + (i // cols) * (h + padding), padding + (i % cols) * (w + padding)
+        grid[top:top + h, left:left + w] = pixels[i]
+    return grid
+
+
+def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None, scale: int = 1) -> Path:
+    """Write images as one PNG grid (grayscale "L" or "RGB"), each pixel `scale` x `scale`; returns the path."""
+    from PIL import Image
+
+    grid = make_grid(images, nrow)
+    if scale > 1:
+        grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    path = Path(path)
+    image = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)  # uint8 2-D -> "L", (H, W, 3) -> "RGB"
+    try:
+        image.save(path, format="PNG")
+    except OSError as e:
+        raise EdgeVAEError(f"cannot write {path}: {e.strerror or e}") from None
+    return path

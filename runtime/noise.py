@@ -1,0 +1,61 @@
+"""Portable standard-normal noise: Philox4x32-10 (Salmon et al., SC'11) + Box-Muller, in numpy.
+
+The same (seed, shape) gives the same float32 array here and in any host that implements these
+steps (the README gives them for C#, C++ and JavaScript; tests/test_noise.py holds reference vectors):
+
+1. key = (seed mod 2^32, seed div 2^32) for a seed in [0, 2^64).
+2. Block b = 0, 1, 2, ... uses counter (b mod 2^32, b div 2^32, 0, 0); Philox4x32-10 maps
+   (counter, key) to four uint32 words w0..w3.
+3. Each word becomes a uniform in (0, 1): u = (w + 0.5) / 2^32, in float64.
+4. Box-Muller on pairs (u0, u1) and (u2, u3): r = sqrt(-2 ln u_even), t = 2 pi u_odd,
+   normals r cos t and r sin t, so one block gives four normals in order n0 n1 n2 n3.
+5. The first prod(shape) normals, in C order, cast to float32, are the array.
+
+Step 5 makes a sample of n images a prefix of a sample of m > n images with the same seed.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import EdgeVAEError
+
+_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)  # Philox multipliers
+_W0, _W1 = 0x9E3779B9, 0xBB67AE85  # Weyl key increments (golden ratio, sqrt(3) - 1)
+_MASK32 = np.uint64(0xFFFFFFFF)
+_ROUNDS = 10
+
+
+def philox4x32(counter: np.ndarray, key: tuple[int, int]) -> np.ndarray:
+    """Philox4x32-10 of each row of `counter` (uint32, shape (B, 4)) under `key`; returns (B, 4) uint32."""
+    c = np.asarray(counter, dtype=np.uint64)
+    c0, c1, c2, c3 = c[:, 0], c[:, 1], c[:, 2], c[:, 3]
+    k0, k1 = int(key[0]) & 0xFFFFFFFF, int(key[1]) & 0xFFFFFFFF
+    for _ in range(_ROUNDS):
+        p0 = _M0 * c0  # a 32x32-bit product fits in uint64: hi = p >> 32, lo = p & mask
+        p1 = _M1 * c2
+        c0, c1, c2, c3 = (p1 >> np.uint64(32)) ^ c1 ^ np.uint64(k0), p1 & _MASK32, \
+            (p0 >> np.uint64(32)) ^ c3 ^ np.uint64(k1), p0 & _MASK32
+        k0, k1 = (k0 + _W0) & 0xFFFFFFFF, (k1 + _W1) & 0xFFFFFFFF
+    return np.stack([c0, c1, c2, c3], axis=1).astype(np.uint32)
+
+
+def standard_normal(seed: int, shape: tuple[int, ...] | int) -> np.ndarray:
+    """Standard-normal float32 array of `shape`, a pure function of (seed, shape); see the module doc."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
+        raise EdgeVAEError(f"seed must be an int in [0, 2**64), got {seed!r}")
+    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise EdgeVAEError(f"noise shape must be non-negative, got {shape}")
+    count = math.prod(shape)
+    blocks = np.arange((count + 3) // 4, dtype=np.uint64)
+    counter = np.zeros((blocks.size, 4), dtype=np.uint64)
+    counter[:, 0], counter[:, 1] = blocks & _MASK32, blocks >> np.uint64(32)
+    words = philox4x32(counter, (int(seed) & 0xFFFFFFFF, int(seed) >> 32))  # (B, 4)
+    u = (words.astype(np.float64) + 0.5) / 2.0**32  # in (0, 1): log(u) is finite
+    r = np.sqrt(-2.0 * np.log(u[:, 0::2]))  # (B, 2): from u0 and u2
+    t = 2.0 * np.pi * u[:, 1::2]  # (B, 2): from u1 and u3
+    normals = np.stack([r[:, 0] * np.cos(t[:, 0]), r[:, 0] * np.sin(t[:, 0]),
+                        r[:, 1] * np.cos(t[:, 1]), r[:, 1] * np.sin(t[:, 1])], axis=1)  # (B, 4): n0 n1 n2 n3
+    return normals.reshape(-1)[:count].astype(np.float32).reshape(shape)

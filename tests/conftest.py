@@ -1,0 +1,45 @@
+"""Shared fixtures: one tiny model trained and exported once per session (about 10 s on 2 cores)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The tiny model: small enough to train in seconds, big enough that every code path is real.
+TINY = dict(data="shapes", num_train=512, num_test=128, image_size=28, hidden=(64,), latent_dim=4,
+            epochs=2, batch_size=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    from train.config import TrainConfig
+    from train.loop import train
+
+    return train(TrainConfig(out=str(tmp_path_factory.mktemp("run") / "tiny"), **TINY))
+
+
+@pytest.fixture(scope="session")
+def export_dir(run_dir, tmp_path_factory) -> Path:
+    from export.build import export
+
+    return export(run_dir, tmp_path_factory.mktemp("export") / "tiny", log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def trained(run_dir):
+    """(vae, checkpoint) as export reads them."""
+    from export.build import load_run
+
+    return load_run(run_dir)
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m ...` in a fresh interpreter with the repository importable."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)

@@ -1,0 +1,64 @@
+"""Data sources: the generated `shapes` set and the IDX reader."""
+import gzip
+
+import numpy as np
+import pytest
+
+from train.data import SHAPE_CLASSES, idx_directory, read_idx, shapes
+
+
+def test_shapes_are_deterministic_by_seed():
+    a, la = shapes(64, 28, seed=3)
+    b, lb = shapes(64, 28, seed=3)
+    c, _ = shapes(64, 28, seed=4)
+    assert np.array_equal(a, b) and np.array_equal(la, lb)
+    assert not np.array_equal(a, c)
+
+
+def test_shapes_look_like_shapes():
+    x, y = shapes(300, 32, seed=0)
+    assert x.shape == (300, 1, 32, 32) and x.dtype == np.uint8 and y.dtype == np.int64
+    assert set(np.unique(y)) == set(range(len(SHAPE_CLASSES)))
+    assert (x.reshape(300, -1).max(axis=1) >= 127).all()  # every image has a shape at grey >= 0.5
+    assert (x[:, :, 0, :] == 0).all() and (x[:, :, :, 0] == 0).all()  # nothing touches the border
+    area = (x > 0).reshape(300, -1).mean(axis=1)
+    assert 0.05 < area.mean() < 0.5  # shapes are neither specks nor fill the frame
+    # Edges are anti-aliased: some pixels lie strictly between background and the shape's grey.
+    assert ((x > 0) & (x < x.reshape(300, -1).max(axis=1)[:, None, None, None])).any()
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_idx_round_trip(tmp_path, compressed):
+    rng = np.random.default_rng(0)
+    files = {"train-images-idx3-ubyte": rng.integers(0, 256, (20, 28, 28)),
+             "train-labels-idx1-ubyte": rng.integers(0, 10, 20),
+             "t10k-images-idx3-ubyte": rng.integers(0, 256, (5, 28, 28)),
+             "t10k-labels-idx1-ubyte": rng.integers(0, 10, 5)}
+    for name, array in files.items():
+        data = _idx_bytes(array)
+        (tmp_path / (name + ".gz" if compressed else name)).write_bytes(gzip.compress(data) if compressed else data)
+    ds = idx_directory(tmp_path)
+    assert ds.train_x.shape == (20, 1, 28, 28) and ds.test_x.shape == (5, 1, 28, 28)
+    assert np.array_equal(ds.train_x[:, 0].numpy(), files["train-images-idx3-ubyte"])
+    assert np.array_equal(ds.test_y.numpy(), files["t10k-labels-idx1-ubyte"])
+
+
+def test_idx_rejects_wrong_magic_and_truncation(tmp_path):
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\x12\x34\x08\x03" + bytes(16))
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(bad)
+    short = tmp_path / "short"
+    short.write_bytes(_idx_bytes(np.zeros((4, 3, 3)))[:-5])
+    with pytest.raises(ValueError, match="does not match its header"):
+        read_idx(short)
+
+
+def test_idx_directory_names_the_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        idx_directory(tmp_path)

@@ -1,0 +1,102 @@
+"""The graph contract of DESIGN.md, checked with onnx and plain onnxruntime (not through the runtime)."""
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from export.build import ExportError, export
+from export.graphs import op_types
+from runtime import spec as S
+
+from conftest import TINY
+
+D, SHAPE = TINY["latent_dim"], (1, TINY["image_size"], TINY["image_size"])
+
+
+def _session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _io(graph_io):
+    return [(v.name, v.type.tensor_type.elem_type, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
+            for v in graph_io]
+
+
+def test_names_dtypes_and_shapes(export_dir):
+    f32 = onnx.TensorProto.FLOAT
+    enc, dec = onnx.load(export_dir / S.ENCODER_FILE), onnx.load(export_dir / S.DECODER_FILE)
+    assert _io(enc.graph.input) == [("x", f32, ["batch", *SHAPE]), ("eps", f32, ["batch", D])]
+    assert _io(enc.graph.output) == [(n, f32, ["batch", D]) for n in ("z", "mu", "logvar")]
+    assert _io(dec.graph.input) == [("z", f32, ["batch", D])]
+    assert _io(dec.graph.output) == [("x_hat", f32, ["batch", *SHAPE])]
+
+
+def test_no_random_op_and_checker_passes(export_dir):
+    for name in (S.ENCODER_FILE, S.DECODER_FILE):
+        model = onnx.load(export_dir / name)
+        onnx.checker.check_model(model, full_check=True)
+        assert not op_types(model) & S.RANDOM_OPS
+
+
+def test_z_is_mu_plus_sigma_eps_and_x_hat_in_unit_range_at_any_batch(export_dir):
+    enc, dec = _session(export_dir / S.ENCODER_FILE), _session(export_dir / S.DECODER_FILE)
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 64, 256):
+        x = rng.random((n, *SHAPE), dtype=np.float32)
+        eps = rng.standard_normal((n, D), dtype=np.float32)
+        z, mu, logvar = enc.run(None, {"x": x, "eps": eps})
+        assert z.shape == mu.shape == logvar.shape == (n, D)
+        # Same float32 formula evaluated by numpy: only exp's last-bit rounding can differ, far below 1e-5.
+        np.testing.assert_allclose(z, mu + np.exp(0.5 * logvar) * eps, atol=1e-5, rtol=0)
+        x_hat = dec.run(None, {"z": z})[0]
+        assert x_hat.shape == (n, *SHAPE) and x_hat.dtype == np.float32
+        assert x_hat.min() >= 0.0 and x_hat.max() <= 1.0
+
+
+def test_noise_is_an_input_not_a_constant(export_dir):
+    """Different eps must give different z with the same x; zero eps must give z == mu exactly."""
+    enc = _session(export_dir / S.ENCODER_FILE)
+    x = np.full((3, *SHAPE), 0.5, dtype=np.float32)
+    z0, mu, _ = enc.run(None, {"x": x, "eps": np.zeros((3, D), np.float32)})
+    z1, _, _ = enc.run(None, {"x": x, "eps": np.ones((3, D), np.float32)})
+    assert np.array_equal(z0, mu)
+    assert not np.allclose(z0, z1)
+
+
+def test_metadata_spec_and_manifest(export_dir):
+    specs = {}
+    for role, name in (("encoder", S.ENCODER_FILE), ("decoder", S.DECODER_FILE)):
+        meta = _session(export_dir / name).get_modelmeta().custom_metadata_map
+        specs[role] = json.loads(meta[S.METADATA_KEY])
+        assert specs[role]["role"] == role
+        assert specs[role]["schema_version"] == S.SCHEMA_VERSION
+        assert specs[role]["latent_dim"] == D and specs[role]["image_shape"] == list(SHAPE)
+        assert specs[role]["training"]["dataset"] == "shapes" and specs[role]["training"]["epochs"] == TINY["epochs"]
+        assert all(v <= 1e-5 for v in specs[role]["parity"]["max_abs_diff"].values())
+    assert specs["encoder"]["pair_id"] == specs["decoder"]["pair_id"]
+    manifest = json.loads((export_dir / S.MANIFEST).read_text())
+    assert manifest["pair_id"] == specs["encoder"]["pair_id"]
+    for name in (S.ENCODER_FILE, S.DECODER_FILE):
+        assert manifest["files"][name]["sha256"] == hashlib.sha256((export_dir / name).read_bytes()).hexdigest()
+    assert sorted(p.name for p in export_dir.iterdir()) == sorted([S.ENCODER_FILE, S.DECODER_FILE, S.MANIFEST])
+
+
+def test_existing_destination_needs_force(run_dir, tmp_path):
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(ExportError, match="already exists"):
+        export(run_dir, out, log=lambda *_: None)
+    assert (out / "keep.txt").read_text() == "mine"  # untouched
+    export(run_dir, out, force=True, log=lambda *_: None)
+    assert not (out / "keep.txt").exists() and (out / S.MANIFEST).exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]  # no temporary directories left behind
+
+
+def test_not_a_run_directory(tmp_path):
+    with pytest.raises(ExportError, match="no checkpoint.pt"):
+        export(tmp_path, tmp_path / "out", log=lambda *_: None)
+    assert not (tmp_path / "out").exists()
