@@ -44,9 +44,10 @@ def shapes(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """
     rng = np.random.default_rng(seed)
     label = rng.integers(0, len(SHAPE_CLASSES), n)
-    radius = rng.uniform(0.16, 0.30, n) * size
-    extent = radius * np.array([1.0 / np.cos(np.pi / s) * a if s else 1.0 for s, a in _POLYGONS])[label]  # circumradius
-    centre = extent[:, None] + 1 + rng.uniform(0.0, 1.0, (n, 2)) * (size - 2 * extent[:, None] - 2)  # fits, 1 px margin
+    radius = rng.uniform(0.2, 0.32, n) * size
+    extent = radius * np.array([a / np.cos(np.pi / s) if s else 1.0 for s, a in _POLYGONS])[label]  # circumradius
+    room = np.minimum(0.15 * size, size / 2 - extent - 1)[:, None]  # jitter that keeps a 1 px margin
+    centre = size / 2 + rng.uniform(-1.0, 1.0, (n, 2)) * room
     angle = rng.uniform(0.0, 2.0 * np.pi, n)
     grey = rng.uniform(0.5, 1.0, n)
     ticks = ((np.arange(size * _SUPERSAMPLE) + 0.5) / _SUPERSAMPLE).astype(np.float32)  # sub-pixel centres (S,)
