@@ -8,7 +8,7 @@
 Imports none of torch, onnx, train or export (a test checks this in a fresh interpreter).
 """
 from .errors import EdgeVAEError
-from ._images import make_grid, save_grid, to_uint8
+from ._images import load_images, make_grid, save_grid, to_uint8
 from ._model import Encoding, Model, load
 from .noise import standard_normal
 
@@ -17,6 +17,7 @@ __all__ = [
     "Encoding",
     "Model",
     "load",
+    "load_images",
     "make_grid",
     "save_grid",
     "standard_normal",

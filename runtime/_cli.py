@@ -1,6 +1,9 @@
-"""`python -m runtime`: sample a PNG grid, or print what an export holds.
+"""`python -m runtime`: sample, encode, reconstruct, interpolate, traverse, manifold, info.
 
     python -m runtime sample exports/shapes --n 64 --seed 0 --out grid.png
+    python -m runtime encode exports/shapes a.png b.png --out latents.npy      # + latents.json
+    python -m runtime reconstruct exports/shapes a.png b.png --out recon.png
+    python -m runtime interpolate exports/shapes seed:1 seed:2 --steps 10 --method slerp --out strip.png
     python -m runtime info exports/shapes
 
 Bad input exits with status 2 and one line on stderr, never a traceback.
@@ -11,74 +14,185 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
-from ._images import save_grid
+import numpy as np
+
+from ._images import load_images, save_grid
+from ._latent import METHODS
 from ._model import load
 from .errors import EdgeVAEError
+from .noise import standard_normal
 
 
-def _sample(args) -> None:
-    model = load(args.export_dir, threads=args.threads)
-    start = time.perf_counter()
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    try:
+        np.save(path, array)
+    except OSError as e:
+        raise EdgeVAEError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _sample(args, model) -> str:
     images = model.sample(args.n, seed=args.seed, temperature=args.temperature)
     path = save_grid(images, args.out, nrow=args.nrow, scale=args.scale)
-    print(f"wrote {path} ({args.n} samples, seed {args.seed}, temperature {args.temperature}, "
-          f"{(time.perf_counter() - start) * 1000:.0f} ms)")
+    return f"wrote {path} ({args.n} samples, seed {args.seed}, temperature {args.temperature}"
 
 
-def _info(args) -> None:
-    model = load(args.export_dir, threads=args.threads)
-    if args.json:
-        print(json.dumps(model.spec, indent=2, sort_keys=True))
-        return
+def _encode(args, model) -> str:
+    x = load_images(args.images, model.image_shape)
+    enc = model.encode(x, seed=args.seed, temperature=args.temperature)
+    latents = enc.z if args.sampled else enc.mu
+    out = Path(args.out)
+    _write_npy(out, latents)
+    record = {"latent": "z (sampled)" if args.sampled else "mu", "seed": args.seed, "temperature": args.temperature,
+              "images": [{"file": str(p), "z": z.tolist(), "mu": m.tolist(), "logvar": lv.tolist()}
+                         for p, z, m, lv in zip(args.images, enc.z, enc.mu, enc.logvar)]}
+    json_path = out.with_suffix(".json")
+    try:
+        json_path.write_text(json.dumps(record, indent=1) + "\n")
+    except OSError as e:
+        raise EdgeVAEError(f"cannot write {json_path}: {e.strerror or e}") from None
+    return f"wrote {out} ({'z' if args.sampled else 'mu'} {latents.shape[0]}x{latents.shape[1]}) and {json_path}"
+
+
+def _reconstruct(args, model) -> str:
+    x = load_images(args.images, model.image_shape)
+    recon = model.reconstruct(x, sampled=args.sampled, seed=args.seed if args.sampled else None)
+    path = save_grid(np.concatenate([x, recon]), args.out, nrow=len(x), scale=args.scale)
+    return f"wrote {path} (top row: {len(x)} inputs, bottom row: reconstructions)"
+
+
+def _endpoint(text: str, model):
+    """`seed:N` -> that seed's N(0, I) latent; anything else is an image file."""
+    if text.startswith("seed:"):
+        try:
+            seed = int(text[5:])
+        except ValueError:
+            raise EdgeVAEError(f"expected seed:<int>, got {text!r}") from None
+        return standard_normal(seed, (1, model.latent_dim))[0]
+    return load_images([text], model.image_shape)[0]
+
+
+def _interpolate(args, model) -> str:
+    images = model.interpolate(_endpoint(args.a, model), _endpoint(args.b, model), args.steps, args.method)
+    path = save_grid(images, args.out, nrow=args.steps, scale=args.scale)
+    return f"wrote {path} ({args.steps} steps, {args.method}, {args.a} -> {args.b})"
+
+
+def _traverse(args, model) -> str:
+    dims = range(min(model.latent_dim, 8)) if args.dims is None else args.dims
+    rows = [model.traverse(d, steps=args.steps, span=args.span) for d in dims]
+    path = save_grid(np.concatenate(rows), args.out, nrow=args.steps, scale=args.scale)
+    return f"wrote {path} (dims {', '.join(map(str, dims))}, {args.steps} steps in [-{args.span}, {args.span}])"
+
+
+def _manifold(args, model) -> str:
+    path = save_grid(model.manifold(args.steps), args.out, nrow=args.steps, scale=args.scale)
+    return f"wrote {path} ({args.steps}x{args.steps} normal quantiles of the 2-D latent)"
+
+
+def _info(args, model) -> str:
     spec = model.spec
+    if args.json:
+        return json.dumps(spec, indent=2, sort_keys=True)
+    manifest = json.loads((model.path / "manifest.json").read_text())
     c, h, w = model.image_shape
-    print(f"export      {model.path}")
-    print(f"model       {spec['model']} ({spec.get('arch', '?')}), likelihood {spec['likelihood']}")
-    print(f"image       {c}x{h}x{w}, pixels in {spec['pixel_range']}")
-    print(f"latent dim  {model.latent_dim}")
-    print(f"pair_id     {spec['pair_id']}")
-    training = spec["training"]
-    print(f"trained on  {training.get('dataset')}, {training.get('epochs')} epochs, "
-          f"test -ELBO {training.get('test_neg_elbo'):.3f} nats/image")
-    parity = spec["parity"]
-    diffs = ", ".join(f"{k} {v:.1e}" for k, v in parity.get("max_abs_diff", {}).items())
-    print(f"parity      max |onnxruntime - torch| at batch {parity.get('batch_sizes')}: {diffs} "
-          f"(bound {parity.get('tolerance')})")
-    print(f"noise       {spec['noise']['algorithm']} v{spec['noise']['version']}")
+    training, parity = spec["training"], spec["parity"]
+    lines = [
+        f"export      {model.path}",
+        f"model       {spec['model']} ({spec.get('arch', '?')}), likelihood {spec['likelihood']}",
+        f"image       {c}x{h}x{w}, pixels in {spec['pixel_range']}",
+        f"latent dim  {model.latent_dim}",
+        f"classes     {', '.join(spec['classes']) if spec['classes'] else 'none (unconditional)'}",
+        f"trained on  {training.get('dataset')}, {training.get('epochs')} epochs, "
+        f"test -ELBO {training.get('test_neg_elbo'):.3f} nats/image",
+        f"parity      max |onnxruntime - torch| at batch {', '.join(map(str, parity.get('batch_sizes', [])))}: "
+        + ", ".join(f"{k} {v:.1e}" for k, v in parity.get("max_abs_diff", {}).items())
+        + f" (bound {parity.get('tolerance')})",
+        f"noise       {spec['noise']['algorithm']} v{spec['noise']['version']}",
+        f"pair_id     {spec['pair_id']}",
+    ]
+    for name, entry in manifest["files"].items():
+        lines.append(f"file        {name}: {entry['bytes']:,} bytes, sha256 {entry['sha256'][:16]}...")
+    for name, ops in spec.get("ops", {}).items():
+        lines.append(f"ops         {name}: {', '.join(ops)}")
+    return "\n".join(lines)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m runtime", description="Run an exported EdgeVAE model.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("sample", help="decode N(0, I) samples into a PNG grid")
-    p.add_argument("export_dir", help="directory written by `python -m export`")
-    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives the same PNG (default 0)")
-    p.add_argument("--temperature", type=float, default=1.0, help="scale of eps (default 1.0)")
-    p.add_argument("--out", default="samples.png", help="PNG path (default samples.png)")
-    p.add_argument("--nrow", type=int, default=None, help="images per grid row (default ceil(sqrt(n)))")
-    p.add_argument("--scale", type=int, default=1, help="enlarge each pixel to scale x scale (default 1)")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: cores)")
-    p.set_defaults(run=_sample)
+    def command(name, run, help_text, out=None, seed=False, scale=True):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("export_dir", help="directory written by `python -m export`")
+        p.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default: cores)")
+        if out:
+            p.add_argument("--out", default=out, help=f"output path (default {out})")
+        if seed:
+            p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+            p.add_argument("--temperature", type=float, default=1.0, help="scale of eps (default 1.0)")
+        if scale:
+            p.add_argument("--scale", type=_positive, default=1, help="enlarge each pixel to scale x scale (default 1)")
+        p.set_defaults(run=run)
+        return p
 
-    p = sub.add_parser("info", help="print the spec carried by an export's graphs")
-    p.add_argument("export_dir", help="directory written by `python -m export`")
+    p = command("sample", _sample, "decode N(0, I) samples into a PNG grid", "samples.png", seed=True)
+    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--nrow", type=_positive, default=None, help="images per grid row (default ceil(sqrt(n)))")
+
+    p = command("encode", _encode, "encode image files to latents (.npy, plus .json with z, mu, logvar)",
+                "latents.npy", seed=True, scale=False)
+    p.add_argument("images", nargs="+", help="image files (resized and converted to the model's shape)")
+    p.add_argument("--sampled", action="store_true", help="write sampled z to the .npy instead of mu")
+
+    p = command("reconstruct", _reconstruct, "encode and decode image files; PNG with inputs above outputs",
+                "reconstructions.png")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--sampled", action="store_true", help="decode a sampled z instead of mu")
+    p.add_argument("--seed", type=int, default=0, help="noise seed with --sampled (default 0)")
+
+    p = command("interpolate", _interpolate, "decode a path between two images or seeds into a PNG strip",
+                "interpolation.png")
+    p.add_argument("a", help="start: an image file, or seed:N for that seed's N(0, I) latent")
+    p.add_argument("b", help="end: an image file, or seed:N")
+    p.add_argument("--steps", type=int, default=10, help="images in the strip, ends included (default 10)")
+    p.add_argument("--method", choices=METHODS, default="lerp", help="lerp or slerp (default lerp)")
+
+    p = command("traverse", _traverse, "sweep latent dimensions one at a time (one row each)", "traversal.png")
+    p.add_argument("--dims", type=lambda t: [int(v) for v in t.split(",")], default=None,
+                   help="comma-separated dimensions (default: the first 8)")
+    p.add_argument("--steps", type=int, default=9, help="values per dimension (default 9)")
+    p.add_argument("--span", type=float, default=3.0, help="sweep from -span to +span (default 3.0)")
+
+    p = command("manifold", _manifold, "decode a grid of normal quantiles of a 2-D latent", "manifold.png")
+    p.add_argument("--steps", type=int, default=20, help="grid side (default 20)")
+
+    p = command("info", _info, "print the spec, files, ops and parity of an export", scale=False)
     p.add_argument("--json", action="store_true", help="print the whole spec as JSON")
-    p.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
-    p.set_defaults(run=_info)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    start = time.perf_counter()
     try:
-        args.run(args)
+        model = load(args.export_dir, threads=args.threads)
+        message = args.run(args, model)
     except EdgeVAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
         print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
+    if args.command == "sample":
+        message += f", {(time.perf_counter() - start) * 1000:.0f} ms)"
+    print(message)
     return 0

@@ -1,4 +1,4 @@
-"""Images out of the runtime: float [0, 1] arrays to uint8, tiled grids, PNG files (Pillow)."""
+"""Images in and out of the runtime: image files to float arrays, float [0, 1] arrays to uint8, PNG grids (Pillow)."""
 from __future__ import annotations
 
 import math
@@ -53,3 +53,32 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = No
     except OSError as e:
         raise EdgeVAEError(f"cannot write {path}: {e.strerror or e}") from None
     return path
+
+
+def load_images(paths, image_shape: tuple[int, int, int]) -> np.ndarray:
+    """Read image files as float32 (N, C, H, W) in [0, 1] for a model of image_shape (C, H, W).
+
+    Converted to grayscale (C = 1) or RGB (C = 3); transparent pixels are composited onto black;
+    images of another size are resized to H x W (bilinear). An unreadable file raises EdgeVAEError.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    c, h, w = image_shape
+    out = np.empty((len(paths), c, h, w), dtype=np.float32)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as im:
+                im.load()
+                if "A" in im.getbands() or im.mode == "P" and "transparency" in im.info:
+                    rgba = im.convert("RGBA")
+                    im = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+                im = im.convert("L" if c == 1 else "RGB")
+                if im.size != (w, h):
+                    im = im.resize((w, h), Image.Resampling.BILINEAR)
+                pixels = np.asarray(im, dtype=np.float32) / 255.0
+        except FileNotFoundError:
+            raise EdgeVAEError(f"{path}: no such file") from None
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise EdgeVAEError(f"{path}: not a readable image ({e})") from None
+        out[i] = pixels[None] if c == 1 else pixels.transpose(2, 0, 1)  # (C, H, W)
+    return out

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import onnxruntime as ort
 
+from . import _latent
 from . import spec as S
 from .errors import EdgeVAEError
 from .noise import standard_normal
@@ -181,8 +182,49 @@ class Model:
         """Decode the encoding of x: from mu (default), or from a sampled z when `sampled` (seeded)."""
         if not sampled and seed is not None:
             raise EdgeVAEError("reconstruct: seed only applies with sampled=True")
-        enc = self.encode(x, seed=seed if sampled else 0, temperature=1.0 if sampled else 0.0)  # T=0: z = mu
-        return self.decode(enc.z if sampled else enc.mu)
+        if sampled:
+            return self.decode(self.encode(x, seed=seed).z)
+        return self.decode(self.encode_mean(x))
+
+    def _point(self, what: str, value) -> np.ndarray:
+        """A latent (D,) from a latent vector, or from one image (C, H, W) via the encoder's mean."""
+        a = np.asarray(value)
+        if a.shape in ((self.latent_dim,), (1, self.latent_dim)):
+            return self._array(what, "latent", a.reshape(1, -1), (1, self.latent_dim))[0]
+        if a.shape in (self.image_shape, (1, *self.image_shape)):
+            return self.encode_mean(a.reshape(1, *self.image_shape))[0]
+        raise EdgeVAEError(f"{what}: expected a latent of shape ({self.latent_dim},) or an image of shape "
+                           f"{self.image_shape}, got {a.shape}")
+
+    def encode_mean(self, x) -> np.ndarray:
+        """The encoder's mean mu (N, D) for images x (N, C, H, W): the deterministic encoding."""
+        return self.encode(x, seed=0, temperature=0.0).mu
+
+    def interpolate(self, a, b, steps: int = 8, method: str = "lerp") -> np.ndarray:
+        """Decode `steps` points from a to b (ends included): images (steps, C, H, W).
+
+        a and b are each a latent (D,) or an image (C, H, W), which is encoded to its mean.
+        method "lerp" is a straight line; "slerp" follows the sphere, see runtime._latent.interpolate.
+        """
+        path = _latent.interpolate(self._point("interpolate", a), self._point("interpolate", b), steps, method)
+        return self.decode(path)
+
+    def traverse(self, dim: int, values=None, z=None, steps: int = 9, span: float = 3.0) -> np.ndarray:
+        """Decode z with latent dimension `dim` swept over `values` (default linspace(-span, span, steps)).
+
+        z (D,) defaults to the prior mean, zeros. Returns images (len(values), C, H, W).
+        """
+        base = np.zeros(self.latent_dim, np.float32) if z is None else self._point("traverse", z)
+        values = np.linspace(-span, span, steps) if values is None else np.asarray(values, np.float64).ravel()
+        if not np.isfinite(values).all() or values.size == 0:
+            raise EdgeVAEError(f"traverse: values must be finite and non-empty, got {values.size} values")
+        return self.decode(_latent.traverse(base, dim, values))
+
+    def manifold(self, steps: int = 20) -> np.ndarray:
+        """For a 2-D latent, decode a steps x steps grid of normal quantiles: images (steps^2, C, H, W), row-major."""
+        if self.latent_dim != 2:
+            raise EdgeVAEError(f"manifold: needs a 2-D latent, this model's latent_dim is {self.latent_dim}")
+        return self.decode(_latent.manifold(steps))
 
 
 def load(path: str | os.PathLike, *, threads: int | None = None, spinning: bool = False) -> Model:

@@ -31,6 +31,17 @@ def export_dir(run_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def export_dir_2d(tmp_path_factory) -> Path:
+    """A tiny model with a 2-D latent, for the manifold grid."""
+    from export.build import export
+    from train.config import TrainConfig
+    from train.loop import train
+
+    run = train(TrainConfig(out=str(tmp_path_factory.mktemp("run2d") / "tiny"), **{**TINY, "latent_dim": 2}))
+    return export(run, tmp_path_factory.mktemp("export2d") / "tiny", log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
 def trained(run_dir):
     """(vae, checkpoint) as export reads them."""
     from export.build import load_run

@@ -47,3 +47,81 @@ def test_errors_are_one_line(tmp_path, export_dir):
     _one_line_error(run_cli("-m", "train", "--data", str(tmp_path / "nope")), "--data must be 'shapes'")
     _one_line_error(run_cli("-m", "train", "--latent-dim", "0"), "--latent-dim must be >= 1")
     _one_line_error(run_cli("-m", "train", "--no-such-flag"), "unrecognized arguments")
+
+
+def _pngs(export_dir, tmp_path, n=3):
+    import runtime
+
+    images = runtime.load(export_dir).sample(n, seed=11)
+    return [_save_single(image, tmp_path / f"in{i}.png") for i, image in enumerate(images)]
+
+
+def _save_single(image, path):
+    from PIL import Image
+
+    import runtime
+
+    Image.fromarray(runtime.to_uint8(image)[0]).save(path)
+    return path
+
+
+def test_encode_writes_npy_and_json(export_dir, tmp_path):
+    import numpy as np
+
+    import runtime
+
+    paths = _pngs(export_dir, tmp_path)
+    r = run_cli("-m", "runtime", "encode", str(export_dir), *map(str, paths), "--out", str(tmp_path / "lat.npy"))
+    assert r.returncode == 0, r.stderr
+    assert f"wrote {tmp_path / 'lat.npy'} (mu 3x{TINY['latent_dim']}) and {tmp_path / 'lat.json'}" in r.stdout
+    mu = np.load(tmp_path / "lat.npy")
+    record = json.loads((tmp_path / "lat.json").read_text())
+    want = runtime.load(export_dir).encode(runtime.load_images(paths, (1, 28, 28)), seed=0)
+    assert np.array_equal(mu, want.mu)
+    assert [e["file"] for e in record["images"]] == list(map(str, paths))
+    assert np.allclose([e["z"] for e in record["images"]], want.z, atol=1e-7)  # JSON float round trip
+    r = run_cli("-m", "runtime", "encode", str(export_dir), str(paths[0]), "--sampled", "--seed", "4",
+                "--out", str(tmp_path / "z.npy"))
+    assert r.returncode == 0 and np.array_equal(np.load(tmp_path / "z.npy"),
+                                                runtime.load(export_dir).encode(runtime.load_images(paths[:1], (1, 28, 28)), seed=4).z)
+
+
+def test_reconstruct_interpolate_traverse_info(export_dir, export_dir_2d, tmp_path):
+    from PIL import Image
+
+    paths = _pngs(export_dir, tmp_path)
+    cases = [
+        (["reconstruct", *map(str, paths)], "rec.png", (3 * 30 + 2, 2 * 30 + 2)),  # 3 columns, 2 rows
+        (["interpolate", "seed:1", "seed:2", "--steps", "6", "--method", "slerp"], "int.png", (6 * 30 + 2, 32)),
+        (["interpolate", str(paths[0]), str(paths[1])], "int2.png", (10 * 30 + 2, 32)),
+        (["traverse", "--dims", "0,3", "--steps", "5"], "trav.png", (5 * 30 + 2, 2 * 30 + 2)),
+    ]
+    for args, name, size in cases:
+        r = run_cli("-m", "runtime", args[0], str(export_dir), *args[1:], "--out", str(tmp_path / name))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"wrote {tmp_path / name}")
+        with Image.open(tmp_path / name) as im:
+            assert im.size == size, args
+    r = run_cli("-m", "runtime", "manifold", str(export_dir_2d), "--steps", "4", "--out", str(tmp_path / "m.png"))
+    assert r.returncode == 0, r.stderr
+    r = run_cli("-m", "runtime", "info", str(export_dir))
+    assert r.returncode == 0
+    for fragment in ("latent dim  4", "file        encoder.onnx:", "ops         decoder.onnx: ", "parity      max"):
+        assert fragment in r.stdout
+    r = run_cli("-m", "runtime", "info", str(export_dir), "--json")
+    assert json.loads(r.stdout)["latent_dim"] == TINY["latent_dim"]
+
+
+def test_runtime_cli_errors_are_one_line(export_dir, tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"garbage")
+    _one_line_error(run_cli("-m", "runtime", "encode", str(export_dir), str(tmp_path / "bad.png")),
+                    "bad.png: not a readable image")
+    _one_line_error(run_cli("-m", "runtime", "interpolate", str(export_dir), "seed:x", "seed:2"), "expected seed:<int>")
+    _one_line_error(run_cli("-m", "runtime", "manifold", str(export_dir)), "needs a 2-D latent")
+    _one_line_error(run_cli("-m", "runtime", "traverse", str(export_dir), "--dims", "9"), "dim must be an int in [0, 3]")
+    _one_line_error(run_cli("-m", "runtime", "sample", str(export_dir), "--temperature", "nan"), "temperature must be")
+    image = _pngs(export_dir, tmp_path, n=1)[0]
+    _one_line_error(run_cli("-m", "runtime", "encode", str(export_dir), str(image),
+                            "--out", str(tmp_path / "missing" / "x.npy")), "cannot write", "x.npy")
+    _one_line_error(run_cli("-m", "runtime", "encode", str(export_dir), str(tmp_path / "nope.png")),
+                    "nope.png: no such file")

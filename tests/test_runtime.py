@@ -24,8 +24,8 @@ def model(export_dir):
 
 
 def test_public_names_are_pinned():
-    assert sorted(runtime.__all__) == ["EdgeVAEError", "Encoding", "Model", "load", "make_grid", "save_grid",
-                                       "standard_normal", "to_uint8"]
+    assert sorted(runtime.__all__) == ["EdgeVAEError", "Encoding", "Model", "load", "load_images", "make_grid",
+                                       "save_grid", "standard_normal", "to_uint8"]
     for name in runtime.__all__:
         assert getattr(runtime, name).__doc__, f"{name} needs a docstring"
 
@@ -89,13 +89,102 @@ def test_rgb_grid():
     assert grid[1:5, 6:10].tolist() == [[[255, 0, 0]] * 4] * 4 and grid[1:5, 1:5].max() == 0
 
 
-def test_thread_safe(model):
-    seeds = list(range(32))
-    serial = [model.sample(4, seed=s) for s in seeds]
+def test_thread_safe_8_threads_x_100_calls(model):
+    rng = np.random.default_rng(0)
+    x = rng.random((100, *SHAPE), dtype=np.float32)
+    jobs = [(kind, i) for i in range(100) for kind in ("sample", "encode")] * 4  # 800 calls
+    run = {"sample": lambda i: model.sample(3, seed=i), "encode": lambda i: model.encode(x[i:i + 2], seed=i).z}
+    serial = {job: run[job[0]](job[1]) for job in set(jobs)}
     with ThreadPoolExecutor(8) as pool:
-        parallel = list(pool.map(lambda s: model.sample(4, seed=s), seeds * 4))
-    for i, out in enumerate(parallel):
-        assert np.array_equal(out, serial[i % len(seeds)])
+        parallel = list(pool.map(lambda job: run[job[0]](job[1]), jobs))
+    for job, out in zip(jobs, parallel):
+        assert np.array_equal(out, serial[job]), job
+
+
+def test_interpolate_between_latents_and_images(model):
+    a, b = runtime.standard_normal(1, (D,)), runtime.standard_normal(2, (D,))
+    for method in ("lerp", "slerp"):
+        strip = model.interpolate(a, b, steps=5, method=method)
+        assert strip.shape == (5, *SHAPE)
+        assert np.array_equal(strip[0], model.decode(a[None])[0]) and np.array_equal(strip[-1], model.decode(b[None])[0])
+    images = model.sample(2, seed=3)
+    strip = model.interpolate(images[0], images[1], steps=4)
+    np.testing.assert_array_equal(strip[0], model.reconstruct(images[:1])[0])
+    with pytest.raises(EdgeVAEError, match=r"expected a latent of shape \(4,\) or an image"):
+        model.interpolate(np.zeros(3), b)
+    with pytest.raises(EdgeVAEError, match="method must be one of lerp, slerp"):
+        model.interpolate(a, b, method="cubic")
+
+
+def test_slerp_follows_the_sphere():
+    from runtime._latent import interpolate
+
+    a, b = np.array([3.0, 0.0]), np.array([0.0, 3.0])
+    mid_lerp, mid_slerp = interpolate(a, b, 3, "lerp")[1], interpolate(a, b, 3, "slerp")[1]
+    np.testing.assert_allclose(mid_lerp, [1.5, 1.5], rtol=1e-6)
+    np.testing.assert_allclose(mid_slerp, [3 / np.sqrt(2), 3 / np.sqrt(2)], rtol=1e-6)  # norm stays 3
+    np.testing.assert_allclose(interpolate(a, 2 * a, 3, "slerp")[1], 1.5 * a, rtol=1e-6)  # parallel: lerp
+
+
+def test_traverse_changes_one_dimension(model):
+    values = np.linspace(-2, 2, 5)
+    rows = model.traverse(1, values=values)
+    z = np.zeros((5, D), np.float32)
+    z[:, 1] = values
+    assert np.array_equal(rows, model.decode(z))
+    assert model.traverse(0, steps=7).shape == (7, *SHAPE)
+    with pytest.raises(EdgeVAEError, match=r"dim must be an int in \[0, 3\], got 4"):
+        model.traverse(4)
+
+
+def test_manifold_grid(export_dir_2d, model):
+    m2 = runtime.load(export_dir_2d)
+    grid = m2.manifold(5)
+    assert grid.shape == (25, *SHAPE)
+    from runtime._latent import manifold
+
+    z = manifold(5)
+    assert np.allclose(z[0], [z[:, 0].min(), z[:, 1].max()])  # top-left: smallest z1, largest z2
+    assert np.array_equal(grid, m2.decode(z))
+    with pytest.raises(EdgeVAEError, match="needs a 2-D latent, this model's latent_dim is 4"):
+        model.manifold()
+
+
+def test_load_images_converts_composites_and_resizes(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (28, 28), (255, 0, 0)).save(tmp_path / "red.png")
+    rgba = Image.new("RGBA", (56, 56), (255, 255, 255, 0))  # fully transparent white -> black
+    rgba.paste((255, 255, 255, 255), (0, 0, 28, 56))  # left half opaque white
+    rgba.save(tmp_path / "half.png")
+    Image.new("L", (28, 28), 128).save(tmp_path / "grey.jpg", quality=100)
+    x = runtime.load_images([tmp_path / n for n in ("red.png", "half.png", "grey.jpg")], (1, 28, 28))
+    assert x.shape == (3, 1, 28, 28) and x.dtype == np.float32
+    assert np.allclose(x[0], 76 / 255, atol=1 / 255)  # ITU-R 601 luma of pure red
+    assert np.allclose(x[1, 0, :, :13], 1.0) and np.allclose(x[1, 0, :, 15:], 0.0)  # resized 56 -> 28
+    assert np.allclose(x[2], 128 / 255, atol=2 / 255)
+    rgb = runtime.load_images([tmp_path / "red.png"], (3, 28, 28))
+    assert np.allclose(rgb[0, 0], 1.0) and np.allclose(rgb[0, 1:], 0.0)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(EdgeVAEError, match="bad.png: not a readable image"):
+        runtime.load_images([tmp_path / "bad.png"], (1, 28, 28))
+    with pytest.raises(EdgeVAEError, match="nope.png: no such file"):
+        runtime.load_images([tmp_path / "nope.png"], (1, 28, 28))
+
+
+def test_cold_start_is_fast_and_light(export_dir, tmp_path):
+    """A fresh process imports the runtime, loads the model and writes a 64-image PNG."""
+    # Peak memory from VmHWM: ru_maxrss would carry over the (torch-loaded) parent's peak across fork.
+    code = ("import re, sys, time; t = time.perf_counter(); import runtime; "
+            "runtime.save_grid(runtime.load(sys.argv[1]).sample(64, seed=0), sys.argv[2]); "
+            "print(time.perf_counter() - t, re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1])")
+    out = subprocess.run([sys.executable, "-c", code, str(export_dir), str(tmp_path / "g.png")], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    seconds, peak_kb = out.stdout.split()
+    # Measured ~0.25 s and ~75 MB here; `import torch` alone takes ~1.7 s and ~220 MB. The bounds leave
+    # room for a loaded CI machine while still failing if torch (or anything that heavy) sneaks in.
+    assert float(seconds) < 2.0
+    assert int(peak_kb) < 150_000
 
 
 @pytest.mark.parametrize("call,message", [

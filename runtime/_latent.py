@@ -1,0 +1,57 @@
+"""Paths through latent space: lerp and slerp between two points, one-dimension traversals, the 2-D manifold grid."""
+from __future__ import annotations
+
+from statistics import NormalDist
+
+import numpy as np
+
+from .errors import EdgeVAEError
+
+METHODS = ("lerp", "slerp")
+
+
+def interpolate(a: np.ndarray, b: np.ndarray, steps: int, method: str = "lerp") -> np.ndarray:
+    """`steps` points from a to b (both included), float32 (steps, D).
+
+    slerp follows the great circle between the two directions while interpolating the norms, which
+    keeps intermediate points at the typical radius of N(0, I) samples instead of cutting through the
+    low-density region near the origin (White, "Sampling Generative Networks", 2016).
+    """
+    if method not in METHODS:
+        raise EdgeVAEError(f"interpolate: method must be one of {', '.join(METHODS)}, got {method!r}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 2 <= steps <= 10_000:
+        raise EdgeVAEError(f"interpolate: steps must be an int in [2, 10000], got {steps!r}")
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    t = np.linspace(0.0, 1.0, int(steps))[:, None]  # (steps, 1)
+    if method == "lerp":
+        return ((1 - t) * a + t * b).astype(np.float32)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return ((1 - t) * a + t * b).astype(np.float32)  # no direction to follow from the origin
+    omega = np.arccos(np.clip(np.dot(a / na, b / nb), -1.0, 1.0))
+    if np.sin(omega) < 1e-6:  # (anti)parallel: the great circle is not unique; fall back to lerp
+        return ((1 - t) * a + t * b).astype(np.float32)
+    direction = (np.sin((1 - t) * omega) * a / na + np.sin(t * omega) * b / nb) / np.sin(omega)
+    return (direction * ((1 - t) * na + t * nb)).astype(np.float32)
+
+
+def traverse(base: np.ndarray, dim: int, values: np.ndarray) -> np.ndarray:
+    """Copies of base (D,) with dimension `dim` set to each of `values`: float32 (len(values), D)."""
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 0 <= dim < base.shape[0]:
+        raise EdgeVAEError(f"traverse: dim must be an int in [0, {base.shape[0] - 1}], got {dim!r}")
+    z = np.repeat(base[None, :].astype(np.float32), len(values), axis=0)
+    z[:, dim] = values
+    return z
+
+
+def manifold(steps: int, low: float = 0.05, high: float = 0.95) -> np.ndarray:
+    """A steps x steps grid of 2-D latents at normal quantiles (Kingma & Welling 2014, Fig. 4), float32 (steps^2, 2).
+
+    Row r, column c holds (Phi^-1(p_c), Phi^-1(p_r')), with p evenly spaced in [low, high] and rows
+    running from high to low so that "up" in the picture is +z2.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 2 <= steps <= 100:
+        raise EdgeVAEError(f"manifold: steps must be an int in [2, 100], got {steps!r}")
+    q = np.array([NormalDist().inv_cdf(p) for p in np.linspace(low, high, int(steps))])
+    z2, z1 = np.meshgrid(q[::-1], q, indexing="ij")  # (steps, steps): rows = z2 descending, cols = z1
+    return np.stack([z1.ravel(), z2.ravel()], axis=1).astype(np.float32)
