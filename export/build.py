@@ -22,7 +22,7 @@ from runtime import spec as S
 from train.config import TrainConfig
 from train.model import build
 
-from . import graphs, verify
+from . import graphs, variants, verify
 
 
 class ExportError(RuntimeError):
@@ -44,11 +44,11 @@ def load_run(run_dir: Path) -> tuple[torch.nn.Module, dict]:
     return vae.eval(), ckpt
 
 
-def make_spec(ckpt: dict, pair_id: str, parity: dict, ops: dict[str, list[str]]) -> dict:
+def make_spec(ckpt: dict, pair_id: str, parity: dict, elbo: dict) -> dict:
+    """The spec both graphs of every variant share; role, variant, ops and quality are added per file."""
     config = ckpt["config"]
     return {
         "schema_version": S.SCHEMA_VERSION,
-        "role": None,  # set per graph
         "pair_id": pair_id,
         "model": config["model"],
         "arch": config["arch"],
@@ -62,9 +62,8 @@ def make_spec(ckpt: dict, pair_id: str, parity: dict, ops: dict[str, list[str]])
         "training": {"dataset": ckpt["dataset"], "epochs": ckpt["epoch"],
                      "test_neg_elbo": ckpt["metrics"]["test_neg_elbo"], "config": config},
         "parity": {"batch_sizes": list(verify.PARITY_BATCH_SIZES), "tolerance": verify.PARITY_TOLERANCE,
-                   "max_abs_diff": parity, "torch": torch.__version__, "onnxruntime": ort.__version__},
+                   "max_abs_diff": parity, "elbo": elbo, "torch": torch.__version__, "onnxruntime": ort.__version__},
         "opset": graphs.OPSET,
-        "ops": ops,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "edgevae_version": runtime.__version__,
     }
@@ -74,33 +73,64 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = False, log=print) -> Path:
-    """Export, verify, and move the result into `out` in one rename; returns `out`."""
+def _fmt_quality(q: dict) -> str:
+    gate = q["gate"]
+    return (f"PSNR {q['psnr_db']:.1f} dB (gate >= {gate['min_psnr_db']:g}), -ELBO {q['neg_elbo']:.3f} vs fp32 "
+            f"{q['neg_elbo_fp32']:.3f} ({q['neg_elbo_change']:.3%}, gate <= {gate['max_neg_elbo_change']:.2%})")
+
+
+def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = False, variants_: tuple = (),
+           log=print) -> Path:
+    """Export, verify, and move the result into `out` in one rename; returns `out`.
+
+    variants_: any of "int8", "fp16"; each is written only if it passes its quality gate.
+    """
     run_dir, out = Path(run_dir), Path(out)
     if out.exists() and not force:
         raise ExportError(f"{out} already exists (pass --force to replace it)")
     vae, ckpt = load_run(run_dir)
-    encoder, decoder = graphs.export_graphs(vae, tuple(ckpt["image_shape"]))
-    ops = {S.ENCODER_FILE: sorted(verify.check_graph(encoder, S.ENCODER_FILE)),
-           S.DECODER_FILE: sorted(verify.check_graph(decoder, S.DECODER_FILE))}
-    parity = verify.parity(vae, encoder, decoder, ckpt["reference_x"])
-    pair_id = uuid.uuid4().hex
-    spec = make_spec(ckpt, pair_id, parity, ops)
+    likelihood = ckpt["config"]["likelihood"]
+    fp32 = graphs.export_graphs(vae, tuple(ckpt["image_shape"]))
+    for name, proto in zip((S.ENCODER_FILE, S.DECODER_FILE), fp32):
+        verify.check_graph(proto, name)
+    parity = verify.parity(vae, *fp32, ckpt["reference_x"])
+    elbo = verify.elbo_parity(vae, *fp32, ckpt["reference_x"], likelihood)
+    log(f"verified: onnx.checker ok, no random op, max |onnxruntime - torch| "
+        + ", ".join(f"{k} {v:.1e}" for k, v in parity.items())
+        + f" (bound {verify.PARITY_TOLERANCE:g}, batch {', '.join(map(str, verify.PARITY_BATCH_SIZES))}); "
+        f"-ELBO torch {elbo['neg_elbo_torch']:.4f}, onnx {elbo['neg_elbo_onnx']:.4f}")
+    kept = {"fp32": (fp32, None)}
+    for variant in variants_:
+        candidate = tuple(variants.make(variant, proto) for proto in fp32)
+        for role, proto in zip(("encoder", "decoder"), candidate):
+            verify.check_graph(proto, variants.file_name(role, variant))
+        q = verify.variant_quality(variant, fp32, candidate, ckpt["reference_x"], vae.latent_dim, likelihood)
+        if q["passed"]:
+            kept[variant] = (candidate, q)
+            log(f"{variant}: {_fmt_quality(q)}")
+        else:
+            log(f"{variant}: NOT written, outside its gate: {_fmt_quality(q)}")
 
+    pair_id = uuid.uuid4().hex
+    spec = make_spec(ckpt, pair_id, parity, elbo)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the export should read like any directory
     try:
-        for role, name, proto in (("encoder", S.ENCODER_FILE, encoder), ("decoder", S.DECODER_FILE, decoder)):
-            graphs.set_spec(proto, S.dumps({**spec, "role": role}))
-            (tmp / name).write_bytes(proto.SerializeToString())
-        manifest = {"schema_version": S.SCHEMA_VERSION, "pair_id": pair_id,
-                    "files": {name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
-                              for name in (S.ENCODER_FILE, S.DECODER_FILE)}}
+        manifest = {"schema_version": S.SCHEMA_VERSION, "pair_id": pair_id, "files": {}, "variants": {}}
+        for variant, (protos, q) in kept.items():
+            names = {}
+            for role, proto in zip(("encoder", "decoder"), protos):
+                name = names[role] = variants.file_name(role, variant)
+                graphs.set_spec(proto, S.dumps({**spec, "role": role, "variant": variant, "quality": q,
+                                                "ops": sorted(graphs.op_types(proto))}))
+                (tmp / name).write_bytes(proto.SerializeToString())
+                manifest["files"][name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
+            manifest["variants"][variant] = {**names, "quality": q}
         (tmp / S.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _check_written(tmp, vae)
+        _check_written(tmp, vae, kept)
         if out.exists():  # --force: swap the old export out only once the new one is complete
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, trash / out.name)
@@ -110,21 +140,20 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
             os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    diffs = ", ".join(f"{k} {v:.1e}" for k, v in parity.items())
-    log(f"verified: onnx.checker ok, no random op, max |onnxruntime - torch| {diffs} "
-        f"(bound {verify.PARITY_TOLERANCE:g}, batch {', '.join(map(str, verify.PARITY_BATCH_SIZES))})")
     for name, entry in manifest["files"].items():
         log(f"wrote {out / name} ({entry['bytes']:,} bytes, sha256 {entry['sha256'][:12]}...)")
     log(f"wrote {out / S.MANIFEST} (pair_id {pair_id})")
     return out
 
 
-def _check_written(directory: Path, vae: torch.nn.Module) -> None:
-    """The files as written load through the runtime (hashes, spec, pair) and still match torch."""
-    model = runtime.load(directory, threads=1)
+def _check_written(directory: Path, vae: torch.nn.Module, kept: dict) -> None:
+    """The files as written load through the runtime (hashes, spec, pair) and still decode as verified."""
     z = runtime.standard_normal(verify.PARITY_SEED, (8, vae.latent_dim))
     with torch.no_grad():
         want = vae.decode(torch.from_numpy(z)).numpy()
-    diff = float(np.max(np.abs(model.decode(z) - want)))
-    if not diff <= verify.PARITY_TOLERANCE:
-        raise verify.ExportCheckError(f"written decoder differs from torch by {diff:.2e}")
+    for variant, (protos, _) in kept.items():
+        got = runtime.load(directory, threads=1, variant=variant).decode(z)
+        expected = want if variant == "fp32" else verify.session(protos[1]).run(None, {"z": z})[0]
+        diff = float(np.max(np.abs(got - expected)))
+        if not diff <= verify.PARITY_TOLERANCE:
+            raise verify.ExportCheckError(f"written {variant} decoder differs from what was verified by {diff:.2e}")

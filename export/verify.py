@@ -16,6 +16,7 @@ import torch
 from runtime import spec as S
 from runtime.noise import standard_normal
 
+from . import quality, variants
 from .graphs import op_types
 
 PARITY_TOLERANCE = 1e-5
@@ -28,7 +29,7 @@ class ExportCheckError(RuntimeError):
 
 
 def check_graph(model: onnx.ModelProto, name: str) -> set[str]:
-    """onnx.checker (full, with shape inference) and the no-random-op rule; returns the op types."""
+    """onnx.checker (full, with shape inference), no random op, only allowed ops; returns the op types."""
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as e:
@@ -37,6 +38,10 @@ def check_graph(model: onnx.ModelProto, name: str) -> set[str]:
     random = sorted(ops & S.RANDOM_OPS)
     if random:
         raise ExportCheckError(f"{name}: contains random op(s) {', '.join(random)}; noise must come in as eps")
+    unknown = sorted(ops - S.ALLOWED_OPS)
+    if unknown:
+        raise ExportCheckError(f"{name}: uses op(s) {', '.join(unknown)} outside the allow-list "
+                               f"(runtime/spec.py ALLOWED_OPS)")
     return ops
 
 
@@ -75,3 +80,40 @@ def parity(vae: torch.nn.Module, encoder: onnx.ModelProto, decoder: onnx.ModelPr
         detail = ", ".join(f"{k} {v:.2e}" for k, v in broken.items())
         raise ExportCheckError(f"parity with PyTorch broken (bound {PARITY_TOLERANCE:g}): max |diff| {detail}")
     return worst
+
+
+ELBO_TOLERANCE = 0.01  # nats per image: float32 sums over ~1e3 pixels, then float64; see tests/test_parity.py
+
+
+def elbo_parity(vae: torch.nn.Module, encoder: onnx.ModelProto, decoder: onnx.ModelProto,
+                reference_x: torch.Tensor, likelihood: str) -> dict:
+    """Mean test negative ELBO on the reference images with fixed eps: torch versus the ONNX graphs."""
+    from train.elbo import negative_elbo
+
+    x = reference_x.float() / 255.0
+    eps = standard_normal(PARITY_SEED, (len(x), vae.latent_dim))
+    with torch.no_grad():
+        _, recon, kl = negative_elbo(vae, x, torch.from_numpy(eps))
+    want = float((recon.double() + kl.double()).mean())
+    got = float(quality.neg_elbo(session(encoder), session(decoder), x.numpy(), eps, likelihood).mean())
+    if not abs(got - want) <= ELBO_TOLERANCE:
+        raise ExportCheckError(f"ELBO through the graphs {got:.4f} != torch {want:.4f} nats/image "
+                               f"(bound {ELBO_TOLERANCE})")
+    return {"neg_elbo_torch": want, "neg_elbo_onnx": got, "images": len(x), "tolerance": ELBO_TOLERANCE}
+
+
+def variant_quality(variant: str, fp32: tuple, candidate: tuple, reference_x: torch.Tensor, latent_dim: int,
+                    likelihood: str) -> dict:
+    """A variant's PSNR of x_hat and relative change of the negative ELBO against fp32, and its gate."""
+    gate = variants.GATES[variant]
+    ref_enc, ref_dec = (session(m) for m in fp32)
+    enc, dec = (session(m) for m in candidate)
+    z = standard_normal(PARITY_SEED, (256, latent_dim))
+    psnr = quality.psnr(ref_dec.run(None, {"z": z})[0], dec.run(None, {"z": z})[0])
+    x = (reference_x.float() / 255.0).numpy()
+    eps = standard_normal(PARITY_SEED, (len(x), latent_dim))
+    base = float(quality.neg_elbo(ref_enc, ref_dec, x, eps, likelihood).mean())
+    got = float(quality.neg_elbo(enc, dec, x, eps, likelihood).mean())
+    change = abs(got - base) / abs(base)
+    return {"psnr_db": round(psnr, 3), "neg_elbo_fp32": base, "neg_elbo": got, "neg_elbo_change": change,
+            "gate": gate, "passed": bool(psnr >= gate["min_psnr_db"] and change <= gate["max_neg_elbo_change"])}

@@ -94,10 +94,10 @@ def _manifold(args, model) -> str:
 def _info(args, model) -> str:
     spec = model.spec
     if args.json:
-        return json.dumps(spec, indent=2, sort_keys=True)
-    manifest = json.loads((model.path / "manifest.json").read_text())
+        return json.dumps(model.specs, indent=2, sort_keys=True)
     c, h, w = model.image_shape
     training, parity = spec["training"], spec["parity"]
+    elbo = parity.get("elbo", {})
     lines = [
         f"export      {model.path}",
         f"model       {spec['model']} ({spec.get('arch', '?')}), likelihood {spec['likelihood']}",
@@ -109,13 +109,19 @@ def _info(args, model) -> str:
         f"parity      max |onnxruntime - torch| at batch {', '.join(map(str, parity.get('batch_sizes', [])))}: "
         + ", ".join(f"{k} {v:.1e}" for k, v in parity.get("max_abs_diff", {}).items())
         + f" (bound {parity.get('tolerance')})",
+        f"ELBO parity -ELBO on {elbo.get('images')} test images, fixed eps: torch {elbo.get('neg_elbo_torch', 0):.4f}, "
+        f"onnxruntime {elbo.get('neg_elbo_onnx', 0):.4f} nats/image",
         f"noise       {spec['noise']['algorithm']} v{spec['noise']['version']}",
         f"pair_id     {spec['pair_id']}",
     ]
-    for name, entry in manifest["files"].items():
-        lines.append(f"file        {name}: {entry['bytes']:,} bytes, sha256 {entry['sha256'][:16]}...")
-    for name, ops in spec.get("ops", {}).items():
-        lines.append(f"ops         {name}: {', '.join(ops)}")
+    for variant, entry in model.manifest["variants"].items():
+        sizes = " + ".join(f"{entry[r]} {model.manifest['files'][entry[r]]['bytes']:,} B" for r in ("encoder", "decoder"))
+        q = entry.get("quality")
+        quality = (f"; PSNR {q['psnr_db']:.1f} dB, -ELBO {q['neg_elbo']:.3f} vs fp32 {q['neg_elbo_fp32']:.3f}"
+                   if q else "")
+        lines.append(f"variant     {variant}{' (loaded)' if variant == model.variant else ''}: {sizes}{quality}")
+    for role, role_spec in model.specs.items():
+        lines.append(f"ops         {role}: {', '.join(role_spec['ops'])}")
     return "\n".join(lines)
 
 
@@ -134,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("export_dir", help="directory written by `python -m export`")
         p.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default: cores)")
+        p.add_argument("--variant", default="fp32", help="fp32 (default), int8 or fp16, if the export has it")
         if out:
             p.add_argument("--out", default=out, help=f"output path (default {out})")
         if seed:
@@ -176,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="grid side (default 20)")
 
     p = command("info", _info, "print the spec, files, ops and parity of an export", scale=False)
-    p.add_argument("--json", action="store_true", help="print the whole spec as JSON")
+    p.add_argument("--json", action="store_true", help="print both graphs' specs as JSON, by role")
     return parser
 
 
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     start = time.perf_counter()
     try:
-        model = load(args.export_dir, threads=args.threads)
+        model = load(args.export_dir, threads=args.threads, variant=args.variant)
         message = args.run(args, model)
     except EdgeVAEError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -84,12 +84,21 @@ def _check_signature(session: ort.InferenceSession, name: str, inputs: tuple, ou
 class Model:
     """A loaded export: two onnxruntime sessions and their spec. Create with `load`; thread-safe."""
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None, spinning: bool = False):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, spinning: bool = False,
+                 variant: str = "fp32"):
         self.path = Path(path)
         manifest = _read_manifest(self.path)
+        files = manifest.get("variants", {}).get(variant)
+        if not isinstance(files, dict):
+            raise EdgeVAEError(f"{self.path}: no '{variant}' variant in this export "
+                               f"(it has: {', '.join(manifest.get('variants', {})) or 'none'})")
+        self.variant = variant
         specs, sessions = {}, {}
-        for role, name, inputs, outputs in (("encoder", S.ENCODER_FILE, S.ENCODER_INPUTS, S.ENCODER_OUTPUTS),
-                                            ("decoder", S.DECODER_FILE, S.DECODER_INPUTS, S.DECODER_OUTPUTS)):
+        for role, inputs, outputs in (("encoder", S.ENCODER_INPUTS, S.ENCODER_OUTPUTS),
+                                      ("decoder", S.DECODER_INPUTS, S.DECODER_OUTPUTS)):
+            name = files.get(role)
+            if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
+                raise EdgeVAEError(f"{self.path / S.MANIFEST}: bad {role} file name {name!r} for variant '{variant}'")
             data = _read_verified(self.path, name, manifest)
             try:
                 session = _session(data, threads, spinning)
@@ -99,8 +108,9 @@ class Model:
             if text is None:
                 raise EdgeVAEError(f"{self.path / name}: no '{S.METADATA_KEY}' metadata (not an EdgeVAE graph)")
             specs[role] = S.loads(text, str(self.path / name))
-            if specs[role]["role"] != role:
-                raise EdgeVAEError(f"{self.path / name}: expected role '{role}', got '{specs[role]['role']}'")
+            if (specs[role]["role"], specs[role]["variant"]) != (role, variant):
+                raise EdgeVAEError(f"{self.path / name}: expected the {variant} {role}, "
+                                   f"got the {specs[role]['variant']} {specs[role]['role']}")
             _check_signature(session, str(self.path / name), inputs, outputs)
             sessions[role] = session
         pair_ids = {specs["encoder"]["pair_id"], specs["decoder"]["pair_id"], manifest.get("pair_id")}
@@ -108,13 +118,16 @@ class Model:
             raise EdgeVAEError(f"{self.path}: encoder, decoder and manifest come from different exports "
                                f"(pair_id encoder={specs['encoder']['pair_id']}, decoder={specs['decoder']['pair_id']}, "
                                f"manifest={manifest.get('pair_id')})")
+        self.specs: dict[str, dict] = specs  # by role: "encoder", "decoder"
         self.spec: dict = specs["decoder"]
+        self.manifest: dict = manifest
         self.latent_dim: int = self.spec["latent_dim"]
         self.image_shape: tuple[int, int, int] = tuple(self.spec["image_shape"])
         self._encoder, self._decoder = sessions["encoder"], sessions["decoder"]
 
     def __repr__(self) -> str:
-        return f"Model({str(self.path)!r}, latent_dim={self.latent_dim}, image_shape={self.image_shape})"
+        return (f"Model({str(self.path)!r}, variant={self.variant!r}, latent_dim={self.latent_dim}, "
+                f"image_shape={self.image_shape})")
 
     # -- checks --------------------------------------------------------------------------------
     def _batch(self, what: str, n) -> int:
@@ -227,11 +240,13 @@ class Model:
         return self.decode(_latent.manifold(steps))
 
 
-def load(path: str | os.PathLike, *, threads: int | None = None, spinning: bool = False) -> Model:
+def load(path: str | os.PathLike, *, threads: int | None = None, spinning: bool = False,
+         variant: str = "fp32") -> Model:
     """Load an export directory, verifying each graph's sha256 and that both come from one export.
 
+    variant: "fp32" (default), or "int8" / "fp16" when the export wrote them (`python -m export --int8`).
     threads: onnxruntime intra-op threads (None: one per physical core). spinning: let idle worker
     threads spin for lower latency at the cost of CPU (off by default, right for desktop apps).
     Raises EdgeVAEError for a missing, tampered or mismatched file.
     """
-    return Model(path, threads=threads, spinning=spinning)
+    return Model(path, threads=threads, spinning=spinning, variant=variant)

@@ -28,14 +28,21 @@ RANDOM_OPS = frozenset({
     "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli",
 })
 
+# Every op an EdgeVAE graph may contain (README "Ops" lists them per graph and variant). Export fails on
+# anything else: no random op, no control flow (If, Loop, Scan), nothing a small ONNX host may lack.
+ALLOWED_OPS = frozenset({
+    "Add", "Cast", "Exp", "Gemm", "MatMul", "Mul", "Relu", "Reshape", "Sigmoid",  # MLP, reparameterization
+    "DynamicQuantizeLinear", "MatMulInteger",  # int8 (dynamic quantization)
+})
+
 NOISE = {  # how the runtime draws eps by default; runtime/noise.py implements it, README documents it
     "algorithm": "philox4x32-10/box-muller",
     "version": 1,
     "distribution": "standard normal, float32",
 }
 
-REQUIRED_FIELDS = ("schema_version", "role", "pair_id", "model", "latent_dim", "image_shape", "pixel_range",
-                   "likelihood", "classes", "noise", "training", "parity")
+REQUIRED_FIELDS = ("schema_version", "role", "variant", "pair_id", "model", "latent_dim", "image_shape",
+                   "pixel_range", "likelihood", "classes", "noise", "training", "parity", "quality", "ops")
 
 
 def dumps(spec: dict[str, Any]) -> str:

@@ -106,10 +106,11 @@ def test_reconstruct_interpolate_traverse_info(export_dir, export_dir_2d, tmp_pa
     assert r.returncode == 0, r.stderr
     r = run_cli("-m", "runtime", "info", str(export_dir))
     assert r.returncode == 0
-    for fragment in ("latent dim  4", "file        encoder.onnx:", "ops         decoder.onnx: ", "parity      max"):
+    for fragment in ("latent dim  4", "variant     fp32 (loaded): encoder.onnx ", "ops         decoder: Gemm", "parity      max"):
         assert fragment in r.stdout
     r = run_cli("-m", "runtime", "info", str(export_dir), "--json")
-    assert json.loads(r.stdout)["latent_dim"] == TINY["latent_dim"]
+    specs = json.loads(r.stdout)
+    assert specs["encoder"]["latent_dim"] == specs["decoder"]["latent_dim"] == TINY["latent_dim"]
 
 
 def test_runtime_cli_errors_are_one_line(export_dir, tmp_path):

@@ -1,0 +1,85 @@
+"""int8 and fp16 variants: written only inside their quality gates, loadable, and listed ops only."""
+import json
+import re
+
+import numpy as np
+import onnx
+import pytest
+
+import runtime
+from export import variants
+from export.build import export
+from export.graphs import op_types
+from export.quality import psnr
+from runtime import spec as S
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def variants_dir(run_dir, tmp_path_factory):
+    lines = []
+    out = export(run_dir, tmp_path_factory.mktemp("variants") / "tiny", variants_=("int8", "fp16"), log=lines.append)
+    return out, lines
+
+
+def test_variants_are_written_listed_and_loadable(variants_dir):
+    out, lines = variants_dir
+    manifest = json.loads((out / S.MANIFEST).read_text())
+    assert list(manifest["variants"]) == ["fp32", "int8", "fp16"]
+    assert any(line.startswith("int8: PSNR") for line in lines) and any(line.startswith("fp16: PSNR") for line in lines)
+    fp32 = runtime.load(out)
+    z = runtime.standard_normal(0, (64, fp32.latent_dim))
+    for variant in ("int8", "fp16"):
+        model = runtime.load(out, variant=variant)
+        q = model.spec["quality"]
+        assert q["passed"] and q == manifest["variants"][variant]["quality"]
+        assert q["psnr_db"] >= variants.GATES[variant]["min_psnr_db"]
+        # The gate was measured at export on other latents; it must hold on these too, with 3 dB slack.
+        assert psnr(fp32.decode(z), model.decode(z)) >= variants.GATES[variant]["min_psnr_db"] - 3
+        for role in ("encoder", "decoder"):
+            name = variants.file_name(role, variant)
+            assert (out / name).stat().st_size < 0.6 * (out / f"{role}.onnx").stat().st_size  # int8 ~1/4, fp16 ~1/2
+    with pytest.raises(runtime.EdgeVAEError, match="no 'int4' variant in this export"):
+        runtime.load(out, variant="int4")
+
+
+def test_fp16_keeps_float32_io_and_compute(variants_dir):
+    out, _ = variants_dir
+    model = onnx.load(out / "decoder.fp16.onnx")
+    assert {i.type.tensor_type.elem_type for i in [*model.graph.input, *model.graph.output]} == {onnx.TensorProto.FLOAT}
+    assert {t.data_type for t in model.graph.initializer if len(t.dims) == 2} == {onnx.TensorProto.FLOAT16}
+
+
+def test_a_variant_outside_its_gate_is_reported_not_written(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(variants.GATES, "int8", {"min_psnr_db": 500.0, "max_neg_elbo_change": 0.0})
+    lines = []
+    out = export(run_dir, tmp_path / "e", variants_=("int8",), log=lines.append)
+    assert any(line.startswith("int8: NOT written, outside its gate: PSNR") for line in lines)
+    assert not (out / "encoder.int8.onnx").exists()
+    assert list(json.loads((out / S.MANIFEST).read_text())["variants"]) == ["fp32"]
+
+
+def _readme_ops() -> dict[tuple[str, str], set[str]]:
+    rows = re.findall(r"^\| (\w+\.onnx) \| (\w+) \| ([A-Za-z, ]+) \|$", (ROOT / "README.md").read_text(), flags=re.M)
+    return {(graph, variant): set(ops.split(", ")) for graph, variant, ops in rows}
+
+
+def test_graph_ops_are_the_ones_the_readme_lists(variants_dir):
+    out, _ = variants_dir
+    listed = _readme_ops()
+    assert set().union(*listed.values()) <= S.ALLOWED_OPS
+    manifest = json.loads((out / S.MANIFEST).read_text())
+    for variant, files in manifest["variants"].items():
+        for role in ("encoder", "decoder"):
+            ops = op_types(onnx.load(out / files[role]))
+            assert ops <= listed[(f"{role}.onnx", variant)], (variant, role, ops)
+
+
+def test_export_fails_on_an_op_outside_the_allow_list(run_dir, tmp_path, monkeypatch):
+    from export.verify import ExportCheckError
+
+    monkeypatch.setattr(S, "ALLOWED_OPS", S.ALLOWED_OPS - {"Sigmoid"})
+    with pytest.raises(ExportCheckError, match="uses op.s. Sigmoid outside the allow-list"):
+        export(run_dir, tmp_path / "e", log=lambda *_: None)
+    assert not (tmp_path / "e").exists()
