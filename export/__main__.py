@@ -1,35 +1,71 @@
-"""`python -m export RUN_DIR --out EXPORT_DIR [--force]` (console script: edgevae-export)."""
+"""`python -m export RUN_DIR --out EXPORT_DIR [--force] [--int8] [--fp16]` (console script: edgevae-export).
+
+`python -m export verify RUN_DIR EXPORT_DIR` checks an existing export against its checkpoint and
+prints a table of the measured differences; it exits 1 when a bound is broken.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
+def _export(argv) -> int:
     parser = argparse.ArgumentParser(prog="python -m export",
-                                     description="Export a trained run to two verified ONNX graphs.")
+                                     description="Export a trained run to two verified ONNX graphs. "
+                                                 "(`python -m export verify RUN_DIR EXPORT_DIR` checks an export.)")
     parser.add_argument("run_dir", help="run directory written by `python -m train`")
     parser.add_argument("--out", required=True, help="export directory to create")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.add_argument("--int8", action="store_true", help="also write int8 graphs (dynamic quantization), if inside their gate")
     parser.add_argument("--fp16", action="store_true", help="also write fp16-weight graphs, if inside their gate")
     args = parser.parse_args(argv)
-    try:
-        from .build import ExportError, export
-        from .verify import ExportCheckError
-    except ModuleNotFoundError as e:
-        print(f"error: {e.name} is not installed; install the export extra: pip install 'edgevae[train]'",
-              file=sys.stderr)
-        return 2
-    from runtime import EdgeVAEError
+    from .build import export
+
+    chosen = tuple(v for v in ("int8", "fp16") if getattr(args, v))
+    export(args.run_dir, args.out, force=args.force, variants_=chosen)
+    return 0
+
+
+def _verify(argv) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export verify",
+                                     description="Check an export against the checkpoint it came from.")
+    parser.add_argument("run_dir", help="run directory written by `python -m train`")
+    parser.add_argument("export_dir", help="export directory written by `python -m export`")
+    parser.add_argument("--batch-sizes", default="1,7,64,256", help="comma-separated batch sizes (default 1,7,64,256)")
+    args = parser.parse_args(argv)
+    from .conformance import format_table, verify_export
 
     try:
-        chosen = tuple(v for v in ("int8", "fp16") if getattr(args, v))
-        export(args.run_dir, args.out, force=args.force, variants_=chosen)
-    except (ExportError, ExportCheckError, EdgeVAEError) as e:
+        sizes = tuple(int(v) for v in args.batch_sizes.split(","))
+    except ValueError:
+        parser.error(f"--batch-sizes must be comma-separated ints, got {args.batch_sizes!r}")
+    rows = verify_export(args.run_dir, args.export_dir, sizes)
+    print(format_table(rows))
+    broken = [r for r in rows if not r.ok]
+    if broken:
+        print(f"error: {len(broken)} bound(s) broken: " + "; ".join(f"{r.variant} {r.check}" for r in broken),
+              file=sys.stderr)
+        return 1
+    print(f"all {len(rows)} checks within bounds")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        from runtime import EdgeVAEError
+
+        from .build import ExportError
+        from .verify import ExportCheckError
+    except ModuleNotFoundError as e:
+        print(f"error: {e.name} is not installed; install the train extra: pip install 'edgevae[train]'",
+              file=sys.stderr)
+        return 2
+    try:
+        return _verify(argv[1:]) if argv[:1] == ["verify"] else _export(argv)
+    except (ExportError, ExportCheckError, EdgeVAEError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

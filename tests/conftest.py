@@ -42,6 +42,16 @@ def export_dir_2d(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def variants_dir(run_dir, tmp_path_factory):
+    """The tiny model exported with its int8 and fp16 variants; (directory, lines the export printed)."""
+    from export.build import export
+
+    lines = []
+    out = export(run_dir, tmp_path_factory.mktemp("variants") / "tiny", variants_=("int8", "fp16"), log=lines.append)
+    return out, lines
+
+
+@pytest.fixture(scope="session")
 def trained(run_dir):
     """(vae, checkpoint) as export reads them."""
     from export.build import load_run

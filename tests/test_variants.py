@@ -16,13 +16,6 @@ from runtime import spec as S
 from conftest import ROOT
 
 
-@pytest.fixture(scope="module")
-def variants_dir(run_dir, tmp_path_factory):
-    lines = []
-    out = export(run_dir, tmp_path_factory.mktemp("variants") / "tiny", variants_=("int8", "fp16"), log=lines.append)
-    return out, lines
-
-
 def test_variants_are_written_listed_and_loadable(variants_dir):
     out, lines = variants_dir
     manifest = json.loads((out / S.MANIFEST).read_text())

@@ -1,0 +1,71 @@
+"""The conformance suite: every variant against PyTorch, the reference evaluator, pixels, ELBO, statistics."""
+import re
+
+import numpy as np
+import pytest
+
+import runtime
+from export.conformance import TOLERANCES, format_table, verify_export
+
+from conftest import ROOT, TINY, run_cli
+
+
+@pytest.fixture(scope="module")
+def rows(run_dir, variants_dir):
+    return verify_export(run_dir, variants_dir[0])
+
+
+def test_every_variant_and_output_is_checked_and_within_bounds(rows):
+    assert all(r.ok for r in rows), format_table([r for r in rows if not r.ok])
+    for variant, outputs in TOLERANCES.items():
+        for output, (metric, bound) in outputs.items():
+            assert any(r.variant == variant and r.check == output and r.metric == metric and r.bound == bound
+                       for r in rows)
+        checks = {r.check for r in rows if r.variant == variant}
+        assert {"sample pixels (uint8)", "onnx.reference vs onnxruntime"} <= checks
+        assert any(c.startswith("-ELBO vs torch") for c in checks)
+
+
+def test_fp32_pixels_and_elbo(rows):
+    by = {(r.variant, r.check, r.metric): r.measured for r in rows}
+    assert by[("fp32", "sample pixels (uint8)", "max_levels")] <= 1
+    assert by[("fp32", "sample pixels (uint8)", "fraction_differing")] < 1e-3  # ~2e-6 * 255 per pixel expected
+    assert by[("fp32", "-ELBO vs torch (nats/image)", "abs_diff")] <= 0.01
+
+
+def test_readme_tolerance_table_matches_the_code():
+    text = (ROOT / "README.md").read_text()
+    table = re.findall(r"^\| (fp32|fp16|int8) \| ([a-z_, ]+) \| ([a-z_ ]+) \| ([0-9.e-]+) \|", text, flags=re.M)
+    documented = {(v, out.strip(), metric.replace(" ", "_"), float(bound))
+                  for v, outs, metric, bound in table for out in outs.split(",")}
+    in_code = {(v, out, metric, bound) for v, outputs in TOLERANCES.items() for out, (metric, bound) in outputs.items()}
+    assert documented == in_code
+
+
+def test_verify_cli_prints_a_table_and_fails_on_another_models_weights(run_dir, variants_dir, tmp_path):
+    r = run_cli("-m", "export", "verify", str(run_dir), str(variants_dir[0]), "--batch-sizes", "1,7")
+    assert r.returncode == 0, r.stderr
+    assert "variant  check" in r.stdout and "all 24 checks within bounds" in r.stdout
+    # Same architecture, other weights: every parity bound must break, and the command must say so.
+    from train.config import TrainConfig
+    from train.loop import train
+
+    other = train(TrainConfig(out=str(tmp_path / "other"), **{**TINY, "seed": 1, "epochs": 1}))
+    r = run_cli("-m", "export", "verify", str(other), str(variants_dir[0]), "--batch-sizes", "7")
+    assert r.returncode == 1
+    assert " NO" in r.stdout and r.stderr.startswith("error: ") and "bound(s) broken: fp32 z" in r.stderr
+
+
+def test_encoder_z_is_distributed_as_n_mu_sigma(export_dir):
+    """z over many eps for one image matches N(mu, exp(logvar)) within sampling error."""
+    model = runtime.load(export_dir)
+    x = np.repeat(model.sample(1, seed=0), 20_000, axis=0)  # the same image 20,000 times
+    enc = model.encode(x, seed=123)
+    mu, sigma = enc.mu[0].astype(np.float64), np.exp(0.5 * enc.logvar[0].astype(np.float64))
+    z = enc.z.astype(np.float64)
+    n = len(z)
+    # 5-sigma bounds: the mean's standard error is sigma/sqrt(n); the variance's is sigma^2 * sqrt(2/n).
+    assert np.all(np.abs(z.mean(axis=0) - mu) < 5 * sigma / np.sqrt(n))
+    assert np.all(np.abs(z.var(axis=0) - sigma**2) < 5 * sigma**2 * np.sqrt(2 / n))
+    standardized = (z - mu) / sigma
+    assert abs(np.corrcoef(standardized.T)[np.triu_indices(mu.size, 1)]).max() < 5 / np.sqrt(n)  # independent
