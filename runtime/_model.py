@@ -22,6 +22,7 @@ from .noise import standard_normal
 
 MAX_BATCH = 65_536  # largest n or N one call accepts; work is run in chunks of CHUNK
 CHUNK = 1024  # images per session.run, so memory stays bounded for large n
+_X_HAT = list(S.DECODER_OUTPUTS)
 
 
 class Encoding(NamedTuple):
@@ -136,21 +137,22 @@ class Model:
         return int(n)
 
     def _array(self, what: str, name: str, value, shape: tuple, lo: float | None = None, hi: float | None = None):
-        """`value` as float32 of `shape` (None = any batch size), finite and inside [lo, hi]."""
-        a = np.asarray(value)
-        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)) or a.dtype == bool:
+        """`value` as C-contiguous float32 of `shape` (None = any batch size), finite and inside [lo, hi]."""
+        a = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if a.dtype.kind not in "fiu":  # float, signed or unsigned int; not bool, complex, str, object
             raise EdgeVAEError(f"{what}: {name} must be a float array, got dtype {a.dtype}")
-        expected = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
         if a.ndim != len(shape) or any(s is not None and s != g for s, g in zip(shape, a.shape)):
+            expected = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
             raise EdgeVAEError(f"{what}: {name} must have shape {expected}, got {a.shape}")
         if not 1 <= a.shape[0] <= MAX_BATCH:
             raise EdgeVAEError(f"{what}: {name} batch size must be in [1, {MAX_BATCH}], got {a.shape[0]}")
-        a = a.astype(np.float32, copy=False)
+        if a.dtype != np.float32 or not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a, dtype=np.float32)
         if not np.isfinite(a).all():
             raise EdgeVAEError(f"{what}: {name} contains NaN or Inf ({int((~np.isfinite(a)).sum())} values)")
         if lo is not None and (a.min() < lo or a.max() > hi):
             raise EdgeVAEError(f"{what}: {name} values must lie in [{lo}, {hi}], got [{a.min():.4g}, {a.max():.4g}]")
-        return np.ascontiguousarray(a)
+        return a
 
     def _eps(self, what: str, n: int, seed, eps, temperature: float) -> np.ndarray:
         if eps is not None and seed is not None:
@@ -167,8 +169,9 @@ class Model:
     def decode(self, z) -> np.ndarray:
         """Decode latents z (N, D) to the decoder's mean images (N, C, H, W), float32 in [0, 1]."""
         z = self._array("decode", "z", z, (None, self.latent_dim))
-        parts = [self._decoder.run(None, {"z": z[i:i + CHUNK]})[0] for i in range(0, len(z), CHUNK)]
-        return np.concatenate(parts)
+        if len(z) <= CHUNK:
+            return self._decoder.run(_X_HAT, {"z": z})[0]
+        return np.concatenate([self._decoder.run(_X_HAT, {"z": z[i:i + CHUNK]})[0] for i in range(0, len(z), CHUNK)])
 
     def sample(self, n: int, *, seed: int | None = None, eps=None, temperature: float = 1.0) -> np.ndarray:
         """Generate n images (N, C, H, W) float32 in [0, 1] by decoding z = temperature * eps.

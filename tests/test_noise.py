@@ -95,3 +95,16 @@ def test_statistics_of_a_million_draws():
 def test_bad_seed_is_refused(seed):
     with pytest.raises(EdgeVAEError, match="seed must be an int"):
         standard_normal(seed, (2,))
+
+
+def test_small_and_large_paths_agree():
+    """Up to 16 blocks Philox runs on Python ints, beyond on numpy arrays: same words, same normals."""
+    from runtime.noise import _SMALL, _philox_block
+
+    rng = np.random.default_rng(0)
+    for block, key in [(0, (0, 0)), (2**32 + 5, (1, 2)), *((int(b), tuple(map(int, k))) for b, k in
+                        zip(rng.integers(0, 2**63, 20), rng.integers(0, 2**32, (20, 2))))]:
+        counter = np.array([[block & 0xFFFFFFFF, block >> 32, 0, 0]], dtype=np.uint32)
+        assert _philox_block(block, key) == tuple(philox4x32(counter, key)[0])
+    large = standard_normal(99, (4 * _SMALL + 8,))  # numpy path
+    assert np.array_equal(standard_normal(99, (4 * _SMALL,)), large[:4 * _SMALL])  # Python-int path
