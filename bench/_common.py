@@ -1,0 +1,106 @@
+"""Shared by the bench scripts: machine facts, timing, model preparation, and bench/RESULTS.md sections.
+
+Each script owns one section of RESULTS.md, between `<!-- begin NAME -->` and `<!-- end NAME -->`,
+and rewrites only that section, with the machine, library versions and its own command line.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "RESULTS.md"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    flags = ""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = re.search(r"model name\s*:\s*(.+)", info)[1].strip()
+        have = set(re.search(r"flags\s*:\s*(.+)", info)[1].split())
+        flags = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in have)
+    except (OSError, TypeError):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.machine()}" + \
+        (f"; CPU flags: {flags}" if flags else "")
+
+
+def versions() -> str:
+    names = ("numpy", "onnxruntime", "onnx", "torch")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return f"Python {platform.python_version()}, " + ", ".join(found)
+
+
+def median_time(fn, min_repeats: int = 20, min_seconds: float = 1.0, warmup: int = 3) -> float:
+    """Median seconds per call over at least min_repeats calls and min_seconds of calls."""
+    for _ in range(warmup):
+        fn()
+    times, start = [], time.perf_counter()
+    while len(times) < min_repeats or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def run_child(args: list[str], env: dict | None = None) -> dict:
+    """Run `python bench/<script> --child ...` in a fresh process; it prints one JSON object last."""
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    if result.returncode != 0:
+        raise RuntimeError(f"child {' '.join(args)} failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def prepare_export(workdir: Path, arch: str, data: str = "shapes", epochs: int = 1, latent_dim: int = 16,
+                   extra: tuple = ()) -> tuple[Path, Path]:
+    """Train a small real model with the project's CLI and export it with int8 and fp16 variants."""
+    run, exp = workdir / f"run-{arch}", workdir / f"export-{arch}"
+    if not (run / "checkpoint.pt").exists():
+        subprocess.run([sys.executable, "-m", "train", "--data", data, "--arch", arch, "--epochs", str(epochs),
+                        "--latent-dim", str(latent_dim), "--num-train", "4000", "--out", str(run), *extra],
+                       cwd=ROOT, check=True, capture_output=True)
+    if not (exp / "manifest.json").exists():
+        subprocess.run([sys.executable, "-m", "export", str(run), "--out", str(exp), "--int8", "--fp16", "--force"],
+                       cwd=ROOT, check=True, capture_output=True)
+    return run, exp
+
+
+def write_section(name: str, title: str, body: str) -> None:
+    """Replace (or append) this script's section of bench/RESULTS.md."""
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    section = (f"<!-- begin {name} -->\n## {title}\n\n`{command}` — {stamp}\n\n"
+               f"Machine: {machine()}  \nVersions: {versions()}\n\n{body.strip()}\n<!-- end {name} -->")
+    text = RESULTS.read_text() if RESULTS.exists() else (
+        "# EdgeVAE benchmarks\n\nEvery figure below was written by the bench script named in its section; "
+        "rerun it to refresh that section.\n")
+    pattern = re.compile(rf"<!-- begin {re.escape(name)} -->.*?<!-- end {re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    RESULTS.write_text(text)
+    print(f"wrote {RESULTS.relative_to(ROOT)} (section '{name}')")
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table; also fine to print."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
