@@ -32,8 +32,12 @@ class Encoding(NamedTuple):
     logvar: np.ndarray
 
 
-def _session(data: bytes, threads: int | None, spinning: bool) -> ort.InferenceSession:
+def _session(data: bytes, directory: Path, threads: int | None, spinning: bool) -> ort.InferenceSession:
     options = ort.SessionOptions()
+    # A graph is loaded from its verified bytes; should it name external data, onnxruntime would resolve
+    # the path against the process's working directory. Pin it to the export directory, which
+    # onnxruntime then refuses to leave ("../", absolute paths, links out).
+    options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(directory.resolve()))
     options.intra_op_num_threads = threads or 0  # 0: onnxruntime picks the physical core count
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -102,7 +106,7 @@ class Model:
                 raise EdgeVAEError(f"{self.path / S.MANIFEST}: bad {role} file name {name!r} for variant '{variant}'")
             data = _read_verified(self.path, name, manifest)
             try:
-                session = _session(data, threads, spinning)
+                session = _session(data, self.path, threads, spinning)
             except Exception as e:  # onnxruntime raises its own types for unparsable graphs
                 raise EdgeVAEError(f"{self.path / name}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
             text = session.get_modelmeta().custom_metadata_map.get(S.METADATA_KEY)
