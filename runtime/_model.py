@@ -1,89 +1,37 @@
-"""Load an export directory and run its two graphs: sample, encode, decode, reconstruct.
+"""The runtime's Model: sample, encode, decode, reconstruct, interpolate, traverse, manifold.
 
     model = runtime.load("exports/shapes")
     images = model.sample(64, seed=0)            # (64, C, H, W) float32 in [0, 1]
+
+Conditional models take `labels`: one class (index or name) for the whole call, or one per image.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import secrets
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import onnxruntime as ort
 
 from . import _latent
-from . import spec as S
+from ._load import open_export
 from .errors import EdgeVAEError
 from .noise import standard_normal
 
 MAX_BATCH = 65_536  # largest n or N one call accepts; work is run in chunks of CHUNK
 CHUNK = 1024  # images per session.run, so memory stays bounded for large n
-_X_HAT = list(S.DECODER_OUTPUTS)
+_X_HAT = ["x_hat"]
 
 
 class Encoding(NamedTuple):
-    """What encode returns: z = mu + exp(0.5 * logvar) * eps, each float32 (N, D)."""
+    """What encode returns, each float32 (N, D): z = mu + exp(0.5 * logvar) * eps.
+
+    For the plain autoencoder (spec model "ae") z is the code, mu is z and logvar is None.
+    """
     z: np.ndarray
     mu: np.ndarray
-    logvar: np.ndarray
-
-
-def _session(data: bytes, directory: Path, threads: int | None, spinning: bool) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    # A graph is loaded from its verified bytes; should it name external data, onnxruntime would resolve
-    # the path against the process's working directory. Pin it to the export directory, which
-    # onnxruntime then refuses to leave ("../", absolute paths, links out).
-    options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(directory.resolve()))
-    options.intra_op_num_threads = threads or 0  # 0: onnxruntime picks the physical core count
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # errors only
-    # Spinning threads keep a core busy between calls; an idle desktop app should burn no CPU.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def _read_manifest(path: Path) -> dict:
-    manifest_path = path / S.MANIFEST
-    if not path.is_dir():
-        raise EdgeVAEError(f"{path}: not an export directory (no such directory)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise EdgeVAEError(f"{path}: not an export directory ({S.MANIFEST} is missing)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EdgeVAEError(f"{manifest_path}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise EdgeVAEError(f"{manifest_path}: expected an object with a 'files' map")
-    return manifest
-
-
-def _read_verified(path: Path, name: str, manifest: dict) -> bytes:
-    """The bytes of `name`, after checking them against the manifest's sha256."""
-    entry = manifest["files"].get(name)
-    if not isinstance(entry, dict) or "sha256" not in entry:
-        raise EdgeVAEError(f"{path / S.MANIFEST}: no sha256 listed for {name}")
-    try:
-        data = (path / name).read_bytes()
-    except FileNotFoundError:
-        raise EdgeVAEError(f"{path}: {name} is missing") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != entry["sha256"]:
-        raise EdgeVAEError(f"{path / name}: sha256 {digest[:12]}... does not match the manifest's "
-                           f"{str(entry['sha256'])[:12]}... (file changed or corrupt)")
-    return data
-
-
-def _check_signature(session: ort.InferenceSession, name: str, inputs: tuple, outputs: tuple) -> None:
-    got_in = tuple(i.name for i in session.get_inputs())
-    got_out = tuple(o.name for o in session.get_outputs())
-    if got_in != inputs or got_out != outputs:
-        raise EdgeVAEError(f"{name}: expected inputs {inputs} -> outputs {outputs}, got {got_in} -> {got_out}")
+    logvar: np.ndarray | None
 
 
 class Model:
@@ -92,47 +40,18 @@ class Model:
     def __init__(self, path: str | os.PathLike, threads: int | None = None, spinning: bool = False,
                  variant: str = "fp32"):
         self.path = Path(path)
-        manifest = _read_manifest(self.path)
-        files = manifest.get("variants", {}).get(variant)
-        if not isinstance(files, dict):
-            raise EdgeVAEError(f"{self.path}: no '{variant}' variant in this export "
-                               f"(it has: {', '.join(manifest.get('variants', {})) or 'none'})")
         self.variant = variant
-        specs, sessions = {}, {}
-        for role, inputs, outputs in (("encoder", S.ENCODER_INPUTS, S.ENCODER_OUTPUTS),
-                                      ("decoder", S.DECODER_INPUTS, S.DECODER_OUTPUTS)):
-            name = files.get(role)
-            if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
-                raise EdgeVAEError(f"{self.path / S.MANIFEST}: bad {role} file name {name!r} for variant '{variant}'")
-            data = _read_verified(self.path, name, manifest)
-            try:
-                session = _session(data, self.path, threads, spinning)
-            except Exception as e:  # onnxruntime raises its own types for unparsable graphs
-                raise EdgeVAEError(f"{self.path / name}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
-            text = session.get_modelmeta().custom_metadata_map.get(S.METADATA_KEY)
-            if text is None:
-                raise EdgeVAEError(f"{self.path / name}: no '{S.METADATA_KEY}' metadata (not an EdgeVAE graph)")
-            specs[role] = S.loads(text, str(self.path / name))
-            if (specs[role]["role"], specs[role]["variant"]) != (role, variant):
-                raise EdgeVAEError(f"{self.path / name}: expected the {variant} {role}, "
-                                   f"got the {specs[role]['variant']} {specs[role]['role']}")
-            _check_signature(session, str(self.path / name), inputs, outputs)
-            sessions[role] = session
-        pair_ids = {specs["encoder"]["pair_id"], specs["decoder"]["pair_id"], manifest.get("pair_id")}
-        if len(pair_ids) != 1:
-            raise EdgeVAEError(f"{self.path}: encoder, decoder and manifest come from different exports "
-                               f"(pair_id encoder={specs['encoder']['pair_id']}, decoder={specs['decoder']['pair_id']}, "
-                               f"manifest={manifest.get('pair_id')})")
-        self.specs: dict[str, dict] = specs  # by role: "encoder", "decoder"
-        self.spec: dict = specs["decoder"]
-        self.manifest: dict = manifest
+        self.manifest, self.specs, sessions = open_export(self.path, threads, spinning, variant)
+        self.spec: dict = self.specs["decoder"]
+        self.kind: str = self.spec["model"]  # "vae", or "ae" for the plain autoencoder baseline
+        self.classes: list[str] | None = self.spec["classes"]  # class names of a conditional model
         self.latent_dim: int = self.spec["latent_dim"]
         self.image_shape: tuple[int, int, int] = tuple(self.spec["image_shape"])
         self._encoder, self._decoder = sessions["encoder"], sessions["decoder"]
 
     def __repr__(self) -> str:
-        return (f"Model({str(self.path)!r}, variant={self.variant!r}, latent_dim={self.latent_dim}, "
-                f"image_shape={self.image_shape})")
+        return (f"Model({str(self.path)!r}, kind={self.kind!r}, variant={self.variant!r}, latent_dim={self.latent_dim}, "
+                f"image_shape={self.image_shape}{f', classes={len(self.classes)}' if self.classes else ''})")
 
     # -- checks --------------------------------------------------------------------------------
     def _batch(self, what: str, n) -> int:
@@ -158,6 +77,31 @@ class Model:
             raise EdgeVAEError(f"{what}: {name} values must lie in [{lo}, {hi}], got [{a.min():.4g}, {a.max():.4g}]")
         return a
 
+    def _labels(self, what: str, labels, n: int) -> np.ndarray | None:
+        """int64 (n,) class indices for a conditional model from an index, a name, or one per image."""
+        if self.classes is None:
+            if labels is not None:
+                raise EdgeVAEError(f"{what}: this model is unconditional; it takes no labels")
+            return None
+        if labels is None:
+            raise EdgeVAEError(f"{what}: this model is conditional: pass labels (an index or name from "
+                               f"{self.classes}, or one per image)")
+        items = [labels] if isinstance(labels, (str, int, np.integer)) else list(np.asarray(labels, dtype=object).ravel())
+        if len(items) not in (1, n):
+            raise EdgeVAEError(f"{what}: labels must be one class or {n} (one per image), got {len(items)}")
+        index = []
+        for item in items:
+            if isinstance(item, str):
+                if item not in self.classes:
+                    raise EdgeVAEError(f"{what}: unknown class {item!r}; classes are {self.classes}")
+                index.append(self.classes.index(item))
+            elif isinstance(item, (int, np.integer)) and not isinstance(item, bool) and 0 <= item < len(self.classes):
+                index.append(int(item))
+            else:
+                raise EdgeVAEError(f"{what}: a label must be a class name or an int in [0, {len(self.classes) - 1}], "
+                                   f"got {item!r}")
+        return np.array(index * n if len(index) == 1 else index, dtype=np.int64)
+
     def _eps(self, what: str, n: int, seed, eps, temperature: float) -> np.ndarray:
         if eps is not None and seed is not None:
             raise EdgeVAEError(f"{what}: pass seed or eps, not both")
@@ -170,14 +114,20 @@ class Model:
         return eps * np.float32(temperature) if temperature != 1 else eps
 
     # -- the API -------------------------------------------------------------------------------
-    def decode(self, z) -> np.ndarray:
+    def _feed(self, **arrays) -> list[dict]:
+        """Feeds for session.run, in chunks of CHUNK images; None arrays (no y, no eps) are left out."""
+        n = len(next(a for a in arrays.values() if a is not None))
+        return [{k: a[i:i + CHUNK] for k, a in arrays.items() if a is not None} for i in range(0, n, CHUNK)]
+
+    def decode(self, z, *, labels=None) -> np.ndarray:
         """Decode latents z (N, D) to the decoder's mean images (N, C, H, W), float32 in [0, 1]."""
         z = self._array("decode", "z", z, (None, self.latent_dim))
+        y = self._labels("decode", labels, len(z))
         if len(z) <= CHUNK:
-            return self._decoder.run(_X_HAT, {"z": z})[0]
-        return np.concatenate([self._decoder.run(_X_HAT, {"z": z[i:i + CHUNK]})[0] for i in range(0, len(z), CHUNK)])
+            return self._decoder.run(_X_HAT, {"z": z} if y is None else {"z": z, "y": y})[0]
+        return np.concatenate([self._decoder.run(_X_HAT, feed)[0] for feed in self._feed(z=z, y=y)])
 
-    def sample(self, n: int, *, seed: int | None = None, eps=None, temperature: float = 1.0) -> np.ndarray:
+    def sample(self, n: int, *, seed: int | None = None, eps=None, temperature: float = 1.0, labels=None) -> np.ndarray:
         """Generate n images (N, C, H, W) float32 in [0, 1] by decoding z = temperature * eps.
 
         eps is drawn with `runtime.noise.standard_normal(seed, (n, D))` unless given; with neither
@@ -185,66 +135,75 @@ class Model:
         and the first k images of a sample of n are those of a sample of k.
         """
         n = self._batch("sample", n)
-        return self.decode(self._eps("sample", n, seed, eps, temperature))
+        return self.decode(self._eps("sample", n, seed, eps, temperature), labels=labels)
 
-    def encode(self, x, *, seed: int | None = None, eps=None, temperature: float = 1.0) -> Encoding:
+    def encode(self, x, *, seed: int | None = None, eps=None, temperature: float = 1.0, labels=None) -> Encoding:
         """Encode images x (N, C, H, W) in [0, 1] to (z, mu, logvar), z = mu + exp(0.5 logvar) * eps.
 
-        eps (N, D) is drawn from `seed` as in `sample` unless given; temperature scales it.
+        eps (N, D) is drawn from `seed` as in `sample` unless given; temperature scales it. The plain
+        autoencoder takes no noise: its z is its code (pass neither seed nor eps).
         """
         x = self._array("encode", "x", x, (None, *self.image_shape), 0.0, 1.0)
+        y = self._labels("encode", labels, len(x))
+        if self.kind == "ae":
+            if eps is not None or seed is not None:
+                raise EdgeVAEError("encode: this model is a plain autoencoder; it takes no seed or eps")
+            z = np.concatenate([self._encoder.run(None, feed)[0] for feed in self._feed(x=x, y=y)])
+            return Encoding(z, z, None)
         eps = self._eps("encode", len(x), seed, eps, temperature)
-        parts = [self._encoder.run(None, {"x": x[i:i + CHUNK], "eps": eps[i:i + CHUNK]})
-                 for i in range(0, len(x), CHUNK)]
+        parts = [self._encoder.run(None, feed) for feed in self._feed(x=x, eps=eps, y=y)]
         return Encoding(*(np.concatenate([p[k] for p in parts]) for k in range(3)))
 
-    def reconstruct(self, x, *, sampled: bool = False, seed: int | None = None) -> np.ndarray:
+    def encode_mean(self, x, *, labels=None) -> np.ndarray:
+        """The encoder's mean mu (N, D) for images x (N, C, H, W): the deterministic encoding."""
+        if self.kind == "ae":
+            return self.encode(x, labels=labels).z
+        return self.encode(x, seed=0, temperature=0.0, labels=labels).mu
+
+    def reconstruct(self, x, *, sampled: bool = False, seed: int | None = None, labels=None) -> np.ndarray:
         """Decode the encoding of x: from mu (default), or from a sampled z when `sampled` (seeded)."""
         if not sampled and seed is not None:
             raise EdgeVAEError("reconstruct: seed only applies with sampled=True")
-        if sampled:
-            return self.decode(self.encode(x, seed=seed).z)
-        return self.decode(self.encode_mean(x))
+        z = self.encode(x, seed=seed, labels=labels).z if sampled else self.encode_mean(x, labels=labels)
+        return self.decode(z, labels=labels)
 
-    def _point(self, what: str, value) -> np.ndarray:
+    def _point(self, what: str, value, labels) -> np.ndarray:
         """A latent (D,) from a latent vector, or from one image (C, H, W) via the encoder's mean."""
         a = np.asarray(value)
         if a.shape in ((self.latent_dim,), (1, self.latent_dim)):
             return self._array(what, "latent", a.reshape(1, -1), (1, self.latent_dim))[0]
         if a.shape in (self.image_shape, (1, *self.image_shape)):
-            return self.encode_mean(a.reshape(1, *self.image_shape))[0]
+            return self.encode_mean(a.reshape(1, *self.image_shape), labels=labels)[0]
         raise EdgeVAEError(f"{what}: expected a latent of shape ({self.latent_dim},) or an image of shape "
                            f"{self.image_shape}, got {a.shape}")
 
-    def encode_mean(self, x) -> np.ndarray:
-        """The encoder's mean mu (N, D) for images x (N, C, H, W): the deterministic encoding."""
-        return self.encode(x, seed=0, temperature=0.0).mu
-
-    def interpolate(self, a, b, steps: int = 8, method: str = "lerp") -> np.ndarray:
+    def interpolate(self, a, b, steps: int = 8, method: str = "lerp", *, labels=None) -> np.ndarray:
         """Decode `steps` points from a to b (ends included): images (steps, C, H, W).
 
         a and b are each a latent (D,) or an image (C, H, W), which is encoded to its mean.
         method "lerp" is a straight line; "slerp" follows the sphere, see runtime._latent.interpolate.
+        A conditional model takes one class for the whole path.
         """
-        path = _latent.interpolate(self._point("interpolate", a), self._point("interpolate", b), steps, method)
-        return self.decode(path)
+        path = _latent.interpolate(self._point("interpolate", a, labels), self._point("interpolate", b, labels),
+                                   steps, method)
+        return self.decode(path, labels=labels)
 
-    def traverse(self, dim: int, values=None, z=None, steps: int = 9, span: float = 3.0) -> np.ndarray:
+    def traverse(self, dim: int, values=None, z=None, steps: int = 9, span: float = 3.0, *, labels=None) -> np.ndarray:
         """Decode z with latent dimension `dim` swept over `values` (default linspace(-span, span, steps)).
 
         z (D,) defaults to the prior mean, zeros. Returns images (len(values), C, H, W).
         """
-        base = np.zeros(self.latent_dim, np.float32) if z is None else self._point("traverse", z)
+        base = np.zeros(self.latent_dim, np.float32) if z is None else self._point("traverse", z, labels)
         values = np.linspace(-span, span, steps) if values is None else np.asarray(values, np.float64).ravel()
         if not np.isfinite(values).all() or values.size == 0:
             raise EdgeVAEError(f"traverse: values must be finite and non-empty, got {values.size} values")
-        return self.decode(_latent.traverse(base, dim, values))
+        return self.decode(_latent.traverse(base, dim, values), labels=labels)
 
-    def manifold(self, steps: int = 20) -> np.ndarray:
+    def manifold(self, steps: int = 20, *, labels=None) -> np.ndarray:
         """For a 2-D latent, decode a steps x steps grid of normal quantiles: images (steps^2, C, H, W), row-major."""
         if self.latent_dim != 2:
             raise EdgeVAEError(f"manifold: needs a 2-D latent, this model's latent_dim is {self.latent_dim}")
-        return self.decode(_latent.manifold(steps))
+        return self.decode(_latent.manifold(steps), labels=labels)
 
 
 def load(path: str | os.PathLike, *, threads: int | None = None, spinning: bool = False,

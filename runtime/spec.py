@@ -17,11 +17,23 @@ ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 
 # Graph signatures (DESIGN.md "The two graphs"). The batch axis is dynamic and named BATCH_AXIS.
+# These are the VAE's; `signature` gives every model kind's.
 BATCH_AXIS = "batch"
 ENCODER_INPUTS = ("x", "eps")
 ENCODER_OUTPUTS = ("z", "mu", "logvar")
 DECODER_INPUTS = ("z",)
 DECODER_OUTPUTS = ("x_hat",)
+MODEL_KINDS = ("vae", "ae")  # "ae": the plain autoencoder baseline; its encoder takes no eps and returns z only
+
+
+def signature(role: str, model: str, conditional: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(input names, output names) of a graph. Conditional models add y, int64 (N,), as the last input."""
+    label = ("y",) if conditional else ()
+    if role == "decoder":
+        return DECODER_INPUTS + label, DECODER_OUTPUTS
+    if model == "ae":
+        return ("x",) + label, ("z",)
+    return ENCODER_INPUTS + label, ENCODER_OUTPUTS
 
 # Ops that draw randomness inside a graph. None may appear: noise always comes from outside.
 RANDOM_OPS = frozenset({
@@ -68,6 +80,11 @@ def loads(text: str, source: str) -> dict[str, Any]:
     shape = spec["image_shape"]
     if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(s, int) and s > 0 for s in shape)):
         raise EdgeVAEError(f"{source}: spec image_shape must be [C, H, W] of positive ints, got {shape!r}")
+    if spec["model"] not in MODEL_KINDS:
+        raise EdgeVAEError(f"{source}: spec model must be one of {', '.join(MODEL_KINDS)}, got {spec['model']!r}")
+    classes = spec["classes"]
+    if classes is not None and not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise EdgeVAEError(f"{source}: spec classes must be null or a non-empty list of names, got {classes!r}")
     if not (isinstance(spec["latent_dim"], int) and spec["latent_dim"] > 0):
         raise EdgeVAEError(f"{source}: spec latent_dim must be a positive int, got {spec['latent_dim']!r}")
     return spec
