@@ -39,7 +39,7 @@ def load_run(run_dir: Path) -> tuple[torch.nn.Module, dict]:
         config = TrainConfig.from_dict(ckpt["config"])
     except (RuntimeError, KeyError, ValueError, TypeError, EOFError) as e:
         raise ExportError(f"{path}: not a readable EdgeVAE checkpoint ({str(e).splitlines()[0]})") from None
-    vae = build(config, tuple(ckpt["image_shape"]))
+    vae = build(config, tuple(ckpt["image_shape"]), num_classes=len(ckpt["classes"]))
     vae.load_state_dict(ckpt["model"])
     return vae.eval(), ckpt
 

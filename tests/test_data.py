@@ -1,10 +1,11 @@
-"""Data sources: the generated `shapes` set and the IDX reader."""
+"""Data sources: the generated `shapes` set, the IDX reader, and what every source goes through (split, resize)."""
 import gzip
 
 import numpy as np
 import pytest
 
-from train.data import SHAPE_CLASSES, idx_directory, read_idx, shapes
+from train.data import SHAPE_CLASSES, shapes
+from train.idx import idx_directory, read_idx
 
 
 def test_shapes_are_deterministic_by_seed():
