@@ -259,7 +259,9 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
                 ref_x = to_unit(reference_x[:GRID_IMAGES // 2]).to(dist.device)
                 ref_y = reference_y[:GRID_IMAGES // 2].to(dist.device) if model.conditional else None
                 recon = model.decode(model.encoder(ref_x, ref_y)[0], ref_y)
-                report.save_grid(report.interleave_rows(ref_x, recon), out / "recon" / f"epoch_{epoch:03d}.png")
+                columns = min(report.GRID_COLUMNS, len(ref_x))  # a tiny test set gives a narrower grid
+                report.save_grid(report.interleave_rows(ref_x, recon, columns), out / "recon" / f"epoch_{epoch:03d}.png",
+                                 columns)
             model.train()
             report.loss_curve(state["history"], out / "loss.png")
             state_now = snapshot(epoch, 0, torch.zeros(0, dtype=torch.int64), torch.zeros(4, dtype=torch.float64))
