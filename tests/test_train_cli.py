@@ -72,3 +72,12 @@ def test_help_lists_every_config_field(capsys):
     assert code == 0
     for f in dataclasses.fields(TrainConfig):
         assert f"--{f.name.replace('_', '-')}" in out
+
+
+def test_readme_documents_every_training_flag():
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Command line"):text.index("## The two graphs")]
+    missing = [f.name for f in dataclasses.fields(TrainConfig) if f"`--{f.name.replace('_', '-')}`" not in section]
+    assert not missing, f"README's Command line table lacks {missing}"
