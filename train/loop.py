@@ -149,7 +149,8 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
     model = models.build(config, data.image_shape, len(data.classes)).to(dist.device)
     objective = Objective(model)
     trainer = dist.wrap(objective)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)  # one kernel for all parameters
+    fused = dist.device.type in ("cpu", "cuda")  # one kernel for all parameters where torch has it
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
     out, gen = Path(config.out), torch.Generator().manual_seed(config.seed)
     n, batch_size = len(data.train_x), config.batch_size
     batches = math.ceil(n / batch_size)

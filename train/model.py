@@ -105,5 +105,5 @@ def build(config, image_shape: tuple[int, int, int], num_classes: int = 0) -> VA
     num_classes: the dataset's class count; used only when config.conditional (len(checkpoint['classes'])).
     """
     return VAE(image_shape, config.hidden, config.latent_dim, arch=config.arch, conv_channels=config.conv_channels,
-               kind=config.model,
-               num_classes=num_classes if config.conditional else 0, likelihood=config.likelihood, sigma=config.sigma)
+               kind=config.model, num_classes=num_classes if config.conditional else 0,
+               likelihood=config.likelihood, sigma=config.sigma)
