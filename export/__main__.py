@@ -18,11 +18,14 @@ def _export(argv) -> int:
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.add_argument("--int8", action="store_true", help="also write int8 graphs (dynamic quantization), if inside their gate")
     parser.add_argument("--fp16", action="store_true", help="also write fp16-weight graphs, if inside their gate")
+    parser.add_argument("--checkpoint", choices=("auto", "best", "last"), default="auto",
+                        help="best.pt (lowest validation -ELBO) or checkpoint.pt (the last epoch); "
+                             "auto: best when the run has one (default)")
     args = parser.parse_args(argv)
     from .build import export
 
     chosen = tuple(v for v in ("int8", "fp16") if getattr(args, v))
-    export(args.run_dir, args.out, force=args.force, variants_=chosen)
+    export(args.run_dir, args.out, force=args.force, variants_=chosen, checkpoint=args.checkpoint)
     return 0
 
 

@@ -29,22 +29,28 @@ class ExportError(RuntimeError):
     """The run directory cannot be exported, or the destination is in the way."""
 
 
-def load_run(run_dir: Path) -> tuple[torch.nn.Module, dict]:
-    """The trained model and its checkpoint, read with weights_only=True (no pickle code runs)."""
-    path = run_dir / "checkpoint.pt"
-    if not path.is_file():
-        raise ExportError(f"{run_dir}: no checkpoint.pt (is it a run directory written by `python -m train`?)")
+def load_run(run_dir: Path, checkpoint: str = "auto") -> tuple[torch.nn.Module, dict]:
+    """The trained model and its checkpoint, read with weights_only=True (no pickle code runs).
+
+    checkpoint: "best" (best.pt, lowest validation -ELBO), "last" (checkpoint.pt), or "auto": best
+    when the run wrote one, else last.
+    """
+    names = {"best": ["best.pt"], "last": ["checkpoint.pt"], "auto": ["best.pt", "checkpoint.pt"]}[checkpoint]
+    path = next((run_dir / n for n in names if (run_dir / n).is_file()), None)
+    if path is None:
+        raise ExportError(f"{run_dir}: no {' or '.join(names)} (is it a run directory written by `python -m train`?)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         config = TrainConfig.from_dict(ckpt["config"])
+        vae = build(config, tuple(ckpt["image_shape"]), num_classes=len(ckpt["classes"]))
+        vae.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError, ValueError, TypeError, EOFError) as e:
         raise ExportError(f"{path}: not a readable EdgeVAE checkpoint ({str(e).splitlines()[0]})") from None
-    vae = build(config, tuple(ckpt["image_shape"]))
-    vae.load_state_dict(ckpt["model"])
+    ckpt["path"] = str(path)
     return vae.eval(), ckpt
 
 
-def make_spec(ckpt: dict, pair_id: str, parity: dict, elbo: dict) -> dict:
+def make_spec(vae, ckpt: dict, pair_id: str, parity: dict, elbo: dict) -> dict:
     """The spec both graphs of every variant share; role, variant, ops and quality are added per file."""
     config = ckpt["config"]
     return {
@@ -56,10 +62,11 @@ def make_spec(ckpt: dict, pair_id: str, parity: dict, elbo: dict) -> dict:
         "image_shape": list(ckpt["image_shape"]),
         "pixel_range": [0.0, 1.0],
         "likelihood": config["likelihood"],
-        "classes": None,  # conditional models list their class names here
+        "likelihood_params": verify.likelihood_params(vae),
+        "classes": list(ckpt["classes"]) if vae.conditional else None,  # the labels y indexes
         "dataset_classes": list(ckpt["classes"]),
         "noise": S.NOISE,
-        "training": {"dataset": ckpt["dataset"], "epochs": ckpt["epoch"],
+        "training": {"dataset": ckpt["dataset"], "epochs": ckpt["epoch"], "checkpoint": Path(ckpt["path"]).name,
                      "test_neg_elbo": ckpt["metrics"]["test_neg_elbo"], "config": config},
         "parity": {"batch_sizes": list(verify.PARITY_BATCH_SIZES), "tolerance": verify.PARITY_TOLERANCE,
                    "max_abs_diff": parity, "elbo": elbo, "torch": torch.__version__, "onnxruntime": ort.__version__},
@@ -75,36 +82,43 @@ def _sha256(path: Path) -> str:
 
 def _fmt_quality(q: dict) -> str:
     gate = q["gate"]
-    return (f"PSNR {q['psnr_db']:.1f} dB (gate >= {gate['min_psnr_db']:g}), -ELBO {q['neg_elbo']:.3f} vs fp32 "
-            f"{q['neg_elbo_fp32']:.3f} ({q['neg_elbo_change']:.3%}, gate <= {gate['max_neg_elbo_change']:.2%})")
+    text = f"PSNR {q['psnr_db']:.1f} dB (gate >= {gate['min_psnr_db']:g})"
+    if q["neg_elbo_change"] is None:
+        return text + ", -ELBO not computable through the graphs for this likelihood"
+    return text + (f", -ELBO {q['neg_elbo']:.3f} vs fp32 {q['neg_elbo_fp32']:.3f} "
+                   f"({q['neg_elbo_change']:.3%}, gate <= {gate['max_neg_elbo_change']:.2%})")
 
 
 def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = False, variants_: tuple = (),
-           log=print) -> Path:
+           checkpoint: str = "auto", log=print) -> Path:
     """Export, verify, and move the result into `out` in one rename; returns `out`.
 
     variants_: any of "int8", "fp16"; each is written only if it passes its quality gate.
+    checkpoint: "auto" (best.pt when the run has one, else checkpoint.pt), "best" or "last".
     """
     run_dir, out = Path(run_dir), Path(out)
     if out.exists() and not force:
         raise ExportError(f"{out} already exists (pass --force to replace it)")
-    vae, ckpt = load_run(run_dir)
-    likelihood = ckpt["config"]["likelihood"]
-    fp32 = graphs.export_graphs(vae, tuple(ckpt["image_shape"]))
+    vae, ckpt = load_run(run_dir, checkpoint)
+    log(f"exporting {ckpt['path']} ({vae.kind}, {ckpt['config']['arch']}, "
+        f"{'conditional on ' + str(vae.num_classes) + ' classes, ' if vae.conditional else ''}"
+        f"{ckpt['config']['likelihood']}, epoch {ckpt['epoch']})")
+    fp32 = graphs.export_graphs(vae)
     for name, proto in zip((S.ENCODER_FILE, S.DECODER_FILE), fp32):
         verify.check_graph(proto, name)
-    parity = verify.parity(vae, *fp32, ckpt["reference_x"])
-    elbo = verify.elbo_parity(vae, *fp32, ckpt["reference_x"], likelihood)
+    parity = verify.parity(vae, ckpt, *fp32)
+    elbo = verify.elbo_parity(vae, ckpt, *fp32)
     log(f"verified: onnx.checker ok, no random op, max |onnxruntime - torch| "
         + ", ".join(f"{k} {v:.1e}" for k, v in parity.items())
-        + f" (bound {verify.PARITY_TOLERANCE:g}, batch {', '.join(map(str, verify.PARITY_BATCH_SIZES))}); "
-        f"-ELBO torch {elbo['neg_elbo_torch']:.4f}, onnx {elbo['neg_elbo_onnx']:.4f}")
+        + f" (bound {verify.PARITY_TOLERANCE:g}, batch {', '.join(map(str, verify.PARITY_BATCH_SIZES))})"
+        + (f"; -ELBO torch {elbo['neg_elbo_torch']:.4f}, onnx {elbo['neg_elbo_onnx']:.4f}"
+           if elbo["neg_elbo_onnx"] is not None else f"; -ELBO through the graphs {elbo['note']}"))
     kept = {"fp32": (fp32, None)}
     for variant in variants_:
         candidate = tuple(variants.make(variant, proto) for proto in fp32)
         for role, proto in zip(("encoder", "decoder"), candidate):
             verify.check_graph(proto, variants.file_name(role, variant))
-        q = verify.variant_quality(variant, fp32, candidate, ckpt["reference_x"], vae.latent_dim, likelihood)
+        q = verify.variant_quality(variant, vae, ckpt, fp32, candidate)
         if q["passed"]:
             kept[variant] = (candidate, q)
             log(f"{variant}: {_fmt_quality(q)}")
@@ -112,7 +126,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
             log(f"{variant}: NOT written, outside its gate: {_fmt_quality(q)}")
 
     pair_id = uuid.uuid4().hex
-    spec = make_spec(ckpt, pair_id, parity, elbo)
+    spec = make_spec(vae, ckpt, pair_id, parity, elbo)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     umask = os.umask(0)
@@ -148,12 +162,13 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
 
 def _check_written(directory: Path, vae: torch.nn.Module, kept: dict) -> None:
     """The files as written load through the runtime (hashes, spec, pair) and still decode as verified."""
-    z = runtime.standard_normal(verify.PARITY_SEED, (8, vae.latent_dim))
-    with torch.no_grad():
-        want = vae.decode(torch.from_numpy(z)).numpy()
+    inputs = {"z": runtime.standard_normal(verify.PARITY_SEED, (8, vae.latent_dim))}
+    if vae.conditional:
+        inputs["y"] = np.arange(8, dtype=np.int64) % vae.num_classes
+    want = verify.torch_run(vae, "decoder", inputs)["x_hat"]
     for variant, (protos, _) in kept.items():
-        got = runtime.load(directory, threads=1, variant=variant).decode(z)
-        expected = want if variant == "fp32" else verify.session(protos[1]).run(None, {"z": z})[0]
+        got = runtime.load(directory, threads=1, variant=variant).decode(inputs["z"], labels=inputs.get("y"))
+        expected = want if variant == "fp32" else verify.ort_run(verify.session(protos[1]), vae, "decoder", inputs)["x_hat"]
         diff = float(np.max(np.abs(got - expected)))
         if not diff <= verify.PARITY_TOLERANCE:
             raise verify.ExportCheckError(f"written {variant} decoder differs from what was verified by {diff:.2e}")

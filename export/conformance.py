@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
 from onnx.reference import ReferenceEvaluator
 
 import runtime
 from runtime.noise import standard_normal
 
-from . import quality, variants
+from . import quality, variants, verify
 from .build import load_run
 from .verify import ELBO_TOLERANCE, PARITY_SEED, PARITY_TOLERANCE
 
@@ -60,62 +59,63 @@ def _metric(metric: str, got: np.ndarray, want: np.ndarray) -> float:
     return quality.psnr(want, got)
 
 
-def _torch_outputs(vae, x: np.ndarray, eps: np.ndarray) -> dict[str, np.ndarray]:
-    with torch.no_grad():
-        mu, logvar = vae.encoder(torch.from_numpy(x))
-        z = vae.reparameterize(mu, logvar, torch.from_numpy(eps))
-        return {"z": z.numpy(), "mu": mu.numpy(), "logvar": logvar.numpy(), "x_hat": vae.decode(z).numpy(),
-                "sample": vae.decode(torch.from_numpy(eps)).numpy()}
-
-
 def verify_export(run_dir: str | Path, export_dir: str | Path, batch_sizes=BATCH_SIZES) -> list[Row]:
     """Every check for every variant of the export; a Row each, worst case over the batch sizes."""
-    vae, ckpt = load_run(Path(run_dir))
-    reference = ckpt["reference_x"]
-    models = {v: runtime.load(export_dir, variant=v) for v in runtime.load(export_dir).manifest["variants"]}
-    if models["fp32"].spec["latent_dim"] != vae.latent_dim or list(models["fp32"].image_shape) != ckpt["image_shape"]:
-        raise ValueError(f"{export_dir} does not come from {run_dir}: latent or image shape differ")
+    fp32 = runtime.load(export_dir)
+    exported_from = {"best.pt": "best", "checkpoint.pt": "last"}[fp32.spec["training"]["checkpoint"]]
+    vae, ckpt = load_run(Path(run_dir), exported_from)
+    if fp32.spec["latent_dim"] != vae.latent_dim or list(fp32.image_shape) != list(ckpt["image_shape"]) \
+            or fp32.kind != vae.kind or (fp32.classes is not None) != vae.conditional:
+        raise ValueError(f"{export_dir} does not come from {run_dir}: model kind, latent or image shape differ")
+    models = {v: runtime.load(export_dir, variant=v) for v in fp32.manifest["variants"]}
     worst: dict[tuple, float] = {}
 
     def keep(variant, check, metric, value):
         key = (variant, check, metric)
-        better_is_high = metric == "psnr_db"
-        if key not in worst or (value < worst[key] if better_is_high else value > worst[key]):
+        if key not in worst or (value < worst[key] if metric == "psnr_db" else value > worst[key]):
             worst[key] = value
 
     for n in batch_sizes:
-        x = (reference[torch.arange(n) % len(reference)].float() / 255.0).numpy()  # (n, C, H, W)
-        eps = standard_normal(PARITY_SEED + n, (n, vae.latent_dim))
-        want = _torch_outputs(vae, x, eps)
+        inputs = verify.encoder_inputs(vae, ckpt, n, PARITY_SEED + n)
+        want = verify.torch_run(vae, "encoder", inputs)
+        want.update(verify.torch_run(vae, "decoder", verify.decoder_inputs(vae, want["z"], inputs)))
+        sample_eps = standard_normal(PARITY_SEED + n, (n, vae.latent_dim))
+        y = inputs.get("y")
+        want_sample = verify.torch_run(vae, "decoder", verify.decoder_inputs(vae, sample_eps, inputs))["x_hat"]
         for variant, model in models.items():
-            enc = model.encode(x, eps=eps)
-            got = {"z": enc.z, "mu": enc.mu, "logvar": enc.logvar, "x_hat": model.decode(want["z"])}
+            enc = model.encode(inputs["x"], eps=inputs.get("eps"), labels=y)
+            got = {"z": enc.z, "mu": enc.mu, "logvar": enc.logvar, "x_hat": model.decode(want["z"], labels=y)}
             for name, (metric, _) in TOLERANCES[variant].items():
-                keep(variant, name, metric, _metric(metric, got[name], want[name]))
-            pixels = np.abs(runtime.to_uint8(model.sample(n, eps=eps)).astype(int) - runtime.to_uint8(want["sample"]))
+                if name in want:  # the autoencoder has no mu or logvar output
+                    keep(variant, name, metric, _metric(metric, got[name], want[name]))
+            pixels = np.abs(runtime.to_uint8(model.sample(n, eps=sample_eps, labels=y)).astype(int)
+                            - runtime.to_uint8(want_sample))
             keep(variant, "sample pixels (uint8)", "max_levels", float(pixels.max()))
             keep(variant, "sample pixels (uint8)", "fraction_differing", float((pixels > 0).mean()))
 
-    x = (reference.float() / 255.0).numpy()
-    eps = standard_normal(PARITY_SEED, (len(x), vae.latent_dim))
-    from train.elbo import negative_elbo
-
-    with torch.no_grad():
-        _, recon, kl = negative_elbo(vae, torch.from_numpy(x), torch.from_numpy(eps))
-    torch_elbo = float((recon.double() + kl.double()).mean())
-    likelihood = models["fp32"].spec["likelihood"]
     rows = [Row(v, c, m, value, _bound(v, c, m)) for (v, c, m), value in worst.items()]
+    elbo = verify.elbo_parity_torch(vae, ckpt)
     for variant, model in models.items():
-        onnx_elbo = float(quality.neg_elbo(lambda x_, e_: tuple(model.encode(x_, eps=e_)), model.decode, x, eps,
-                                           likelihood).mean())
-        if variant == "fp32":
-            rows.append(Row(variant, "-ELBO vs torch (nats/image)", "abs_diff", abs(onnx_elbo - torch_elbo), ELBO_TOLERANCE))
+        onnx_elbo = verify.graph_elbo(vae, *_model_functions(model), ckpt)
+        if onnx_elbo is None:
+            pass  # this likelihood's -log p(x|z) is not determined by the graphs (quality.NO_GRAPH_ELBO)
+        elif variant == "fp32":
+            rows.append(Row(variant, "-ELBO vs torch (nats/image)", "abs_diff", abs(onnx_elbo - elbo), ELBO_TOLERANCE))
         else:
-            rows.append(Row(variant, "-ELBO vs torch", "relative_change", abs(onnx_elbo - torch_elbo) / abs(torch_elbo),
+            rows.append(Row(variant, "-ELBO vs torch", "relative_change", abs(onnx_elbo - elbo) / abs(elbo),
                             variants.GATES[variant]["max_neg_elbo_change"]))
         rows.append(Row(variant, "onnx.reference vs onnxruntime", "max_abs",
-                        _reference_diff(model, x[:7], eps[:7]), REFERENCE_TOLERANCE))
+                        _reference_diff(vae, model, verify.encoder_inputs(vae, ckpt, 7, PARITY_SEED)),
+                        REFERENCE_TOLERANCE))
     return rows
+
+
+def _model_functions(model):
+    """(encode, decode) over dicts of named arrays, through the runtime's public API."""
+    def encode(inputs):
+        enc = model.encode(inputs["x"], eps=inputs.get("eps"), labels=inputs.get("y"))
+        return {"z": enc.z} if enc.logvar is None else enc._asdict()
+    return encode, lambda inputs: model.decode(inputs["z"], labels=inputs.get("y"))
 
 
 def _bound(variant: str, check: str, metric: str) -> float | None:
@@ -124,14 +124,16 @@ def _bound(variant: str, check: str, metric: str) -> float | None:
     return PIXEL_LEVELS[variant] if metric == "max_levels" else None  # the fraction is reported, not bounded
 
 
-def _reference_diff(model, x: np.ndarray, eps: np.ndarray) -> float:
+def _reference_diff(vae, model, inputs: dict) -> float:
     """Max |onnx.reference.ReferenceEvaluator - onnxruntime| over both graphs of a variant."""
     files = model.manifest["variants"][model.variant]
-    enc = ReferenceEvaluator(onnx.load(model.path / files["encoder"])).run(None, {"x": x, "eps": eps})
-    dec = ReferenceEvaluator(onnx.load(model.path / files["decoder"])).run(None, {"z": enc[0]})
-    got = model.encode(x, eps=eps)
-    diffs = [np.abs(a - b).max() for a, b in zip(enc, got)] + [np.abs(dec[0] - model.decode(enc[0])).max()]
-    return float(max(diffs))
+    reference = {role: ReferenceEvaluator(onnx.load(model.path / files[role])) for role in ("encoder", "decoder")}
+    want = verify.ort_run(reference["encoder"], vae, "encoder", inputs)
+    dec_inputs = verify.decoder_inputs(vae, want["z"], inputs)
+    want.update(verify.ort_run(reference["decoder"], vae, "decoder", dec_inputs))
+    encode, decode = _model_functions(model)
+    got = {**encode(inputs), "x_hat": decode(dec_inputs)}
+    return float(max(np.abs(got[k] - want[k]).max() for k in want))
 
 
 def format_table(rows: list[Row]) -> str:

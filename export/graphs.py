@@ -23,26 +23,34 @@ _EXAMPLE_BATCH = 3  # traced batch size; 0 and 1 would be specialized by torch.e
 
 
 class EncoderGraph(nn.Module):
-    """encoder.onnx: (x, eps) -> (z, mu, logvar), z = mu + exp(0.5 * logvar) * eps."""
+    """encoder.onnx: (x, eps[, y]) -> (z, mu, logvar), z = mu + exp(0.5 * logvar) * eps.
+
+    The plain autoencoder's is (x[, y]) -> z: it has no variance and takes no noise.
+    """
 
     def __init__(self, vae: nn.Module):
         super().__init__()
         self.vae = vae
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor):
-        mu, logvar = self.vae.encoder(x)
-        return self.vae.reparameterize(mu, logvar, eps), mu, logvar
+    def forward(self, *inputs: torch.Tensor):
+        named = dict(zip(S.signature("encoder", self.vae.kind, self.vae.conditional)[0], inputs))
+        mu, logvar = self.vae.encoder(named["x"], named.get("y"))
+        if self.vae.kind == "ae":
+            return mu
+        return self.vae.reparameterize(mu, logvar, named["eps"]), mu, logvar
 
 
 class DecoderGraph(nn.Module):
-    """decoder.onnx: z -> x_hat, the decoder's mean image in [0, 1]."""
+    """decoder.onnx: (z[, y]) -> x_hat, the decoder's mean image in [0, 1]."""
 
     def __init__(self, vae: nn.Module):
         super().__init__()
         self.vae = vae
 
-    def forward(self, z: torch.Tensor):
-        return self.vae.decode(z)
+    def forward(self, *inputs: torch.Tensor):
+        named = dict(zip(S.signature("decoder", self.vae.kind, self.vae.conditional)[0], inputs))
+        # onnxruntime's vectorised sigmoid can return 1 + 1e-7; the contract says [0, 1], so the graph clamps.
+        return self.vae.decode(named["z"], named.get("y")).clamp(0.0, 1.0)
 
 
 def _to_onnx(module: nn.Module, args: tuple, input_names, output_names) -> onnx.ModelProto:
@@ -57,18 +65,25 @@ def _to_onnx(module: nn.Module, args: tuple, input_names, output_names) -> onnx.
         program = torch.onnx.export(
             module.eval(), args, dynamo=True, opset_version=OPSET, verbose=False, optimize=True,
             input_names=list(input_names), output_names=list(output_names), external_data=False,
-            dynamic_shapes={name: {0: batch} for name in input_names},
+            dynamic_shapes=({"inputs": tuple({0: batch} for _ in args)}),
         )
     return program.model_proto
 
 
-def export_graphs(vae: nn.Module, image_shape: tuple[int, int, int]) -> tuple[onnx.ModelProto, onnx.ModelProto]:
-    """(encoder, decoder) ModelProtos for a trained VAE, batch axis dynamic, no metadata yet."""
-    x = torch.rand(_EXAMPLE_BATCH, *image_shape)
-    eps = torch.randn(_EXAMPLE_BATCH, vae.latent_dim)
-    encoder = _to_onnx(EncoderGraph(vae), (x, eps), S.ENCODER_INPUTS, S.ENCODER_OUTPUTS)
-    decoder = _to_onnx(DecoderGraph(vae), (eps,), S.DECODER_INPUTS, S.DECODER_OUTPUTS)
-    return encoder, decoder
+def example_inputs(vae: nn.Module, role: str, n: int = _EXAMPLE_BATCH) -> tuple[torch.Tensor, ...]:
+    """Random inputs of the right shapes and dtypes for a graph, in signature order."""
+    make = {"x": lambda: torch.rand(n, *vae.image_shape), "eps": lambda: torch.randn(n, vae.latent_dim),
+            "z": lambda: torch.randn(n, vae.latent_dim), "y": lambda: torch.arange(n) % max(vae.num_classes, 1)}
+    return tuple(make[name]() for name in S.signature(role, vae.kind, vae.conditional)[0])
+
+
+def export_graphs(vae: nn.Module) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """(encoder, decoder) ModelProtos for a trained model, batch axis dynamic, no metadata yet."""
+    protos = []
+    for role, wrapper in (("encoder", EncoderGraph), ("decoder", DecoderGraph)):
+        names = S.signature(role, vae.kind, vae.conditional)
+        protos.append(_to_onnx(wrapper(vae), example_inputs(vae, role), *names))
+    return protos[0], protos[1]
 
 
 def op_types(model: onnx.ModelProto) -> set[str]:

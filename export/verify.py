@@ -1,9 +1,9 @@
-"""Checks an export must pass before it is written: onnx.checker, no random op, onnxruntime == torch.
+"""Checks an export must pass before it is written: onnx.checker, allowed ops only, onnxruntime == torch.
 
 Parity bound, 1e-5 max |difference|: both sides compute in float32 (unit roundoff 6e-8), but
-onnxruntime's MLAS and PyTorch's CPU GEMMs sum in different orders, so a dot product of a few
-hundred O(1) terms differs by a few 1e-7 at most, and exp/sigmoid keep that scale. 1e-5 leaves
-~10x headroom over what we measure while any real defect (a wrong op, noise frozen into a constant,
+onnxruntime's MLAS and PyTorch's CPU kernels sum in different orders, so a dot product of a few
+hundred O(1) terms differs by a few 1e-7, and exp/sigmoid keep that scale. 1e-5 leaves ~10x
+headroom over what we measure while any real defect (a wrong op, noise frozen into a constant,
 a swapped head) shows up as differences of 1e-2 or more.
 """
 from __future__ import annotations
@@ -17,11 +17,12 @@ from runtime import spec as S
 from runtime.noise import standard_normal
 
 from . import quality, variants
-from .graphs import op_types
+from .graphs import DecoderGraph, EncoderGraph, op_types
 
 PARITY_TOLERANCE = 1e-5
 PARITY_BATCH_SIZES = (1, 7, 64)
 PARITY_SEED = 20_240_611  # eps for the parity check: fixed, so an export is reproducible
+ELBO_TOLERANCE = 0.01  # nats per image: float32 sums over ~1e3 pixels, then float64; see tests/test_parity.py
 
 
 class ExportCheckError(RuntimeError):
@@ -51,30 +52,56 @@ def session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def parity(vae: torch.nn.Module, encoder: onnx.ModelProto, decoder: onnx.ModelProto, reference_x: torch.Tensor,
-           batch_sizes=PARITY_BATCH_SIZES) -> dict:
-    """Max |onnxruntime - torch| of z, mu, logvar and x_hat over the batch sizes, same x and eps.
+def signature(vae, role: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return S.signature(role, vae.kind, vae.conditional)
 
-    reference_x: uint8 (M, C, H, W) real test images, repeated when a batch needs more than M.
+
+def encoder_inputs(vae, ckpt: dict, n: int, seed: int) -> dict[str, np.ndarray]:
+    """x (real test images from the checkpoint, repeated when n exceeds them), eps and y for n images."""
+    idx = torch.arange(n) % len(ckpt["reference_x"])
+    inputs = {"x": (ckpt["reference_x"][idx].float() / 255.0).numpy(),
+              "eps": standard_normal(seed, (n, vae.latent_dim))}
+    if vae.conditional:
+        inputs["y"] = ckpt["reference_y"][idx].numpy().astype(np.int64)
+    return {k: v for k, v in inputs.items() if k in signature(vae, "encoder")[0]}
+
+
+def torch_run(vae, role: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The exported wrapper module run by PyTorch: the source of truth, output by output."""
+    names_in, names_out = signature(vae, role)
+    wrapper = (EncoderGraph if role == "encoder" else DecoderGraph)(vae).eval()
+    with torch.no_grad():
+        out = wrapper(*(torch.from_numpy(inputs[n]) for n in names_in))
+    return dict(zip(names_out, (o.numpy() for o in (out if isinstance(out, tuple) else (out,)))))
+
+
+def ort_run(sess, vae, role: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names_in, names_out = signature(vae, role)
+    return dict(zip(names_out, sess.run(None, {n: inputs[n] for n in names_in})))
+
+
+def decoder_inputs(vae, z: np.ndarray, enc_inputs: dict) -> dict[str, np.ndarray]:
+    return {"z": z, **({"y": enc_inputs["y"]} if "y" in enc_inputs else {})}
+
+
+def parity(vae, ckpt: dict, encoder: onnx.ModelProto, decoder: onnx.ModelProto,
+           batch_sizes=PARITY_BATCH_SIZES) -> dict:
+    """Max |onnxruntime - torch| of every graph output over the batch sizes, same x, eps and y.
+
     The decoder gets the torch z on both sides, so its difference is the decoder's own.
     """
     enc, dec = session(encoder), session(decoder)
-    worst = {name: 0.0 for name in (*S.ENCODER_OUTPUTS, *S.DECODER_OUTPUTS)}
-    vae.eval()
+    worst: dict[str, float] = {}
     for n in batch_sizes:
-        idx = torch.arange(n) % len(reference_x)
-        x = reference_x[idx].float() / 255.0  # (n, C, H, W)
-        eps = standard_normal(PARITY_SEED + n, (n, vae.latent_dim))
-        with torch.no_grad():
-            mu, logvar = vae.encoder(x)
-            z = vae.reparameterize(mu, logvar, torch.from_numpy(eps))
-            x_hat = vae.decode(z)
-        got = enc.run(None, {"x": x.numpy(), "eps": eps})
-        got_x_hat = dec.run(None, {"z": z.numpy()})[0]
-        for name, want, have in zip(worst, (z, mu, logvar, x_hat), (*got, got_x_hat)):
-            if have.shape != tuple(want.shape):
-                raise ExportCheckError(f"{name}: onnxruntime shape {have.shape} != torch {tuple(want.shape)} at batch {n}")
-            worst[name] = max(worst[name], float(np.max(np.abs(have - want.numpy()))))
+        inputs = encoder_inputs(vae, ckpt, n, PARITY_SEED + n)
+        want = torch_run(vae, "encoder", inputs)
+        dec_in = decoder_inputs(vae, want["z"], inputs)
+        want.update(torch_run(vae, "decoder", dec_in))
+        got = {**ort_run(enc, vae, "encoder", inputs), **ort_run(dec, vae, "decoder", dec_in)}
+        for name, value in want.items():
+            if got[name].shape != value.shape:
+                raise ExportCheckError(f"{name}: onnxruntime shape {got[name].shape} != torch {value.shape} at batch {n}")
+            worst[name] = max(worst.get(name, 0.0), float(np.max(np.abs(got[name] - value))))
     broken = {k: v for k, v in worst.items() if not v <= PARITY_TOLERANCE}
     if broken:
         detail = ", ".join(f"{k} {v:.2e}" for k, v in broken.items())
@@ -82,39 +109,63 @@ def parity(vae: torch.nn.Module, encoder: onnx.ModelProto, decoder: onnx.ModelPr
     return worst
 
 
-ELBO_TOLERANCE = 0.01  # nats per image: float32 sums over ~1e3 pixels, then float64; see tests/test_parity.py
+def likelihood_params(vae) -> dict:
+    """What the ONNX-side likelihood needs beyond x_hat: the Gaussian's log sigma per channel."""
+    if vae.likelihood.name == "gaussian":
+        return {"log_sigma": vae.likelihood.log_sigma.detach().flatten().tolist()}
+    return {}
 
 
-def elbo_parity(vae: torch.nn.Module, encoder: onnx.ModelProto, decoder: onnx.ModelProto,
-                reference_x: torch.Tensor, likelihood: str) -> dict:
-    """Mean test negative ELBO on the reference images with fixed eps: torch versus the ONNX graphs."""
+def graph_elbo(vae, encode, decode, ckpt: dict) -> float | None:
+    """Mean negative ELBO through (encode, decode) on the checkpoint's reference images with fixed eps."""
+    inputs = encoder_inputs(vae, ckpt, len(ckpt["reference_x"]), PARITY_SEED)
+    per_image = quality.neg_elbo(encode, decode, inputs, vae.likelihood.name, likelihood_params(vae))
+    return None if per_image is None else float(per_image.mean())
+
+
+def graph_functions(vae, enc_sess, dec_sess):
+    """(encode, decode) from dicts of named inputs to dicts of named outputs, through two sessions."""
+    return (lambda inputs: ort_run(enc_sess, vae, "encoder", inputs),
+            lambda inputs: ort_run(dec_sess, vae, "decoder", inputs)["x_hat"])
+
+
+def elbo_parity_torch(vae, ckpt: dict) -> float:
+    """Mean test negative ELBO in PyTorch on the reference images, with the eps graph_elbo uses."""
     from train.elbo import negative_elbo
 
-    x = reference_x.float() / 255.0
-    eps = standard_normal(PARITY_SEED, (len(x), vae.latent_dim))
+    inputs = encoder_inputs(vae, ckpt, len(ckpt["reference_x"]), PARITY_SEED)
+    y = torch.from_numpy(inputs["y"]) if "y" in inputs else None
+    eps = torch.from_numpy(standard_normal(PARITY_SEED, (len(inputs["x"]), vae.latent_dim)))
     with torch.no_grad():
-        _, recon, kl = negative_elbo(vae, x, torch.from_numpy(eps))
-    want = float((recon.double() + kl.double()).mean())
-    got = float(quality.neg_elbo(*quality.graph_functions(session(encoder), session(decoder)), x.numpy(), eps,
-                                 likelihood).mean())
+        _, recon, kl = negative_elbo(vae, torch.from_numpy(inputs["x"]), eps, y=y)
+    return float((recon.double() + kl.double()).mean())
+
+
+def elbo_parity(vae, ckpt: dict, encoder: onnx.ModelProto, decoder: onnx.ModelProto) -> dict:
+    """Mean test negative ELBO on the reference images with fixed eps: torch versus the ONNX graphs."""
+    want = elbo_parity_torch(vae, ckpt)
+    inputs = encoder_inputs(vae, ckpt, len(ckpt["reference_x"]), PARITY_SEED)
+    got = graph_elbo(vae, *graph_functions(vae, session(encoder), session(decoder)), ckpt)
+    result = {"neg_elbo_torch": want, "neg_elbo_onnx": got, "images": len(inputs["x"]), "tolerance": ELBO_TOLERANCE}
+    if got is None:
+        return {**result, "note": quality.NO_GRAPH_ELBO[vae.likelihood.name]}
     if not abs(got - want) <= ELBO_TOLERANCE:
         raise ExportCheckError(f"ELBO through the graphs {got:.4f} != torch {want:.4f} nats/image "
                                f"(bound {ELBO_TOLERANCE})")
-    return {"neg_elbo_torch": want, "neg_elbo_onnx": got, "images": len(x), "tolerance": ELBO_TOLERANCE}
+    return result
 
 
-def variant_quality(variant: str, fp32: tuple, candidate: tuple, reference_x: torch.Tensor, latent_dim: int,
-                    likelihood: str) -> dict:
+def variant_quality(variant: str, vae, ckpt: dict, fp32: tuple, candidate: tuple) -> dict:
     """A variant's PSNR of x_hat and relative change of the negative ELBO against fp32, and its gate."""
     gate = variants.GATES[variant]
-    ref = quality.graph_functions(*(session(m) for m in fp32))
-    new = quality.graph_functions(*(session(m) for m in candidate))
-    z = standard_normal(PARITY_SEED, (256, latent_dim))
+    ref = graph_functions(vae, *(session(m) for m in fp32))
+    new = graph_functions(vae, *(session(m) for m in candidate))
+    z = {"z": standard_normal(PARITY_SEED, (256, vae.latent_dim))}
+    if vae.conditional:
+        z["y"] = np.arange(256, dtype=np.int64) % vae.num_classes
     psnr = quality.psnr(ref[1](z), new[1](z))
-    x = (reference_x.float() / 255.0).numpy()
-    eps = standard_normal(PARITY_SEED, (len(x), latent_dim))
-    base = float(quality.neg_elbo(*ref, x, eps, likelihood).mean())
-    got = float(quality.neg_elbo(*new, x, eps, likelihood).mean())
-    change = abs(got - base) / abs(base)
+    base, got = graph_elbo(vae, *ref, ckpt), graph_elbo(vae, *new, ckpt)
+    change = None if base is None else abs(got - base) / abs(base)
+    passed = psnr >= gate["min_psnr_db"] and (change is None or change <= gate["max_neg_elbo_change"])
     return {"psnr_db": round(psnr, 3), "neg_elbo_fp32": base, "neg_elbo": got, "neg_elbo_change": change,
-            "gate": gate, "passed": bool(psnr >= gate["min_psnr_db"] and change <= gate["max_neg_elbo_change"])}
+            "gate": gate, "passed": bool(passed)}

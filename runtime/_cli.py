@@ -33,14 +33,16 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _sample(args, model) -> str:
-    images = model.sample(args.n, seed=args.seed, temperature=args.temperature)
+    images = model.sample(args.n, seed=args.seed, temperature=args.temperature, labels=_label(args, model))
     path = save_grid(images, args.out, nrow=args.nrow, scale=args.scale)
     return f"wrote {path} ({args.n} samples, seed {args.seed}, temperature {args.temperature}"
 
 
 def _encode(args, model) -> str:
     x = load_images(args.images, model.image_shape)
-    enc = model.encode(x, seed=args.seed, temperature=args.temperature)
+    label = _label(args, model)
+    enc = model.encode(x, labels=label) if model.kind == "ae" else \
+        model.encode(x, seed=args.seed, temperature=args.temperature, labels=label)
     latents = enc.z if args.sampled else enc.mu
     out = Path(args.out)
     _write_npy(out, latents)
@@ -57,9 +59,18 @@ def _encode(args, model) -> str:
 
 def _reconstruct(args, model) -> str:
     x = load_images(args.images, model.image_shape)
-    recon = model.reconstruct(x, sampled=args.sampled, seed=args.seed if args.sampled else None)
+    recon = model.reconstruct(x, sampled=args.sampled, seed=args.seed if args.sampled else None,
+                              labels=_label(args, model))
     path = save_grid(np.concatenate([x, recon]), args.out, nrow=len(x), scale=args.scale)
     return f"wrote {path} (top row: {len(x)} inputs, bottom row: reconstructions)"
+
+
+def _label(args, model):
+    """--label as a class name, or as an index when it is digits that name no class."""
+    label = args.label
+    if label is not None and model.classes is not None and label not in model.classes and label.isdigit():
+        return int(label)
+    return label
 
 
 def _endpoint(text: str, model):
@@ -74,20 +85,21 @@ def _endpoint(text: str, model):
 
 
 def _interpolate(args, model) -> str:
-    images = model.interpolate(_endpoint(args.a, model), _endpoint(args.b, model), args.steps, args.method)
+    images = model.interpolate(_endpoint(args.a, model), _endpoint(args.b, model), args.steps, args.method,
+                               labels=_label(args, model))
     path = save_grid(images, args.out, nrow=args.steps, scale=args.scale)
     return f"wrote {path} ({args.steps} steps, {args.method}, {args.a} -> {args.b})"
 
 
 def _traverse(args, model) -> str:
     dims = range(min(model.latent_dim, 8)) if args.dims is None else args.dims
-    rows = [model.traverse(d, steps=args.steps, span=args.span) for d in dims]
+    rows = [model.traverse(d, steps=args.steps, span=args.span, labels=_label(args, model)) for d in dims]
     path = save_grid(np.concatenate(rows), args.out, nrow=args.steps, scale=args.scale)
     return f"wrote {path} (dims {', '.join(map(str, dims))}, {args.steps} steps in [-{args.span}, {args.span}])"
 
 
 def _manifold(args, model) -> str:
-    path = save_grid(model.manifold(args.steps), args.out, nrow=args.steps, scale=args.scale)
+    path = save_grid(model.manifold(args.steps, labels=_label(args, model)), args.out, nrow=args.steps, scale=args.scale)
     return f"wrote {path} ({args.steps}x{args.steps} normal quantiles of the 2-D latent)"
 
 
@@ -148,6 +160,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--temperature", type=float, default=1.0, help="scale of eps (default 1.0)")
         if scale:
             p.add_argument("--scale", type=_positive, default=1, help="enlarge each pixel to scale x scale (default 1)")
+        if name != "info":
+            p.add_argument("--label", default=None, help="conditional models: the class, by name or index")
         p.set_defaults(run=run)
         return p
 

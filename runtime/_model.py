@@ -21,6 +21,7 @@ from .noise import standard_normal
 
 MAX_BATCH = 65_536  # largest n or N one call accepts; work is run in chunks of CHUNK
 CHUNK = 1024  # images per session.run, so memory stays bounded for large n
+MAX_TEMPERATURE = 100.0  # eps is scaled by at most this; N(0, I) samples beyond ~5 sigma are not images
 _X_HAT = ["x_hat"]
 
 
@@ -105,8 +106,9 @@ class Model:
     def _eps(self, what: str, n: int, seed, eps, temperature: float) -> np.ndarray:
         if eps is not None and seed is not None:
             raise EdgeVAEError(f"{what}: pass seed or eps, not both")
-        if not isinstance(temperature, (int, float, np.floating)) or not 0 <= temperature < float("inf"):
-            raise EdgeVAEError(f"{what}: temperature must be a finite number >= 0, got {temperature!r}")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)) \
+                or not 0 <= temperature <= MAX_TEMPERATURE:
+            raise EdgeVAEError(f"{what}: temperature must be a number in [0, {MAX_TEMPERATURE}], got {temperature!r}")
         if eps is None:
             eps = standard_normal(secrets.randbits(64) if seed is None else seed, (n, self.latent_dim))
         else:
@@ -124,8 +126,13 @@ class Model:
         z = self._array("decode", "z", z, (None, self.latent_dim))
         y = self._labels("decode", labels, len(z))
         if len(z) <= CHUNK:
-            return self._decoder.run(_X_HAT, {"z": z} if y is None else {"z": z, "y": y})[0]
-        return np.concatenate([self._decoder.run(_X_HAT, feed)[0] for feed in self._feed(z=z, y=y)])
+            out = self._decoder.run(_X_HAT, {"z": z} if y is None else {"z": z, "y": y})[0]
+        else:
+            out = np.concatenate([self._decoder.run(_X_HAT, feed)[0] for feed in self._feed(z=z, y=y)])
+        if not np.isfinite(out).all():  # float32 overflow inside the decoder: never hand back NaN pixels
+            raise EdgeVAEError(f"decode: the decoder overflowed for latents this far from the prior "
+                               f"(max |z| = {np.abs(z).max():.3g}); decode values of typical N(0, I) scale")
+        return out
 
     def sample(self, n: int, *, seed: int | None = None, eps=None, temperature: float = 1.0, labels=None) -> np.ndarray:
         """Generate n images (N, C, H, W) float32 in [0, 1] by decoding z = temperature * eps.

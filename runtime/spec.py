@@ -43,8 +43,11 @@ RANDOM_OPS = frozenset({
 # Every op an EdgeVAE graph may contain (README "Ops" lists them per graph and variant). Export fails on
 # anything else: no random op, no control flow (If, Loop, Scan), nothing a small ONNX host may lack.
 ALLOWED_OPS = frozenset({
-    "Add", "Cast", "Exp", "Gemm", "MatMul", "Mul", "Relu", "Reshape", "Sigmoid",  # MLP, reparameterization
-    "DynamicQuantizeLinear", "MatMulInteger",  # int8 (dynamic quantization)
+    "Add", "Clip", "Exp", "Gemm", "Mul", "Relu", "Reshape", "Sigmoid",  # MLP layers, reparameterization, the mean
+    "Conv", "ConvTranspose",  # conv networks
+    "Concat", "GatherND", "Unsqueeze",  # conditional models: one-hot y joined to features and z
+    "Abs", "Div", "Expand", "Less", "Reciprocal", "Shape", "Sub", "Tanh", "Where",  # continuous-Bernoulli mean
+    "Cast", "ConvInteger", "DynamicQuantizeLinear", "MatMulInteger",  # int8 and fp16 variants
 })
 
 NOISE = {  # how the runtime draws eps by default; runtime/noise.py implements it, README documents it

@@ -30,6 +30,36 @@ def export_dir(run_dir, tmp_path_factory) -> Path:
     return export(run_dir, tmp_path_factory.mktemp("export") / "tiny", log=lambda *_: None)
 
 
+# Every other model kind, trained tiny and exported with its int8 and fp16 variants, on demand.
+KINDS = {
+    "conv": dict(arch="conv", conv_channels=(8, 16)),
+    "conditional": dict(conditional=True),
+    "conv-conditional": dict(arch="conv", conv_channels=(8, 16), conditional=True),
+    "ae": dict(model="ae"),
+    "gaussian": dict(likelihood="gaussian"),
+    "continuous-bernoulli": dict(likelihood="continuous-bernoulli"),
+}
+
+
+@pytest.fixture(scope="session")
+def kind_export(tmp_path_factory):
+    """kind_export(name) -> (run_dir, export_dir) for a KINDS entry; each is built once per session."""
+    from export.build import export
+    from train.config import TrainConfig
+    from train.loop import train
+
+    built = {}
+
+    def get(name: str) -> tuple[Path, Path]:
+        if name not in built:
+            base = tmp_path_factory.mktemp(name)
+            run = train(TrainConfig(out=str(base / "run"), **{**TINY, **KINDS[name]}))
+            built[name] = run, export(run, base / "export", variants_=("int8", "fp16"), log=lambda *_: None)
+        return built[name]
+
+    return get
+
+
 @pytest.fixture(scope="session")
 def export_dir_2d(tmp_path_factory) -> Path:
     """A tiny model with a 2-D latent, for the manifold grid."""

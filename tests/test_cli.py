@@ -43,7 +43,7 @@ def test_errors_are_one_line(tmp_path, export_dir):
     _one_line_error(run_cli("-m", "runtime", "sample", str(export_dir), "--n", "0"), "n must be an int")
     _one_line_error(run_cli("-m", "runtime", "sample", str(export_dir), "--out", str(tmp_path / "x" / "y.png")),
                     "cannot write")
-    _one_line_error(run_cli("-m", "export", str(tmp_path), "--out", str(tmp_path / "e")), "no checkpoint.pt")
+    _one_line_error(run_cli("-m", "export", str(tmp_path), "--out", str(tmp_path / "e")), "no best.pt or checkpoint.pt")
     _one_line_error(run_cli("-m", "train", "--data", str(tmp_path / "nope")), "--data must be 'shapes'")
     _one_line_error(run_cli("-m", "train", "--latent-dim", "0"), "--latent-dim must be >= 1")
     _one_line_error(run_cli("-m", "train", "--no-such-flag"), "unrecognized arguments")
@@ -106,7 +106,7 @@ def test_reconstruct_interpolate_traverse_info(export_dir, export_dir_2d, tmp_pa
     assert r.returncode == 0, r.stderr
     r = run_cli("-m", "runtime", "info", str(export_dir))
     assert r.returncode == 0
-    for fragment in ("latent dim  4", "variant     fp32 (loaded): encoder.onnx ", "ops         decoder: Gemm", "parity      max"):
+    for fragment in ("latent dim  4", "variant     fp32 (loaded): encoder.onnx ", "ops         decoder: Clip, Gemm", "parity      max"):
         assert fragment in r.stdout
     r = run_cli("-m", "runtime", "info", str(export_dir), "--json")
     specs = json.loads(r.stdout)

@@ -69,3 +69,17 @@ def test_encoder_z_is_distributed_as_n_mu_sigma(export_dir):
     assert np.all(np.abs(z.var(axis=0) - sigma**2) < 5 * sigma**2 * np.sqrt(2 / n))
     standardized = (z - mu) / sigma
     assert abs(np.corrcoef(standardized.T)[np.triu_indices(mu.size, 1)]).max() < 5 / np.sqrt(n)  # independent
+
+
+@pytest.mark.parametrize("kind", ["conv", "conditional", "conv-conditional", "ae", "gaussian", "continuous-bernoulli"])
+def test_conformance_of_every_model_kind(kind, kind_export):
+    """Every kind and variant against PyTorch at batch 1, 7, 64 and 256, and the reference evaluator."""
+    run, out = kind_export(kind)
+    rows = verify_export(run, out)
+    assert all(r.ok for r in rows), format_table([r for r in rows if not r.ok])
+    outputs = {"z", "x_hat"} if kind == "ae" else {"z", "mu", "logvar", "x_hat"}
+    for variant in ("fp32", "int8", "fp16"):
+        checks = {r.check for r in rows if r.variant == variant}
+        assert outputs | {"sample pixels (uint8)", "onnx.reference vs onnxruntime"} <= checks
+        # The continuous Bernoulli's likelihood cannot be scored from x_hat (export/quality.py says why).
+        assert any(c.startswith("-ELBO vs torch") for c in checks) == (kind != "continuous-bernoulli")

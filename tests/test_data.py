@@ -1,10 +1,13 @@
-"""Data sources: the generated `shapes` set and the IDX reader."""
+"""Data sources: the generated `shapes` set, the IDX reader, and what every source goes through (split, resize)."""
 import gzip
 
 import numpy as np
 import pytest
+import torch
 
-from train.data import SHAPE_CLASSES, idx_directory, read_idx, shapes
+from train.data import SHAPE_CLASSES, shapes
+from train.dataset import resize, split, to_channels
+from train.idx import idx_directory, read_idx
 
 
 def test_shapes_are_deterministic_by_seed():
@@ -62,3 +65,24 @@ def test_idx_rejects_wrong_magic_and_truncation(tmp_path):
 def test_idx_directory_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
         idx_directory(tmp_path)
+
+
+def test_hold_out_split_is_deterministic_and_disjoint():
+    x = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1)
+    y = torch.arange(100)
+    a, b = split(x, y, 0.2), split(x, y, 0.2)
+    assert all(torch.equal(p, q) for p, q in zip(a, b))  # same N, same split, whatever the run
+    kept, held = set(a[1].tolist()), set(a[3].tolist())
+    assert len(held) == 20 and not kept & held and kept | held == set(range(100))
+    assert a[1].tolist() == sorted(kept)  # both parts keep the original order
+
+
+def test_resize_and_channels():
+    x = torch.full((2, 1, 28, 28), 200, dtype=torch.uint8)
+    small = resize(x, 16)
+    assert small.shape == (2, 1, 16, 16) and small.dtype == torch.uint8
+    assert (small == 200).all()  # a flat image stays flat: antialiased bilinear weights sum to 1
+    assert resize(x, 28) is x
+    rgb = to_channels(small, 3)
+    assert rgb.shape == (2, 3, 16, 16) and (rgb == 200).all()
+    assert torch.equal(to_channels(rgb, 1), small)  # BT.601 weights sum to 1: grey -> RGB -> grey round-trips

@@ -97,6 +97,6 @@ def test_existing_destination_needs_force(run_dir, tmp_path):
 
 
 def test_not_a_run_directory(tmp_path):
-    with pytest.raises(ExportError, match="no checkpoint.pt"):
+    with pytest.raises(ExportError, match="no best.pt or checkpoint.pt"):
         export(tmp_path, tmp_path / "out", log=lambda *_: None)
     assert not (tmp_path / "out").exists()

@@ -54,19 +54,36 @@ def test_a_variant_outside_its_gate_is_reported_not_written(run_dir, tmp_path, m
 
 
 def _readme_ops() -> dict[tuple[str, str], set[str]]:
-    rows = re.findall(r"^\| (\w+\.onnx) \| (\w+) \| ([A-Za-z, ]+) \|$", (ROOT / "README.md").read_text(), flags=re.M)
-    return {(graph, variant): set(ops.split(", ")) for graph, variant, ops in rows}
+    """(part, graph) -> ops, from README's Ops table."""
+    rows = re.findall(r"^\| ([^|]+?) \| (encoder|decoder|both) \| ([A-Za-z, ]+) \|$", (ROOT / "README.md").read_text(),
+                      flags=re.M)
+    return {(part, graph): set(ops.split(", ")) for part, graph, ops in rows}
 
 
-def test_graph_ops_are_the_ones_the_readme_lists(variants_dir):
-    out, _ = variants_dir
+def _allowed(spec: dict, role: str, listed: dict) -> set[str]:
+    parts = {"every model", f"{spec['variant']} variant"}
+    if spec["arch"] == "conv":
+        parts.add("`--arch conv`")
+    if spec["classes"] is not None:
+        parts.add("`--conditional`")
+    if spec["likelihood"] == "continuous-bernoulli":
+        parts.add("`--likelihood continuous-bernoulli`")
+    return set().union(*(ops for (part, graph), ops in listed.items() if part in parts and graph in (role, "both")))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv", "conv-conditional", "ae", "continuous-bernoulli"])
+def test_graph_ops_are_the_ones_the_readme_lists(kind, variants_dir, kind_export):
+    out = variants_dir[0] if kind == "mlp" else kind_export(kind)[1]
     listed = _readme_ops()
-    assert set().union(*listed.values()) <= S.ALLOWED_OPS
+    assert set().union(*listed.values()) == S.ALLOWED_OPS
     manifest = json.loads((out / S.MANIFEST).read_text())
+    assert list(manifest["variants"]) == ["fp32", "int8", "fp16"]
     for variant, files in manifest["variants"].items():
         for role in ("encoder", "decoder"):
-            ops = op_types(onnx.load(out / files[role]))
-            assert ops <= listed[(f"{role}.onnx", variant)], (variant, role, ops)
+            model = onnx.load(out / files[role])
+            spec = json.loads({p.key: p.value for p in model.metadata_props}[S.METADATA_KEY])
+            ops = op_types(model)
+            assert ops <= _allowed(spec, role, listed), (variant, role, ops - _allowed(spec, role, listed))
 
 
 def test_export_fails_on_an_op_outside_the_allow_list(run_dir, tmp_path, monkeypatch):

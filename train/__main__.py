@@ -1,11 +1,14 @@
 """`python -m train`: train a VAE and write a run directory (console script: edgevae-train).
 
     python -m train --data shapes --model vae --arch mlp --latent-dim 16 --epochs 10 --out runs/shapes
+    python -m train --out runs/shapes --epochs 20 --resume          # the saved config, 10 more epochs
+    torchrun --nproc_per_node=2 -m train --data shapes --out runs/ddp
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from .config import TrainConfig, add_arguments, from_args
@@ -15,20 +18,37 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train", description="Train a VAE; write a run directory.")
     add_arguments(parser, TrainConfig)
     args = parser.parse_args(argv)
+    main_process = os.environ.get("RANK", "0") == "0"
     try:
-        config = from_args(args)
+        if args.resume:  # the checkpoint's config, with only the flags given here on top
+            from .checkpoint import resume_config
+
+            explicit = argparse.ArgumentParser(add_help=False)
+            add_arguments(explicit, TrainConfig, suppress_defaults=True)
+            config = resume_config(TrainConfig, args.out, vars(explicit.parse_args(argv)))
+        else:
+            config = from_args(args)
     except ValueError as e:
         parser.error(str(e))
-    print("config: " + " ".join(f"{k}={v}" for k, v in dataclasses.asdict(config).items()))
-    from .loop import train
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if main_process:
+        print("config: " + " ".join(f"{k}={v}" for k, v in dataclasses.asdict(config).items()))
+    from .download import DownloadError
+    from .loop import Interrupted, train
 
     try:
         train(config)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (ValueError, OSError, FloatingPointError, DownloadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        if main_process:
+            print(f"interrupted: {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted (aborted without saving)", file=sys.stderr)
         return 130
     return 0
 

@@ -2,6 +2,8 @@
 
 The resolved config is printed once, saved in the run directory and in the checkpoint, and travels
 from there into the exported graphs' spec.
+
+    python -m train --help        # one flag per field below
 """
 from __future__ import annotations
 
@@ -18,50 +20,86 @@ def arg(default, help: str, choices: tuple | None = None):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = arg("shapes", "'shapes' (built in, generated) or an IDX directory (MNIST format, .gz or raw)")
-    out: str = arg("runs/vae", "run directory: checkpoint, metrics.jsonl, sample grids")
-    model: str = arg("vae", "model kind", ("vae",))
-    arch: str = arg("mlp", "network architecture", ("mlp",))
-    likelihood: str = arg("bernoulli", "p(x|z): Bernoulli on pixels in [0, 1]", ("bernoulli",))
+    data: str = arg("shapes", "'shapes' (generated), 'mnist' or 'fashion-mnist' (downloaded into --data-root), "
+                              "an IDX directory, an image folder (sub-folders = classes), or an .npz/.npy file")
+    data_root: str = arg("data", "where 'mnist' and 'fashion-mnist' are downloaded to and looked for")
+    mirror: str = arg("", "base URL to download 'mnist'/'fashion-mnist' from instead of their canonical locations")
+    out: str = arg("runs/vae", "run directory: checkpoints, metrics.jsonl, sample and reconstruction grids, loss.png")
+    model: str = arg("vae", "vae, or ae: the plain autoencoder baseline on the same networks (no sampling, no KL)",
+                     ("vae", "ae"))
+    arch: str = arg("mlp", "network architecture", ("mlp", "conv"))
+    conditional: bool = arg(False, "condition encoder and decoder on the class label (one-hot)")
+    likelihood: str = arg("bernoulli", "p(x|z): bernoulli (binary-like data), continuous-bernoulli or gaussian "
+                                       "(grayscale/RGB)", ("bernoulli", "continuous-bernoulli", "gaussian"))
+    binarize: bool = arg(False, "'bernoulli': dynamic binarization, a fresh binary sample of each image every step")
+    sigma: float = arg(0.0, "'gaussian': fixed std of p(x|z) per pixel; 0 = learned (one per channel)")
     latent_dim: int = arg(16, "size D of the latent z")
-    hidden: tuple[int, ...] = arg((512, 256), "hidden layer widths of the encoder body, comma-separated; decoder mirrors")
-    epochs: int = arg(10, "passes over the training set")
-    batch_size: int = arg(128, "images per optimizer step")
+    hidden: tuple[int, ...] = arg((512, 256), "'mlp': hidden layer widths of the encoder, comma-separated; "
+                                              "the decoder mirrors them")
+    conv_channels: tuple[int, ...] = arg((32, 64), "'conv': channels of the stride-2 conv layers, comma-separated; "
+                                                   "the decoder mirrors them with kernel-4 stride-2 transposed convs")
+    epochs: int = arg(10, "passes over the training set (with --resume: the new total)")
+    batch_size: int = arg(128, "images per optimizer step (summed over all processes under torchrun)")
     lr: float = arg(1e-3, "Adam learning rate")
+    schedule: str = arg("constant", "learning rate per epoch: constant, or cosine decay to 0", ("constant", "cosine"))
+    grad_clip: float = arg(0.0, "clip the gradient's global L2 norm to this (0 = off)")
     beta: float = arg(1.0, "weight of the KL term (1 = the ELBO)")
+    kl_warmup: int = arg(0, "epochs over which the KL weight ramps linearly from 0 to --beta (0 = off)")
+    iwae_k: int = arg(1, "importance samples per image; k > 1 trains on the IWAE bound (Burda et al., 2016)")
     seed: int = arg(0, "seed for weights, batching, noise and generated data")
-    image_size: int = arg(28, "side of generated 'shapes' images")
+    image_size: int = arg(28, "side of the model's images: 'shapes' are generated at it, other sources resized to it")
+    channels: int = arg(0, "image channels: 1 (grayscale) or 3 (RGB); 0 = as the source has them", (0, 1, 3))
+    matte: str = arg("black", "image folders: transparent pixels are composited over this colour", ("black", "white"))
     num_train: int = arg(20_000, "'shapes': images generated for training")
     num_test: int = arg(2_000, "'shapes': images generated for testing")
-    limit: int = arg(0, "use at most this many training images (0 = all)")
+    val_fraction: float = arg(0.1, "fraction of the training images held out for validation (picks best.pt)")
+    test_fraction: float = arg(0.1, "sources without a test split (folders, single arrays): fraction held out as test")
+    limit: int = arg(0, "use at most this many training images, before the validation split (0 = all)")
     device: str = arg("auto", "torch device: auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    resume: bool = arg(False, "continue the run in --out from its checkpoint.pt, exactly where it stopped")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
             choices = f.metadata["choices"]
             if choices and getattr(self, f.name) not in choices:
-                raise ValueError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, "
+                raise ValueError(f"--{_flag(f.name)} must be one of {', '.join(map(str, choices))}, "
                                  f"got {getattr(self, f.name)!r}")
-        positive = ("latent_dim", "epochs", "batch_size", "image_size", "num_train", "num_test")
+        positive = ("latent_dim", "epochs", "batch_size", "image_size", "num_train", "num_test", "iwae_k")
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"--hidden must be positive widths like 512,256, got {self.hidden}")
-        if self.lr <= 0 or self.beta < 0 or self.limit < 0:
-            raise ValueError(f"need lr > 0, beta >= 0, limit >= 0; got lr={self.lr}, beta={self.beta}, limit={self.limit}")
+                raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        for name in ("hidden", "conv_channels"):
+            if not getattr(self, name) or min(getattr(self, name)) < 1:
+                raise ValueError(f"--{_flag(name)} must be positive widths like 64,32, got {getattr(self, name)}")
+        nonnegative = ("beta", "limit", "grad_clip", "sigma", "kl_warmup")
+        for name in nonnegative:
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        if self.binarize and self.likelihood != "bernoulli":
+            raise ValueError(f"--binarize needs --likelihood bernoulli, got {self.likelihood}")
+        if self.sigma and self.likelihood != "gaussian":
+            raise ValueError(f"--sigma needs --likelihood gaussian, got {self.likelihood}")
+        if self.iwae_k > 1 and (self.model != "vae" or self.beta != 1 or self.kl_warmup):
+            raise ValueError("--iwae-k > 1 needs --model vae, --beta 1 and no --kl-warmup (the IWAE bound has no "
+                             f"separate KL term); got model={self.model}, beta={self.beta}, kl_warmup={self.kl_warmup}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        """Rebuild from a saved dict (checkpoint['config']); unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
+        """Rebuild from a saved dict (checkpoint['config']); unknown keys are an error, missing ones default."""
+        hints = typing.get_type_hints(cls)
+        unknown = sorted(set(values) - set(hints))
         if unknown:
             raise ValueError(f"unknown config key(s) {', '.join(unknown)}")
-        values = dict(values)
-        if "hidden" in values:
-            values["hidden"] = tuple(values["hidden"])
-        return cls(**values)
+        return cls(**{k: tuple(v) if hints[k] == tuple[int, ...] else v for k, v in values.items()})
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
 
 
 def _int_tuple(text: str) -> tuple[int, ...]:
@@ -71,19 +109,26 @@ def _int_tuple(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated ints like 512,256, got {text!r}") from None
 
 
-def add_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig) -> None:
-    """One --flag per dataclass field, typed from its annotation, with its help and choices."""
+def add_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig, suppress_defaults: bool = False) -> None:
+    """One --flag per dataclass field, typed from its annotation, with its help and choices.
+
+    suppress_defaults: flags not given on the command line are absent from the parsed namespace
+    (how `--resume` tells what the user asked to change).
+    """
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
         kind = hints[f.name]
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata['help']} (default: {f.default if not isinstance(f.default, tuple) else ','.join(map(str, f.default))})"
+        flag = "--" + _flag(f.name)
+        shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        # BooleanOptionalAction appends its own "(default: ...)"
+        help_text = f.metadata["help"] if kind is bool else f"{f.metadata['help']} (default: {shown})"
+        default = argparse.SUPPRESS if suppress_defaults else f.default
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif kind == tuple[int, ...]:
-            parser.add_argument(flag, type=_int_tuple, default=f.default, help=help_text)
+            parser.add_argument(flag, type=_int_tuple, default=default, help=help_text)
         else:
-            parser.add_argument(flag, type=kind, default=f.default, choices=f.metadata["choices"], help=help_text)
+            parser.add_argument(flag, type=kind, default=default, choices=f.metadata["choices"], help=help_text)
 
 
 def from_args(args: argparse.Namespace, config_cls=TrainConfig):

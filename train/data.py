@@ -1,38 +1,29 @@
-"""Data sources: the built-in `shapes` set and IDX directories (MNIST, Fashion-MNIST, KMNIST ...).
+"""Data sources, chosen by `--data`: the built-in `shapes` set, and dispatch to the others.
 
-Every source yields a Dataset of uint8 tensors (N, C, H, W) held in memory; the training loop
-batches them by index and scales to [0, 1] on the fly.
+    shapes                     generated here, deterministic by seed (no download)
+    mnist, fashion-mnist       downloaded and sha256-verified (train/download.py), then read as IDX
+    DIR with train-images-...  an IDX directory: MNIST, Fashion-MNIST, KMNIST ... (train/idx.py)
+    DIR otherwise              an image folder, sub-folders = classes (train/folder.py)
+    FILE.npz, FILE.npy         arrays (train/arrays.py)
+
+Every source yields a Dataset of uint8 tensors (N, C, H, W) held in memory (train/dataset.py).
 
     python -c "from train.data import shapes; x, y = shapes(16, 28, seed=0); print(x.shape)"
 """
 from __future__ import annotations
 
-import gzip
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import arrays, download, folder, idx
+from .dataset import Dataset, prepare
+
 SHAPE_CLASSES = ("circle", "square", "triangle")
 _SUPERSAMPLE = 4  # sub-pixel samples per axis, for anti-aliased edges
 _POLYGONS = ((0, 1.0), (4, 0.8), (3, 0.6))  # per class: sides (0 = circle) and apothem / radius
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
-
-
-@dataclass
-class Dataset:
-    name: str  # what the spec's training summary calls it
-    train_x: torch.Tensor  # uint8 (N, C, H, W)
-    train_y: torch.Tensor  # int64 (N,)
-    test_x: torch.Tensor  # uint8 (M, C, H, W)
-    test_y: torch.Tensor  # int64 (M,)
-    classes: tuple[str, ...]  # label names, index = label
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])
+SHAPES_TEST_STREAM = 1_000_003  # added to --seed for the test set's generator: a disjoint stream
 
 
 def shapes(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,56 +64,22 @@ def shapes(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images, label.astype(np.int64)
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read one IDX file (raw or .gz): magic 0x0000 <dtype> <ndim>, then ndim big-endian uint32 sizes."""
-    path = Path(path)
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic {raw[:4].hex() or 'empty'})")
-    dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes, need {header})")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims)) * dtype.itemsize
-    if len(raw) != expected:
-        raise ValueError(f"{path}: IDX size {len(raw)} bytes does not match its header {dims} ({expected} bytes)")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
-
-
-def _find(directory: Path, stem: str) -> Path:
-    for candidate in (directory / stem, directory / f"{stem}.gz"):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(f"{directory}: expected {stem} or {stem}.gz")
-
-
-def idx_directory(directory: str | Path) -> Dataset:
-    """Load train-/t10k- images and labels from an MNIST-format directory (.gz or raw)."""
-    directory = Path(directory)
-    parts = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte"))
-        labels = read_idx(_find(directory, f"{prefix}-labels-idx1-ubyte"))
-        if images.ndim != 3 or images.dtype != np.uint8:
-            raise ValueError(f"{directory}: {prefix} images must be uint8 (N, H, W), got {images.dtype} {images.shape}")
-        if labels.shape != images.shape[:1]:
-            raise ValueError(f"{directory}: {len(labels)} {prefix} labels for {len(images)} images")
-        parts[split] = (torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
-    n_classes = int(max(parts["train"][1].max(), parts["test"][1].max())) + 1
-    return Dataset(directory.name, *parts["train"], *parts["test"], tuple(str(i) for i in range(n_classes)))
-
-
-def load(config) -> Dataset:
-    """The Dataset a TrainConfig names, cut to config.limit training images when set."""
-    if config.data == "shapes":
+def load(config, log=print) -> Dataset:
+    """The Dataset a TrainConfig names, prepared: test split, size, channels, limit, validation split."""
+    source, path = config.data, Path(config.data)
+    if source == "shapes":
         train = shapes(config.num_train, config.image_size, seed=config.seed)
-        test = shapes(config.num_test, config.image_size, seed=config.seed + 1_000_003)  # disjoint stream
+        test = shapes(config.num_test, config.image_size, seed=config.seed + SHAPES_TEST_STREAM)
         data = Dataset("shapes", *(torch.from_numpy(a) for a in (*train, *test)), SHAPE_CLASSES)
-    elif Path(config.data).is_dir():
-        data = idx_directory(config.data)
+    elif source in download.DATASETS:
+        data = idx.idx_directory(download.fetch(source, config.data_root, config.mirror, log=log), name=source)
+        data.classes = download.DATASETS[source].classes or data.classes
+    elif path.is_dir():
+        data = idx.idx_directory(path) if idx.is_idx_directory(path) else folder.image_folder(path, config, log=log)
+    elif path.is_file() and path.suffix in arrays.SUFFIXES:
+        data = arrays.load_arrays(path)
     else:
-        raise ValueError(f"--data must be 'shapes' or an IDX directory, got {config.data!r} (no such directory)")
-    if config.limit:
-        data.train_x, data.train_y = data.train_x[:config.limit], data.train_y[:config.limit]
-    return data
+        why = f"not {' or '.join(arrays.SUFFIXES)}" if path.is_file() else "no such file or directory"
+        raise ValueError(f"--data must be 'shapes', {', '.join(map(repr, download.DATASETS))}, a directory or an "
+                         f"{'/'.join(arrays.SUFFIXES)} file, got {source!r} ({why})")
+    return prepare(data, config)

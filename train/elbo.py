@@ -1,8 +1,22 @@
-"""The negative ELBO, per image: Bernoulli reconstruction NLL + beta * KL(q(z|x) || N(0, I))."""
+"""The objectives, per image: the negative ELBO with beta (and warm-up), the IWAE bound, the AE's loss.
+
+    negative ELBO   recon + beta * KL,  recon = -log p(x|z), z = mu + sigma * eps, KL in closed form
+    IWAE (k > 1)    -log (1/k) sum_i p(x, z_i) / q(z_i|x)   (Burda, Grosse & Salakhutdinov, 2016)
+    AE              recon at z = mu (no sampling, no KL)
+
+`Objective` wraps a model so one forward gives every term; it is the module DistributedDataParallel
+wraps, so gradients of anything the loss touches (the Gaussian's learned sigma too) are synchronised.
+"""
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
+from torch import nn
+
+from .likelihood import bernoulli_nll  # noqa: F401  (re-exported: the Bernoulli NLL lives with its siblings)
+
+LOG_2PI = math.log(2 * math.pi)
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -13,13 +27,57 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
 
 
-def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """-log p(x|z) per image, (N,), summed over pixels; x in [0, 1], from logits for stability."""
-    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(dim=1)
+def negative_elbo(model, x: torch.Tensor, eps: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None,
+                  target: torch.Tensor | None = None):
+    """(loss, recon, kl): loss = mean over images of recon + beta * kl; recon and kl are per image (N,).
 
-
-def negative_elbo(model, x: torch.Tensor, eps: torch.Tensor, beta: float = 1.0):
-    """(loss, recon, kl): loss = mean over images of recon + beta * kl; recon and kl are per image."""
-    logits, mu, logvar = model(x, eps)
-    recon, kl = bernoulli_nll(logits, x), kl_divergence(mu, logvar)
+    target: what the likelihood scores (the binarized x under dynamic binarization); default x.
+    For the AE, kl is zero.
+    """
+    logits, mu, logvar = model(x, eps, y)
+    recon = model.nll(logits, x if target is None else target)
+    kl = kl_divergence(mu, logvar) if logvar is not None else torch.zeros_like(recon)
     return (recon + beta * kl).mean(), recon, kl
+
+
+def iwae_log_weights(model, x: torch.Tensor, eps: torch.Tensor, y: torch.Tensor | None = None,
+                     target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log_w, recon), each (k, N): log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x), eps (k, N, D).
+
+    With z - mu = sigma * eps: log q(z|x) = -0.5 * sum(eps^2 + logvar + log 2 pi) and
+    log p(z) = -0.5 * sum(z^2 + log 2 pi); the log 2 pi terms cancel.
+    """
+    k, n, _ = eps.shape
+    mu, logvar = model.encoder(x, y)  # (N, D), once for all k samples
+    z = model.reparameterize(mu, logvar, eps)  # (k, N, D)
+    labels = y.repeat(k) if y is not None else None
+    logits = model.decoder(z.flatten(0, 1), labels)  # (k * N, C, H, W)
+    scored = (x if target is None else target).repeat(k, 1, 1, 1)
+    recon = model.nll(logits, scored).view(k, n)
+    log_p_z = -0.5 * z.pow(2).sum(dim=2)
+    log_q_z = -0.5 * (eps.pow(2) + logvar).sum(dim=2)
+    return -recon + log_p_z - log_q_z, recon
+
+
+class Objective(nn.Module):
+    """forward(x, eps, y, target, beta) -> (loss, neg_elbo, recon, kl), each per image (N,).
+
+    eps (N, D): the ELBO with closed-form KL, loss = recon + beta * kl (the AE: recon alone).
+    eps (k, N, D): the IWAE bound, loss = -log mean_i w_i; neg_elbo = -mean_i log w_i from the same
+    samples, kl = its Monte Carlo part, mean_i (log q - log p).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor, y: torch.Tensor | None = None,
+                target: torch.Tensor | None = None, beta: float = 1.0):
+        if eps.dim() == 3:
+            log_w, recon = iwae_log_weights(self.model, x, eps, y, target)
+            loss = -(torch.logsumexp(log_w, dim=0) - math.log(len(eps)))
+            neg_elbo = -log_w.mean(dim=0)
+            recon = recon.mean(dim=0)
+            return loss, neg_elbo, recon, neg_elbo - recon
+        _, recon, kl = negative_elbo(self.model, x, eps, beta, y, target)
+        return recon + beta * kl, recon + kl, recon, kl

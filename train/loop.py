@@ -1,33 +1,68 @@
 """The training loop: in-memory data batched by index, Adam, per-epoch metrics, grids and checkpoints.
 
-A run directory holds:
-    config.json       the resolved TrainConfig
-    checkpoint.pt     {'config', 'model', 'optimizer', 'epoch', 'metrics', 'image_shape', 'classes',
-                       'dataset', 'reference_x'}; torch.load(path, weights_only=True) reads it
-    metrics.jsonl     one JSON object per epoch: train_loss, test_neg_elbo, test_recon, test_kl, seconds
-    samples/epoch_NNN.png   64 decoded N(0, I) samples, the same z every epoch
+    python -m train --data shapes --epochs 10 --out runs/shapes          # one process
+    torchrun --nproc_per_node=2 -m train --data shapes --out runs/ddp     # DDP (train/ddp.py)
+
+A run directory holds config.json, checkpoint.pt and best.pt (train/checkpoint.py), metrics.jsonl,
+samples/ and recon/ grids and loss.png (train/report.py).
+
+Everything random comes from generators seeded by --seed: weights (torch.manual_seed), then one
+generator for image order, noise eps and binarization, drawn for the whole global batch in every
+process (each keeps its share), so one process and N processes see the same numbers. Ctrl-C (or
+SIGTERM) finishes the current step, saves checkpoint.pt mid-epoch and exits; `--resume` continues
+from exactly there. A non-finite loss stops before the step is taken, leaving the last checkpoint.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-import os
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from . import checkpoint, ddp, report
 from . import data as data_sources
 from . import model as models
-from .elbo import negative_elbo
+from .elbo import Objective
 
-REFERENCE_IMAGES = 256  # test images stored in the checkpoint, so export can verify on real data
+REFERENCE_IMAGES = 256  # test images (and labels) stored in the checkpoint, so export can verify on real data
+GRID_IMAGES = 64  # images per sample / reconstruction grid
+EVAL_BATCH = 1024  # images per evaluation forward pass
+EVAL_SEED = 7_777  # evaluation noise: batch b uses a generator seeded EVAL_SEED + b, the same every epoch and run
+FIXED_Z_STREAM = 1  # added to --seed for the sample grids' fixed z
 
 
-def pick_device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+class Interrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C / SIGTERM after saving; str() says where and how to continue."""
+
+
+class StopSignal:
+    """First SIGINT/SIGTERM: finish the step, save, stop. A second one aborts at once."""
+
+    def __init__(self):
+        self.requested, self._previous = False, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step to save a checkpoint (again to abort)", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -35,93 +70,209 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0)
 
 
-def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
-    """(N, C, H, W) floats in [0, 1] -> one PNG, nrow images a row, 2 px black padding."""
-    from PIL import Image
-
-    n, c, h, w = images.shape
-    rows = math.ceil(n / nrow)
-    padded = torch.zeros(rows * nrow, c, h + 2, w + 2)
-    padded[:n, :, 1:-1, 1:-1] = images.detach().cpu().clamp(0, 1)
-    grid = padded.view(rows, nrow, c, h + 2, w + 2).permute(0, 3, 1, 4, 2).reshape(rows * (h + 2), nrow * (w + 2), c)
-    pixels = grid.mul(255).round().to(torch.uint8).numpy()
-    Image.fromarray(pixels[:, :, 0] if c == 1 else pixels).save(path)
+def lr_at(config, epoch: int) -> float:
+    """Learning rate for epoch (1-based): constant, or cosine from lr to 0 over --epochs."""
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / config.epochs))
+    return config.lr
 
 
-def save_checkpoint(state: dict, path: Path) -> None:
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def beta_at(config, step: int, steps_per_epoch: int) -> float:
+    """KL weight for optimizer step `step` (0-based): linear warm-up over --kl-warmup epochs, then --beta."""
+    if not config.kl_warmup:
+        return config.beta
+    return config.beta * min(1.0, step / (config.kl_warmup * steps_per_epoch))
+
+
+def draw_batch(config, images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, gen: torch.Generator,
+               dist: ddp.Dist, latent_dim: int):
+    """This process's (x, y, eps) of the global batch idx; noise is drawn for all of idx, then shared out."""
+    shape = (config.iwae_k, len(idx), latent_dim) if config.iwae_k > 1 else (len(idx), latent_dim)
+    eps = torch.randn(shape, generator=gen)
+    uniform = torch.rand(len(idx), *images.shape[1:], generator=gen) if config.binarize else None
+    mine = torch.arange(dist.rank, len(idx), dist.world)
+    x = to_unit(images[idx[mine]])  # (b, C, H, W)
+    if uniform is not None:
+        x = (uniform[mine] < x).float()  # dynamic binarization: a Bernoulli(x) sample
+    return x.to(dist.device), labels[idx[mine]].to(dist.device), eps.index_select(-2, mine).to(dist.device)
 
 
 @torch.no_grad()
-def evaluate(model, x: torch.Tensor, batch_size: int, seed: int, device: torch.device) -> dict:
-    """Mean negative ELBO, reconstruction NLL and KL per image over uint8 images x, with seeded eps."""
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    totals = torch.zeros(3, dtype=torch.float64)
-    for i in range(0, len(x), batch_size):
-        xb = to_unit(x[i:i + batch_size]).to(device)
-        eps = torch.randn(len(xb), model.latent_dim, generator=gen).to(device)
-        _, recon, kl = negative_elbo(model, xb, eps)
-        totals += torch.stack([(recon + kl).sum(), recon.sum(), kl.sum()]).double().cpu()
-    model.train()
-    neg_elbo, recon, kl = (totals / len(x)).tolist()
-    return {"test_neg_elbo": neg_elbo, "test_recon": recon, "test_kl": kl}
+def evaluate(objective: Objective, config, x: torch.Tensor, y: torch.Tensor, dist: ddp.Dist) -> dict:
+    """Mean negative ELBO, reconstruction NLL and KL per image (and the IWAE bound when k > 1), seeded noise.
+
+    Batches are shared out over processes and their sums added, so the result does not depend on N.
+    """
+    objective.eval()
+    totals = torch.zeros(4, dtype=torch.float64)
+    latent_dim = objective.model.latent_dim
+    for b, start in enumerate(range(0, len(x), EVAL_BATCH)):
+        if b % dist.world != dist.rank:
+            continue
+        gen = torch.Generator().manual_seed(EVAL_SEED + b)
+        xb = to_unit(x[start:start + EVAL_BATCH])
+        if config.binarize:
+            xb = (torch.rand(xb.shape, generator=gen) < xb).float()
+        xb, yb = xb.to(dist.device), y[start:start + EVAL_BATCH].to(dist.device)
+        _, neg_elbo, recon, kl = objective(xb, torch.randn(len(xb), latent_dim, generator=gen).to(dist.device), yb)
+        totals[:3] += torch.stack([neg_elbo.sum(), recon.sum(), kl.sum()]).double().cpu()
+        if config.iwae_k > 1:
+            eps = torch.randn(config.iwae_k, len(xb), latent_dim, generator=gen).to(dist.device)
+            totals[3] += objective(xb, eps, yb)[0].sum().double().cpu()
+    objective.train()
+    totals = dist.all_sum(totals) / max(len(x), 1)
+    row = dict(zip(("neg_elbo", "recon", "kl"), totals[:3].tolist()))
+    if config.iwae_k > 1:
+        row["neg_iwae"] = totals[3].item()
+    return row
 
 
-def train(config) -> Path:
-    """Train the model `config` describes; returns the run directory."""
+def train(config, on_step=None) -> Path:
+    """Train the model `config` describes; returns the run directory.
+
+    on_step(epoch, batch, model), if given, is called after every optimizer step (progress hooks, tests).
+    Raises Interrupted after saving on Ctrl-C / SIGTERM, FloatingPointError on a non-finite loss.
+    """
+    dist = ddp.setup(config.device)
+    try:
+        with StopSignal() as stop:
+            return _train(config, dist, stop, on_step)
+    finally:
+        dist.close()
+
+
+def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
+    log = print if dist.is_main else (lambda *args, **kwargs: None)
     torch.manual_seed(config.seed)
-    device = pick_device(config.device)
-    data = data_sources.load(config)
-    model = models.build(config, data.image_shape).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    out = Path(config.out)
-    (out / "samples").mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-    metrics_path = out / "metrics.jsonl"
-    metrics_path.write_text("")
+    with dist.main_first():
+        data = data_sources.load(config, log=log)
+    model = models.build(config, data.image_shape, len(data.classes)).to(dist.device)
+    objective = Objective(model)
+    trainer = dist.wrap(objective)
+    fused = dist.device.type in ("cpu", "cuda")  # one kernel for all parameters where torch has it
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
+    out, gen = Path(config.out), torch.Generator().manual_seed(config.seed)
+    n, batch_size = len(data.train_x), config.batch_size
+    batches = math.ceil(n / batch_size)
+    state = {"epoch": 0, "step": 0, "next_batch": 0, "order": torch.zeros(0, dtype=torch.int64),
+             "sums": torch.zeros(4, dtype=torch.float64), "best": math.inf, "history": []}
+    if config.resume:
+        saved = checkpoint.load(out / checkpoint.LAST)
+        checkpoint.check_resume(saved["config"], config)
+        if (saved["dataset"], list(saved["image_shape"])) != (data.name, list(data.image_shape)):
+            raise ValueError(f"cannot resume: the checkpoint was trained on {saved['dataset']} "
+                             f"{saved['image_shape']}, --data gives {data.name} {list(data.image_shape)}")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        gen.set_state(saved["generator"])
+        state.update({k: saved[k] for k in state})
+        log(f"resuming {out / checkpoint.LAST}: {state['epoch']} epoch(s) done"
+            + (f", continuing epoch {state['epoch'] + 1} at batch {state['next_batch']}/{batches}"
+               if state["next_batch"] else ""))
+    if dist.is_main:
+        for sub in ("samples", "recon"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        report.write_metrics(out / "metrics.jsonl", state["history"])
 
-    gen = torch.Generator().manual_seed(config.seed)  # batching and training noise
-    fixed_z = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(config.seed + 1)).to(device)
-    n = len(data.train_x)
-    print(f"training {config.model} ({config.arch}) on {data.name}: {n} train / {len(data.test_x)} test images "
-          f"{'x'.join(map(str, data.image_shape))}, {sum(p.numel() for p in model.parameters()):,} parameters, "
-          f"device {device}")
-    for epoch in range(1, config.epochs + 1):
-        start, total, seen = time.perf_counter(), 0.0, 0
-        order = torch.randperm(n, generator=gen)
-        bar = tqdm(range(0, n, config.batch_size), desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=None)
-        for i in bar:
-            idx = order[i:i + config.batch_size]
-            x = to_unit(data.train_x[idx]).to(device)  # (B, C, H, W)
-            eps = torch.randn(len(x), config.latent_dim, generator=gen).to(device)
-            loss, recon, kl = negative_elbo(model, x, eps, config.beta)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {i // config.batch_size}; "
-                                         f"the last good checkpoint is {out / 'checkpoint.pt'}")
+    fixed_z = torch.randn(GRID_IMAGES, config.latent_dim,
+                          generator=torch.Generator().manual_seed(config.seed + FIXED_Z_STREAM)).to(dist.device)
+    classes = max(model.num_classes, 1)
+    fixed_y = (torch.arange(GRID_IMAGES) // report.GRID_COLUMNS % classes).to(dist.device)
+    reference_x, reference_y = data.test_x[:REFERENCE_IMAGES].clone(), data.test_y[:REFERENCE_IMAGES].clone()
+
+    def snapshot(epoch_done: int, next_batch: int, order: torch.Tensor, sums: torch.Tensor) -> dict:
+        return {"config": dataclasses.asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "epoch": epoch_done, "metrics": state["history"][-1] if state["history"] else {},
+                "dataset": data.name, "image_shape": list(data.image_shape), "classes": list(data.classes),
+                "reference_x": reference_x, "reference_y": reference_y, "kind": config.model,
+                "step": state["step"], "next_batch": next_batch, "order": order, "generator": gen.get_state(),
+                "sums": sums, "best": state["best"], "history": state["history"]}
+
+    log(f"training {config.model} ({config.arch}{', conditional' if model.conditional else ''}, {config.likelihood}) "
+        f"on {data.name}: {n} train / {len(data.val_x)} val / {len(data.test_x)} test images "
+        f"{'x'.join(map(str, data.image_shape))}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"device {dist.device}" + (f", {dist.world} processes" if dist.world > 1 else ""))
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        lr = lr_at(config, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        start = time.perf_counter()
+        first = state["next_batch"]
+        if first == 0:
+            state["order"], state["sums"] = torch.randperm(n, generator=gen), torch.zeros(4, dtype=torch.float64)
+        order, sums = state["order"], state["sums"]
+        bar = tqdm(total=batches, initial=first, desc=f"epoch {epoch}/{config.epochs}", leave=False,
+                   disable=None if dist.is_main else True)
+        for b in range(first, batches):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            x, y, eps = draw_batch(config, data.train_x, data.train_y, idx, gen, dist, config.latent_dim)
+            beta = beta_at(config, state["step"], batches)
+            loss, neg_elbo, _, kl = trainer(x, eps, y if model.conditional else None, None, beta)
+            total = loss.sum() * dist.world / len(idx)  # the global batch's mean once DDP averages gradients
+            flags = dist.all_sum(torch.tensor([float(not torch.isfinite(total)), float(stop.requested)]))
+            if flags[0]:
+                raise FloatingPointError(
+                    f"loss is not finite at epoch {epoch}, batch {b + 1}/{batches}; stopped without saving: the last "
+                    f"good checkpoint is {out / checkpoint.LAST} ({state['epoch']} epochs). Try a lower --lr or "
+                    f"--grad-clip")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            total.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
-            total, seen = total + loss.item() * len(x), seen + len(x)
-            bar.set_postfix(loss=f"{loss.item():.2f}", kl=f"{kl.mean().item():.2f}")
-        row = {"epoch": epoch, "train_loss": total / seen,
-               **evaluate(model, data.test_x, 1024, config.seed, device),
-               "seconds": round(time.perf_counter() - start, 3)}
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        model.eval()
-        with torch.no_grad():
-            save_grid(model.decode(fixed_z), out / "samples" / f"epoch_{epoch:03d}.png")
-        model.train()
-        save_checkpoint({
-            "config": dataclasses.asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "epoch": epoch, "metrics": row, "dataset": data.name, "image_shape": list(data.image_shape),
-            "classes": list(data.classes), "reference_x": data.test_x[:REFERENCE_IMAGES].clone(),
-        }, out / "checkpoint.pt")
-        print(f"epoch {epoch:3d}/{config.epochs}  train loss {row['train_loss']:8.3f}  "
-              f"test -ELBO {row['test_neg_elbo']:8.3f}  KL {row['test_kl']:6.3f}  ({row['seconds']:.1f} s)")
-    print(f"wrote {out / 'checkpoint.pt'}, {metrics_path}, {out / 'samples'}/epoch_*.png")
+            state["step"] += 1
+            sums += torch.stack([loss.sum(), neg_elbo.sum(), kl.sum(), torch.tensor(float(len(x)))]).detach().double()
+            if not bar.disable:
+                bar.set_postfix(loss=f"{loss.mean().item():.2f}", elbo=f"{-neg_elbo.mean().item():.2f}",
+                                kl=f"{kl.mean().item():.2f}", refresh=False)
+                bar.update()
+            if on_step is not None:
+                on_step(epoch, b, model)
+            if flags[1] or stop.requested:
+                bar.close()
+                if dist.is_main:
+                    checkpoint.save(snapshot(epoch - 1, b + 1, order, sums), out / checkpoint.LAST)
+                raise Interrupted(f"stopped at epoch {epoch}, batch {b + 1}/{batches}; saved {out / checkpoint.LAST}; "
+                                  f"continue with --resume")
+        bar.close()
+        train_seconds = time.perf_counter() - start
+        loss_sum, neg_elbo_sum, kl_sum, seen = dist.all_sum(sums).tolist()
+        row = {"epoch": epoch, "step": state["step"], "lr": lr, "beta": beta_at(config, state["step"] - 1, batches),
+               "train_loss": loss_sum / seen, "train_neg_elbo": neg_elbo_sum / seen, "train_kl": kl_sum / seen}
+        if len(data.val_x):
+            row["val_neg_elbo"] = evaluate(objective, config, data.val_x, data.val_y, dist)["neg_elbo"]
+        row.update({f"test_{k}": v for k, v in evaluate(objective, config, data.test_x, data.test_y, dist).items()})
+        row.update({"train_images_per_second": round(n * (1 - first / batches) / train_seconds, 1),
+                    "seconds": round(time.perf_counter() - start, 3)})
+        state["history"].append(row)
+        state["epoch"], state["next_batch"] = epoch, 0
+        score = row.get("val_neg_elbo", row["train_loss"])
+        improved = score < state["best"]
+        state["best"] = min(score, state["best"])
+        if dist.is_main:
+            with (out / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            model.eval()
+            with torch.no_grad():
+                report.save_grid(model.decode(fixed_z, fixed_y if model.conditional else None),
+                                 out / "samples" / f"epoch_{epoch:03d}.png")
+                ref_x = to_unit(reference_x[:GRID_IMAGES // 2]).to(dist.device)
+                ref_y = reference_y[:GRID_IMAGES // 2].to(dist.device) if model.conditional else None
+                recon = model.decode(model.encoder(ref_x, ref_y)[0], ref_y)
+                columns = min(report.GRID_COLUMNS, len(ref_x))  # a tiny test set gives a narrower grid
+                report.save_grid(report.interleave_rows(ref_x, recon, columns), out / "recon" / f"epoch_{epoch:03d}.png",
+                                 columns)
+            model.train()
+            report.loss_curve(state["history"], out / "loss.png")
+            state_now = snapshot(epoch, 0, torch.zeros(0, dtype=torch.int64), torch.zeros(4, dtype=torch.float64))
+            checkpoint.save(state_now, out / checkpoint.LAST)
+            if improved:
+                checkpoint.save(state_now, out / checkpoint.BEST)
+        dist.barrier()
+        log(f"epoch {epoch:3d}/{config.epochs}  train loss {row['train_loss']:8.3f}  "
+            f"test -ELBO {row['test_neg_elbo']:8.3f}  KL {row['test_kl']:6.3f}  ({row['seconds']:.1f} s)"
+            + ("  *best" if improved and "val_neg_elbo" in row else ""))
+    log(f"wrote {out / checkpoint.LAST}, {out / checkpoint.BEST}, {out / 'metrics.jsonl'}, {out / 'loss.png'}, "
+        f"{out / 'samples'}/epoch_*.png, {out / 'recon'}/epoch_*.png")
     return out

@@ -1,0 +1,194 @@
+"""Training speed: our in-memory trainer against the pytorch/examples VAE recipe, side by side in one run.
+
+    python bench/train_speed.py --data ../shared/data/mnist --repeats 3 --results bench/RESULTS.md
+
+Both train the pytorch/examples model -- a 784-400-20 MLP VAE, batch 128, Adam at 1e-3 -- for one epoch
+over MNIST's 60,000 training images, and report training images per second (the epoch's training
+steps only; no evaluation, no start-up). Runs alternate (recipe, ours, recipe, ours, ...) so a busy
+machine slows both alike; the table gives the median of --repeats runs of each.
+
+    recipe   pytorch/examples vae/main.py on CPU: a torchvision-style MNIST Dataset (one PIL image per
+             item, then ToTensor), DataLoader(batch_size=128, shuffle=True) with the default collate
+             and num_workers=0 (the example passes workers only for CUDA), sigmoid + binary cross
+             entropy (sum) + KL, torch.optim.Adam defaults.
+    ours     train.loop.train: the whole uint8 set in memory batched by index, BCE from logits,
+             fused Adam; images/s as it writes to metrics.jsonl (train_images_per_second).
+    recipe step, in-memory batches   the recipe's model and step fed by our batching: how much of
+             the difference is the input pipeline and how much the step.
+
+Every number in the table and in bench/RESULTS.md's section comes from this run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import PIL
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from train.config import TrainConfig  # noqa: E402
+from train.idx import idx_directory  # noqa: E402
+from train.loop import train  # noqa: E402
+
+BATCH, HIDDEN, LATENT, LR = 128, 400, 20, 1e-3  # the pytorch/examples VAE and its defaults
+SECTION_BEGIN, SECTION_END = "<!-- train_speed:begin -->", "<!-- train_speed:end -->"
+
+
+class ExampleVAE(nn.Module):
+    """pytorch/examples vae/main.py's model, as written there."""
+
+    def __init__(self, pixels: int):
+        super().__init__()
+        self.pixels = pixels
+        self.fc1, self.fc21, self.fc22 = nn.Linear(pixels, HIDDEN), nn.Linear(HIDDEN, LATENT), nn.Linear(HIDDEN, LATENT)
+        self.fc3, self.fc4 = nn.Linear(LATENT, HIDDEN), nn.Linear(HIDDEN, pixels)
+
+    def forward(self, x):
+        h1 = F.relu(self.fc1(x.view(-1, self.pixels)))
+        mu, logvar = self.fc21(h1), self.fc22(h1)
+        z = mu + torch.randn_like(logvar) * torch.exp(0.5 * logvar)
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+
+
+def example_loss(recon_x, x, mu, logvar, pixels):
+    bce = F.binary_cross_entropy(recon_x, x.view(-1, pixels), reduction="sum")
+    return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+class PerItemMNIST(torch.utils.data.Dataset):
+    """What torchvision.datasets.MNIST + transforms.ToTensor() do per item (torchvision has no CPU wheel here)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.data, self.targets = images[:, 0], labels  # (N, H, W) uint8, as torchvision stores them
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        from PIL import Image
+
+        img, target = Image.fromarray(self.data[index].numpy()), int(self.targets[index])  # mode "L"
+        w, h = img.size
+        tensor = torch.from_numpy(np.array(img, np.uint8, copy=True)).view(h, w, 1).permute(2, 0, 1).contiguous()
+        return tensor.to(torch.float32).div(255), target  # ToTensor
+
+
+def _example_epoch(batches, pixels: int) -> float:
+    """Images per second of the recipe's training loop over `batches` (an iterable of (x, label))."""
+    torch.manual_seed(0)
+    model = ExampleVAE(pixels)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    model.train()
+    seen, start = 0, time.perf_counter()
+    for x, _ in batches:
+        optimizer.zero_grad()
+        recon, mu, logvar = model(x)
+        example_loss(recon, x, mu, logvar, pixels).backward()
+        optimizer.step()
+        seen += len(x)
+    return seen / (time.perf_counter() - start)
+
+
+def recipe(data) -> float:
+    loader = torch.utils.data.DataLoader(PerItemMNIST(data.train_x, data.train_y), batch_size=BATCH, shuffle=True)
+    return _example_epoch(loader, data.train_x[0].numel())
+
+
+def recipe_in_memory(data) -> float:
+    order = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(0))
+    batches = ((data.train_x[order[i:i + BATCH]].float().div_(255), None) for i in range(0, len(order), BATCH))
+    return _example_epoch(batches, data.train_x[0].numel())
+
+
+def ours(data_dir: str, work: Path, i: int) -> float:
+    config = TrainConfig(data=data_dir, out=str(work / f"ours{i}"), hidden=(HIDDEN,), latent_dim=LATENT,
+                         batch_size=BATCH, lr=LR, epochs=1, val_fraction=0, seed=i)
+    out = train(config)
+    return json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["train_images_per_second"]
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "logical cores": os.cpu_count(), "torch threads": torch.get_num_threads(),
+            "os": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "pillow": PIL.__version__}
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace this benchmark's section of RESULTS.md (between its markers), leaving other sections alone."""
+    block = f"{SECTION_BEGIN}\n{text.rstrip()}\n{SECTION_END}\n"
+    current = path.read_text() if path.exists() else "# Benchmark results\n\nWritten by the scripts in bench/.\n\n"
+    if SECTION_BEGIN in current and SECTION_END in current:
+        head, rest = current.split(SECTION_BEGIN, 1)
+        current = head + block + rest.split(SECTION_END, 1)[1].lstrip("\n")
+    else:
+        current = current.rstrip("\n") + "\n\n" + block
+    path.write_text(current)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist"), help="MNIST IDX directory")
+    parser.add_argument("--repeats", type=int, default=3, help="epochs timed per trainer (median reported)")
+    parser.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"), help="file to write the section to")
+    args = parser.parse_args(argv)
+    data = idx_directory(args.data)
+    load_before = os.getloadavg()[0]
+    results = {"pytorch/examples recipe (DataLoader, per-item PIL + ToTensor)": [],
+               "ours: train.loop.train (in-memory uint8, batched by index)": [],
+               "recipe step on in-memory batches (attribution)": []}
+    names = list(results)
+    with tempfile.TemporaryDirectory() as work:
+        for i in range(args.repeats):
+            results[names[0]].append(recipe(data))
+            results[names[1]].append(ours(args.data, Path(work), i))
+            results[names[2]].append(recipe_in_memory(data))
+            print(f"repeat {i + 1}/{args.repeats}: " + ", ".join(f"{v[-1]:,.0f}" for v in results.values()))
+    base = results[names[0]]
+    table = ["| trainer | images/s (median) | runs | vs recipe (median of per-repeat ratios) |",
+             "| --- | ---: | --- | ---: |"]
+    for name, runs in results.items():
+        ratio = statistics.median(x / b for x, b in zip(runs, base))  # neighbours in time share the machine's load
+        table.append(f"| {name} | {statistics.median(runs):,.0f} | {', '.join(f'{x:,.0f}' for x in runs)} | "
+                     f"{ratio:.2f}x |")
+    info = machine()
+    command = "python " + " ".join([os.path.relpath(__file__, ROOT), *(argv if argv is not None else sys.argv[1:])])
+    text = "\n".join([
+        "## Training speed: in-memory trainer vs the pytorch/examples DataLoader recipe", "",
+        f"784-400-20 MLP VAE, batch {BATCH}, Adam lr {LR}, one epoch over {len(data.train_x):,} MNIST images per run, "
+        f"runs alternated, median of {args.repeats}.", "", *table, "",
+        f"Command: `{command}` (from the repository root), "
+        f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}.",
+        f"Machine: {', '.join(f'{k} {v}' for k, v in info.items())}.",
+        f"Load average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f} "
+        "(the cores are shared; both trainers ran under the same load).",
+    ])
+    print("\n" + "\n".join(table))
+    write_section(Path(args.results), text)
+    print(f"wrote {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

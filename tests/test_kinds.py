@@ -1,0 +1,103 @@
+"""The runtime with every model kind: conditional labels by index or name, the autoencoder without noise."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+import runtime
+from runtime import EdgeVAEError
+from runtime import spec as S
+from train.data import SHAPE_CLASSES
+
+from conftest import TINY
+
+D = TINY["latent_dim"]
+
+
+@pytest.fixture(scope="module")
+def conditional(kind_export):
+    return runtime.load(kind_export("conditional")[1])
+
+
+@pytest.fixture(scope="module")
+def ae(kind_export):
+    return runtime.load(kind_export("ae")[1])
+
+
+def test_conditional_graphs_take_int64_labels(kind_export):
+    out = kind_export("conditional")[1]
+    for name, inputs in ((S.ENCODER_FILE, ["x", "eps", "y"]), (S.DECODER_FILE, ["z", "y"])):
+        graph = onnx.load(out / name).graph
+        assert [i.name for i in graph.input] == inputs
+        assert graph.input[-1].type.tensor_type.elem_type == onnx.TensorProto.INT64
+        assert graph.input[-1].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_labels_by_index_or_name(conditional):
+    assert conditional.classes == list(SHAPE_CLASSES)
+    by_name = conditional.sample(6, seed=1, labels="square")
+    assert np.array_equal(by_name, conditional.sample(6, seed=1, labels=1))
+    assert np.array_equal(by_name, conditional.sample(6, seed=1, labels=[1] * 6))
+    mixed = conditional.sample(3, seed=1, labels=["circle", "square", "triangle"])
+    for i in range(3):  # each image decodes with its own label
+        assert np.array_equal(mixed[i], conditional.sample(3, seed=1, labels=i)[i])
+    assert not np.array_equal(conditional.sample(3, seed=1, labels=0), conditional.sample(3, seed=1, labels=2))
+    x = conditional.sample(4, seed=2, labels="triangle")
+    enc = conditional.encode(x, seed=0, labels="triangle")
+    assert enc.z.shape == (4, D)
+    assert conditional.reconstruct(x, labels=2).shape == x.shape
+    assert conditional.interpolate(enc.mu[0], enc.mu[1], steps=3, labels="circle").shape == (3, *x.shape[1:])
+
+
+@pytest.mark.parametrize("labels,message", [
+    (None, "this model is conditional: pass labels"),
+    ("hexagon", "unknown class 'hexagon'"),
+    (3, r"a label must be a class name or an int in \[0, 2\], got 3"),
+    ([0, 1], "labels must be one class or 4 \\(one per image\\), got 2"),
+    (True, "a label must be a class name or an int"),
+])
+def test_bad_labels(conditional, labels, message):
+    with pytest.raises(EdgeVAEError, match=message):
+        conditional.sample(4, seed=0, labels=labels)
+
+
+def test_unconditional_model_refuses_labels(export_dir):
+    with pytest.raises(EdgeVAEError, match="this model is unconditional"):
+        runtime.load(export_dir).sample(2, seed=0, labels=0)
+
+
+def test_autoencoder_encodes_without_noise(ae, kind_export):
+    assert ae.kind == "ae"
+    graph = onnx.load(kind_export("ae")[1] / S.ENCODER_FILE).graph
+    assert [i.name for i in graph.input] == ["x"] and [o.name for o in graph.output] == ["z"]
+    x = ae.sample(5, seed=0)  # decoding N(0, I) works, it just gives what an AE gives there
+    enc = ae.encode(x)
+    assert enc.logvar is None and np.array_equal(enc.z, enc.mu)
+    assert np.array_equal(ae.encode_mean(x), enc.z)
+    assert np.array_equal(ae.reconstruct(x), ae.decode(enc.z))
+    with pytest.raises(EdgeVAEError, match="plain autoencoder; it takes no seed or eps"):
+        ae.encode(x, seed=0)
+
+
+def test_gaussian_spec_carries_its_learned_sigma(kind_export):
+    from export.build import load_run
+
+    run, out = kind_export("gaussian")
+    spec = runtime.load(out).spec
+    vae, _ = load_run(run)
+    assert spec["likelihood"] == "gaussian"
+    assert np.allclose(spec["likelihood_params"]["log_sigma"], vae.likelihood.log_sigma.detach().flatten().numpy())
+
+
+def test_cli_label_flag(kind_export, tmp_path):
+    from conftest import run_cli
+
+    out = kind_export("conditional")[1]
+    r = run_cli("-m", "runtime", "sample", str(out), "--n", "4", "--label", "square", "--out", str(tmp_path / "s.png"))
+    assert r.returncode == 0, r.stderr
+    r = run_cli("-m", "runtime", "sample", str(out), "--n", "4", "--out", str(tmp_path / "s.png"))
+    assert r.returncode == 2 and "pass labels" in r.stderr
+    info = run_cli("-m", "runtime", "info", str(out))
+    assert "classes     circle, square, triangle" in info.stdout
+    assert json.loads(run_cli("-m", "runtime", "info", str(out), "--json").stdout)["decoder"]["classes"] == list(SHAPE_CLASSES)

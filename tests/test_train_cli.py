@@ -1,0 +1,83 @@
+"""`python -m train`'s main() in-process (the subprocess path is in test_cli.py): --resume from the saved
+config, one-line errors; and export/ takes what train/ now builds (a conv VAE whose decoder output is the
+continuous Bernoulli's mean)."""
+import dataclasses
+import json
+import socket
+
+from train.__main__ import main
+from train.config import TrainConfig
+
+
+def _cli(capsys, *argv):
+    """(exit code, stdout, stderr) of `python -m train ARGV`, run in this process."""
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(result, *fragments):
+    code, _, err = result
+    lines = err.strip().splitlines()
+    assert code != 0 and lines and "Traceback" not in err
+    assert all(f in lines[-1] for f in fragments), err
+
+FLAGS = ["--data=shapes", "--num-train=96", "--num-test=32", "--image-size=16", "--hidden=16", "--latent-dim=2",
+         "--batch-size=32"]
+
+
+def test_resume_needs_only_out_and_the_new_epochs(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _cli(capsys, *FLAGS, "--epochs=1", f"--out={run}")[0] == 0
+    code, out, err = _cli(capsys, f"--out={run}", "--epochs=2", "--resume")
+    assert code == 0, err
+    assert "num_train=96" in out and "resuming" in out and "epoch   2/2" in out
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    _one_line_error(_cli(capsys, f"--out={run}", "--epochs=3", "--resume", "--lr=0.5"),
+                    "cannot resume with a different config", "--lr 0.5")
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    (tmp_path / "x.csv").write_text("1,2\n")
+    _one_line_error(_cli(capsys, "--data", str(tmp_path / "x.csv")), "--data must be", "not .npz or .npy")
+    _one_line_error(_cli(capsys, "--out", str(tmp_path / "none"), "--resume"), "no checkpoint to resume")
+    _one_line_error(_cli(capsys, "--binarize", "--likelihood", "gaussian"), "--binarize needs")
+    _one_line_error(_cli(capsys, "--iwae-k", "5", "--beta", "2"), "--iwae-k > 1 needs")
+    _one_line_error(_cli(capsys, *FLAGS, "--arch=conv", "--conv-channels=4,4,4,4,4", f"--out={tmp_path / 'c'}"),
+                    "needs image sides divisible by 32")
+    with socket.socket() as s:  # a local port nothing listens on: the downloader's "offline" path
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _one_line_error(_cli(capsys, "--data=mnist", f"--data-root={tmp_path}", f"--mirror=http://127.0.0.1:{port}/"),
+                    "cannot download train-images-idx3-ubyte.gz", "offline?")
+
+
+def test_conv_continuous_bernoulli_run_exports_with_parity(tmp_path):
+    from export.build import export
+    from train.loop import train
+
+    run = train(TrainConfig(data="shapes", num_train=96, num_test=32, image_size=16, conv_channels=(4, 8),
+                            latent_dim=2, epochs=1, batch_size=32, arch="conv", likelihood="continuous-bernoulli",
+                            out=str(tmp_path / "run")))
+    out = export(run, tmp_path / "exp", log=lambda *_: None)  # export verifies parity <= 1e-5 itself, or raises
+    spec = json.loads((out / "manifest.json").read_text())
+    assert set(spec["files"]) == {"encoder.onnx", "decoder.onnx"}
+
+
+def test_help_lists_every_config_field(capsys):
+    code, out, _ = _cli(capsys, "--help")
+    assert code == 0
+    for f in dataclasses.fields(TrainConfig):
+        assert f"--{f.name.replace('_', '-')}" in out
+
+
+def test_readme_documents_every_training_flag():
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Command line"):text.index("## The two graphs")]
+    missing = [f.name for f in dataclasses.fields(TrainConfig) if f"`--{f.name.replace('_', '-')}`" not in section]
+    assert not missing, f"README's Command line table lacks {missing}"

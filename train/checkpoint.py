@@ -1,0 +1,55 @@
+"""Checkpoints: written atomically, read with weights_only=True, and the rules of `--resume`.
+
+checkpoint.pt (the last state) and best.pt (lowest validation negative ELBO) hold:
+    config, model, optimizer, epoch (completed), metrics (the last epoch's row), dataset, image_shape,
+    classes, reference_x, reference_y (256 test images and labels, for export's checks), kind,
+    step (optimizer steps so far), next_batch (0, or the batch to continue from after Ctrl-C),
+    order (that epoch's image order), generator (the batching/noise RNG state), sums (running
+    train totals of a partial epoch), best (the best score so far), history (every epoch's row).
+Only tensors, numbers, strings, lists and dicts: torch.load(path, weights_only=True) reads it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import torch
+
+LAST, BEST = "checkpoint.pt", "best.pt"
+RESUMABLE = ("epochs", "device", "resume")  # config fields --resume may change; the rest must match
+
+
+def save(state: dict, path: Path) -> None:
+    """Write atomically (temp file + rename): a crash mid-write leaves the previous checkpoint intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint to resume from (train without --resume first)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0]})") from None
+
+
+def check_resume(saved: dict, config) -> None:
+    """The run being resumed must be the run that was saved, but for RESUMABLE fields."""
+    current = dataclasses.asdict(config)
+    differ = [k for k in current if k not in RESUMABLE and k in saved and _norm(saved[k]) != _norm(current[k])]
+    if differ:
+        detail = ", ".join(f"--{k.replace('_', '-')} {current[k]!r} (checkpoint: {saved[k]!r})" for k in differ)
+        raise ValueError(f"cannot resume with a different config: {detail}; only {', '.join(RESUMABLE)} may change")
+
+
+def resume_config(config_cls, out: str, explicit: dict):
+    """The checkpoint's config with the flags the user gave (`explicit`) on top, for `--resume`."""
+    saved = load(Path(out) / LAST)["config"]
+    return config_cls.from_dict({**saved, **explicit, "out": out, "resume": True})
+
+
+def _norm(value):
+    return list(value) if isinstance(value, (tuple, list)) else value
