@@ -236,7 +236,10 @@ class App:
 
     def _poll(self) -> None:
         for result in self.worker.drain():
-            self._deliver(result)
+            try:
+                self._deliver(result)
+            except Exception as e:  # e.g. Tk cannot show the picture: say so, and keep polling alive
+                self._fail(f"{result.kind}: {type(e).__name__}: {e}")
         if self.worker.idle():
             self.polling = False
             if not self.error:
