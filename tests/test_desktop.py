@@ -29,14 +29,18 @@ from conftest import ROOT, require_tools, skip_or_fail
 APP = ROOT / "examples" / "desktop" / "app.py"
 
 
-@pytest.fixture
-def display(tmp_path):
-    """A private X server: Xvfb picks a free display number itself (-displayfd) and reports it."""
-    require_tools("Xvfb", "xdotool", "import", hint="apt-get install xvfb xdotool imagemagick")
+def _require_tkinter() -> None:
     try:
         import tkinter  # noqa: F401  (the app's toolkit; Debian splits it into python3-tk)
     except ImportError:
         skip_or_fail("needs Python's tkinter (apt-get install python3-tk)")
+
+
+@pytest.fixture
+def display(tmp_path):
+    """A private X server: Xvfb picks a free display number itself (-displayfd) and reports it."""
+    require_tools("Xvfb", "xdotool", "import", hint="apt-get install xvfb xdotool imagemagick")
+    _require_tkinter()
     read, write = os.pipe()
     log = tmp_path / "xvfb.log"
     with log.open("wb") as stderr:
@@ -57,13 +61,14 @@ def display(tmp_path):
 class Session:
     """The running app: its process, its state file, and xdotool/import on its display."""
 
-    def __init__(self, display: str, export_dir, tmp_path):
+    def __init__(self, display: str, export_dir, tmp_path):  # export_dir None: start with nothing open
         self.state_file = tmp_path / "state.json"
         self.env = {**os.environ, "DISPLAY": display, "EDGEVAE_DESKTOP_STATE": str(self.state_file),
                     "PYTHONPATH": str(ROOT)}
         self.log = tmp_path / "app.log"
         with self.log.open("wb") as log:
-            self.proc = subprocess.Popen([sys.executable, str(APP), str(export_dir)], env=self.env, cwd=tmp_path,
+            args = [] if export_dir is None else [str(export_dir)]
+            self.proc = subprocess.Popen([sys.executable, str(APP), *args], env=self.env, cwd=tmp_path,
                                          stdout=log, stderr=subprocess.STDOUT)
 
     def state(self) -> dict:
@@ -97,12 +102,24 @@ class Session:
 
 
 @pytest.fixture
-def app(display, export_dir, tmp_path):
-    session = Session(display, export_dir, tmp_path)
-    yield session
-    if session.proc.poll() is None:
-        session.proc.terminate()
-        session.proc.wait(10)
+def start(display, tmp_path):
+    """start(export_dir or None) -> a Session; every app started is stopped at the end."""
+    sessions = []
+
+    def _start(export_dir) -> Session:
+        sessions.append(Session(display, export_dir, tmp_path))
+        return sessions[-1]
+
+    yield _start
+    for session in sessions:
+        if session.proc.poll() is None:
+            session.proc.terminate()
+            session.proc.wait(10)
+
+
+@pytest.fixture
+def app(start, export_dir):
+    return start(export_dir)
 
 
 def _region(shot: np.ndarray, widget: dict) -> np.ndarray:
@@ -214,6 +231,26 @@ def test_user_session(app, export_dir, tmp_path):
     assert "Traceback" not in app.log.read_text()
 
 
+def test_open_an_export_from_the_dialog(start, export_dir, tmp_path):
+    app = start(None)
+    state = app.wait("the empty window", lambda s: "open" in s["widgets"])
+    assert not state["ready"] and state["shown"] == {}
+    button = state["widgets"]["open"]
+    for directory in (tmp_path, export_dir):  # first a directory that is not an export, then the export
+        app.xdo("mousemove", button["x"] + button["width"] // 2, button["y"] + button["height"] // 2, "click", 1)
+        app.xdo("search", "--sync", "--onlyvisible", "--name", "^Open an EdgeVAE export$")
+        # Tk's directory chooser: the first Return enters the typed directory, the second chooses it.
+        app.xdo("type", "--delay", 10, str(directory))
+        app.xdo("key", "Return", "Return")
+        if directory == tmp_path:
+            state = app.wait("the refusal", lambda s: s["error"] != "")
+            assert state["error"] == f"load: {tmp_path}: not an export directory (manifest.json is missing)"
+            assert not state["ready"]
+    state = app.wait("the first grid", lambda s: s["ready"] and "grid" in s["shown"] and s["error"] == "")
+    assert state["shown"]["grid"] == {"seed": 0, "temperature": 1.0, "n": 16, "y": None}
+    assert state["latent_dim"] == runtime.load(export_dir).latent_dim
+
+
 def test_worker_runs_only_the_latest_request_of_each_kind():
     """Slider events arrive faster than decodes: while one job runs, newer requests replace waiting ones."""
     spec = importlib.util.spec_from_file_location("desktop_worker", APP.parent / "worker.py")
@@ -237,3 +274,24 @@ def test_worker_runs_only_the_latest_request_of_each_kind():
     assert worker.idle() and worker.drain() == []
     worker.close()
     assert not worker._thread.is_alive()
+
+
+def test_class_picker_waits_for_runtime_support(export_dir):
+    """The picker is built for a list of classes only, and passes y only to methods that take it."""
+    _require_tkinter()  # conditional.py builds a ttk widget; these checks need no display
+    spec = importlib.util.spec_from_file_location("desktop_conditional", APP.parent / "conditional.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = runtime.load(export_dir)
+    assert model.spec["classes"] is None and module.classes(model) is None  # unconditional today
+    assert not module.supported(model.sample) and module.kwargs(model.sample, 3, 2) == {}
+
+    class Conditional:  # what a conditional export and a runtime that takes y will look like
+        spec = {"classes": ["circle", "square", "triangle"]}
+
+        def sample(self, n, *, seed=None, temperature=1.0, y=None): ...
+
+    assert module.classes(Conditional()) == ["circle", "square", "triangle"]
+    y = module.kwargs(Conditional().sample, 2, 3)["y"]
+    assert y.dtype == np.int64 and y.tolist() == [2, 2, 2]  # the graphs' y: int64 [N]
+    assert module.kwargs(Conditional().sample, None, 3) == {}

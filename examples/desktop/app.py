@@ -134,13 +134,14 @@ class App:
 
     def _rebuild_for_model(self) -> None:
         """Sliders for the model's first latent dimensions, and the class picker if it is conditional."""
-        for slider in self.sliders:
-            slider.destroy()
+        for child in self.latent_box.winfo_children():
+            child.destroy()
         self.sliders = []
         for i in range(min(SLIDERS, self.model.latent_dim)):
+            ttk.Label(self.latent_box, text=f"z{i}").grid(row=i, column=0, sticky="s", padx=(0, 4))
             slider = tk.Scale(self.latent_box, from_=-SPAN, to=SPAN, resolution=STEP, orient="horizontal",
-                              length=220, label=f"z{i}", command=lambda v, i=i: self._on_slider(i, float(v)))
-            slider.pack(fill="x")
+                              length=260, command=lambda v, i=i: self._on_slider(i, float(v)))
+            slider.grid(row=i, column=1, sticky="ew")
             self.sliders.append(slider)
             self.widgets[f"slider{i}"] = slider
         if self.picker is not None:
