@@ -29,3 +29,9 @@ test: install
 
 clean:
 	rm -rf $(VENV) runs exports samples.png
+
+# make desktop EXPORT=exports/shapes: the Tk example app (examples/desktop/app.py) on an export directory.
+EXPORT ?= exports/shapes
+.PHONY: desktop
+desktop: install
+	$(PY) examples/desktop/app.py $(EXPORT)

@@ -71,9 +71,11 @@ class Model:
         if not 1 <= a.shape[0] <= MAX_BATCH:
             raise EdgeVAEError(f"{what}: {name} batch size must be in [1, {MAX_BATCH}], got {a.shape[0]}")
         if a.dtype != np.float32 or not a.flags.c_contiguous:
-            a = np.ascontiguousarray(a, dtype=np.float32)
+            with np.errstate(over="ignore"):  # beyond float32's range becomes Inf, refused just below
+                a = np.ascontiguousarray(a, dtype=np.float32)
         if not np.isfinite(a).all():
-            raise EdgeVAEError(f"{what}: {name} contains NaN or Inf ({int((~np.isfinite(a)).sum())} values)")
+            raise EdgeVAEError(f"{what}: {name} contains NaN or Inf, or values beyond float32's range "
+                               f"({int((~np.isfinite(a)).sum())} values)")
         if lo is not None and (a.min() < lo or a.max() > hi):
             raise EdgeVAEError(f"{what}: {name} values must lie in [{lo}, {hi}], got [{a.min():.4g}, {a.max():.4g}]")
         return a

@@ -1,0 +1,129 @@
+"""The Node.js host (examples/node): its noise equals runtime.noise bit for bit, its PNG equals the Python runtime's.
+
+Needs node, npm and `ONNXRUNTIME_NODE_INSTALL=skip npm ci` in examples/node; skips without them on a
+developer machine and fails under CI=true (.ci/run installs them).
+"""
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import runtime
+from conftest import ROOT, require_tools, skip_or_fail
+from test_noise import PHILOX_KAT, REFERENCE
+
+NODE_DIR = ROOT / "examples" / "node"
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    require_tools("node", "npm", hint="apt-get install nodejs npm")
+    if not (NODE_DIR / "node_modules" / "onnxruntime-node").is_dir():
+        skip_or_fail("examples/node has no node_modules: cd examples/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci")
+    return shutil.which("node")
+
+
+def run_js(node: str, code: str, *args: str) -> subprocess.CompletedProcess:
+    """Run an ES module snippet in examples/node with `args` as process.argv[1:]."""
+    return subprocess.run([node, "--input-type=module", "-e", code, "--", *args], cwd=NODE_DIR,
+                          capture_output=True, text=True, timeout=60)
+
+
+def js_noise_bits(node: str, seed: int, count: int) -> np.ndarray:
+    code = ('import { standardNormal, float32Bits } from "./noise.mjs";'
+            'const [seed, count] = process.argv.slice(1);'
+            'console.log(JSON.stringify(float32Bits(standardNormal(BigInt(seed), Number(count)))));')
+    result = run_js(node, code, str(seed), str(count))
+    assert result.returncode == 0, result.stderr
+    return np.array(json.loads(result.stdout), dtype=np.uint32)
+
+
+def test_js_philox_known_answers(node):
+    code = ('import { philox4x32 } from "./noise.mjs";'
+            'const cases = JSON.parse(process.argv[1]);'
+            'console.log(JSON.stringify(cases.map(([c, k]) => philox4x32(c, k))));')
+    result = run_js(node, code, json.dumps([[list(c), list(k)] for c, k, _ in PHILOX_KAT]))
+    assert result.returncode == 0, result.stderr
+    assert [tuple(w) for w in json.loads(result.stdout)] == [expected for _, _, expected in PHILOX_KAT]
+
+
+@pytest.mark.parametrize("seed,shape,bits", REFERENCE)
+def test_js_noise_reference_vectors(node, seed, shape, bits):
+    assert js_noise_bits(node, seed, int(np.prod(shape))).tolist() == bits  # exact float32 bit patterns
+
+
+def test_js_noise_matches_numpy_on_many_draws(node):
+    # V8's Math.log/cos/sin and numpy's libm may disagree in the last float64 bit, which survives the
+    # rounding to float32 only rarely (README "The noise generator"): allow one float32 ulp, report how often.
+    count, differing = 50_000, 0
+    for seed in (1, 2**32, 2**63 + 12345):
+        js = js_noise_bits(node, seed, count).view(np.float32)
+        py = runtime.standard_normal(seed, (count,))
+        np.testing.assert_array_max_ulp(js, py, maxulp=1)
+        differing += int((js.view(np.uint32) != py.view(np.uint32)).sum())
+    print(f"JS noise vs numpy: {differing} of {3 * count} float32 values differ (by 1 ulp)")
+    assert differing <= 3 * count // 10_000  # "rare": at most 1 in 10,000
+
+
+def _pixels(path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+@pytest.mark.parametrize("n,seed,temperature", [(64, 0, 1.0), (10, 2**64 - 1, 0.7)])
+def test_node_grid_equals_python_grid(node, export_dir, tmp_path, n, seed, temperature):
+    js_png, py_png = tmp_path / "node.png", tmp_path / "python.png"
+    result = subprocess.run([node, "sample.mjs", str(export_dir), "--n", str(n), "--seed", str(seed),
+                             "--temperature", str(temperature), "--out", str(js_png)],
+                            cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {js_png} ({n} samples, seed {seed}" in result.stdout
+    runtime.save_grid(runtime.load(export_dir).sample(n, seed=seed, temperature=temperature), py_png)
+    js, py = _pixels(js_png), _pixels(py_png)
+    assert js.shape == py.shape and js.dtype == py.dtype == np.uint8  # same layout: nrow, padding, grey
+    diff = np.abs(js.astype(int) - py.astype(int))
+    print(f"node vs python grid (n={n}, seed={seed}, T={temperature}): {int((diff > 0).sum())} of {diff.size} "
+          f"pixels differ, max {int(diff.max())} grey levels")
+    # Both hosts run onnxruntime's CPU kernels on the same float32 z, so x_hat agrees to ~1e-7; a pixel can
+    # still flip by one level where x * 255 straddles a rounding boundary. Allow one level on at most
+    # 1 pixel in 1,000 (export's own torch-vs-onnxruntime check measures about 1 in 200,000).
+    assert diff.max() <= 1
+    assert (diff > 0).sum() <= diff.size // 1000
+    assert py.std() > 10  # a real picture, not a blank grid that would trivially match
+
+
+def test_node_refuses_tampered_and_mismatched_exports(node, export_dir, export_dir_2d, tmp_path):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(export_dir, tampered)
+    data = bytearray((tampered / "decoder.onnx").read_bytes())
+    data[-1] ^= 1
+    (tampered / "decoder.onnx").write_bytes(bytes(data))
+    result = subprocess.run([node, "sample.mjs", str(tampered), "--out", str(tmp_path / "t.png")], cwd=NODE_DIR,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "does not match the manifest" in result.stderr, result.stderr
+
+    # A decoder from another export, with the manifest's hash updated: only pair_id can tell.
+    mixed = tmp_path / "mixed"
+    shutil.copytree(export_dir, mixed)
+    shutil.copy(export_dir_2d / "decoder.onnx", mixed / "decoder.onnx")
+    manifest = json.loads((mixed / "manifest.json").read_text())
+    manifest["files"]["decoder.onnx"]["sha256"] = json.loads(
+        (export_dir_2d / "manifest.json").read_text())["files"]["decoder.onnx"]["sha256"]
+    (mixed / "manifest.json").write_text(json.dumps(manifest))
+    result = subprocess.run([node, "sample.mjs", str(mixed), "--out", str(tmp_path / "m.png")], cwd=NODE_DIR,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "different exports (pair_id" in result.stderr, result.stderr
+    with pytest.raises(runtime.EdgeVAEError, match="different exports"):  # the Python runtime agrees
+        runtime.load(mixed)
+
+
+def test_missing_tool_skips_locally_and_fails_in_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="needs no-such-tool-x on PATH"):
+        require_tools("no-such-tool-x", hint="nothing to install")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        require_tools("no-such-tool-x", hint="nothing to install")
