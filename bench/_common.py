@@ -21,6 +21,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "RESULTS.md"
+_LOAD_AT_START = os.getloadavg()[0]
 
 
 def machine() -> str:
@@ -88,8 +89,11 @@ def write_section(name: str, title: str, body: str) -> None:
     """Replace (or append) this script's section of bench/RESULTS.md."""
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load = f"{_LOAD_AT_START:.2f} at start, {os.getloadavg()[0]:.2f} at the end"
     section = (f"<!-- begin {name} -->\n## {title}\n\n`{command}` — {stamp}\n\n"
-               f"Machine: {machine()}  \nVersions: {versions()}\n\n{body.strip()}\n<!-- end {name} -->")
+               f"Machine: {machine()}  \nVersions: {versions()}  \n"
+               f"Load average (1 min): {load} (other work on the machine slows both sides of a comparison)\n\n"
+               f"{body.strip()}\n<!-- end {name} -->")
     text = RESULTS.read_text() if RESULTS.exists() else (
         "# EdgeVAE benchmarks\n\nEvery figure below was written by the bench script named in its section; "
         "rerun it to refresh that section.\n")

@@ -46,12 +46,13 @@ def child_torch(run_dir: str, batches: list[int], threads: int) -> dict:
 
     vae, _ = load_run(Path(run_dir))
     flops = _decoder_flops(vae)
+    weight_bytes = 4 * sum(p.numel() for p in vae.decoder.parameters())
     out = {}
     with torch.inference_mode():
         for n in batches:
             eps = torch.from_numpy(runtime.standard_normal(n, (n, vae.latent_dim)))
             out[n] = {"eager": C.median_time(lambda: vae.decode(eps))}
-    return {"times": out, "flops": flops}
+    return {"times": out, "flops": flops, "weight_bytes": weight_bytes}
 
 
 def _decoder_flops(vae) -> int:
@@ -81,11 +82,10 @@ def _decoder_flops(vae) -> int:
 
 
 def child_ceiling(threads: int) -> dict:
-    """The best float32 GEMM rate of this machine on `threads`: onnxruntime's MatMul and numpy's BLAS."""
-    import os
+    """The best float32 GEMM rate of this machine on `threads`: onnxruntime's MatMul and numpy's BLAS.
 
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)  # read by numpy's BLAS when it loads, below
+    numpy's BLAS reads its thread count from the environment when it loads: main() sets it for this child.
+    """
     import numpy as np
     import onnxruntime as ort
     from onnx import TensorProto, helper
@@ -132,7 +132,8 @@ def main() -> None:
             child = ["bench/generate.py", "--batches", args.batches, "--child"]
             ort_times = C.run_child(child + ["runtime", str(exp), str(threads), "-"])
             torch_result = C.run_child(child + ["torch", str(run), str(threads), "-"])
-            best = C.run_child(child + ["ceiling", "-", str(threads), "-"])
+            blas = {var: str(threads) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+            best = C.run_child(child + ["ceiling", "-", str(threads), "-"], env=blas)
             ceiling = best["gflops"]
             ceilings.append(f"{threads} thread(s): {ceiling:.1f} GFLOP/s ({best['by']})")
             flops = torch_result["flops"]
@@ -144,12 +145,23 @@ def main() -> None:
                              f"{t['sample_eps'] / t['raw'] - 1:+.0%}", f"{flops / 1e6:.2f}", f"{gflops:.1f}",
                              f"{ceiling:.1f}", f"{gflops / ceiling:.0%}"])
                 if n == 1:
-                    goals.append(f"{arch}, {threads} thread(s), batch 1: sample {eager / t['sample_eps']:.2f}x faster "
-                                 f"than PyTorch eager (goal >= 3x); overhead over raw session.run "
-                                 f"{t['sample_eps'] / t['raw'] - 1:+.0%} (goal <= 30%)")
+                    line = (f"{arch}, {threads} thread(s), batch 1: sample {eager / t['sample_eps']:.2f}x faster "
+                            f"than PyTorch eager (goal >= 3x); overhead over raw session.run "
+                            f"{t['sample_eps'] / t['raw'] - 1:+.0%} (goal <= 30%)")
+                    if eager / t["sample_eps"] < 3:
+                        line += (f". Bound: raw onnxruntime alone is {eager / t['raw']:.2f}x faster than torch here; "
+                                 f"each call streams the decoder's {torch_result['weight_bytes'] / 1e6:.1f} MB of fp32 "
+                                 f"weights, which costs both libraries alike at batch 1 (int8 weights: see variants)")
+                    goals.append(line)
                 if n == max(batches):
-                    goals.append(f"{arch}, {threads} thread(s), batch {n}: {gflops:.1f} GFLOP/s = "
-                                 f"{gflops / ceiling:.0%} of the {ceiling:.1f} GFLOP/s MatMul ceiling (goal >= 85%)")
+                    line = (f"{arch}, {threads} thread(s), batch {n}: {gflops:.1f} GFLOP/s = "
+                            f"{gflops / ceiling:.0%} of the {ceiling:.1f} GFLOP/s MatMul ceiling (goal >= 85%)")
+                    if gflops / ceiling < 0.85:
+                        raw_gflops = flops * n / t["raw"] / 1e9
+                        line += (f". Bound: raw session.run reaches {raw_gflops:.1f} GFLOP/s too, so the limit is "
+                                 f"onnxruntime's kernels for these layers, not the runtime (for conv: transposed "
+                                 f"convolutions with few channels run as GEMM + col2im, far from square-GEMM speed)")
+                    goals.append(line)
     header = ["model", "threads", "batch", "sample(eps) µs", "sample(seed) µs", "raw run µs", "torch eager µs",
               "speed-up vs torch", "overhead vs raw", "MFLOP/image", "GFLOP/s", "ceiling GFLOP/s", "of ceiling"]
     text = (C.table(header, rows) + "\n\nMatMul ceiling, best float32 GEMM measured in this run: "

@@ -87,8 +87,11 @@ class PerItemMNIST(torch.utils.data.Dataset):
         return tensor.to(torch.float32).div(255), target  # ToTensor
 
 
-def _example_epoch(batches, pixels: int) -> float:
-    """Images per second of the recipe's training loop over `batches` (an iterable of (x, label))."""
+def _example_epoch(batches, pixels: int, test_x: torch.Tensor) -> tuple[float, float]:
+    """(images per second of the recipe's training loop over `batches`, its test loss after the epoch).
+
+    The test loss is pytorch/examples' test(): BCE (sum) + KL with a sampled z, averaged per image.
+    """
     torch.manual_seed(0)
     model = ExampleVAE(pixels)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
@@ -100,25 +103,35 @@ def _example_epoch(batches, pixels: int) -> float:
         example_loss(recon, x, mu, logvar, pixels).backward()
         optimizer.step()
         seen += len(x)
-    return seen / (time.perf_counter() - start)
+    rate = seen / (time.perf_counter() - start)
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(test_x), 1000):
+            x = test_x[i:i + 1000].float().div(255)
+            recon, mu, logvar = model(x)
+            total += example_loss(recon, x, mu, logvar, pixels).item()
+    return rate, total / len(test_x)
 
 
-def recipe(data) -> float:
+def recipe(data) -> tuple[float, float]:
     loader = torch.utils.data.DataLoader(PerItemMNIST(data.train_x, data.train_y), batch_size=BATCH, shuffle=True)
-    return _example_epoch(loader, data.train_x[0].numel())
+    return _example_epoch(loader, data.train_x[0].numel(), data.test_x)
 
 
-def recipe_in_memory(data) -> float:
+def recipe_in_memory(data) -> tuple[float, float]:
     order = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(0))
     batches = ((data.train_x[order[i:i + BATCH]].float().div_(255), None) for i in range(0, len(order), BATCH))
-    return _example_epoch(batches, data.train_x[0].numel())
+    return _example_epoch(batches, data.train_x[0].numel(), data.test_x)
 
 
-def ours(data_dir: str, work: Path, i: int) -> float:
+def ours(data_dir: str, work: Path, i: int) -> tuple[float, float]:
+    """(training images per second, test negative ELBO per image after the epoch), from metrics.jsonl."""
     config = TrainConfig(data=data_dir, out=str(work / f"ours{i}"), hidden=(HIDDEN,), latent_dim=LATENT,
                          batch_size=BATCH, lr=LR, epochs=1, val_fraction=0, seed=i)
     out = train(config)
-    return json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["train_images_per_second"]
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    return row["train_images_per_second"], row["test_neg_elbo"]
 
 
 def machine() -> dict:
@@ -164,27 +177,34 @@ def main(argv: list[str] | None = None) -> int:
             results[names[0]].append(recipe(data))
             results[names[1]].append(ours(args.data, Path(work), i))
             results[names[2]].append(recipe_in_memory(data))
-            print(f"repeat {i + 1}/{args.repeats}: " + ", ".join(f"{v[-1]:,.0f}" for v in results.values()))
-    base = results[names[0]]
-    table = ["| trainer | images/s (median) | runs | vs recipe (median of per-repeat ratios) |",
-             "| --- | ---: | --- | ---: |"]
+            print(f"repeat {i + 1}/{args.repeats}: " + ", ".join(f"{v[-1][0]:,.0f}" for v in results.values()))
+    base = [rate for rate, _ in results[names[0]]]
+    table = ["| trainer | images/s (median) | runs | test -ELBO after the epoch (median) "
+             "| vs recipe (median of per-repeat ratios) |",
+             "| --- | ---: | --- | ---: | ---: |"]
+    losses = {}
     for name, runs in results.items():
-        ratio = statistics.median(x / b for x, b in zip(runs, base))  # neighbours in time share the machine's load
-        table.append(f"| {name} | {statistics.median(runs):,.0f} | {', '.join(f'{x:,.0f}' for x in runs)} | "
-                     f"{ratio:.2f}x |")
+        rates = [rate for rate, _ in runs]
+        losses[name] = statistics.median(loss for _, loss in runs)
+        ratio = statistics.median(x / b for x, b in zip(rates, base))  # neighbours in time share the machine's load
+        table.append(f"| {name} | {statistics.median(rates):,.0f} | {', '.join(f'{x:,.0f}' for x in rates)} | "
+                     f"{losses[name]:.2f} | {ratio:.2f}x |")
+    change = losses[names[1]] / losses[names[0]] - 1
+    verdict = (f"Test loss after one epoch: ours {losses[names[1]]:.2f} vs the recipe's {losses[names[0]]:.2f} "
+               f"nats per image ({change:+.1%}; goal: within ±1%).")
     info = machine()
     command = "python " + " ".join([os.path.relpath(__file__, ROOT), *(argv if argv is not None else sys.argv[1:])])
     text = "\n".join([
         "## Training speed: in-memory trainer vs the pytorch/examples DataLoader recipe", "",
         f"784-400-20 MLP VAE, batch {BATCH}, Adam lr {LR}, one epoch over {len(data.train_x):,} MNIST images per run, "
-        f"runs alternated, median of {args.repeats}.", "", *table, "",
+        f"runs alternated, median of {args.repeats}.", "", *table, "", verdict, "",
         f"Command: `{command}` (from the repository root), "
         f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}.",
         f"Machine: {', '.join(f'{k} {v}' for k, v in info.items())}.",
         f"Load average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f} "
         "(the cores are shared; both trainers ran under the same load).",
     ])
-    print("\n" + "\n".join(table))
+    print("\n" + "\n".join(table) + "\n" + verdict)
     write_section(Path(args.results), text)
     print(f"wrote {args.results}")
     return 0

@@ -126,7 +126,10 @@ class Model:
     def decode(self, z, *, labels=None) -> np.ndarray:
         """Decode latents z (N, D) to the decoder's mean images (N, C, H, W), float32 in [0, 1]."""
         z = self._array("decode", "z", z, (None, self.latent_dim))
-        y = self._labels("decode", labels, len(z))
+        return self._decode(z, self._labels("decode", labels, len(z)))
+
+    def _decode(self, z: np.ndarray, y: np.ndarray | None) -> np.ndarray:
+        """decode on checked inputs: z float32 C-contiguous (N, D), y int64 (N,) or None."""
         if len(z) <= CHUNK:
             out = self._decoder.run(_X_HAT, {"z": z} if y is None else {"z": z, "y": y})[0]
         else:
@@ -144,7 +147,7 @@ class Model:
         and the first k images of a sample of n are those of a sample of k.
         """
         n = self._batch("sample", n)
-        return self.decode(self._eps("sample", n, seed, eps, temperature), labels=labels)
+        return self._decode(self._eps("sample", n, seed, eps, temperature), self._labels("sample", labels, n))
 
     def encode(self, x, *, seed: int | None = None, eps=None, temperature: float = 1.0, labels=None) -> Encoding:
         """Encode images x (N, C, H, W) in [0, 1] to (z, mu, logvar), z = mu + exp(0.5 logvar) * eps.

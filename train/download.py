@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import http.client
 import os
 import sys
 import urllib.error
@@ -81,8 +82,9 @@ def fetch_file(stem: str, digest: str, mirrors: tuple[str, ...], target: Path, l
         try:
             data = _get(url, timeout)
             got = content_sha256(data)
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            failures.append(f"{url}: {getattr(e, 'reason', None) or e}")
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+            # HTTPException: the server dropped the connection mid-file (IncompleteRead) or spoke no HTTP
+            failures.append(f"{url}: {getattr(e, 'reason', None) or type(e).__name__} {e}".strip())
             continue
         if got != digest:
             failures.append(f"{url}: sha256 of the content is {got[:12]}..., expected {digest[:12]}...")
