@@ -35,7 +35,9 @@ def main() -> None:
     bad = pytest("-q", "-m", "slow or not slow", "-k", BAD_INPUT, *FILES)
     bad_cases = int(re.search(r"(\d+) passed", bad)[1])
     fuzz = pytest("-q", "-s", "--hypothesis-show-statistics", "-k", "fuzz", "tests/test_robustness.py")
-    examples = sum(int(n) for n in re.findall(r"(\d+) passing examples", fuzz))
+    examples = sum(int(n) for n in re.findall(r"(\d+) passing(?: examples)?,", fuzz))  # hypothesis's statistics
+    if examples == 0:
+        raise SystemExit(f"no hypothesis statistics found in:\n{fuzz[-2000:]}")
     fuzz_tests = int(re.search(r"(\d+) passed", fuzz)[1])
     heavy = pytest("-q", "-s", "-m", "slow or not slow", "-k", "sigkill or load_many", "tests/test_faults.py",
                    "tests/test_robustness.py")
