@@ -58,7 +58,7 @@ def main() -> None:
                          f"{r['times']['1'] * 1e6:,.0f}", f"{r['times']['1024'] * 1e3:,.2f}",
                          f"{base['times']['1024'] / r['times']['1024']:.2f}x",
                          "-" if q is None else f"{q['psnr_db']:.1f}",
-                         "-" if q is None else f"{q['neg_elbo_change']:+.3%}".replace("+", "")])
+                         "-" if q is None or q["neg_elbo_change"] is None else f"{q['neg_elbo_change']:.3%}"])
         for variant in ("int8", "fp16"):
             if variant not in result:
                 notes.append(f"{arch}: {variant} was outside its gate and not written")

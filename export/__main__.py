@@ -41,7 +41,9 @@ def _verify(argv) -> int:
     try:
         sizes = tuple(int(v) for v in args.batch_sizes.split(","))
     except ValueError:
-        parser.error(f"--batch-sizes must be comma-separated ints, got {args.batch_sizes!r}")
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        parser.error(f"--batch-sizes must be comma-separated ints >= 1, got {args.batch_sizes!r}")
     rows = verify_export(args.run_dir, args.export_dir, sizes)
     print(format_table(rows))
     broken = [r for r in rows if not r.ok]
@@ -68,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         return _verify(argv[1:]) if argv[:1] == ["verify"] else _export(argv)
     except (ExportError, ExportCheckError, EdgeVAEError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # an unwritable or impossible --out
+        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 1
 
 

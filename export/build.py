@@ -8,6 +8,7 @@ import datetime
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
 import uuid
@@ -44,7 +45,7 @@ def load_run(run_dir: Path, checkpoint: str = "auto") -> tuple[torch.nn.Module, 
         config = TrainConfig.from_dict(ckpt["config"])
         vae = build(config, tuple(ckpt["image_shape"]), num_classes=len(ckpt["classes"]))
         vae.load_state_dict(ckpt["model"])
-    except (RuntimeError, KeyError, ValueError, TypeError, EOFError) as e:
+    except (RuntimeError, KeyError, ValueError, TypeError, EOFError, OSError, pickle.UnpicklingError) as e:
         raise ExportError(f"{path}: not a readable EdgeVAE checkpoint ({str(e).splitlines()[0]})") from None
     ckpt["path"] = str(path)
     return vae.eval(), ckpt
@@ -76,6 +77,21 @@ def make_spec(vae, ckpt: dict, pair_id: str, parity: dict, elbo: dict) -> dict:
     }
 
 
+def _check_destination(run_dir: Path, out: Path, force: bool) -> None:
+    """`out` may be new, or with --force an earlier export or an empty directory; never anything else."""
+    for stale in out.parent.glob(f".{out.name}.tmp-*") if out.parent.is_dir() else []:
+        shutil.rmtree(stale, ignore_errors=True)  # left by an export that was killed mid-write
+    if not out.exists():
+        return
+    if not force:
+        raise ExportError(f"{out} already exists (pass --force to replace it)")
+    resolved, run = out.resolve(), run_dir.resolve()
+    if resolved == run or resolved in run.parents:
+        raise ExportError(f"--out {out} is the run directory or contains it; --force would delete the run")
+    if not out.is_dir() or not ((out / S.MANIFEST).is_file() or not any(out.iterdir())):
+        raise ExportError(f"--force replaces only an earlier export or an empty directory; {out} is neither")
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -97,8 +113,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
     checkpoint: "auto" (best.pt when the run has one, else checkpoint.pt), "best" or "last".
     """
     run_dir, out = Path(run_dir), Path(out)
-    if out.exists() and not force:
-        raise ExportError(f"{out} already exists (pass --force to replace it)")
+    _check_destination(run_dir, out, force)
     vae, ckpt = load_run(run_dir, checkpoint)
     log(f"exporting {ckpt['path']} ({vae.kind}, {ckpt['config']['arch']}, "
         f"{'conditional on ' + str(vae.num_classes) + ' classes, ' if vae.conditional else ''}"

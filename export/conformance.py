@@ -32,7 +32,7 @@ TOLERANCES = {
     "int8": {"z": ("rms", 0.05), "mu": ("rms", 0.05), "logvar": ("rms", 0.05), "x_hat": ("psnr_db", 30.0)},
 }
 REFERENCE_TOLERANCE = 1e-5  # onnx.reference (numpy) vs onnxruntime (MLAS): float32, different summation order
-PIXEL_LEVELS = {"fp32": 1, "fp16": 2, "int8": 255}  # max |uint8 difference| of sampled PNG pixels vs torch
+PIXEL_LEVELS = {"fp32": 1, "fp16": 2, "int8": None}  # max |uint8 difference| of sample pixels vs torch; int8: reported
 
 
 @dataclass

@@ -25,11 +25,19 @@ from .errors import EdgeVAEError
 from .noise import standard_normal
 
 
-def _write_npy(path: Path, array: np.ndarray) -> None:
+def _write(path: Path, data: bytes) -> None:
     try:
-        np.save(path, array)
+        path.write_bytes(data)
     except OSError as e:
         raise EdgeVAEError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)  # to a buffer: np.save on a path would append ".npy" to --out behind our back
+    return buffer.getvalue()
 
 
 def _sample(args, model) -> str:
@@ -45,15 +53,13 @@ def _encode(args, model) -> str:
         model.encode(x, seed=args.seed, temperature=args.temperature, labels=label)
     latents = enc.z if args.sampled else enc.mu
     out = Path(args.out)
-    _write_npy(out, latents)
+    logvar = enc.logvar if enc.logvar is not None else [None] * len(enc.z)  # the autoencoder has none
     record = {"latent": "z (sampled)" if args.sampled else "mu", "seed": args.seed, "temperature": args.temperature,
-              "images": [{"file": str(p), "z": z.tolist(), "mu": m.tolist(), "logvar": lv.tolist()}
-                         for p, z, m, lv in zip(args.images, enc.z, enc.mu, enc.logvar)]}
+              "images": [{"file": str(p), "z": z.tolist(), "mu": m.tolist(), "logvar": None if lv is None else lv.tolist()}
+                         for p, z, m, lv in zip(args.images, enc.z, enc.mu, logvar)]}
     json_path = out.with_suffix(".json")
-    try:
-        json_path.write_text(json.dumps(record, indent=1) + "\n")
-    except OSError as e:
-        raise EdgeVAEError(f"cannot write {json_path}: {e.strerror or e}") from None
+    _write(json_path, (json.dumps(record, indent=1) + "\n").encode())
+    _write(out, _npy_bytes(latents))
     return f"wrote {out} ({'z' if args.sampled else 'mu'} {latents.shape[0]}x{latents.shape[1]}) and {json_path}"
 
 
@@ -121,16 +127,17 @@ def _info(args, model) -> str:
         f"parity      max |onnxruntime - torch| at batch {', '.join(map(str, parity.get('batch_sizes', [])))}: "
         + ", ".join(f"{k} {v:.1e}" for k, v in parity.get("max_abs_diff", {}).items())
         + f" (bound {parity.get('tolerance')})",
-        f"ELBO parity -ELBO on {elbo.get('images')} test images, fixed eps: torch {elbo.get('neg_elbo_torch', 0):.4f}, "
-        f"onnxruntime {elbo.get('neg_elbo_onnx', 0):.4f} nats/image",
+        f"ELBO parity -ELBO on {elbo.get('images')} test images, fixed eps: torch {elbo['neg_elbo_torch']:.4f}, "
+        f"onnxruntime {elbo['neg_elbo_onnx']:.4f} nats/image" if elbo.get("neg_elbo_onnx") is not None else
+        f"ELBO parity {elbo.get('note', 'not recorded')}",
         f"noise       {spec['noise']['algorithm']} v{spec['noise']['version']}",
         f"pair_id     {spec['pair_id']}",
     ]
     for variant, entry in model.manifest["variants"].items():
         sizes = " + ".join(f"{entry[r]} {model.manifest['files'][entry[r]]['bytes']:,} B" for r in ("encoder", "decoder"))
         q = entry.get("quality")
-        quality = (f"; PSNR {q['psnr_db']:.1f} dB, -ELBO {q['neg_elbo']:.3f} vs fp32 {q['neg_elbo_fp32']:.3f}"
-                   if q else "")
+        quality = "" if not q else f"; PSNR {q['psnr_db']:.1f} dB" + (
+            f", -ELBO {q['neg_elbo']:.3f} vs fp32 {q['neg_elbo_fp32']:.3f}" if q["neg_elbo"] is not None else "")
         lines.append(f"variant     {variant}{' (loaded)' if variant == model.variant else ''}: {sizes}{quality}")
     for role, role_spec in model.specs.items():
         lines.append(f"ops         {role}: {', '.join(role_spec['ops'])}")

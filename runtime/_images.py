@@ -58,7 +58,8 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = No
 def load_images(paths, image_shape: tuple[int, int, int]) -> np.ndarray:
     """Read image files as float32 (N, C, H, W) in [0, 1] for a model of image_shape (C, H, W).
 
-    Converted to grayscale (C = 1) or RGB (C = 3); transparent pixels are composited onto black;
+    Converted to grayscale (C = 1) or RGB (C = 3), 16-bit grayscale scaled by 1/65535; transparent pixels
+    are composited onto black;
     images of another size are resized to H x W (bilinear). An unreadable file raises EdgeVAEError.
     """
     from PIL import Image, UnidentifiedImageError
@@ -72,10 +73,22 @@ def load_images(paths, image_shape: tuple[int, int, int]) -> np.ndarray:
                 if "A" in im.getbands() or im.mode == "P" and "transparency" in im.info:
                     rgba = im.convert("RGBA")
                     im = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-                im = im.convert("L" if c == 1 else "RGB")
+                if im.mode.startswith("I"):  # 16-bit grayscale ("I;16", or "I" holding 16-bit values)
+                    grey = np.clip(np.asarray(im, dtype=np.float64) / 65535.0, 0.0, 1.0).astype(np.float32)
+                    im = Image.fromarray(grey)  # mode "F", values in [0, 1]
+                    scale = 1.0
+                elif im.mode == "F":
+                    raise EdgeVAEError(f"{path}: floating-point images (mode F) have no defined pixel range; "
+                                       f"save it as 8- or 16-bit")
+                else:
+                    im, scale = im.convert("L" if c == 1 else "RGB"), 255.0
                 if im.size != (w, h):
                     im = im.resize((w, h), Image.Resampling.BILINEAR)
-                pixels = np.asarray(im, dtype=np.float32) / 255.0
+                pixels = np.asarray(im, dtype=np.float32) / scale
+                if pixels.ndim == 2 and c == 3:
+                    pixels = np.repeat(pixels[:, :, None], 3, axis=2)  # 16-bit grey into an RGB model
+        except EdgeVAEError:
+            raise
         except FileNotFoundError:
             raise EdgeVAEError(f"{path}: no such file") from None
         except (UnidentifiedImageError, OSError, ValueError) as e:

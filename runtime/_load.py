@@ -37,10 +37,13 @@ def _read_manifest(path: Path) -> dict:
         manifest = json.loads(manifest_path.read_text())
     except FileNotFoundError:
         raise EdgeVAEError(f"{path}: not an export directory ({S.MANIFEST} is missing)") from None
+    except OSError as e:  # a directory in its place, no permission ...
+        raise EdgeVAEError(f"{manifest_path}: cannot read it ({e.strerror or e})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise EdgeVAEError(f"{manifest_path}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise EdgeVAEError(f"{manifest_path}: expected an object with a 'files' map")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) \
+            or not isinstance(manifest.get("variants"), dict):
+        raise EdgeVAEError(f"{manifest_path}: expected an object with 'files' and 'variants' maps")
     return manifest
 
 
@@ -53,6 +56,8 @@ def _read_verified(path: Path, name: str, manifest: dict) -> bytes:
         data = (path / name).read_bytes()
     except FileNotFoundError:
         raise EdgeVAEError(f"{path}: {name} is missing") from None
+    except OSError as e:
+        raise EdgeVAEError(f"{path / name}: cannot read it ({e.strerror or e})") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry["sha256"]:
         raise EdgeVAEError(f"{path / name}: sha256 {digest[:12]}... does not match the manifest's "
@@ -70,10 +75,10 @@ def _check_signature(session: ort.InferenceSession, name: str, inputs: tuple, ou
 def open_export(path: Path, threads: int | None, spinning: bool, variant: str):
     """(manifest, specs by role, sessions by role) for one variant of the export at `path`."""
     manifest = _read_manifest(path)
-    files = manifest.get("variants", {}).get(variant)
+    files = manifest["variants"].get(variant)
     if not isinstance(files, dict):
         raise EdgeVAEError(f"{path}: no '{variant}' variant in this export "
-                           f"(it has: {', '.join(manifest.get('variants', {})) or 'none'})")
+                           f"(it has: {', '.join(manifest['variants']) or 'none'})")
     specs, sessions = {}, {}
     for role in ("encoder", "decoder"):
         name = files.get(role)

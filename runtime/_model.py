@@ -62,7 +62,10 @@ class Model:
 
     def _array(self, what: str, name: str, value, shape: tuple, lo: float | None = None, hi: float | None = None):
         """`value` as C-contiguous float32 of `shape` (None = any batch size), finite and inside [lo, hi]."""
-        a = value if isinstance(value, np.ndarray) else np.asarray(value)
+        try:
+            a = value if isinstance(value, np.ndarray) else np.asarray(value)
+        except (ValueError, TypeError) as e:  # ragged nested lists and the like
+            raise EdgeVAEError(f"{what}: {name} must be an array, got {type(value).__name__} ({e})") from None
         if a.dtype.kind not in "fiu":  # float, signed or unsigned int; not bool, complex, str, object
             raise EdgeVAEError(f"{what}: {name} must be a float array, got dtype {a.dtype}")
         if a.ndim != len(shape) or any(s is not None and s != g for s, g in zip(shape, a.shape)):
@@ -206,7 +209,17 @@ class Model:
         z (D,) defaults to the prior mean, zeros. Returns images (len(values), C, H, W).
         """
         base = np.zeros(self.latent_dim, np.float32) if z is None else self._point("traverse", z, labels)
-        values = np.linspace(-span, span, steps) if values is None else np.asarray(values, np.float64).ravel()
+        if values is None:
+            if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= 10_000:
+                raise EdgeVAEError(f"traverse: steps must be an int in [1, 10000], got {steps!r}")
+            if not isinstance(span, (int, float, np.integer, np.floating)) or not 0 <= span < float("inf"):
+                raise EdgeVAEError(f"traverse: span must be a finite number >= 0, got {span!r}")
+            values = np.linspace(-span, span, int(steps))
+        else:
+            try:
+                values = np.asarray(values, np.float64).ravel()
+            except (ValueError, TypeError):
+                raise EdgeVAEError(f"traverse: values must be numbers, got {values!r}") from None
         if not np.isfinite(values).all() or values.size == 0:
             raise EdgeVAEError(f"traverse: values must be finite and non-empty, got {values.size} values")
         return self.decode(_latent.traverse(base, dim, values), labels=labels)

@@ -44,6 +44,12 @@ def test_errors_are_one_line(tmp_path, export_dir):
     _one_line_error(run_cli("-m", "runtime", "sample", str(export_dir), "--out", str(tmp_path / "x" / "y.png")),
                     "cannot write")
     _one_line_error(run_cli("-m", "export", str(tmp_path), "--out", str(tmp_path / "e")), "no best.pt or checkpoint.pt")
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "best.pt").write_bytes(b"not a checkpoint at all")
+    _one_line_error(run_cli("-m", "export", str(garbage), "--out", str(tmp_path / "e")), "not a readable EdgeVAE checkpoint")
+    _one_line_error(run_cli("-m", "export", "verify", str(garbage), str(export_dir), "--batch-sizes", "-1"),
+                    "--batch-sizes must be comma-separated ints >= 1")
     _one_line_error(run_cli("-m", "train", "--data", str(tmp_path / "nope")), "--data must be 'shapes'")
     _one_line_error(run_cli("-m", "train", "--latent-dim", "0"), "--latent-dim must be >= 1")
     _one_line_error(run_cli("-m", "train", "--no-such-flag"), "unrecognized arguments")
@@ -123,6 +129,6 @@ def test_runtime_cli_errors_are_one_line(export_dir, tmp_path):
     _one_line_error(run_cli("-m", "runtime", "sample", str(export_dir), "--temperature", "nan"), "temperature must be")
     image = _pngs(export_dir, tmp_path, n=1)[0]
     _one_line_error(run_cli("-m", "runtime", "encode", str(export_dir), str(image),
-                            "--out", str(tmp_path / "missing" / "x.npy")), "cannot write", "x.npy")
+                            "--out", str(tmp_path / "missing" / "x.npy")), "cannot write", "missing/x.")
     _one_line_error(run_cli("-m", "runtime", "encode", str(export_dir), str(tmp_path / "nope.png")),
                     "nope.png: no such file")

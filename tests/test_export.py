@@ -71,6 +71,8 @@ def test_metadata_spec_and_manifest(export_dir):
     for role, name in (("encoder", S.ENCODER_FILE), ("decoder", S.DECODER_FILE)):
         meta = _session(export_dir / name).get_modelmeta().custom_metadata_map
         specs[role] = json.loads(meta[S.METADATA_KEY])
+        assert set(S.REQUIRED_FIELDS) <= specs[role].keys() and specs[role]["noise"] == S.NOISE
+        assert specs[role]["pixel_range"] == [0.0, 1.0] and specs[role]["classes"] is None and specs[role]["opset"] == 18
         assert specs[role]["role"] == role
         assert specs[role]["schema_version"] == S.SCHEMA_VERSION
         assert specs[role]["latent_dim"] == D and specs[role]["image_shape"] == list(SHAPE)
@@ -84,16 +86,30 @@ def test_metadata_spec_and_manifest(export_dir):
     assert sorted(p.name for p in export_dir.iterdir()) == sorted([S.ENCODER_FILE, S.DECODER_FILE, S.MANIFEST])
 
 
-def test_existing_destination_needs_force(run_dir, tmp_path):
+def test_existing_destination_needs_force_and_force_replaces_only_an_export(run_dir, tmp_path):
     out = tmp_path / "exp"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(ExportError, match="already exists"):
         export(run_dir, out, log=lambda *_: None)
-    assert (out / "keep.txt").read_text() == "mine"  # untouched
-    export(run_dir, out, force=True, log=lambda *_: None)
-    assert not (out / "keep.txt").exists() and (out / S.MANIFEST).exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["exp"]  # no temporary directories left behind
+    with pytest.raises(ExportError, match="replaces only an earlier export or an empty directory"):
+        export(run_dir, out, force=True, log=lambda *_: None)
+    assert (out / "keep.txt").read_text() == "mine"  # untouched either way
+    with pytest.raises(ExportError, match="is the run directory or contains it"):
+        export(run_dir, run_dir.parent, force=True, log=lambda *_: None)
+    first = export(run_dir, tmp_path / "e2", log=lambda *_: None)
+    pair = json.loads((first / S.MANIFEST).read_text())["pair_id"]
+    export(run_dir, first, force=True, log=lambda *_: None)  # an earlier export is replaced
+    assert json.loads((first / S.MANIFEST).read_text())["pair_id"] != pair
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e2", "exp"]  # no temporary directories left behind
+
+
+def test_stale_temp_directory_of_a_killed_export_is_cleared(run_dir, tmp_path):
+    stale = tmp_path / ".exp.tmp-abc123"  # what a SIGKILL mid-write leaves
+    stale.mkdir()
+    (stale / "encoder.onnx").write_bytes(b"half")
+    export(run_dir, tmp_path / "exp", log=lambda *_: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
 
 
 def test_not_a_run_directory(tmp_path):

@@ -101,3 +101,38 @@ def test_cli_label_flag(kind_export, tmp_path):
     info = run_cli("-m", "runtime", "info", str(out))
     assert "classes     circle, square, triangle" in info.stdout
     assert json.loads(run_cli("-m", "runtime", "info", str(out), "--json").stdout)["decoder"]["classes"] == list(SHAPE_CLASSES)
+
+
+def test_cli_info_and_encode_on_every_kind(kind_export, tmp_path):
+    """info prints for a likelihood without graph ELBO; encode writes .npy + .json for the autoencoder."""
+    from conftest import run_cli
+
+    out = kind_export("continuous-bernoulli")[1]
+    r = run_cli("-m", "runtime", "info", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "ELBO parity not computed" in r.stdout and "variant     int8: " in r.stdout
+    ae_out = kind_export("ae")[1]
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray(runtime.to_uint8(runtime.load(ae_out).sample(1, seed=0))[0, 0]).save(image)
+    r = run_cli("-m", "runtime", "encode", str(ae_out), str(image), "--out", str(tmp_path / "codes"))
+    assert r.returncode == 0, r.stderr
+    assert f"wrote {tmp_path / 'codes'} (mu 1x{D})" in r.stdout  # the file is named exactly as --out says
+    assert np.load(tmp_path / "codes").shape == (1, D)
+    assert json.loads((tmp_path / "codes.json").read_text())["images"][0]["logvar"] is None
+
+
+def test_manifest_and_graph_paths_that_are_not_files(export_dir, tmp_path):
+    import shutil
+
+    d = shutil.copytree(export_dir, tmp_path / "e")
+    manifest = json.loads((d / S.MANIFEST).read_text())
+    (d / S.MANIFEST).write_text(json.dumps({**manifest, "variants": ["fp32"]}))
+    with pytest.raises(EdgeVAEError, match="expected an object with 'files' and 'variants' maps"):
+        runtime.load(d)
+    (d / S.MANIFEST).write_text(json.dumps(manifest))
+    (d / S.ENCODER_FILE).unlink()
+    (d / S.ENCODER_FILE).mkdir()
+    with pytest.raises(EdgeVAEError, match="encoder.onnx: cannot read it"):
+        runtime.load(d)

@@ -30,11 +30,12 @@ def test_public_names_are_pinned():
         assert getattr(runtime, name).__doc__, f"{name} needs a docstring"
 
 
-def test_import_runtime_loads_no_torch_or_onnx():
-    # A fresh interpreter: this pytest process has torch loaded already.
-    code = ("import sys, runtime; m = runtime.load(sys.argv[1]) if len(sys.argv) > 1 else None; "
+def test_import_runtime_loads_no_torch_or_onnx(export_dir):
+    # A fresh interpreter: this pytest process has torch loaded already. Loading and sampling too.
+    code = ("import sys, runtime; runtime.load(sys.argv[1]).sample(2, seed=0); "
             "print(' '.join(sorted({k.split('.')[0] for k in sys.modules} & {'torch', 'onnx', 'train', 'export'})))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code, str(export_dir)], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
     assert out.stdout.strip() == ""
 
 
@@ -200,6 +201,9 @@ def test_cold_start_is_fast_and_light(export_dir, tmp_path):
     (lambda m: m.sample(2, seed=0, eps=np.zeros((2, D))), "not both"),
     (lambda m: m.sample(2, eps=np.zeros((3, D))), r"eps must have shape \(2, 4\), got \(3, 4\)"),
     (lambda m: m.sample(2, seed=0, temperature=-1), "temperature must be"),
+    (lambda m: m.decode([[1.0, 2.0], [3.0]]), "z must be an array"),
+    (lambda m: m.traverse(0, steps=-1), r"steps must be an int in \[1, 10000\], got -1"),
+    (lambda m: m.traverse(0, steps=2.5), "steps must be an int"),
 ])
 def test_bad_input_raises_edgevae_error_with_expected_and_actual(model, call, message):
     with pytest.raises(EdgeVAEError, match=message):
