@@ -43,7 +43,7 @@ class EvalConfig:
     k: int = arg(5000, "importance samples per test image for the NLL (the IWAE paper's 5000)")
     checkpoint: str = arg("best", "which checkpoint: best (lowest validation -ELBO) or last", ("best", "last"))
     limit: int = arg(0, "score only the first N test images (0 = all)")
-    chunk: int = arg(4096, "decoder rows (samples x images) per forward pass: bounds memory")
+    chunk: int = arg(1024, "decoder rows (samples x images) per forward pass: bounds memory")
     threads: int = arg(0, "torch threads (0 = all cores)")
     data: str = arg("", "the data source, if not where the run's config says (same test set, moved)")
     out: str = arg("", "JSON file to write (default RUN_DIR/evaluation.json)")
@@ -130,7 +130,7 @@ def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
     return values.mean().item(), (values.std().item() / math.sqrt(n) if n > 1 else math.nan)
 
 
-def evaluate_model(model, x: torch.Tensor, y: torch.Tensor | None, k: int = 5000, chunk: int = 4096) -> dict:
+def evaluate_model(model, x: torch.Tensor, y: torch.Tensor | None, k: int = 5000, chunk: int = 1024) -> dict:
     """Every metric of this module for one model on (x, y); plain numbers and lists, ready for JSON."""
     if model.kind == "ae":
         code, _ = encode(model, x, y)

@@ -24,7 +24,7 @@ PRIOR_SAMPLES = 64  # images decoded from N(0, I) per run
 PRIOR_SEED = 0  # their z
 MANIFOLD_STEPS = 20  # grid side; quantiles evenly spaced in [0.05, 0.95] as runtime.Model.manifold
 INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 8, 10  # strips, and decoded points on each
-ELLIPSE_ALPHA = 0.12  # fill of the sigma regions: overlapping regions darken, isolated ones stay faint
+ELLIPSE_ALPHA = 0.15  # fill of the sigma regions: overlapping regions darken, isolated ones stay faint
 
 
 @dataclass
@@ -66,11 +66,11 @@ class Panel:
         return torch.arange(n) // 8 % self.model.num_classes
 
 
-def _figure(columns: int, rows: int = 1, height: float = PANEL_INCHES):
+def _figure(columns: int, rows: int = 1, height: float = PANEL_INCHES, width: float = PANEL_INCHES):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(PANEL_INCHES * columns, height * rows), dpi=DPI, layout="constrained")
+    figure = Figure(figsize=(width * columns, height * rows), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, columns, squeeze=False)
     return figure, axes
@@ -136,7 +136,8 @@ def prior_samples(panels: list[Panel], path) -> None:
     figure, axes = _figure(len(panels))
     for ax, p in zip(axes[0], panels):
         z = torch.randn(PRIOR_SAMPLES, p.mu.shape[1], generator=torch.Generator().manual_seed(PRIOR_SEED))
-        _show(ax, p.model.decode(z, p.labels(PRIOR_SAMPLES)), 8, f"{p.title}\ndecode(z), z ~ N(0, I), seed {PRIOR_SEED}")
+        _show(ax, p.model.decode(z, p.labels(PRIOR_SAMPLES)), 8,
+              f"{p.title}\ndecode(z), z ~ N(0, I), seed {PRIOR_SEED}")
     figure.savefig(path)
 
 
@@ -157,7 +158,8 @@ def manifold(panels: list[Panel], path) -> None:
 
 
 def interpolation(panels: list[Panel], path) -> None:
-    figure, axes = _figure(len(panels))
+    height = PANEL_INCHES * INTERPOLATION_PAIRS / (INTERPOLATION_STEPS + 2) + 0.6  # the strips' aspect + a title
+    figure, axes = _figure(len(panels), height=height)
     for ax, p in zip(axes[0], panels):
         a, b = _pairs(p.y, p.model.conditional)
         t = torch.linspace(0, 1, INTERPOLATION_STEPS).view(1, -1, 1)  # (1, S, 1)
@@ -183,13 +185,15 @@ def _pairs(y: torch.Tensor, same_class: bool) -> tuple[torch.Tensor, torch.Tenso
         if len(a) == INTERPOLATION_PAIRS:
             break
     if not a:  # no such pair (one class only): neighbours
-        a, b = list(range(0, len(labels) - 1, 2))[:INTERPOLATION_PAIRS], list(range(1, len(labels), 2))[:INTERPOLATION_PAIRS]
+        a = list(range(0, len(labels) - 1, 2))[:INTERPOLATION_PAIRS]
+        b = [i + 1 for i in a]
     return torch.tensor(a), torch.tensor(b)
 
 
 def kl_per_dim(panels: list[Panel], path, threshold: float) -> None:
     shown = [p for p in panels if p.variational]
-    figure, axes = _figure(len(shown), height=PANEL_INCHES * 0.6)
+    width = max(PANEL_INCHES, 0.16 * max(p.mu.shape[1] for p in shown))  # ~0.16 inch a bar
+    figure, axes = _figure(len(shown), height=PANEL_INCHES * 0.6, width=width)
     for ax, p in zip(axes[0], shown):
         order = torch.argsort(p.kl, descending=True)
         active = (p.activity[order] > threshold).numpy()
@@ -197,7 +201,7 @@ def kl_per_dim(panels: list[Panel], path, threshold: float) -> None:
         ax.set_xticks(np.arange(len(order)), [str(u) for u in order.tolist()], fontsize=7 if len(order) > 20 else 9,
                       rotation=90 if len(order) > 20 else 0)
         ax.set(xlabel="latent dimension (sorted by KL)", ylabel="nats per image")
-        ax.set_title(f"{p.title}\nKL(q(z_u|x) || N(0, 1)) per dimension: {int(active.sum())} of {len(order)} active "
-                     f"(blue: Cov_x(E_q[z_u|x]) > {threshold})", fontsize=10)
+        ax.set_title(f"{p.title}\nKL(q(z_u|x) || N(0, 1)) per dimension; {int(active.sum())} of {len(order)} "
+                     f"active\n(blue: Cov_x(E_q[z_u|x]) > {threshold}; grey: inactive)", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     figure.savefig(path)

@@ -95,7 +95,8 @@ def panel(run_dir: str, cfg: ReportConfig):
     model, ckpt, config = load_run(run_dir, cfg.checkpoint)
     x, y, classes = load_test_set(config, cfg.data, binarized=config.binarize)
     mu, logvar = encode(model, x, y if model.conditional else None)
-    title = f"{'VAE' if logvar is not None else 'autoencoder'}  ({Path(run_dir).name}, {config.arch}, D = {mu.shape[1]})"
+    kind = "VAE" if logvar is not None else "autoencoder"
+    title = f"{kind}  ({Path(run_dir).name}, {config.arch}, D = {mu.shape[1]})"
     return Panel(title, model, x, y, classes, mu, logvar, None if logvar is None else kl_per_dim(mu, logvar).float(),
                  activity(mu).float())
 
