@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 LAST, BEST = "checkpoint.pt", "best.pt"
+CHOICES = {"best": BEST, "last": LAST}  # what --checkpoint names, for evaluation and reports
 RESUMABLE = ("epochs", "device", "resume")  # config fields --resume may change; the rest must match
 
 
@@ -34,6 +35,31 @@ def load(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError) as e:
         raise ValueError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0]})") from None
+
+
+def load_run(run_dir: str | Path, which: str = "best"):
+    """(model in eval mode, checkpoint dict, TrainConfig) of a run directory, for evaluation and reports.
+
+    which: "best" (best.pt, lowest validation negative ELBO) or "last" (checkpoint.pt).
+    """
+    from .config import TrainConfig
+    from .model import build
+
+    if which not in CHOICES:
+        raise ValueError(f"--checkpoint must be one of {', '.join(CHOICES)}, got {which!r}")
+    path = Path(run_dir) / CHOICES[which]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint (is {run_dir} a run directory written by "
+                                f"`python -m train`?)")
+    ckpt = load(path)
+    try:
+        config = TrainConfig.from_dict(ckpt["config"])
+        model = build(config, tuple(ckpt["image_shape"]), num_classes=len(ckpt["classes"]))
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, RuntimeError, TypeError) as e:
+        raise ValueError(f"{path}: not an EdgeVAE checkpoint ({str(e).splitlines()[0]})") from None
+    ckpt["path"] = str(path)
+    return model.eval(), ckpt, config
 
 
 def check_resume(saved: dict, config) -> None:

@@ -133,3 +133,26 @@ def add_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig, suppr
 
 def from_args(args: argparse.Namespace, config_cls=TrainConfig):
     return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+
+
+def run_dir_main(argv: list[str] | None, prog: str, description: str, config_cls, action) -> int:
+    """main() of a stage that works on a run directory: RUN_DIR plus one flag per config_cls field.
+
+    Calls action(run_dir, config); a bad flag is argparse's error, a ValueError or OSError one line and exit 2.
+    """
+    import sys
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("run_dir", help="a run directory written by `python -m train`")
+    add_arguments(parser, config_cls)
+    args = parser.parse_args(argv)
+    try:
+        config = from_args(args, config_cls)
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        action(args.run_dir, config)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

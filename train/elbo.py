@@ -42,18 +42,23 @@ def negative_elbo(model, x: torch.Tensor, eps: torch.Tensor, beta: float = 1.0, 
 
 def iwae_log_weights(model, x: torch.Tensor, eps: torch.Tensor, y: torch.Tensor | None = None,
                      target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log_w, recon), each (k, N): log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x), eps (k, N, D).
+    """(log_w, recon), each (k, N): log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x), eps (k, N, D)."""
+    mu, logvar = model.encoder(x, y)  # (N, D), once for all k samples
+    return log_weights(model, mu, logvar, eps, x if target is None else target, y)
+
+
+def log_weights(model, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor, scored: torch.Tensor,
+                y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log_w, recon), each (k, N), for q(z|x) = N(mu, exp(logvar)) given, eps (k, N, D), scored x (N, C, H, W).
 
     With z - mu = sigma * eps: log q(z|x) = -0.5 * sum(eps^2 + logvar + log 2 pi) and
     log p(z) = -0.5 * sum(z^2 + log 2 pi); the log 2 pi terms cancel.
     """
     k, n, _ = eps.shape
-    mu, logvar = model.encoder(x, y)  # (N, D), once for all k samples
     z = model.reparameterize(mu, logvar, eps)  # (k, N, D)
     labels = y.repeat(k) if y is not None else None
     logits = model.decoder(z.flatten(0, 1), labels)  # (k * N, C, H, W)
-    scored = (x if target is None else target).repeat(k, 1, 1, 1)
-    recon = model.nll(logits, scored).view(k, n)
+    recon = model.nll(logits, scored.repeat(k, 1, 1, 1)).view(k, n)
     log_p_z = -0.5 * z.pow(2).sum(dim=2)
     log_q_z = -0.5 * (eps.pow(2) + logvar).sum(dim=2)
     return -recon + log_p_z - log_q_z, recon

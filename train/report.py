@@ -4,31 +4,43 @@
     recon/epoch_NNN.png     test images (odd rows) above their reconstructions decode(mu) (even rows)
     loss.png                train loss and validation/test negative ELBO per epoch; KL per epoch
     metrics.jsonl           one JSON object per epoch
+
+and, on demand, the report of train/figures.py (latent space, prior samples, manifold, interpolations, KL):
+
+    python -m train.report runs/mnist-vae --compare runs/mnist-ae     # PNGs in runs/mnist-vae/report/
 """
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .config import arg
 
 GRID_COLUMNS = 8  # images per grid row
 PLOT_SIZE = (9, 3.5)  # loss.png, inches
 PLOT_DPI = 100
 
 
+def make_grid(images: torch.Tensor, nrow: int = GRID_COLUMNS):
+    """(N, C, H, W) floats in [0, 1] -> uint8 pixels (rows, columns[, 3]), nrow images a row, 2 px black padding."""
+    n, c, h, w = images.shape
+    rows = math.ceil(n / nrow)
+    padded = torch.zeros(rows * nrow, c, h + 2, w + 2)
+    padded[:n, :, 1:-1, 1:-1] = images.detach().cpu().float().clamp(0, 1)
+    grid = padded.view(rows, nrow, c, h + 2, w + 2).permute(0, 3, 1, 4, 2).reshape(rows * (h + 2), nrow * (w + 2), c)
+    pixels = grid.mul(255).round().to(torch.uint8).numpy()
+    return pixels[:, :, 0] if c == 1 else pixels
+
+
 def save_grid(images: torch.Tensor, path: Path, nrow: int = GRID_COLUMNS) -> None:
     """(N, C, H, W) floats in [0, 1] -> one PNG, nrow images a row, 2 px black padding."""
     from PIL import Image
 
-    n, c, h, w = images.shape
-    rows = math.ceil(n / nrow)
-    padded = torch.zeros(rows * nrow, c, h + 2, w + 2)
-    padded[:n, :, 1:-1, 1:-1] = images.detach().cpu().clamp(0, 1)
-    grid = padded.view(rows, nrow, c, h + 2, w + 2).permute(0, 3, 1, 4, 2).reshape(rows * (h + 2), nrow * (w + 2), c)
-    pixels = grid.mul(255).round().to(torch.uint8).numpy()
-    Image.fromarray(pixels[:, :, 0] if c == 1 else pixels).save(path)
+    Image.fromarray(make_grid(images, nrow)).save(path)
 
 
 def interleave_rows(originals: torch.Tensor, reconstructions: torch.Tensor, nrow: int = GRID_COLUMNS) -> torch.Tensor:
@@ -63,3 +75,60 @@ def loss_curve(history: list[dict], path: Path) -> None:
     for ax in (loss_ax, kl_ax):
         ax.grid(alpha=0.3)
     figure.savefig(path)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    compare: str = arg("", "a second run directory drawn beside the first (e.g. the AE for a VAE)")
+    out: str = arg("", "directory for the PNGs (default RUN_DIR/report)")
+    checkpoint: str = arg("best", "which checkpoint of each run: best or last", ("best", "last"))
+    points: int = arg(1000, "test images drawn in the latent-space plot")
+    data: str = arg("", "the data source, if not where the runs' configs say")
+
+
+def panel(run_dir: str, cfg: ReportConfig):
+    """Load a run and encode its test set (as it was trained: binarized only with --binarize)."""
+    from .checkpoint import load_run
+    from .evaluate import activity, encode, kl_per_dim, load_test_set
+    from .figures import Panel
+
+    model, ckpt, config = load_run(run_dir, cfg.checkpoint)
+    x, y, classes = load_test_set(config, cfg.data, binarized=config.binarize)
+    mu, logvar = encode(model, x, y if model.conditional else None)
+    kind = "VAE" if logvar is not None else "autoencoder"
+    title = f"{kind}  ({Path(run_dir).name}, {config.arch}, D = {mu.shape[1]})"
+    return Panel(title, model, x, y, classes, mu, logvar, None if logvar is None else kl_per_dim(mu, logvar).float(),
+                 activity(mu).float())
+
+
+def write_report(run_dir: str, cfg: ReportConfig, log=print) -> list[Path]:
+    """Every figure of train/figures.py for RUN_DIR (and --compare), the autoencoder on the left."""
+    from . import figures
+    from .evaluate import ACTIVE_THRESHOLD
+
+    with torch.inference_mode():
+        panels = sorted((panel(r, cfg) for r in (run_dir, cfg.compare) if r), key=lambda p: p.variational)
+        out = Path(cfg.out or Path(run_dir) / "report")
+        out.mkdir(parents=True, exist_ok=True)
+        written = [out / name for name in ("latent.png", "prior_samples.png", "manifold.png", "interpolation.png")]
+        figures.latent_space(panels, written[0], cfg.points)
+        figures.prior_samples(panels, written[1])
+        figures.manifold(panels, written[2])
+        figures.interpolation(panels, written[3])
+        if any(p.variational for p in panels):
+            written.append(out / "kl_per_dim.png")
+            figures.kl_per_dim(panels, written[-1], ACTIVE_THRESHOLD)
+    log("wrote " + ", ".join(map(str, written)))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import run_dir_main
+
+    return run_dir_main(argv, "python -m train.report", "Draw a run's latent space, prior samples, manifold, "
+                        "interpolations and KL per dimension as PNGs (beside a second run with --compare).",
+                        ReportConfig, write_report)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

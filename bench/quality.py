@@ -1,0 +1,184 @@
+"""Quality: the recipe's test NLL (importance-weighted, k = 5000) beside the IWAE paper's Table 1.
+
+    python bench/quality.py                                   # MNIST at ../shared/data/mnist, then Fashion-MNIST
+    python bench/quality.py --data DIR --fashion-data ""      # any IDX directory; "" skips a dataset
+    python bench/quality.py --parallel                        # both datasets at once, one core each
+    python bench/quality.py --reuse                           # keep rows measured before (same recipe, data, k)
+
+Protocol, per dataset: train RECIPE (below; the same flags work with `python -m train`) on all 60,000
+training images (no validation hold-out, as in the paper), then `python -m train.evaluate RUN --k 5000
+--checkpoint last`: the importance-weighted NLL with 5000 samples on all 10,000 test images, binarized
+once with the seed train/evaluate.py documents (the paper evaluates on dynamically binarized MNIST).
+Each dataset runs in a child process (its log in WORK/NAME/log.txt); its row is saved in
+WORK/NAME/quality.json, and the table in bench/RESULTS.md is built from the rows of this invocation.
+Training minutes are the wall clock of the training call (per-epoch test -ELBO and grids included).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+REPO = C.ROOT  # the repository the children import train/ from
+sys.path.insert(0, str(REPO))
+
+# The recipe: a one-stochastic-layer MLP VAE trained on the IWAE bound with dynamic binarization.
+RECIPE = dict(model="vae", arch="mlp", hidden=(400, 400), latent_dim=50, likelihood="bernoulli", binarize=True,
+              iwae_k=5, batch_size=64, lr=1e-3, schedule="cosine", val_fraction=0.0, seed=0)
+EPOCHS = 100  # sized to ~30 minutes of training on the 2-core machine in RESULTS.md
+FASHION_EPOCHS = 100  # the same protocol on Fashion-MNIST
+PUBLISHED = (  # Burda, Grosse & Salakhutdinov (2015), Table 1: dynamically binarized MNIST, NLL with k = 5000
+    ("VAE, 1 stochastic layer (k = 1)", 86.76),
+    ("VAE, 2 stochastic layers (k = 1)", 85.33),
+    ("IWAE, 1 stochastic layer, k = 50", 84.78),
+    ("IWAE, 2 stochastic layers, k = 50", 82.90),
+)
+PUBLISHED_EPOCHS = 3280
+
+
+def recipe_flags(recipe: dict = RECIPE) -> str:
+    """The recipe as `python -m train` flags."""
+    from train.config import TrainConfig
+
+    defaults, parts = TrainConfig(), []
+    for key, value in recipe.items():
+        if value == getattr(defaults, key) and key not in ("model", "arch", "latent_dim", "batch_size", "lr"):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            parts.append(f"{flag} {','.join(map(str, value)) if isinstance(value, tuple) else value}")
+    return " ".join(parts)
+
+
+def child(name: str, data: str, epochs: int, work: Path, k: int, test_limit: int, threads: int) -> dict:
+    """Train and evaluate one dataset in this process; returns (and saves) its row."""
+    import torch
+
+    from train.config import TrainConfig
+    from train.evaluate import EvalConfig, evaluate_run
+    from train.loop import train
+
+    torch.set_num_threads(threads)
+    out = work / name
+    config = TrainConfig(**RECIPE, data=data, epochs=epochs, out=str(out))
+    start = time.perf_counter()
+    train(config)
+    train_minutes = (time.perf_counter() - start) / 60
+    start = time.perf_counter()
+    result = evaluate_run(out, EvalConfig(k=k, checkpoint="last", limit=test_limit, threads=threads))
+    row = {"name": name, "data": data, "epochs": epochs, "recipe": recipe_flags(), "test_limit": test_limit,
+           "threads": threads, "train_minutes": train_minutes,
+           "eval_minutes": (time.perf_counter() - start) / 60,
+           "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           **{key: result[key] for key in ("nll", "nll_stderr", "neg_elbo", "kl", "active_units", "latent_dim",
+                                           "test_images", "test_data", "k")}}
+    (out / "quality.json").write_text(json.dumps(row, indent=2) + "\n")
+    return row
+
+
+def run_children(jobs: list[tuple[str, str, int]], args, threads: int) -> list[dict]:
+    """Start one child process per job (all at once with --parallel), wait, return their rows in job order."""
+    work = Path(args.work)
+    started, reused = [], {}
+    for name, data, epochs in jobs:
+        (work / name).mkdir(parents=True, exist_ok=True)
+        if args.reuse and (row := _saved(work / name / "quality.json", data, epochs, args)):
+            print(f"{name}: reusing {work / name / 'quality.json'} (same recipe, data, epochs, k)", flush=True)
+            reused[name] = row
+            continue
+        command = [sys.executable, __file__, "--child", name, "--data", data, "--epochs", str(epochs),
+                   "--work", str(work), "--k", str(args.k), "--test-limit", str(args.test_limit),
+                   "--threads", str(threads)]
+        print(f"{name}: training {epochs} epochs on {data} ({threads} thread(s)); log {work / name / 'log.txt'}",
+              flush=True)
+        with (work / name / "log.txt").open("w") as log:  # the child writes through its own copy of the file
+            started.append((name, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                                   env={**os.environ, "PYTHONPATH": str(REPO)})))
+        if not args.parallel:
+            started[-1][1].wait()
+    for name, process in started:
+        if process.wait() != 0:
+            raise RuntimeError(f"{name} failed; see {work / name / 'log.txt'}")
+    rows = [reused.get(name) or json.loads((work / name / "quality.json").read_text()) for name, _, _ in jobs]
+    for row in rows:
+        print(f"{row['name']}: test NLL {row['nll']:.2f} ± {row['nll_stderr']:.2f} nats", flush=True)
+    return rows
+
+
+def _saved(path: Path, data: str, epochs: int, args) -> dict | None:
+    """The row an earlier run of this script saved, if it measured exactly what this one would."""
+    if not path.is_file():
+        return None
+    row = json.loads(path.read_text())
+    same = (row.get("data"), row.get("epochs"), row.get("recipe"), row.get("k"), row.get("test_limit"))
+    return row if same == (data, epochs, recipe_flags(), args.k, args.test_limit) else None
+
+
+def section(rows: list[dict], args) -> str:
+    """The Markdown table and notes for RESULTS.md."""
+    header = ["model", "data", f"test NLL, k = {args.k} (nats)", "test -ELBO", "active units", "epochs",
+              "training minutes", "evaluation minutes"]
+    table = [[f"this recipe ({r['threads']} thread(s))", r["name"], f"**{r['nll']:.2f}** ± {r['nll_stderr']:.2f}",
+              f"{r['neg_elbo']:.2f}", f"{r['active_units']} of {r['latent_dim']}", r["epochs"],
+              f"{r['train_minutes']:.1f}", f"{r['eval_minutes']:.1f}"] for r in rows]
+    table += [[f"Burda et al. (2015) Table 1: {what}", "MNIST", f"{nll:.2f}", "", "", PUBLISHED_EPOCHS, "", ""]
+              for what, nll in PUBLISHED]
+    test = rows[0]
+    notes = [
+        f"Recipe: `python -m train --data DIR {recipe_flags()} --epochs E --out RUN`, then "
+        f"`python -m train.evaluate RUN --k {args.k} --checkpoint last`.",
+        f"Test set: {test['test_images']:,} images, {test['test_data']} (train/evaluate.py's BINARIZATION_SEED); "
+        "± is the standard error across test images. The published numbers are for dynamically binarized "
+        "MNIST; there are none for Fashion-MNIST.",
+        "Datasets trained " + ("at the same time, one per core" if args.parallel else "one after the other") + "."
+        + (" With --reuse, a row measured by an earlier run of this script with the same recipe, data, epochs "
+           "and k is kept: " + ", ".join(f"{r['name']} measured {r['measured']}" for r in rows) if args.reuse else ""),
+    ]
+    return C.table(header, table) + "\n\n" + "\n".join(f"- {n}" for n in notes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(C.ROOT.parent / "shared" / "data" / "mnist"), help="MNIST IDX directory")
+    parser.add_argument("--fashion-data", default=str(C.ROOT.parent / "shared" / "data" / "fashion-mnist"),
+                        help="Fashion-MNIST IDX directory ('' skips it)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="MNIST training epochs")
+    parser.add_argument("--fashion-epochs", type=int, default=FASHION_EPOCHS, help="Fashion-MNIST training epochs")
+    parser.add_argument("--k", type=int, default=5000, help="importance samples per test image")
+    parser.add_argument("--test-limit", type=int, default=0, help="evaluate the first N test images (0 = all)")
+    parser.add_argument("--work", default=str(C.ROOT / "runs" / "quality"), help="run directories go here")
+    parser.add_argument("--parallel", action="store_true", help="train the datasets at once, one core each")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per child (0 = cores, or cores / "
+                                                               "datasets with --parallel)")
+    parser.add_argument("--reuse", action="store_true", help="keep a dataset's row from an earlier run of this "
+                                                             "script when recipe, data, epochs and k are the same")
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child, args.data, args.epochs, Path(args.work), args.k, args.test_limit, args.threads)
+        return 0
+    jobs = [(name, path, epochs) for name, path, epochs in (("MNIST", args.data, args.epochs),
+                                                           ("Fashion-MNIST", args.fashion_data, args.fashion_epochs))
+            if path]
+    cores = os.cpu_count() or 1
+    threads = args.threads or (max(1, cores // len(jobs)) if args.parallel else cores)
+    print(f"recipe: {recipe_flags()}")
+    rows = run_children(jobs, args, threads)
+    body = section(rows, args)
+    print("\n" + body)
+    C.write_section("quality", "Quality: test NLL against the IWAE paper (Burda et al. 2015, Table 1)", body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
