@@ -58,12 +58,14 @@ def test_evaluate_every_kind(runs, name, tmp_path, capsys):
         assert result["nll"] < result["neg_elbo"]  # as above
         binary = KINDS[name].get("likelihood", "bernoulli") == "bernoulli"
         assert result["test_data"] == ("binarized once, seed 2015" if binary else "as given")
+    assert ("conditional" in result) == KINDS[name].get("conditional", False)  # says it scores -log p(x|y)
 
 
-def test_evaluate_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
-    assert evaluate_main([str(tmp_path), "--k", "4"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "best.pt" in err[0]
+def test_evaluate_and_report_refuse_a_directory_that_is_not_a_run(tmp_path, capsys):
+    for main in (evaluate_main, report_main):
+        assert main([str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and "best.pt" in err[0]
 
 
 def _pngs(directory):

@@ -36,6 +36,7 @@ BINARIZATION_SEED = 2015  # the test set's one fixed binarization (the IWAE pape
 NOISE_SEED = 5_000  # eps of test image i: torch.Generator seeded NOISE_SEED + i
 ACTIVE_THRESHOLD = 0.01  # Burda et al.: a unit is active when Cov_x(E_q[z_u|x]) exceeds this
 ENCODE_BATCH = 1024  # images per encoder pass
+TABLE_DIMS = 10  # latent dimensions per row of the printed KL / activity table
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,8 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig, log=print) -> dict:
               "latent_dim": config.latent_dim, "test_images": len(x),
               "test_data": f"binarized once, seed {BINARIZATION_SEED}" if bits else "as given",
               "noise_seed": NOISE_SEED, **result, "seconds": round(time.perf_counter() - start, 1)}
+    if model.conditional:
+        result["conditional"] = "the likelihoods are given the test labels: -log p(x|y), not -log p(x)"
     out = Path(cfg.out or Path(run_dir) / "evaluation.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     log(format_table(result))
@@ -193,10 +196,11 @@ def format_table(r: dict) -> str:
                                   f"{r['active_threshold']})")]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
-    if r["model"] != "ae":
-        lines.append("dim   " + " ".join(f"{u:>6d}" for u in range(r["latent_dim"])))
-        lines.append("KL    " + " ".join(f"{v:6.2f}" for v in r["kl_per_dim"]))
-        lines.append("Cov   " + " ".join(f"{v:6.2f}" for v in r["activity"]))
+    for start in range(0, r["latent_dim"] if r["model"] != "ae" else 0, TABLE_DIMS):
+        dims = range(start, min(start + TABLE_DIMS, r["latent_dim"]))
+        lines.append("dim   " + " ".join(f"{u:>6d}" for u in dims))
+        lines.append("KL    " + " ".join(f"{r['kl_per_dim'][u]:6.2f}" for u in dims))
+        lines.append("Cov   " + " ".join(f"{r['activity'][u]:6.2f}" for u in dims))
     return "\n".join(lines)
 
 

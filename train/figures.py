@@ -150,10 +150,10 @@ def manifold(panels: list[Panel], path) -> None:
         z = torch.zeros(MANIFOLD_STEPS ** 2, p.mu.shape[1])
         z[:, a], z[:, b] = z1.flatten(), z2.flatten()
         labels = None if not p.model.conditional else torch.zeros(len(z), dtype=torch.int64)
-        note = "" if p.mu.shape[1] <= 2 else ", the other dimensions 0"
-        cls = f", class {p.classes[0]}" if labels is not None else ""
+        notes = ([] if p.mu.shape[1] <= 2 else ["the other dimensions 0"]) + \
+            ([f"class {p.classes[0]}"] if labels is not None else [])
         _show(ax, p.model.decode(z, labels), MANIFOLD_STEPS,
-              f"{p.title}\nnormal quantiles 0.05..0.95 on {p.dims_note()}{note}{cls}")
+              f"{p.title}\nnormal quantiles 0.05..0.95 on {p.dims_note()}" + ("\n" + ", ".join(notes) if notes else ""))
     figure.savefig(path)
 
 

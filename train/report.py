@@ -85,6 +85,10 @@ class ReportConfig:
     points: int = arg(1000, "test images drawn in the latent-space plot")
     data: str = arg("", "the data source, if not where the runs' configs say")
 
+    def __post_init__(self):
+        if self.points < 1:
+            raise ValueError(f"--points must be >= 1, got {self.points}")
+
 
 def panel(run_dir: str, cfg: ReportConfig):
     """Load a run and encode its test set (as it was trained: binarized only with --binarize)."""
