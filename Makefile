@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-TORCH_VERSION ?= 2.13.0
+# The one torch pin: the lower bound of the train extra in pyproject.toml (the tested CPU build).
+TORCH_VERSION ?= $(shell sed -n 's/^ *"torch>=\([0-9.]*\),.*/\1/p' pyproject.toml)
 # Where the CPU torch wheel comes from. Empty: pip's configured index. Elsewhere, for example:
 #   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
@@ -20,9 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(PY) -m train --data shapes --latent-dim 8 --epochs 30 --out runs/shapes
-	$(PY) -m export runs/shapes --out exports/shapes --force
-	$(PY) -m runtime sample exports/shapes --n 64 --seed 0 --scale 4 --out samples.png
+	$(PY) -m edgevae train --data shapes --latent-dim 8 --epochs 30 --out runs/shapes
+	$(PY) -m edgevae export runs/shapes --out exports/shapes --force
+	$(PY) -m edgevae sample exports/shapes --n 64 --seed 0 --scale 4 --out samples.png
 
 test: install
 	$(PY) -m pytest

@@ -65,7 +65,7 @@ def median_time(fn, min_repeats: int = 20, min_seconds: float = 1.0, warmup: int
 def run_child(args: list[str], env: dict | None = None) -> dict:
     """Run `python bench/<script> --child ...` in a fresh process; it prints one JSON object last."""
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                            env={**os.environ, **(env or {})})
     if result.returncode != 0:
         raise RuntimeError(f"child {' '.join(args)} failed:\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -76,17 +76,23 @@ def prepare_export(workdir: Path, arch: str, data: str = "shapes", epochs: int =
     """Train a small real model with the project's CLI and export it with int8 and fp16 variants."""
     run, exp = workdir / f"run-{arch}", workdir / f"export-{arch}"
     if not (run / "checkpoint.pt").exists():
-        subprocess.run([sys.executable, "-m", "train", "--data", data, "--arch", arch, "--epochs", str(epochs),
+        subprocess.run([sys.executable, "-m", "edgevae", "train", "--data", data, "--arch", arch, "--epochs", str(epochs),
                         "--latent-dim", str(latent_dim), "--num-train", "4000", "--out", str(run), *extra],
                        cwd=ROOT, check=True, capture_output=True)
     if not (exp / "manifest.json").exists():
-        subprocess.run([sys.executable, "-m", "export", str(run), "--out", str(exp), "--int8", "--fp16", "--force"],
+        subprocess.run([sys.executable, "-m", "edgevae", "export", str(run), "--out", str(exp), "--int8", "--fp16", "--force"],
                        cwd=ROOT, check=True, capture_output=True)
     return run, exp
 
 
-def write_section(name: str, title: str, body: str) -> None:
-    """Replace (or append) this script's section of bench/RESULTS.md."""
+def add_results_flag(parser) -> None:
+    """--results: the Markdown file a bench writes its section to (default bench/RESULTS.md)."""
+    parser.add_argument("--results", type=Path, default=RESULTS, help="file to write this bench's section to "
+                        "(default bench/RESULTS.md)")
+
+
+def write_section(name: str, title: str, body: str, results: Path = RESULTS) -> None:
+    """Replace (or append) this script's section of `results` (bench/RESULTS.md)."""
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = f"{_LOAD_AT_START:.2f} at start, {os.getloadavg()[0]:.2f} at the end"
@@ -94,13 +100,13 @@ def write_section(name: str, title: str, body: str) -> None:
                f"Machine: {machine()}  \nVersions: {versions()}  \n"
                f"Load average (1 min): {load} (other work on the machine slows both sides of a comparison)\n\n"
                f"{body.strip()}\n<!-- end {name} -->")
-    text = RESULTS.read_text() if RESULTS.exists() else (
+    text = results.read_text() if results.exists() else (
         "# EdgeVAE benchmarks\n\nEvery figure below was written by the bench script named in its section; "
         "rerun it to refresh that section.\n")
     pattern = re.compile(rf"<!-- begin {re.escape(name)} -->.*?<!-- end {re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
-    print(f"wrote {RESULTS.relative_to(ROOT)} (section '{name}')")
+    results.write_text(text)
+    print(f"wrote {os.path.relpath(results, ROOT)} (section '{name}')")
 
 
 def table(header: list[str], rows: list[list]) -> str:

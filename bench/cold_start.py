@@ -15,19 +15,18 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 _PEAK = "print(__import__('re').search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1])"
 RUNTIME = """
-import sys, runtime
-runtime.save_grid(runtime.load(sys.argv[1]).sample(64, seed=0), sys.argv[2])
+import sys, edgevae
+edgevae.save_grid(edgevae.load(sys.argv[1]).sample(64, seed=0), sys.argv[2])
 """ + _PEAK
 TORCH = """
 import sys, torch
 from PIL import Image
-from train.config import TrainConfig
-from train.model import build
+from edgevae.train.config import TrainConfig
+from edgevae.train.model import build
 ckpt = torch.load(sys.argv[1] + "/checkpoint.pt", map_location="cpu", weights_only=True)
 vae = build(TrainConfig.from_dict(ckpt["config"]), tuple(ckpt["image_shape"]))
 vae.load_state_dict(ckpt["model"])
@@ -43,7 +42,7 @@ Image.fromarray(grid[:, :, 0].numpy() if c == 1 else grid.numpy()).save(sys.argv
 def measure(code: str, args: list[str]) -> tuple[float, int]:
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", code, *args], cwd=C.ROOT, capture_output=True, text=True,
-                            env={"PYTHONPATH": str(C.ROOT), "PATH": "/usr/bin:/bin"})
+                            env={"PATH": "/usr/bin:/bin"})
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(result.stderr)

@@ -14,23 +14,22 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 
 def child_runtime(export_dir: str, batches: list[int], threads: int) -> dict:
     import onnxruntime as ort
 
-    import runtime
+    import edgevae
 
-    model = runtime.load(export_dir, threads=threads)
+    model = edgevae.load(export_dir, threads=threads)
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the runtime does
     raw = ort.InferenceSession(str(Path(export_dir) / "decoder.onnx"), options, providers=["CPUExecutionProvider"])
     out = {}
     for n in batches:
-        eps = runtime.standard_normal(n, (n, model.latent_dim))
+        eps = edgevae.standard_normal(n, (n, model.latent_dim))
         out[n] = {"sample_eps": C.median_time(lambda: model.sample(n, eps=eps)),
                   "sample_seed": C.median_time(lambda: model.sample(n, seed=n)),
                   "raw": C.median_time(lambda: raw.run(None, {"z": eps}))}
@@ -41,8 +40,8 @@ def child_torch(run_dir: str, batches: list[int], threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from export.build import load_run
-    import runtime
+    from edgevae.export.build import load_run
+    import edgevae
 
     vae, _ = load_run(Path(run_dir))
     flops = _decoder_flops(vae)
@@ -50,7 +49,7 @@ def child_torch(run_dir: str, batches: list[int], threads: int) -> dict:
     out = {}
     with torch.inference_mode():
         for n in batches:
-            eps = torch.from_numpy(runtime.standard_normal(n, (n, vae.latent_dim)))
+            eps = torch.from_numpy(edgevae.standard_normal(n, (n, vae.latent_dim)))
             out[n] = {"eager": C.median_time(lambda: vae.decode(eps))}
     return {"times": out, "flops": flops, "weight_bytes": weight_bytes}
 

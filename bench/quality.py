@@ -5,8 +5,8 @@
     python bench/quality.py --parallel                        # both datasets at once, one core each
     python bench/quality.py --reuse                           # keep rows measured before (same recipe, data, k)
 
-Protocol, per dataset: train RECIPE (below; the same flags work with `python -m train`) on all 60,000
-training images (no validation hold-out, as in the paper), then `python -m train.evaluate RUN --k 5000
+Protocol, per dataset: train RECIPE (below; the same flags work with `edgevae train`) on all 60,000
+training images (no validation hold-out, as in the paper), then `edgevae evaluate RUN --k 5000
 --checkpoint last`: the importance-weighted NLL with 5000 samples on all 10,000 test images, binarized
 once with the seed train/evaluate.py documents (the paper evaluates on dynamically binarized MNIST).
 Each dataset runs in a child process (its log in WORK/NAME/log.txt); its row is saved in
@@ -24,11 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-REPO = C.ROOT  # the repository the children import train/ from
-sys.path.insert(0, str(REPO))
 
 # The recipe: a one-stochastic-layer MLP VAE trained on the IWAE bound with dynamic binarization.
 RECIPE = dict(model="vae", arch="mlp", hidden=(400, 400), latent_dim=50, likelihood="bernoulli", binarize=True,
@@ -45,8 +42,8 @@ PUBLISHED_EPOCHS = 3280
 
 
 def recipe_flags(recipe: dict = RECIPE) -> str:
-    """The recipe as `python -m train` flags."""
-    from train.config import TrainConfig
+    """The recipe as `edgevae train` flags."""
+    from edgevae.train.config import TrainConfig
 
     defaults, parts = TrainConfig(), []
     for key, value in recipe.items():
@@ -64,9 +61,9 @@ def child(name: str, data: str, epochs: int, work: Path, k: int, test_limit: int
     """Train and evaluate one dataset in this process; returns (and saves) its row."""
     import torch
 
-    from train.config import TrainConfig
-    from train.evaluate import EvalConfig, evaluate_run
-    from train.loop import train
+    from edgevae.train.config import TrainConfig
+    from edgevae.train.evaluate import EvalConfig, evaluate_run
+    from edgevae.train.loop import train
 
     torch.set_num_threads(threads)
     out = work / name
@@ -102,8 +99,7 @@ def run_children(jobs: list[tuple[str, str, int]], args, threads: int) -> list[d
         print(f"{name}: training {epochs} epochs on {data} ({threads} thread(s)); log {work / name / 'log.txt'}",
               flush=True)
         with (work / name / "log.txt").open("w") as log:  # the child writes through its own copy of the file
-            started.append((name, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                                   env={**os.environ, "PYTHONPATH": str(REPO)})))
+            started.append((name, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=C.ROOT)))
         if not args.parallel:
             started[-1][1].wait()
     for name, process in started:
@@ -135,8 +131,8 @@ def section(rows: list[dict], args) -> str:
               for what, nll in PUBLISHED]
     test = rows[0]
     notes = [
-        f"Recipe: `python -m train --data DIR {recipe_flags()} --epochs E --out RUN`, then "
-        f"`python -m train.evaluate RUN --k {args.k} --checkpoint last`.",
+        f"Recipe: `edgevae train --data DIR {recipe_flags()} --epochs E --out RUN`, then "
+        f"`edgevae evaluate RUN --k {args.k} --checkpoint last`.",
         f"Test set: {test['test_images']:,} images, {test['test_data']} (train/evaluate.py's BINARIZATION_SEED); "
         "± is the standard error across test images. The published numbers are for dynamically binarized "
         "MNIST; there are none for Fashion-MNIST.",
@@ -162,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                "datasets with --parallel)")
     parser.add_argument("--reuse", action="store_true", help="keep a dataset's row from an earlier run of this "
                                                              "script when recipe, data, epochs and k are the same")
+    C.add_results_flag(parser)
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -176,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_children(jobs, args, threads)
     body = section(rows, args)
     print("\n" + body)
-    C.write_section("quality", "Quality: test NLL against the IWAE paper (Burda et al. 2015, Table 1)", body)
+    C.write_section("quality", "Quality: test NLL against the IWAE paper (Burda et al. 2015, Table 1)", body, args.results)
     return 0
 
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 BAD_INPUT = "bad or error or refuse or tamper or missing or corrupt or wrong or truncat or unwritable or future " \

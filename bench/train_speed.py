@@ -21,31 +21,23 @@ Every number in the table and in bench/RESULTS.md's section comes from this run.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _common as C
 import numpy as np
-import PIL
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from train.config import TrainConfig  # noqa: E402
-from train.idx import idx_directory  # noqa: E402
-from train.loop import train  # noqa: E402
+from edgevae.train.config import TrainConfig
+from edgevae.train.idx import idx_directory
+from edgevae.train.loop import train
 
 BATCH, HIDDEN, LATENT, LR = 128, 400, 20, 1e-3  # the pytorch/examples VAE and its defaults
-SECTION_BEGIN, SECTION_END = "<!-- train_speed:begin -->", "<!-- train_speed:end -->"
 
 
 class ExampleVAE(nn.Module):
@@ -134,40 +126,13 @@ def ours(data_dir: str, work: Path, i: int) -> tuple[float, float]:
     return row["train_images_per_second"], row["test_neg_elbo"]
 
 
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "logical cores": os.cpu_count(), "torch threads": torch.get_num_threads(),
-            "os": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "pillow": PIL.__version__}
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (between its markers), leaving other sections alone."""
-    block = f"{SECTION_BEGIN}\n{text.rstrip()}\n{SECTION_END}\n"
-    current = path.read_text() if path.exists() else "# Benchmark results\n\nWritten by the scripts in bench/.\n\n"
-    if SECTION_BEGIN in current and SECTION_END in current:
-        head, rest = current.split(SECTION_BEGIN, 1)
-        current = head + block + rest.split(SECTION_END, 1)[1].lstrip("\n")
-    else:
-        current = current.rstrip("\n") + "\n\n" + block
-    path.write_text(current)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist"), help="MNIST IDX directory")
+    parser.add_argument("--data", default=str(C.ROOT.parent / "shared" / "data" / "mnist"), help="MNIST IDX directory")
     parser.add_argument("--repeats", type=int, default=3, help="epochs timed per trainer (median reported)")
-    parser.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"), help="file to write the section to")
+    C.add_results_flag(parser)
     args = parser.parse_args(argv)
     data = idx_directory(args.data)
-    load_before = os.getloadavg()[0]
     results = {"pytorch/examples recipe (DataLoader, per-item PIL + ToTensor)": [],
                "ours: train.loop.train (in-memory uint8, batched by index)": [],
                "recipe step on in-memory batches (attribution)": []}
@@ -192,21 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     change = losses[names[1]] / losses[names[0]] - 1
     verdict = (f"Test loss after one epoch: ours {losses[names[1]]:.2f} vs the recipe's {losses[names[0]]:.2f} "
                f"nats per image ({change:+.1%}; goal: within ±1%).")
-    info = machine()
-    command = "python " + " ".join([os.path.relpath(__file__, ROOT), *(argv if argv is not None else sys.argv[1:])])
     text = "\n".join([
-        "## Training speed: in-memory trainer vs the pytorch/examples DataLoader recipe", "",
         f"784-400-20 MLP VAE, batch {BATCH}, Adam lr {LR}, one epoch over {len(data.train_x):,} MNIST images per run, "
-        f"runs alternated, median of {args.repeats}.", "", *table, "", verdict, "",
-        f"Command: `{command}` (from the repository root), "
-        f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}.",
-        f"Machine: {', '.join(f'{k} {v}' for k, v in info.items())}.",
-        f"Load average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f} "
-        "(the cores are shared; both trainers ran under the same load).",
-    ])
+        f"runs alternated, median of {args.repeats}; torch threads {torch.get_num_threads()}.", "", *table, "", verdict])
     print("\n" + "\n".join(table) + "\n" + verdict)
-    write_section(Path(args.results), text)
-    print(f"wrote {args.results}")
+    C.write_section("train_speed", "Training speed: in-memory trainer vs the pytorch/examples DataLoader recipe",
+                    text, args.results)
     return 0
 
 

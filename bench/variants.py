@@ -2,7 +2,7 @@
 
     python bench/variants.py [--archs mlp,conv] [--threads 1]
 
-Speed is runtime.sample(n, eps=...) at batch 1 and 1024, medians, all variants in one process with
+Speed is edgevae.sample(n, eps=...) at batch 1 and 1024, medians, all variants in one process with
 the same thread count. Quality is what export measured against fp32 (PSNR of x_hat on 256 fixed
 latents; change of the test negative ELBO through the graphs), read back from each variant's spec.
 """
@@ -13,22 +13,21 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 
 def child(export_dir: str, threads: int) -> dict:
-    import runtime
+    import edgevae
 
     out = {}
     for variant in ("fp32", "int8", "fp16"):
         try:
-            model = runtime.load(export_dir, threads=threads, variant=variant)
-        except runtime.EdgeVAEError:
+            model = edgevae.load(export_dir, threads=threads, variant=variant)
+        except edgevae.EdgeVAEError:
             continue  # not written: outside its gate
         times = {}
         for n in (1, 1024):
-            eps = runtime.standard_normal(n, (n, model.latent_dim))
+            eps = edgevae.standard_normal(n, (n, model.latent_dim))
             times[n] = C.median_time(lambda: model.sample(n, eps=eps))
         files = model.manifest["variants"][variant]
         out[variant] = {"times": times, "bytes": sum(model.manifest["files"][files[r]]["bytes"] for r in ("encoder", "decoder")),

@@ -1,4 +1,4 @@
 """EdgeVAE export: a run directory -> encoder.onnx + decoder.onnx + manifest.json, verified.
 
-    python -m export runs/shapes --out exports/shapes
+    edgevae export runs/shapes --out exports/shapes
 """

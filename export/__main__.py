@@ -1,6 +1,6 @@
-"""`python -m export RUN_DIR --out EXPORT_DIR [--force] [--int8] [--fp16]` (console script: edgevae-export).
+"""`edgevae export RUN_DIR --out EXPORT_DIR [--force] [--int8] [--fp16]`.
 
-`python -m export verify RUN_DIR EXPORT_DIR` checks an existing export against its checkpoint and
+`edgevae verify RUN_DIR EXPORT_DIR` checks an existing export against its checkpoint and
 prints a table of the measured differences; it exits 1 when a bound is broken.
 """
 from __future__ import annotations
@@ -10,10 +10,10 @@ import sys
 
 
 def _export(argv) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export",
+    parser = argparse.ArgumentParser(prog="edgevae export",
                                      description="Export a trained run to two verified ONNX graphs. "
-                                                 "(`python -m export verify RUN_DIR EXPORT_DIR` checks an export.)")
-    parser.add_argument("run_dir", help="run directory written by `python -m train`")
+                                                 "(`edgevae verify RUN_DIR EXPORT_DIR` checks an export.)")
+    parser.add_argument("run_dir", help="run directory written by `edgevae train`")
     parser.add_argument("--out", required=True, help="export directory to create")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.add_argument("--int8", action="store_true", help="also write int8 graphs (dynamic quantization), if inside their gate")
@@ -30,10 +30,10 @@ def _export(argv) -> int:
 
 
 def _verify(argv) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export verify",
+    parser = argparse.ArgumentParser(prog="edgevae verify",
                                      description="Check an export against the checkpoint it came from.")
-    parser.add_argument("run_dir", help="run directory written by `python -m train`")
-    parser.add_argument("export_dir", help="export directory written by `python -m export`")
+    parser.add_argument("run_dir", help="run directory written by `edgevae train`")
+    parser.add_argument("export_dir", help="export directory written by `edgevae export`")
     parser.add_argument("--batch-sizes", default="1,7,64,256", help="comma-separated batch sizes (default 1,7,64,256)")
     args = parser.parse_args(argv)
     from .conformance import format_table, verify_export
@@ -58,7 +58,7 @@ def _verify(argv) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        from runtime import EdgeVAEError
+        from edgevae import EdgeVAEError
 
         from .build import ExportError
         from .verify import ExportCheckError

@@ -1,6 +1,6 @@
 """Export a run directory to an export directory: two graphs, their spec, a manifest; atomically.
 
-    python -m export runs/shapes --out exports/shapes
+    edgevae export runs/shapes --out exports/shapes
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-import runtime
-from runtime import spec as S
-from train.config import TrainConfig
-from train.model import build
+import edgevae
+from edgevae import spec as S
+from edgevae.train.config import TrainConfig
+from edgevae.train.model import build
 
 from . import graphs, variants, verify
 
@@ -39,7 +39,7 @@ def load_run(run_dir: Path, checkpoint: str = "auto") -> tuple[torch.nn.Module, 
     names = {"best": ["best.pt"], "last": ["checkpoint.pt"], "auto": ["best.pt", "checkpoint.pt"]}[checkpoint]
     path = next((run_dir / n for n in names if (run_dir / n).is_file()), None)
     if path is None:
-        raise ExportError(f"{run_dir}: no {' or '.join(names)} (is it a run directory written by `python -m train`?)")
+        raise ExportError(f"{run_dir}: no {' or '.join(names)} (is it a run directory written by `edgevae train`?)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         config = TrainConfig.from_dict(ckpt["config"])
@@ -73,7 +73,7 @@ def make_spec(vae, ckpt: dict, pair_id: str, parity: dict, elbo: dict) -> dict:
                    "max_abs_diff": parity, "elbo": elbo, "torch": torch.__version__, "onnxruntime": ort.__version__},
         "opset": graphs.OPSET,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "edgevae_version": runtime.__version__,
+        "edgevae_version": edgevae.__version__,
     }
 
 
@@ -177,12 +177,12 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
 
 def _check_written(directory: Path, vae: torch.nn.Module, kept: dict) -> None:
     """The files as written load through the runtime (hashes, spec, pair) and still decode as verified."""
-    inputs = {"z": runtime.standard_normal(verify.PARITY_SEED, (8, vae.latent_dim))}
+    inputs = {"z": edgevae.standard_normal(verify.PARITY_SEED, (8, vae.latent_dim))}
     if vae.conditional:
         inputs["y"] = np.arange(8, dtype=np.int64) % vae.num_classes
     want = verify.torch_run(vae, "decoder", inputs)["x_hat"]
     for variant, (protos, _) in kept.items():
-        got = runtime.load(directory, threads=1, variant=variant).decode(inputs["z"], labels=inputs.get("y"))
+        got = edgevae.load(directory, threads=1, variant=variant).decode(inputs["z"], labels=inputs.get("y"))
         expected = want if variant == "fp32" else verify.ort_run(verify.session(protos[1]), vae, "decoder", inputs)["x_hat"]
         diff = float(np.max(np.abs(got - expected)))
         if not diff <= verify.PARITY_TOLERANCE:

@@ -1,4 +1,4 @@
-"""`python -m export verify RUN_DIR EXPORT_DIR`: prove the files on disk compute what the checkpoint does.
+"""`edgevae verify RUN_DIR EXPORT_DIR`: prove the files on disk compute what the checkpoint does.
 
 For every variant in the export, the graphs run through the runtime (the files as written, hashes
 checked) against PyTorch with identical x and eps at several batch sizes, and through onnx's
@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 from onnx.reference import ReferenceEvaluator
 
-import runtime
-from runtime.noise import standard_normal
+import edgevae
+from edgevae.noise import standard_normal
 
 from . import quality, variants, verify
 from .build import load_run
@@ -61,13 +61,13 @@ def _metric(metric: str, got: np.ndarray, want: np.ndarray) -> float:
 
 def verify_export(run_dir: str | Path, export_dir: str | Path, batch_sizes=BATCH_SIZES) -> list[Row]:
     """Every check for every variant of the export; a Row each, worst case over the batch sizes."""
-    fp32 = runtime.load(export_dir)
+    fp32 = edgevae.load(export_dir)
     exported_from = {"best.pt": "best", "checkpoint.pt": "last"}[fp32.spec["training"]["checkpoint"]]
     vae, ckpt = load_run(Path(run_dir), exported_from)
     if fp32.spec["latent_dim"] != vae.latent_dim or list(fp32.image_shape) != list(ckpt["image_shape"]) \
             or fp32.kind != vae.kind or (fp32.classes is not None) != vae.conditional:
         raise ValueError(f"{export_dir} does not come from {run_dir}: model kind, latent or image shape differ")
-    models = {v: runtime.load(export_dir, variant=v) for v in fp32.manifest["variants"]}
+    models = {v: edgevae.load(export_dir, variant=v) for v in fp32.manifest["variants"]}
     worst: dict[tuple, float] = {}
 
     def keep(variant, check, metric, value):
@@ -88,8 +88,8 @@ def verify_export(run_dir: str | Path, export_dir: str | Path, batch_sizes=BATCH
             for name, (metric, _) in TOLERANCES[variant].items():
                 if name in want:  # the autoencoder has no mu or logvar output
                     keep(variant, name, metric, _metric(metric, got[name], want[name]))
-            pixels = np.abs(runtime.to_uint8(model.sample(n, eps=sample_eps, labels=y)).astype(int)
-                            - runtime.to_uint8(want_sample))
+            pixels = np.abs(edgevae.to_uint8(model.sample(n, eps=sample_eps, labels=y)).astype(int)
+                            - edgevae.to_uint8(want_sample))
             keep(variant, "sample pixels (uint8)", "max_levels", float(pixels.max()))
             keep(variant, "sample pixels (uint8)", "fraction_differing", float((pixels > 0).mean()))
 

@@ -16,7 +16,7 @@ import onnx
 import torch
 from torch import nn
 
-from runtime import spec as S
+from edgevae import spec as S
 
 OPSET = 18
 _EXAMPLE_BATCH = 3  # traced batch size; 0 and 1 would be specialized by torch.export

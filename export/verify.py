@@ -13,8 +13,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from runtime import spec as S
-from runtime.noise import standard_normal
+from edgevae import spec as S
+from edgevae.noise import standard_normal
 
 from . import quality, variants
 from .graphs import DecoderGraph, EncoderGraph, op_types
@@ -131,7 +131,7 @@ def graph_functions(vae, enc_sess, dec_sess):
 
 def elbo_parity_torch(vae, ckpt: dict) -> float:
     """Mean test negative ELBO in PyTorch on the reference images, with the eps graph_elbo uses."""
-    from train.elbo import negative_elbo
+    from edgevae.train.elbo import negative_elbo
 
     inputs = encoder_inputs(vae, ckpt, len(ckpt["reference_x"]), PARITY_SEED)
     y = torch.from_numpy(inputs["y"]) if "y" in inputs else None

@@ -1,9 +1,9 @@
 """EdgeVAE runtime: generate and encode images with an exported VAE, using only onnxruntime and numpy.
 
-    import runtime
-    model = runtime.load("exports/shapes")
+    import edgevae
+    model = edgevae.load("exports/shapes")
     images = model.sample(64, seed=0)          # float32 (64, C, H, W) in [0, 1]
-    runtime.save_grid(images, "grid.png")
+    edgevae.save_grid(images, "grid.png")
 
 Imports none of torch, onnx, train or export (a test checks this in a fresh interpreter).
 """
@@ -23,4 +23,4 @@ __all__ = [
     "standard_normal",
     "to_uint8",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place the version lives (pyproject.toml reads it)

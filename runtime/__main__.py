@@ -1,4 +1,4 @@
-"""Command line of the runtime: `python -m runtime sample|info EXPORT_DIR ...` (console script: edgevae-runtime)."""
+"""`python -m edgevae ...`: the same command line as the `edgevae` console script (runtime/_cli.py)."""
 from ._cli import main
 
 if __name__ == "__main__":

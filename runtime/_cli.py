@@ -1,11 +1,18 @@
-"""`python -m runtime`: sample, encode, reconstruct, interpolate, traverse, manifold, info.
+"""The `edgevae` command (also `python -m edgevae`): every stage, from training to generating.
 
-    python -m runtime sample exports/shapes --n 64 --seed 0 --out grid.png
-    python -m runtime encode exports/shapes a.png b.png --out latents.npy      # + latents.json
-    python -m runtime reconstruct exports/shapes a.png b.png --out recon.png
-    python -m runtime interpolate exports/shapes seed:1 seed:2 --steps 10 --method slerp --out strip.png
-    python -m runtime info exports/shapes
+    edgevae train --data shapes --epochs 30 --out runs/shapes           # needs the train extra (torch)
+    edgevae export runs/shapes --out exports/shapes                     # needs the train extra
+    edgevae verify runs/shapes exports/shapes                           # needs the train extra
+    edgevae evaluate|report|download ...                                # need the train extra
 
+    edgevae sample exports/shapes --n 64 --seed 0 --out grid.png
+    edgevae encode exports/shapes a.png b.png --out latents.npy      # + latents.json
+    edgevae reconstruct exports/shapes a.png b.png --out recon.png
+    edgevae interpolate exports/shapes seed:1 seed:2 --steps 10 --method slerp --out strip.png
+    edgevae info exports/shapes
+
+The runtime's own commands (sample ... info) need only numpy, onnxruntime and Pillow; the stages in
+STAGES are imported on demand, and without torch they print the install command instead of a traceback.
 Bad input exits with status 2 and one line on stderr, never a traceback.
 """
 from __future__ import annotations
@@ -151,13 +158,43 @@ def _positive(text: str) -> int:
     return value
 
 
+# Stages that need the train extra: command -> (module whose main(argv) runs it, argv prefix, what it does).
+STAGES = {
+    "train": ("edgevae.train.__main__", [], "train a VAE on a dataset; write a run directory"),
+    "export": ("edgevae.export.__main__", [], "export a run (or your own VAE) to two verified ONNX graphs"),
+    "verify": ("edgevae.export.__main__", ["verify"], "check an export against the model it came from"),
+    "evaluate": ("edgevae.train.evaluate", [], "score a run on its test set: -ELBO, importance-weighted NLL"),
+    "report": ("edgevae.train.report", [], "draw a run's latent space, samples, manifold, interpolations"),
+    "download": ("edgevae.train.download", [], "download and verify mnist or fashion-mnist"),
+}
+TRAIN_EXTRA = {"torch", "onnx", "onnxscript", "tqdm", "matplotlib"}  # what `pip install 'edgevae[train]'` adds
+
+
+def _stage(command: str, argv: list[str]) -> int:
+    """Run a training-side stage; without its dependencies, say how to install them."""
+    import importlib
+
+    module, prefix, _ = STAGES[command]
+    try:
+        return importlib.import_module(module).main(prefix + argv)
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in TRAIN_EXTRA:
+            raise
+        print(f"error: `edgevae {command}` needs {e.name}, which is not installed: pip install torch==2.13.0 "
+              f"(the CPU build, first), then pip install 'edgevae[train]'", file=sys.stderr)
+        return 2
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m runtime", description="Run an exported EdgeVAE model.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="edgevae", description="Train, export and run VAEs as two ONNX graphs. "
+                                     "`edgevae COMMAND --help` for one command's flags.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, _, help_text) in STAGES.items():  # listed for --help; main() hands them on before parsing
+        sub.add_parser(name, help=help_text + " (train extra)", add_help=False)
 
     def command(name, run, help_text, out=None, seed=False, scale=True):
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("export_dir", help="directory written by `python -m export`")
+        p.add_argument("export_dir", help="directory written by `edgevae export`")
         p.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default: cores)")
         p.add_argument("--variant", default="fp32", help="fp32 (default), int8 or fp16, if the export has it")
         if out:
@@ -209,6 +246,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in STAGES:
+        return _stage(argv[0], argv[1:])
     args = _parser().parse_args(argv)
     start = time.perf_counter()
     try:

@@ -235,7 +235,7 @@ def load(path: str | os.PathLike, *, threads: int | None = None, spinning: bool 
          variant: str = "fp32") -> Model:
     """Load an export directory, verifying each graph's sha256 and that both come from one export.
 
-    variant: "fp32" (default), or "int8" / "fp16" when the export wrote them (`python -m export --int8`).
+    variant: "fp32" (default), or "int8" / "fp16" when the export wrote them (`edgevae export --int8`).
     threads: onnxruntime intra-op threads (None: one per physical core). spinning: let idle worker
     threads spin for lower latency at the cost of CPU (off by default, right for desktop apps).
     Raises EdgeVAEError for a missing, tampered or mismatched file.

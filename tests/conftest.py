@@ -18,15 +18,15 @@ TINY = dict(data="shapes", num_train=512, num_test=128, image_size=28, hidden=(6
 
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory) -> Path:
-    from train.config import TrainConfig
-    from train.loop import train
+    from edgevae.train.config import TrainConfig
+    from edgevae.train.loop import train
 
     return train(TrainConfig(out=str(tmp_path_factory.mktemp("run") / "tiny"), **TINY))
 
 
 @pytest.fixture(scope="session")
 def export_dir(run_dir, tmp_path_factory) -> Path:
-    from export.build import export
+    from edgevae.export.build import export
 
     return export(run_dir, tmp_path_factory.mktemp("export") / "tiny", log=lambda *_: None)
 
@@ -45,9 +45,9 @@ KINDS = {
 @pytest.fixture(scope="session")
 def kind_export(tmp_path_factory):
     """kind_export(name) -> (run_dir, export_dir) for a KINDS entry; each is built once per session."""
-    from export.build import export
-    from train.config import TrainConfig
-    from train.loop import train
+    from edgevae.export.build import export
+    from edgevae.train.config import TrainConfig
+    from edgevae.train.loop import train
 
     built = {}
 
@@ -64,9 +64,9 @@ def kind_export(tmp_path_factory):
 @pytest.fixture(scope="session")
 def export_dir_2d(tmp_path_factory) -> Path:
     """A tiny model with a 2-D latent, for the manifold grid."""
-    from export.build import export
-    from train.config import TrainConfig
-    from train.loop import train
+    from edgevae.export.build import export
+    from edgevae.train.config import TrainConfig
+    from edgevae.train.loop import train
 
     run = train(TrainConfig(out=str(tmp_path_factory.mktemp("run2d") / "tiny"), **{**TINY, "latent_dim": 2}))
     return export(run, tmp_path_factory.mktemp("export2d") / "tiny", log=lambda *_: None)
@@ -75,7 +75,7 @@ def export_dir_2d(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def variants_dir(run_dir, tmp_path_factory):
     """The tiny model exported with its int8 and fp16 variants; (directory, lines the export printed)."""
-    from export.build import export
+    from edgevae.export.build import export
 
     lines = []
     out = export(run_dir, tmp_path_factory.mktemp("variants") / "tiny", variants_=("int8", "fp16"), log=lines.append)
@@ -85,15 +85,14 @@ def variants_dir(run_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained(run_dir):
     """(vae, checkpoint) as export reads them."""
-    from export.build import load_run
+    from edgevae.export.build import load_run
 
     return load_run(run_dir)
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python -m ...` in a fresh interpreter with the repository importable."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True,
+    """Run `python -m edgevae ARGS` (the installed package, as a user runs it) in a fresh interpreter."""
+    return subprocess.run([sys.executable, "-m", "edgevae", *args], cwd=cwd or ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -8,26 +8,26 @@ from conftest import TINY, run_cli
 def test_train_export_sample_end_to_end(tmp_path):
     run, exp = tmp_path / "run", tmp_path / "exp"
     flags = [f"--{k.replace('_', '-')}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY.items()]
-    r = run_cli("-m", "train", *flags, "--epochs=1", f"--out={run}")
+    r = run_cli("train", *flags, "--epochs=1", f"--out={run}")
     assert r.returncode == 0, r.stderr
     assert "config: data=shapes" in r.stdout and f"wrote {run / 'checkpoint.pt'}" in r.stdout
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1] and {"train_loss", "test_neg_elbo", "test_kl"} <= rows[0].keys()
     assert (run / "samples" / "epoch_001.png").exists()
 
-    r = run_cli("-m", "export", str(run), "--out", str(exp))
+    r = run_cli("export", str(run), "--out", str(exp))
     assert r.returncode == 0, r.stderr
     assert "verified: onnx.checker ok, no random op" in r.stdout and f"wrote {exp / 'encoder.onnx'}" in r.stdout
 
     digests = []
     for i, seed in enumerate((0, 0, 1)):
-        r = run_cli("-m", "runtime", "sample", str(exp), "--n", "16", "--seed", str(seed), "--out", str(tmp_path / f"{i}.png"))
+        r = run_cli("sample", str(exp), "--n", "16", "--seed", str(seed), "--out", str(tmp_path / f"{i}.png"))
         assert r.returncode == 0, r.stderr
         assert f"wrote {tmp_path / f'{i}.png'} (16 samples, seed {seed}" in r.stdout
         digests.append(hashlib.sha256((tmp_path / f"{i}.png").read_bytes()).hexdigest())
     assert digests[0] == digests[1] != digests[2]
 
-    r = run_cli("-m", "runtime", "info", str(exp))
+    r = run_cli("info", str(exp))
     assert r.returncode == 0 and "latent dim  4" in r.stdout and "trained on  shapes, 1 epochs" in r.stdout
 
 
@@ -39,57 +39,57 @@ def _one_line_error(r, *fragments):
 
 
 def test_errors_are_one_line(tmp_path, export_dir):
-    _one_line_error(run_cli("-m", "runtime", "sample", str(tmp_path / "missing")), "no such directory")
-    _one_line_error(run_cli("-m", "runtime", "sample", str(export_dir), "--n", "0"), "n must be an int")
-    _one_line_error(run_cli("-m", "runtime", "sample", str(export_dir), "--out", str(tmp_path / "x" / "y.png")),
+    _one_line_error(run_cli("sample", str(tmp_path / "missing")), "no such directory")
+    _one_line_error(run_cli("sample", str(export_dir), "--n", "0"), "n must be an int")
+    _one_line_error(run_cli("sample", str(export_dir), "--out", str(tmp_path / "x" / "y.png")),
                     "cannot write")
-    _one_line_error(run_cli("-m", "export", str(tmp_path), "--out", str(tmp_path / "e")), "no best.pt or checkpoint.pt")
+    _one_line_error(run_cli("export", str(tmp_path), "--out", str(tmp_path / "e")), "no best.pt or checkpoint.pt")
     garbage = tmp_path / "garbage"
     garbage.mkdir()
     (garbage / "best.pt").write_bytes(b"not a checkpoint at all")
-    _one_line_error(run_cli("-m", "export", str(garbage), "--out", str(tmp_path / "e")), "not a readable EdgeVAE checkpoint")
-    _one_line_error(run_cli("-m", "export", "verify", str(garbage), str(export_dir), "--batch-sizes", "-1"),
+    _one_line_error(run_cli("export", str(garbage), "--out", str(tmp_path / "e")), "not a readable EdgeVAE checkpoint")
+    _one_line_error(run_cli("verify", str(garbage), str(export_dir), "--batch-sizes", "-1"),
                     "--batch-sizes must be comma-separated ints >= 1")
-    _one_line_error(run_cli("-m", "train", "--data", str(tmp_path / "nope")), "--data must be 'shapes'")
-    _one_line_error(run_cli("-m", "train", "--latent-dim", "0"), "--latent-dim must be >= 1")
-    _one_line_error(run_cli("-m", "train", "--no-such-flag"), "unrecognized arguments")
+    _one_line_error(run_cli("train", "--data", str(tmp_path / "nope")), "--data must be 'shapes'")
+    _one_line_error(run_cli("train", "--latent-dim", "0"), "--latent-dim must be >= 1")
+    _one_line_error(run_cli("train", "--no-such-flag"), "unrecognized arguments")
 
 
 def _pngs(export_dir, tmp_path, n=3):
-    import runtime
+    import edgevae
 
-    images = runtime.load(export_dir).sample(n, seed=11)
+    images = edgevae.load(export_dir).sample(n, seed=11)
     return [_save_single(image, tmp_path / f"in{i}.png") for i, image in enumerate(images)]
 
 
 def _save_single(image, path):
     from PIL import Image
 
-    import runtime
+    import edgevae
 
-    Image.fromarray(runtime.to_uint8(image)[0]).save(path)
+    Image.fromarray(edgevae.to_uint8(image)[0]).save(path)
     return path
 
 
 def test_encode_writes_npy_and_json(export_dir, tmp_path):
     import numpy as np
 
-    import runtime
+    import edgevae
 
     paths = _pngs(export_dir, tmp_path)
-    r = run_cli("-m", "runtime", "encode", str(export_dir), *map(str, paths), "--out", str(tmp_path / "lat.npy"))
+    r = run_cli("encode", str(export_dir), *map(str, paths), "--out", str(tmp_path / "lat.npy"))
     assert r.returncode == 0, r.stderr
     assert f"wrote {tmp_path / 'lat.npy'} (mu 3x{TINY['latent_dim']}) and {tmp_path / 'lat.json'}" in r.stdout
     mu = np.load(tmp_path / "lat.npy")
     record = json.loads((tmp_path / "lat.json").read_text())
-    want = runtime.load(export_dir).encode(runtime.load_images(paths, (1, 28, 28)), seed=0)
+    want = edgevae.load(export_dir).encode(edgevae.load_images(paths, (1, 28, 28)), seed=0)
     assert np.array_equal(mu, want.mu)
     assert [e["file"] for e in record["images"]] == list(map(str, paths))
     assert np.allclose([e["z"] for e in record["images"]], want.z, atol=1e-7)  # JSON float round trip
-    r = run_cli("-m", "runtime", "encode", str(export_dir), str(paths[0]), "--sampled", "--seed", "4",
+    r = run_cli("encode", str(export_dir), str(paths[0]), "--sampled", "--seed", "4",
                 "--out", str(tmp_path / "z.npy"))
     assert r.returncode == 0 and np.array_equal(np.load(tmp_path / "z.npy"),
-                                                runtime.load(export_dir).encode(runtime.load_images(paths[:1], (1, 28, 28)), seed=4).z)
+                                                edgevae.load(export_dir).encode(edgevae.load_images(paths[:1], (1, 28, 28)), seed=4).z)
 
 
 def test_reconstruct_interpolate_traverse_info(export_dir, export_dir_2d, tmp_path):
@@ -103,32 +103,32 @@ def test_reconstruct_interpolate_traverse_info(export_dir, export_dir_2d, tmp_pa
         (["traverse", "--dims", "0,3", "--steps", "5"], "trav.png", (5 * 30 + 2, 2 * 30 + 2)),
     ]
     for args, name, size in cases:
-        r = run_cli("-m", "runtime", args[0], str(export_dir), *args[1:], "--out", str(tmp_path / name))
+        r = run_cli(args[0], str(export_dir), *args[1:], "--out", str(tmp_path / name))
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith(f"wrote {tmp_path / name}")
         with Image.open(tmp_path / name) as im:
             assert im.size == size, args
-    r = run_cli("-m", "runtime", "manifold", str(export_dir_2d), "--steps", "4", "--out", str(tmp_path / "m.png"))
+    r = run_cli("manifold", str(export_dir_2d), "--steps", "4", "--out", str(tmp_path / "m.png"))
     assert r.returncode == 0, r.stderr
-    r = run_cli("-m", "runtime", "info", str(export_dir))
+    r = run_cli("info", str(export_dir))
     assert r.returncode == 0
     for fragment in ("latent dim  4", "variant     fp32 (loaded): encoder.onnx ", "ops         decoder: Clip, Gemm", "parity      max"):
         assert fragment in r.stdout
-    r = run_cli("-m", "runtime", "info", str(export_dir), "--json")
+    r = run_cli("info", str(export_dir), "--json")
     specs = json.loads(r.stdout)
     assert specs["encoder"]["latent_dim"] == specs["decoder"]["latent_dim"] == TINY["latent_dim"]
 
 
 def test_runtime_cli_errors_are_one_line(export_dir, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"garbage")
-    _one_line_error(run_cli("-m", "runtime", "encode", str(export_dir), str(tmp_path / "bad.png")),
+    _one_line_error(run_cli("encode", str(export_dir), str(tmp_path / "bad.png")),
                     "bad.png: not a readable image")
-    _one_line_error(run_cli("-m", "runtime", "interpolate", str(export_dir), "seed:x", "seed:2"), "expected seed:<int>")
-    _one_line_error(run_cli("-m", "runtime", "manifold", str(export_dir)), "needs a 2-D latent")
-    _one_line_error(run_cli("-m", "runtime", "traverse", str(export_dir), "--dims", "9"), "dim must be an int in [0, 3]")
-    _one_line_error(run_cli("-m", "runtime", "sample", str(export_dir), "--temperature", "nan"), "temperature must be")
+    _one_line_error(run_cli("interpolate", str(export_dir), "seed:x", "seed:2"), "expected seed:<int>")
+    _one_line_error(run_cli("manifold", str(export_dir)), "needs a 2-D latent")
+    _one_line_error(run_cli("traverse", str(export_dir), "--dims", "9"), "dim must be an int in [0, 3]")
+    _one_line_error(run_cli("sample", str(export_dir), "--temperature", "nan"), "temperature must be")
     image = _pngs(export_dir, tmp_path, n=1)[0]
-    _one_line_error(run_cli("-m", "runtime", "encode", str(export_dir), str(image),
+    _one_line_error(run_cli("encode", str(export_dir), str(image),
                             "--out", str(tmp_path / "missing" / "x.npy")), "cannot write", "missing/x.")
-    _one_line_error(run_cli("-m", "runtime", "encode", str(export_dir), str(tmp_path / "nope.png")),
+    _one_line_error(run_cli("encode", str(export_dir), str(tmp_path / "nope.png")),
                     "nope.png: no such file")

@@ -4,8 +4,8 @@ import re
 import numpy as np
 import pytest
 
-import runtime
-from export.conformance import TOLERANCES, format_table, verify_export
+import edgevae
+from edgevae.export.conformance import TOLERANCES, format_table, verify_export
 
 from conftest import ROOT, TINY, run_cli
 
@@ -43,22 +43,22 @@ def test_readme_tolerance_table_matches_the_code():
 
 
 def test_verify_cli_prints_a_table_and_fails_on_another_models_weights(run_dir, variants_dir, tmp_path):
-    r = run_cli("-m", "export", "verify", str(run_dir), str(variants_dir[0]), "--batch-sizes", "1,7")
+    r = run_cli("verify", str(run_dir), str(variants_dir[0]), "--batch-sizes", "1,7")
     assert r.returncode == 0, r.stderr
     assert "variant  check" in r.stdout and "all 24 checks within bounds" in r.stdout
     # Same architecture, other weights: every parity bound must break, and the command must say so.
-    from train.config import TrainConfig
-    from train.loop import train
+    from edgevae.train.config import TrainConfig
+    from edgevae.train.loop import train
 
     other = train(TrainConfig(out=str(tmp_path / "other"), **{**TINY, "seed": 1, "epochs": 1}))
-    r = run_cli("-m", "export", "verify", str(other), str(variants_dir[0]), "--batch-sizes", "7")
+    r = run_cli("verify", str(other), str(variants_dir[0]), "--batch-sizes", "7")
     assert r.returncode == 1
     assert " NO" in r.stdout and r.stderr.startswith("error: ") and "bound(s) broken: fp32 z" in r.stderr
 
 
 def test_encoder_z_is_distributed_as_n_mu_sigma(export_dir):
     """z over many eps for one image matches N(mu, exp(logvar)) within sampling error."""
-    model = runtime.load(export_dir)
+    model = edgevae.load(export_dir)
     x = np.repeat(model.sample(1, seed=0), 20_000, axis=0)  # the same image 20,000 times
     enc = model.encode(x, seed=123)
     mu, sigma = enc.mu[0].astype(np.float64), np.exp(0.5 * enc.logvar[0].astype(np.float64))

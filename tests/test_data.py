@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from train.data import SHAPE_CLASSES, shapes
-from train.dataset import resize, split, to_channels
-from train.idx import idx_directory, read_idx
+from edgevae.train.data import SHAPE_CLASSES, shapes
+from edgevae.train.dataset import resize, split, to_channels
+from edgevae.train.idx import idx_directory, read_idx
 
 
 def test_shapes_are_deterministic_by_seed():

@@ -9,6 +9,8 @@ real defect (a rank training on the wrong shard, unscaled gradients, wrong noise
 """
 import json
 import math
+import subprocess
+import sys
 
 import torch
 
@@ -28,9 +30,10 @@ def _flags(out):
 
 def test_two_processes_match_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    r = run_cli("-m", "train", *_flags(one))
+    r = run_cli("train", *_flags(one))
     assert r.returncode == 0, r.stderr
-    r = run_cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train", *_flags(two))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "edgevae", "train", *_flags(two)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "2 processes" in r.stdout and r.stdout.count("epoch   2/2") == 1  # rank 0 alone prints
     a = torch.load(one / "checkpoint.pt", weights_only=True)

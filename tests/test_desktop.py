@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import runtime
+import edgevae
 from conftest import ROOT, require_tools, skip_or_fail
 
 APP = ROOT / "examples" / "desktop" / "app.py"
@@ -63,8 +63,7 @@ class Session:
 
     def __init__(self, display: str, export_dir, tmp_path):  # export_dir None: start with nothing open
         self.state_file = tmp_path / "state.json"
-        self.env = {**os.environ, "DISPLAY": display, "EDGEVAE_DESKTOP_STATE": str(self.state_file),
-                    "PYTHONPATH": str(ROOT)}
+        self.env = {**os.environ, "DISPLAY": display, "EDGEVAE_DESKTOP_STATE": str(self.state_file)}
         self.log = tmp_path / "app.log"
         with self.log.open("wb") as log:
             args = [] if export_dir is None else [str(export_dir)]
@@ -127,18 +126,18 @@ def _region(shot: np.ndarray, widget: dict) -> np.ndarray:
 
 
 def _expected(images: np.ndarray, scale: int, nrow: int | None = None) -> np.ndarray:
-    """What a view must show: runtime.make_grid enlarged by nearest neighbour, as RGB."""
-    grid = runtime.make_grid(images, nrow).repeat(scale, axis=0).repeat(scale, axis=1)
+    """What a view must show: edgevae.make_grid enlarged by nearest neighbour, as RGB."""
+    grid = edgevae.make_grid(images, nrow).repeat(scale, axis=0).repeat(scale, axis=1)
     return np.repeat(grid, 3, axis=2) if grid.shape[2] == 1 else grid
 
 
-def _assert_views(shot: np.ndarray, state: dict, model: runtime.Model) -> None:
+def _assert_views(shot: np.ndarray, state: dict, model: edgevae.Model) -> None:
     """The grid, the edited image and the strip on screen are exactly the runtime's pixels for what is shown."""
     widgets, scales, shown = state["widgets"], state["scales"], state["shown"]
     g, s = shown["grid"], shown["strip"]
     grid = model.sample(g["n"], seed=g["seed"], temperature=g["temperature"])
     latent = model.decode(np.array([shown["latent"]["z"]], np.float32))
-    a, b = (runtime.standard_normal(seed, (1, model.latent_dim))[0] * np.float32(s["temperature"])
+    a, b = (edgevae.standard_normal(seed, (1, model.latent_dim))[0] * np.float32(s["temperature"])
             for seed in (s["seed_a"], s["seed_b"]))
     strip = model.interpolate(a, b, steps=s["steps"], method=s["method"])
     for name, images, nrow in (("grid", grid, None), ("latent", latent, None), ("strip", strip, s["steps"])):
@@ -148,7 +147,7 @@ def _assert_views(shot: np.ndarray, state: dict, model: runtime.Model) -> None:
 
 
 def test_user_session(app, export_dir, tmp_path):
-    model = runtime.load(export_dir)
+    model = edgevae.load(export_dir)
     state = app.wait("the first grid", lambda s: s["ready"] and {"grid", "latent", "strip"} <= set(s["shown"]))
     assert state["shown"]["grid"] == {"seed": 0, "temperature": 1.0, "n": 16, "y": None}
     assert state["class_picker"] is False  # the tiny model is unconditional: spec classes is None
@@ -177,7 +176,7 @@ def test_user_session(app, export_dir, tmp_path):
 
     # Drag the first latent slider 48 px to the right, as a hand would: press, move in steps, release.
     slider, before = state["widgets"]["slider0"], np.array(state["z"], np.float32)
-    np.testing.assert_array_equal(before, runtime.standard_normal(7, (1, model.latent_dim))[0] * np.float32(0.9))
+    np.testing.assert_array_equal(before, edgevae.standard_normal(7, (1, model.latent_dim))[0] * np.float32(0.9))
     x, y = slider["knob"]
     app.xdo("mousemove", x, y, "mousedown", 1)
     for dx in range(6, 49, 6):
@@ -209,10 +208,10 @@ def test_user_session(app, export_dir, tmp_path):
     state = app.wait("the saved grid", lambda s: len(s["saved"]) == 1)
     assert state["saved"][0] == {"path": str(saved), "kind": "grid", "seed": 7, "temperature": 0.9, "n": 16,
                                  "y": None}
-    reference = runtime.save_grid(model.sample(16, seed=7, temperature=0.9), tmp_path / "reference.png")
+    reference = edgevae.save_grid(model.sample(16, seed=7, temperature=0.9), tmp_path / "reference.png")
     with Image.open(saved) as got, Image.open(reference) as want:
         assert got.mode == want.mode == "L" and got.size == want.size
-        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))  # exact: both are runtime.save_grid
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))  # exact: both are edgevae.save_grid
 
     # Idle: nothing in flight, no timers, worker asleep on a Condition, onnxruntime threads not spinning.
     hz = os.sysconf("SC_CLK_TCK")
@@ -248,7 +247,7 @@ def test_open_an_export_from_the_dialog(start, export_dir, tmp_path):
             assert not state["ready"]
     state = app.wait("the first grid", lambda s: s["ready"] and "grid" in s["shown"] and s["error"] == "")
     assert state["shown"]["grid"] == {"seed": 0, "temperature": 1.0, "n": 16, "y": None}
-    assert state["latent_dim"] == runtime.load(export_dir).latent_dim
+    assert state["latent_dim"] == edgevae.load(export_dir).latent_dim
 
 
 def test_worker_runs_only_the_latest_request_of_each_kind():
@@ -286,8 +285,8 @@ def test_class_picker_conditions_every_picture(export_dir, kind_export):
         sys.modules[name] = modules[name]  # jobs.py imports conditional by name, as the app does
         spec.loader.exec_module(modules[name])
     conditional, jobs = modules["conditional"], modules["jobs"]
-    assert conditional.classes(runtime.load(export_dir)) is None and conditional.kwargs(None) == {}
-    model = runtime.load(kind_export("conditional")[1])
+    assert conditional.classes(edgevae.load(export_dir)) is None and conditional.kwargs(None) == {}
+    model = edgevae.load(kind_export("conditional")[1])
     assert conditional.classes(model) == ["circle", "square", "triangle"]
     picture = jobs.grid(model, 5, 0.8, 4, y=2)
     assert np.array_equal(picture.images, model.sample(4, seed=5, temperature=0.8, labels=2))

@@ -4,8 +4,8 @@ import math
 import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence as torch_kl
 
-from train.elbo import bernoulli_nll, kl_divergence, negative_elbo
-from train.model import VAE
+from edgevae.train.elbo import bernoulli_nll, kl_divergence, negative_elbo
+from edgevae.train.model import VAE
 
 
 def test_kl_matches_torch_distributions():

@@ -1,4 +1,4 @@
-"""docs/embedding.md's C++ noise function, compiled as printed, reproduces runtime.standard_normal.
+"""docs/embedding.md's C++ noise function, compiled as printed, reproduces edgevae.standard_normal.
 
 Needs a C++ compiler (g++); skips without one on a developer machine and fails under CI=true.
 """
@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-import runtime
+import edgevae
 from conftest import ROOT, require_tools
 from test_noise import REFERENCE
 
@@ -54,4 +54,4 @@ def test_cpp_noise_matches_numpy(noise_binary):
     # glibc's log/cos/sin against numpy's may differ in a double's last bit, rarely visible after the
     # rounding to float32: allow one ulp, as tests/test_noise.py does for its scalar transcription.
     got = _bits(noise_binary, 2**63 + 12345, 10_001).view(np.float32)
-    np.testing.assert_array_max_ulp(got, runtime.standard_normal(2**63 + 12345, (10_001,)), maxulp=1)
+    np.testing.assert_array_max_ulp(got, edgevae.standard_normal(2**63 + 12345, (10_001,)), maxulp=1)

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from train.evaluate import ACTIVE_THRESHOLD, evaluate_model, importance_weighted
-from train.likelihood import gaussian_nll
-from train.model import VAE
+from edgevae.train.evaluate import ACTIVE_THRESHOLD, evaluate_model, importance_weighted
+from edgevae.train.likelihood import gaussian_nll
+from edgevae.train.model import VAE
 
 
 class LinearGaussian(nn.Module):

@@ -7,9 +7,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from export.build import ExportError, export
-from export.graphs import op_types
-from runtime import spec as S
+from edgevae.export.build import ExportError, export
+from edgevae.export.graphs import op_types
+from edgevae import spec as S
 
 from conftest import TINY
 

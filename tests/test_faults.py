@@ -14,7 +14,7 @@ import torch
 
 from conftest import ROOT, run_cli
 from test_sources import fake_mnist  # noqa: F401  (fixture: tiny MNIST files and their table)
-from train import download
+from edgevae.train import download
 
 FLAGS = ["--data", "shapes", "--num-train", "3000", "--num-test", "200", "--hidden", "64", "--latent-dim", "4",
          "--epochs", "6", "--batch-size", "64", "--seed", "3"]
@@ -28,12 +28,12 @@ def _metrics(run):
 
 def test_sigkill_at_random_moments_then_resume_ends_as_if_never_killed(tmp_path):
     reference = tmp_path / "reference"
-    assert run_cli("-m", "train", *FLAGS, "--out", str(reference)).returncode == 0
+    assert run_cli("train", *FLAGS, "--out", str(reference)).returncode == 0
     run, rng, kills, mid_training = tmp_path / "killed", random.Random(7), 0, 0
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    env = {"PATH": "/usr/bin:/bin"}
     for attempt in range(4):
         resume = ["--resume"] if (run / "checkpoint.pt").exists() else []
-        proc = subprocess.Popen([sys.executable, "-m", "train", *FLAGS, "--out", str(run), *resume], cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "edgevae", "train", *FLAGS, "--out", str(run), *resume], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(2.5, 6.0))  # start-up takes ~2 s; an epoch ~0.3 s: kills land anywhere
         if proc.poll() is None:
@@ -46,7 +46,7 @@ def test_sigkill_at_random_moments_then_resume_ends_as_if_never_killed(tmp_path)
                 state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
                 assert 0 <= state["epoch"] <= 6
     resume = ["--resume"] if (run / "checkpoint.pt").exists() else []
-    final = run_cli("-m", "train", *FLAGS, "--out", str(run), *resume)
+    final = run_cli("train", *FLAGS, "--out", str(run), *resume)
     assert final.returncode == 0, final.stderr
     print(f"faults: {kills} SIGKILLs injected ({mid_training} after the first checkpoint), every run resumed; "
           f"final metrics and weights identical to an uninterrupted run")

@@ -5,10 +5,10 @@ import numpy as np
 import onnx
 import pytest
 
-import runtime
-from runtime import EdgeVAEError
-from runtime import spec as S
-from train.data import SHAPE_CLASSES
+import edgevae
+from edgevae import EdgeVAEError
+from edgevae import spec as S
+from edgevae.train.data import SHAPE_CLASSES
 
 from conftest import TINY
 
@@ -17,12 +17,12 @@ D = TINY["latent_dim"]
 
 @pytest.fixture(scope="module")
 def conditional(kind_export):
-    return runtime.load(kind_export("conditional")[1])
+    return edgevae.load(kind_export("conditional")[1])
 
 
 @pytest.fixture(scope="module")
 def ae(kind_export):
-    return runtime.load(kind_export("ae")[1])
+    return edgevae.load(kind_export("ae")[1])
 
 
 def test_conditional_graphs_take_int64_labels(kind_export):
@@ -64,7 +64,7 @@ def test_bad_labels(conditional, labels, message):
 
 def test_unconditional_model_refuses_labels(export_dir):
     with pytest.raises(EdgeVAEError, match="this model is unconditional"):
-        runtime.load(export_dir).sample(2, seed=0, labels=0)
+        edgevae.load(export_dir).sample(2, seed=0, labels=0)
 
 
 def test_autoencoder_encodes_without_noise(ae, kind_export):
@@ -81,10 +81,10 @@ def test_autoencoder_encodes_without_noise(ae, kind_export):
 
 
 def test_gaussian_spec_carries_its_learned_sigma(kind_export):
-    from export.build import load_run
+    from edgevae.export.build import load_run
 
     run, out = kind_export("gaussian")
-    spec = runtime.load(out).spec
+    spec = edgevae.load(out).spec
     vae, _ = load_run(run)
     assert spec["likelihood"] == "gaussian"
     assert np.allclose(spec["likelihood_params"]["log_sigma"], vae.likelihood.log_sigma.detach().flatten().numpy())
@@ -94,13 +94,13 @@ def test_cli_label_flag(kind_export, tmp_path):
     from conftest import run_cli
 
     out = kind_export("conditional")[1]
-    r = run_cli("-m", "runtime", "sample", str(out), "--n", "4", "--label", "square", "--out", str(tmp_path / "s.png"))
+    r = run_cli("sample", str(out), "--n", "4", "--label", "square", "--out", str(tmp_path / "s.png"))
     assert r.returncode == 0, r.stderr
-    r = run_cli("-m", "runtime", "sample", str(out), "--n", "4", "--out", str(tmp_path / "s.png"))
+    r = run_cli("sample", str(out), "--n", "4", "--out", str(tmp_path / "s.png"))
     assert r.returncode == 2 and "pass labels" in r.stderr
-    info = run_cli("-m", "runtime", "info", str(out))
+    info = run_cli("info", str(out))
     assert "classes     circle, square, triangle" in info.stdout
-    assert json.loads(run_cli("-m", "runtime", "info", str(out), "--json").stdout)["decoder"]["classes"] == list(SHAPE_CLASSES)
+    assert json.loads(run_cli("info", str(out), "--json").stdout)["decoder"]["classes"] == list(SHAPE_CLASSES)
 
 
 def test_cli_info_and_encode_on_every_kind(kind_export, tmp_path):
@@ -108,15 +108,15 @@ def test_cli_info_and_encode_on_every_kind(kind_export, tmp_path):
     from conftest import run_cli
 
     out = kind_export("continuous-bernoulli")[1]
-    r = run_cli("-m", "runtime", "info", str(out))
+    r = run_cli("info", str(out))
     assert r.returncode == 0, r.stderr
     assert "ELBO parity not computed" in r.stdout and "variant     int8: " in r.stdout
     ae_out = kind_export("ae")[1]
     image = tmp_path / "x.png"
     from PIL import Image
 
-    Image.fromarray(runtime.to_uint8(runtime.load(ae_out).sample(1, seed=0))[0, 0]).save(image)
-    r = run_cli("-m", "runtime", "encode", str(ae_out), str(image), "--out", str(tmp_path / "codes"))
+    Image.fromarray(edgevae.to_uint8(edgevae.load(ae_out).sample(1, seed=0))[0, 0]).save(image)
+    r = run_cli("encode", str(ae_out), str(image), "--out", str(tmp_path / "codes"))
     assert r.returncode == 0, r.stderr
     assert f"wrote {tmp_path / 'codes'} (mu 1x{D})" in r.stdout  # the file is named exactly as --out says
     assert np.load(tmp_path / "codes").shape == (1, D)
@@ -130,9 +130,9 @@ def test_manifest_and_graph_paths_that_are_not_files(export_dir, tmp_path):
     manifest = json.loads((d / S.MANIFEST).read_text())
     (d / S.MANIFEST).write_text(json.dumps({**manifest, "variants": ["fp32"]}))
     with pytest.raises(EdgeVAEError, match="expected an object with 'files' and 'variants' maps"):
-        runtime.load(d)
+        edgevae.load(d)
     (d / S.MANIFEST).write_text(json.dumps(manifest))
     (d / S.ENCODER_FILE).unlink()
     (d / S.ENCODER_FILE).mkdir()
     with pytest.raises(EdgeVAEError, match="encoder.onnx: cannot read it"):
-        runtime.load(d)
+        edgevae.load(d)

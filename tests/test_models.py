@@ -7,10 +7,10 @@ import torch
 from torch import nn
 from torch.distributions import ContinuousBernoulli, Normal
 
-from train.config import TrainConfig
-from train.elbo import Objective, iwae_log_weights, negative_elbo
-from train.likelihood import cb_log_norm, cb_mean, continuous_bernoulli_nll, gaussian_nll
-from train.model import build
+from edgevae.train.config import TrainConfig
+from edgevae.train.elbo import Objective, iwae_log_weights, negative_elbo
+from edgevae.train.likelihood import cb_log_norm, cb_mean, continuous_bernoulli_nll, gaussian_nll
+from edgevae.train.model import build
 
 SHAPE, D, K = (3, 16, 16), 4, 5
 

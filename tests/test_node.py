@@ -1,4 +1,4 @@
-"""The Node.js host (examples/node): its noise equals runtime.noise bit for bit, its PNG equals the Python runtime's.
+"""The Node.js host (examples/node): its noise equals edgevae.noise bit for bit, its PNG equals the Python runtime's.
 
 Needs node, npm and `ONNXRUNTIME_NODE_INSTALL=skip npm ci` in examples/node; skips without them on a
 developer machine and fails under CI=true (.ci/run installs them).
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import runtime
+import edgevae
 from conftest import ROOT, require_tools, skip_or_fail
 from test_noise import PHILOX_KAT, REFERENCE
 
@@ -61,7 +61,7 @@ def test_js_noise_matches_numpy_on_many_draws(node):
     count, differing = 50_000, 0
     for seed in (1, 2**32, 2**63 + 12345):
         js = js_noise_bits(node, seed, count).view(np.float32)
-        py = runtime.standard_normal(seed, (count,))
+        py = edgevae.standard_normal(seed, (count,))
         np.testing.assert_array_max_ulp(js, py, maxulp=1)
         differing += int((js.view(np.uint32) != py.view(np.uint32)).sum())
     print(f"JS noise vs numpy: {differing} of {3 * count} float32 values differ (by 1 ulp)")
@@ -81,7 +81,7 @@ def test_node_grid_equals_python_grid(node, export_dir, tmp_path, n, seed, tempe
                             cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert f"wrote {js_png} ({n} samples, seed {seed}" in result.stdout
-    runtime.save_grid(runtime.load(export_dir).sample(n, seed=seed, temperature=temperature), py_png)
+    edgevae.save_grid(edgevae.load(export_dir).sample(n, seed=seed, temperature=temperature), py_png)
     js, py = _pixels(js_png), _pixels(py_png)
     assert js.shape == py.shape and js.dtype == py.dtype == np.uint8  # same layout: nrow, padding, grey
     diff = np.abs(js.astype(int) - py.astype(int))
@@ -116,8 +116,8 @@ def test_node_refuses_tampered_and_mismatched_exports(node, export_dir, export_d
     result = subprocess.run([node, "sample.mjs", str(mixed), "--out", str(tmp_path / "m.png")], cwd=NODE_DIR,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "different exports (pair_id" in result.stderr, result.stderr
-    with pytest.raises(runtime.EdgeVAEError, match="different exports"):  # the Python runtime agrees
-        runtime.load(mixed)
+    with pytest.raises(edgevae.EdgeVAEError, match="different exports"):  # the Python runtime agrees
+        edgevae.load(mixed)
 
 
 def test_missing_tool_skips_locally_and_fails_in_ci(monkeypatch):

@@ -5,8 +5,8 @@ import struct
 import numpy as np
 import pytest
 
-from runtime import EdgeVAEError
-from runtime.noise import philox4x32, standard_normal
+from edgevae import EdgeVAEError
+from edgevae.noise import philox4x32, standard_normal
 
 # Random123's published known-answer vectors for Philox4x32-10 (its tests/kat_vectors).
 PHILOX_KAT = [
@@ -99,7 +99,7 @@ def test_bad_seed_is_refused(seed):
 
 def test_small_and_large_paths_agree():
     """Up to 16 blocks Philox runs on Python ints, beyond on numpy arrays: same words, same normals."""
-    from runtime.noise import _SMALL, _philox_block
+    from edgevae.noise import _SMALL, _philox_block
 
     rng = np.random.default_rng(0)
     for block, key in [(0, (0, 0)), (2**32 + 5, (1, 2)), *((int(b), tuple(map(int, k))) for b, k in

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import runtime
-from runtime.noise import standard_normal
+import edgevae
+from edgevae.noise import standard_normal
 
 TOL = 1e-5
 
@@ -17,7 +17,7 @@ TOL = 1e-5
 @pytest.mark.parametrize("n", [1, 7, 64, 256])
 def test_runtime_matches_torch(export_dir, trained, n):
     vae, ckpt = trained
-    model = runtime.load(export_dir)
+    model = edgevae.load(export_dir)
     x = (ckpt["reference_x"][torch.arange(n) % len(ckpt["reference_x"])].float() / 255).numpy()
     eps = standard_normal(n, (n, vae.latent_dim))
     with torch.no_grad():

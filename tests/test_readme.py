@@ -17,6 +17,6 @@ def test_readme_python_snippets_run(export_dir, tmp_path):
         code = block.replace('"exports/shapes"', repr(str(export_dir)))
         # A fresh interpreter in an empty directory, as a user's app would run it: torch-free.
         result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                                env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
+                                env={"PATH": "/usr/bin:/bin"}, timeout=120)
         assert result.returncode == 0, result.stderr
     assert (tmp_path / "grid.png").exists()

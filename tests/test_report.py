@@ -1,13 +1,13 @@
-"""`python -m train.evaluate` and `python -m train.report` on tiny runs of every kind trained here in seconds."""
+"""`edgevae evaluate` and `edgevae report` on tiny runs of every kind trained here in seconds."""
 import json
 
 import pytest
 from PIL import Image
 
-from train.config import TrainConfig
-from train.evaluate import main as evaluate_main
-from train.loop import train
-from train.report import main as report_main
+from edgevae.train.config import TrainConfig
+from edgevae.train.evaluate import main as evaluate_main
+from edgevae.train.loop import train
+from edgevae.train.report import main as report_main
 
 from conftest import run_cli
 
@@ -33,7 +33,7 @@ def runs(tmp_path_factory):
 
 
 def test_evaluate_cli_writes_json_and_prints_the_table(runs, tmp_path):
-    r = run_cli("-m", "train.evaluate", str(runs["vae"]), "--k", "64", "--limit", "20")
+    r = run_cli("evaluate", str(runs["vae"]), "--k", "64", "--limit", "20")
     assert r.returncode == 0, r.stderr
     result = json.loads((runs["vae"] / "evaluation.json").read_text())
     assert result["k"] == 64 and result["test_images"] == 20 and result["test_data"] == "binarized once, seed 2015"
@@ -78,7 +78,7 @@ def _pngs(directory):
 
 
 def test_report_cli_draws_ae_beside_vae(runs, tmp_path):
-    r = run_cli("-m", "train.report", str(runs["vae"]), "--compare", str(runs["ae"]), "--out", str(tmp_path / "r"))
+    r = run_cli("report", str(runs["vae"]), "--compare", str(runs["ae"]), "--out", str(tmp_path / "r"))
     assert r.returncode == 0, r.stderr
     sizes = _pngs(tmp_path / "r")
     assert set(sizes) == {*FIGURES, "kl_per_dim.png"}

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import runtime
-from runtime import EdgeVAEError
-from runtime import spec as S
+import edgevae
+from edgevae import EdgeVAEError
+from edgevae import spec as S
 
 from conftest import TINY
 
@@ -52,11 +52,11 @@ def test_graph_cannot_make_the_runtime_read_outside_its_directory(export_dir, tm
     manifest["files"][S.DECODER_FILE]["sha256"] = hashlib.sha256((d / S.DECODER_FILE).read_bytes()).hexdigest()
     (d / S.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(EdgeVAEError, match="onnxruntime cannot load it"):
-        runtime.load(d)
+        edgevae.load(d)
 
 
 def test_interrupted_export_leaves_nothing_behind(run_dir, tmp_path, monkeypatch):
-    from export import build
+    from edgevae.export import build
 
     real_write = build.Path.write_bytes
     calls = []
@@ -74,7 +74,7 @@ def test_interrupted_export_leaves_nothing_behind(run_dir, tmp_path, monkeypatch
 
 
 def test_interrupted_force_export_keeps_the_old_one(run_dir, export_dir, tmp_path, monkeypatch):
-    from export import build
+    from edgevae.export import build
 
     old = shutil.copytree(export_dir, tmp_path / "exp")
     before = {p.name: p.read_bytes() for p in old.iterdir()}
@@ -87,7 +87,7 @@ def test_interrupted_force_export_keeps_the_old_one(run_dir, export_dir, tmp_pat
 
 @pytest.fixture(scope="module")
 def model(export_dir):
-    return runtime.load(export_dir)
+    return edgevae.load(export_dir)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -143,11 +143,11 @@ def test_load_many_threads_for_a_minute(export_dir):
     import threading
     import time
 
-    model = runtime.load(export_dir)
+    model = edgevae.load(export_dir)
     x = model.sample(16, seed=99)
     jobs = {("sample", s): (lambda s=s: model.sample(8, seed=s)) for s in range(16)}
     jobs.update({("encode", s): (lambda s=s: model.encode(x, seed=s).z) for s in range(16)})
-    jobs.update({("decode", s): (lambda s=s: model.decode(runtime.standard_normal(s, (32, D)))) for s in range(16)})
+    jobs.update({("decode", s): (lambda s=s: model.decode(edgevae.standard_normal(s, (32, D)))) for s in range(16)})
     expected = {key: fn() for key, fn in jobs.items()}
     keys = list(jobs)
     for _ in range(3):  # warm up allocator arenas before the baseline

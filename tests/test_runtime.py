@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-import runtime
-from runtime import EdgeVAEError
-from runtime import spec as S
+import edgevae
+from edgevae import EdgeVAEError
+from edgevae import spec as S
 
 from conftest import ROOT, TINY
 
@@ -20,20 +20,21 @@ D, SHAPE = TINY["latent_dim"], (1, TINY["image_size"], TINY["image_size"])
 
 @pytest.fixture(scope="module")
 def model(export_dir):
-    return runtime.load(export_dir)
+    return edgevae.load(export_dir)
 
 
 def test_public_names_are_pinned():
-    assert sorted(runtime.__all__) == ["EdgeVAEError", "Encoding", "Model", "load", "load_images", "make_grid",
+    assert sorted(edgevae.__all__) == ["EdgeVAEError", "Encoding", "Model", "load", "load_images", "make_grid",
                                        "save_grid", "standard_normal", "to_uint8"]
-    for name in runtime.__all__:
-        assert getattr(runtime, name).__doc__, f"{name} needs a docstring"
+    for name in edgevae.__all__:
+        assert getattr(edgevae, name).__doc__, f"{name} needs a docstring"
 
 
 def test_import_runtime_loads_no_torch_or_onnx(export_dir):
     # A fresh interpreter: this pytest process has torch loaded already. Loading and sampling too.
-    code = ("import sys, runtime; runtime.load(sys.argv[1]).sample(2, seed=0); "
-            "print(' '.join(sorted({k.split('.')[0] for k in sys.modules} & {'torch', 'onnx', 'train', 'export'})))")
+    code = ("import sys, edgevae; edgevae.load(sys.argv[1]).sample(2, seed=0); "
+            "print(' '.join(sorted({k for k in sys.modules if k.split('.')[0] in ('torch', 'onnx', 'train', 'export') "
+            "or k.startswith(('edgevae.train', 'edgevae.export'))})))")
     out = subprocess.run([sys.executable, "-c", code, str(export_dir)], cwd=ROOT, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == ""
@@ -48,7 +49,7 @@ def test_sample_is_deterministic_by_seed(model):
 
 
 def test_sample_is_decode_of_seeded_noise(model):
-    eps = runtime.standard_normal(9, (6, D))
+    eps = edgevae.standard_normal(9, (6, D))
     assert np.array_equal(model.sample(6, seed=9), model.decode(eps))
     assert np.array_equal(model.sample(6, seed=9, temperature=0.5), model.decode(eps * np.float32(0.5)))
 
@@ -56,16 +57,16 @@ def test_sample_is_decode_of_seeded_noise(model):
 def test_encode_with_seed_or_eps(model):
     x = model.sample(8, seed=1)
     enc = model.encode(x, seed=2)
-    assert isinstance(enc, runtime.Encoding) and enc.z.shape == enc.mu.shape == enc.logvar.shape == (8, D)
-    same = model.encode(x, eps=runtime.standard_normal(2, (8, D)))
+    assert isinstance(enc, edgevae.Encoding) and enc.z.shape == enc.mu.shape == enc.logvar.shape == (8, D)
+    same = model.encode(x, eps=edgevae.standard_normal(2, (8, D)))
     assert np.array_equal(enc.z, same.z)
-    np.testing.assert_allclose(enc.z, enc.mu + np.exp(0.5 * enc.logvar) * runtime.standard_normal(2, (8, D)),
+    np.testing.assert_allclose(enc.z, enc.mu + np.exp(0.5 * enc.logvar) * edgevae.standard_normal(2, (8, D)),
                                atol=1e-5, rtol=0)  # numpy's float32 exp vs onnxruntime's: last-bit rounding
     assert np.array_equal(model.reconstruct(x), model.decode(enc.mu))
 
 
 def test_large_n_is_chunked_and_equal_to_small_calls(model):
-    from runtime._model import CHUNK
+    from edgevae._model import CHUNK
 
     big = model.sample(CHUNK + 5, seed=0)
     assert big.shape[0] == CHUNK + 5
@@ -73,7 +74,7 @@ def test_large_n_is_chunked_and_equal_to_small_calls(model):
 
 
 def test_png_is_byte_identical_for_a_seed(model, tmp_path):
-    paths = [runtime.save_grid(model.sample(64, seed=s), tmp_path / f"{i}.png") for i, s in enumerate((0, 0, 1))]
+    paths = [edgevae.save_grid(model.sample(64, seed=s), tmp_path / f"{i}.png") for i, s in enumerate((0, 0, 1))]
     digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
     assert digests[0] == digests[1] != digests[2]
     from PIL import Image
@@ -85,7 +86,7 @@ def test_png_is_byte_identical_for_a_seed(model, tmp_path):
 def test_rgb_grid():
     images = np.zeros((2, 3, 4, 4), np.float32)
     images[1, 0] = 1.0  # second image pure red
-    grid = runtime.make_grid(images, nrow=2, padding=1)
+    grid = edgevae.make_grid(images, nrow=2, padding=1)
     assert grid.shape == (6, 11, 3)
     assert grid[1:5, 6:10].tolist() == [[[255, 0, 0]] * 4] * 4 and grid[1:5, 1:5].max() == 0
 
@@ -103,7 +104,7 @@ def test_thread_safe_8_threads_x_100_calls(model):
 
 
 def test_interpolate_between_latents_and_images(model):
-    a, b = runtime.standard_normal(1, (D,)), runtime.standard_normal(2, (D,))
+    a, b = edgevae.standard_normal(1, (D,)), edgevae.standard_normal(2, (D,))
     for method in ("lerp", "slerp"):
         strip = model.interpolate(a, b, steps=5, method=method)
         assert strip.shape == (5, *SHAPE)
@@ -118,7 +119,7 @@ def test_interpolate_between_latents_and_images(model):
 
 
 def test_slerp_follows_the_sphere():
-    from runtime._latent import interpolate
+    from edgevae._latent import interpolate
 
     a, b = np.array([3.0, 0.0]), np.array([0.0, 3.0])
     mid_lerp, mid_slerp = interpolate(a, b, 3, "lerp")[1], interpolate(a, b, 3, "slerp")[1]
@@ -139,10 +140,10 @@ def test_traverse_changes_one_dimension(model):
 
 
 def test_manifold_grid(export_dir_2d, model):
-    m2 = runtime.load(export_dir_2d)
+    m2 = edgevae.load(export_dir_2d)
     grid = m2.manifold(5)
     assert grid.shape == (25, *SHAPE)
-    from runtime._latent import manifold
+    from edgevae._latent import manifold
 
     z = manifold(5)
     assert np.allclose(z[0], [z[:, 0].min(), z[:, 1].max()])  # top-left: smallest z1, largest z2
@@ -159,25 +160,25 @@ def test_load_images_converts_composites_and_resizes(tmp_path):
     rgba.paste((255, 255, 255, 255), (0, 0, 28, 56))  # left half opaque white
     rgba.save(tmp_path / "half.png")
     Image.new("L", (28, 28), 128).save(tmp_path / "grey.jpg", quality=100)
-    x = runtime.load_images([tmp_path / n for n in ("red.png", "half.png", "grey.jpg")], (1, 28, 28))
+    x = edgevae.load_images([tmp_path / n for n in ("red.png", "half.png", "grey.jpg")], (1, 28, 28))
     assert x.shape == (3, 1, 28, 28) and x.dtype == np.float32
     assert np.allclose(x[0], 76 / 255, atol=1 / 255)  # ITU-R 601 luma of pure red
     assert np.allclose(x[1, 0, :, :13], 1.0) and np.allclose(x[1, 0, :, 15:], 0.0)  # resized 56 -> 28
     assert np.allclose(x[2], 128 / 255, atol=2 / 255)
-    rgb = runtime.load_images([tmp_path / "red.png"], (3, 28, 28))
+    rgb = edgevae.load_images([tmp_path / "red.png"], (3, 28, 28))
     assert np.allclose(rgb[0, 0], 1.0) and np.allclose(rgb[0, 1:], 0.0)
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(EdgeVAEError, match="bad.png: not a readable image"):
-        runtime.load_images([tmp_path / "bad.png"], (1, 28, 28))
+        edgevae.load_images([tmp_path / "bad.png"], (1, 28, 28))
     with pytest.raises(EdgeVAEError, match="nope.png: no such file"):
-        runtime.load_images([tmp_path / "nope.png"], (1, 28, 28))
+        edgevae.load_images([tmp_path / "nope.png"], (1, 28, 28))
 
 
 def test_cold_start_is_fast_and_light(export_dir, tmp_path):
     """A fresh process imports the runtime, loads the model and writes a 64-image PNG."""
     # Peak memory from VmHWM: ru_maxrss would carry over the (torch-loaded) parent's peak across fork.
-    code = ("import re, sys, time; t = time.perf_counter(); import runtime; "
-            "runtime.save_grid(runtime.load(sys.argv[1]).sample(64, seed=0), sys.argv[2]); "
+    code = ("import re, sys, time; t = time.perf_counter(); import edgevae; "
+            "edgevae.save_grid(edgevae.load(sys.argv[1]).sample(64, seed=0), sys.argv[2]); "
             "print(time.perf_counter() - t, re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1])")
     out = subprocess.run([sys.executable, "-c", code, str(export_dir), str(tmp_path / "g.png")], cwd=ROOT,
                          capture_output=True, text=True, check=True)
@@ -212,7 +213,7 @@ def test_bad_input_raises_edgevae_error_with_expected_and_actual(model, call, me
 
 def test_unwritable_png_path(model, tmp_path):
     with pytest.raises(EdgeVAEError, match="cannot write"):
-        runtime.save_grid(model.sample(1, seed=0), tmp_path / "no" / "such" / "dir" / "x.png")
+        edgevae.save_grid(model.sample(1, seed=0), tmp_path / "no" / "such" / "dir" / "x.png")
 
 
 def _copy(export_dir, tmp_path, name="copy"):
@@ -225,23 +226,23 @@ def test_tampered_graph_is_refused(export_dir, tmp_path):
     data[len(data) // 2] ^= 0xFF
     (d / S.DECODER_FILE).write_bytes(bytes(data))
     with pytest.raises(EdgeVAEError, match="does not match the manifest"):
-        runtime.load(d)
+        edgevae.load(d)
 
 
 def test_missing_graph_and_missing_manifest_are_refused(export_dir, tmp_path):
     d = _copy(export_dir, tmp_path)
     (d / S.ENCODER_FILE).unlink()
     with pytest.raises(EdgeVAEError, match="encoder.onnx is missing"):
-        runtime.load(d)
+        edgevae.load(d)
     (d / S.MANIFEST).unlink()
     with pytest.raises(EdgeVAEError, match="manifest.json is missing"):
-        runtime.load(d)
+        edgevae.load(d)
     with pytest.raises(EdgeVAEError, match="no such directory"):
-        runtime.load(tmp_path / "nowhere")
+        edgevae.load(tmp_path / "nowhere")
 
 
 def test_graphs_from_different_exports_are_refused(export_dir, run_dir, tmp_path):
-    from export.build import export
+    from edgevae.export.build import export
 
     other = export(run_dir, tmp_path / "other", log=lambda *_: None)
     d = _copy(export_dir, tmp_path)
@@ -250,7 +251,7 @@ def test_graphs_from_different_exports_are_refused(export_dir, run_dir, tmp_path
     manifest["files"][S.DECODER_FILE]["sha256"] = hashlib.sha256((d / S.DECODER_FILE).read_bytes()).hexdigest()
     (d / S.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(EdgeVAEError, match="different exports"):
-        runtime.load(d)
+        edgevae.load(d)
 
 
 def test_spec_from_a_future_schema_is_refused():

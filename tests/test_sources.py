@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from train import download
-from train.config import TrainConfig
-from train.data import load
-from train.loop import train
+from edgevae.train import download
+from edgevae.train.config import TrainConfig
+from edgevae.train.data import load
+from edgevae.train.loop import train
 
 from test_data import _idx_bytes
 

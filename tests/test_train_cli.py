@@ -1,16 +1,16 @@
-"""`python -m train`'s main() in-process (the subprocess path is in test_cli.py): --resume from the saved
+"""`edgevae train`'s main() in-process (the subprocess path is in test_cli.py): --resume from the saved
 config, one-line errors; and export/ takes what train/ now builds (a conv VAE whose decoder output is the
 continuous Bernoulli's mean)."""
 import dataclasses
 import json
 import socket
 
-from train.__main__ import main
-from train.config import TrainConfig
+from edgevae.train.__main__ import main
+from edgevae.train.config import TrainConfig
 
 
 def _cli(capsys, *argv):
-    """(exit code, stdout, stderr) of `python -m train ARGV`, run in this process."""
+    """(exit code, stdout, stderr) of `edgevae train ARGV`, run in this process."""
     try:
         code = main(list(argv))
     except SystemExit as e:  # argparse's own errors
@@ -56,8 +56,8 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 
 
 def test_conv_continuous_bernoulli_run_exports_with_parity(tmp_path):
-    from export.build import export
-    from train.loop import train
+    from edgevae.export.build import export
+    from edgevae.train.loop import train
 
     run = train(TrainConfig(data="shapes", num_train=96, num_test=32, image_size=16, conv_channels=(4, 8),
                             latent_dim=2, epochs=1, batch_size=32, arch="conv", likelihood="continuous-bernoulli",

@@ -7,9 +7,9 @@ import signal
 import pytest
 import torch
 
-from train.checkpoint import BEST, LAST
-from train.config import TrainConfig
-from train.loop import Interrupted, train
+from edgevae.train.checkpoint import BEST, LAST
+from edgevae.train.config import TrainConfig
+from edgevae.train.loop import Interrupted, train
 
 # Small enough to train in about a second; 16x16 so two stride-2 conv layers fit.
 SMALL = dict(data="shapes", num_train=160, num_test=48, image_size=16, hidden=(32,), conv_channels=(4, 8),

@@ -6,12 +6,12 @@ import numpy as np
 import onnx
 import pytest
 
-import runtime
-from export import variants
-from export.build import export
-from export.graphs import op_types
-from export.quality import psnr
-from runtime import spec as S
+import edgevae
+from edgevae.export import variants
+from edgevae.export.build import export
+from edgevae.export.graphs import op_types
+from edgevae.export.quality import psnr
+from edgevae import spec as S
 
 from conftest import ROOT
 
@@ -21,10 +21,10 @@ def test_variants_are_written_listed_and_loadable(variants_dir):
     manifest = json.loads((out / S.MANIFEST).read_text())
     assert list(manifest["variants"]) == ["fp32", "int8", "fp16"]
     assert any(line.startswith("int8: PSNR") for line in lines) and any(line.startswith("fp16: PSNR") for line in lines)
-    fp32 = runtime.load(out)
-    z = runtime.standard_normal(0, (64, fp32.latent_dim))
+    fp32 = edgevae.load(out)
+    z = edgevae.standard_normal(0, (64, fp32.latent_dim))
     for variant in ("int8", "fp16"):
-        model = runtime.load(out, variant=variant)
+        model = edgevae.load(out, variant=variant)
         q = model.spec["quality"]
         assert q["passed"] and q == manifest["variants"][variant]["quality"]
         assert q["psnr_db"] >= variants.GATES[variant]["min_psnr_db"]
@@ -33,8 +33,8 @@ def test_variants_are_written_listed_and_loadable(variants_dir):
         for role in ("encoder", "decoder"):
             name = variants.file_name(role, variant)
             assert (out / name).stat().st_size < 0.6 * (out / f"{role}.onnx").stat().st_size  # int8 ~1/4, fp16 ~1/2
-    with pytest.raises(runtime.EdgeVAEError, match="no 'int4' variant in this export"):
-        runtime.load(out, variant="int4")
+    with pytest.raises(edgevae.EdgeVAEError, match="no 'int4' variant in this export"):
+        edgevae.load(out, variant="int4")
 
 
 def test_fp16_keeps_float32_io_and_compute(variants_dir):
@@ -87,7 +87,7 @@ def test_graph_ops_are_the_ones_the_readme_lists(kind, variants_dir, kind_export
 
 
 def test_export_fails_on_an_op_outside_the_allow_list(run_dir, tmp_path, monkeypatch):
-    from export.verify import ExportCheckError
+    from edgevae.export.verify import ExportCheckError
 
     monkeypatch.setattr(S, "ALLOWED_OPS", S.ALLOWED_OPS - {"Sigmoid"})
     with pytest.raises(ExportCheckError, match="uses op.s. Sigmoid outside the allow-list"):

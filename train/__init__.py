@@ -1,4 +1,4 @@
 """EdgeVAE training (PyTorch): data sources, the VAE, the ELBO, the training loop.
 
-    python -m train --data shapes --latent-dim 16 --epochs 10 --out runs/shapes
+    edgevae train --data shapes --latent-dim 16 --epochs 10 --out runs/shapes
 """

@@ -1,8 +1,8 @@
-"""`python -m train`: train a VAE and write a run directory (console script: edgevae-train).
+"""`edgevae train`: train a VAE and write a run directory.
 
-    python -m train --data shapes --model vae --arch mlp --latent-dim 16 --epochs 10 --out runs/shapes
-    python -m train --out runs/shapes --epochs 20 --resume          # the saved config, 10 more epochs
-    torchrun --nproc_per_node=2 -m train --data shapes --out runs/ddp
+    edgevae train --data shapes --model vae --arch mlp --latent-dim 16 --epochs 10 --out runs/shapes
+    edgevae train --out runs/shapes --epochs 20 --resume          # the saved config, 10 more epochs
+    torchrun --nproc_per_node=2 -m edgevae train --data shapes --out runs/ddp
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .config import TrainConfig, add_arguments, from_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train", description="Train a VAE; write a run directory.")
+    parser = argparse.ArgumentParser(prog="edgevae train", description="Train a VAE; write a run directory.")
     add_arguments(parser, TrainConfig)
     args = parser.parse_args(argv)
     main_process = os.environ.get("RANK", "0") == "0"

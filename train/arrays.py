@@ -9,7 +9,7 @@ Optional `classes`: an array of class names. A .npy is one array of images, unla
 Image layouts: (N, H, W) grayscale; (N, H, W, C) or (N, C, H, W) with C in {1, 3}. uint8 pixels are
 used as they are; floats must lie in [0, 1] and are scaled to 0..255; other integers must lie in 0..255.
 
-    python -m train --data cifar.npz --arch conv --image-size 32 --likelihood gaussian --out runs/cifar
+    edgevae train --data cifar.npz --arch conv --image-size 32 --likelihood gaussian --out runs/cifar
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def load_arrays(path: Path) -> Dataset:
     (train_x, train_y), test_part = parts
     test_x, test_y = test_part if test_part else (train_x[:0], train_y[:0])
     if test_part and test_x.shape[1:] != train_x.shape[1:]:
-        raise ValueError(f"{path}: test images {tuple(test_x.shape[1:])} differ from train {tuple(train_x.shape[1:])}")
+        raise ValueError(f"{path}: test images {tuple(test_x.shape[1:])} differ from edgevae.train {tuple(train_x.shape[1:])}")
     n_classes = int(max(train_y.max(), test_y.max() if len(test_y) else 0)) + 1 if len(train_y) else 1
     names = arrays.get("classes")
     classes = tuple(str(c) for c in names) if names is not None else tuple(str(i) for i in range(n_classes))

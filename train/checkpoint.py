@@ -50,7 +50,7 @@ def load_run(run_dir: str | Path, which: str = "best"):
     path = Path(run_dir) / CHOICES[which]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint (is {run_dir} a run directory written by "
-                                f"`python -m train`?)")
+                                f"`edgevae train`?)")
     ckpt = load(path)
     try:
         config = TrainConfig.from_dict(ckpt["config"])

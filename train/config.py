@@ -3,7 +3,7 @@
 The resolved config is printed once, saved in the run directory and in the checkpoint, and travels
 from there into the exported graphs' spec.
 
-    python -m train --help        # one flag per field below
+    edgevae train --help        # one flag per field below
 """
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def run_dir_main(argv: list[str] | None, prog: str, description: str, config_cls
     import sys
 
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("run_dir", help="a run directory written by `python -m train`")
+    parser.add_argument("run_dir", help="a run directory written by `edgevae train`")
     add_arguments(parser, config_cls)
     args = parser.parse_args(argv)
     try:

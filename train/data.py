@@ -8,7 +8,7 @@
 
 Every source yields a Dataset of uint8 tensors (N, C, H, W) held in memory (train/dataset.py).
 
-    python -c "from train.data import shapes; x, y = shapes(16, 28, seed=0); print(x.shape)"
+    python -c "from edgevae.train.data import shapes; x, y = shapes(16, 28, seed=0); print(x.shape)"
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One process or many: `torchrun --nproc_per_node=N -m train ...` runs DistributedDataParallel.
+"""One process or many: `torchrun --nproc_per_node=N -m edgevae train ...` runs DistributedDataParallel.
 
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them (or with WORLD_SIZE=1) this is a no-op.
 Backend: NCCL when the device is CUDA (one GPU per process, cuda:LOCAL_RANK), gloo on CPU. Every rank

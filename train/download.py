@@ -1,7 +1,7 @@
 """Download MNIST and Fashion-MNIST from their canonical locations, verified by sha256.
 
-    python -m train.download mnist --root data        # or just: python -m train --data mnist
-    python -m train.download fashion-mnist --root data --mirror http://127.0.0.1:8000/
+    edgevae download mnist --root data        # or just: edgevae train --data mnist
+    edgevae download fashion-mnist --root data --mirror http://127.0.0.1:8000/
 
 Files land in ROOT/NAME/ as the four standard .gz files, written atomically (temp file + rename).
 The sha256 checked is that of the *decompressed* IDX bytes: mirrors re-compress the same content
@@ -119,7 +119,7 @@ def fetch(name: str, root: str | os.PathLike, mirror: str = "", log=print, sourc
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.download", description="Download and verify a dataset.")
+    parser = argparse.ArgumentParser(prog="edgevae download", description="Download and verify a dataset.")
     parser.add_argument("name", choices=sorted(DATASETS))
     parser.add_argument("--root", default="data", help="directory to download into (default: data)")
     parser.add_argument("--mirror", default="", help="base URL to use instead of the canonical locations")

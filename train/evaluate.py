@@ -1,7 +1,7 @@
 """Evaluate a run on its test set: negative ELBO, importance-weighted NLL, active units, KL per dimension.
 
-    python -m train.evaluate runs/mnist                      # k = 5000, best.pt, the whole test set
-    python -m train.evaluate runs/mnist --k 100 --limit 500  # a quick look
+    edgevae evaluate runs/mnist                      # k = 5000, best.pt, the whole test set
+    edgevae evaluate runs/mnist --k 100 --limit 500  # a quick look
 
     test -ELBO     recon + KL per image: recon = E_q[-log p(x|z)] averaged over the k samples, KL in closed form
     IWAE NLL       -log (1/k) sum_i p(x, z_i) / q(z_i|x), z_i ~ q(z|x) (Burda, Grosse & Salakhutdinov, 2016,
@@ -205,7 +205,7 @@ def format_table(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_dir_main(argv, "python -m train.evaluate", __doc__.splitlines()[0], EvalConfig, evaluate_run)
+    return run_dir_main(argv, "edgevae evaluate", __doc__.splitlines()[0], EvalConfig, evaluate_run)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
     interpolation.png  test image a, decode of the straight line from mu(a) to mu(b), test image b
     kl_per_dim.png     KL(q(z_u|x) || N(0, 1)) per dimension, active units marked (VAEs only)
 
-Used by `python -m train.report` (train/report.py), which encodes each run once into a `Panel`.
+Used by `edgevae report` (train/report.py), which encodes each run once into a `Panel`.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ to --image-size. Files with an image extension that Pillow cannot decode are ski
 names how many and the first few, and loading stops only if nothing readable is left.
 Files without an image extension (notes, .DS_Store) are ignored.
 
-    python -m train --data photos --arch conv --image-size 32 --likelihood continuous-bernoulli --out runs/photos
+    edgevae train --data photos --arch conv --image-size 32 --likelihood continuous-bernoulli --out runs/photos
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """IDX files (the MNIST format) and directories of them: MNIST, Fashion-MNIST, KMNIST ...
 
-    python -c "from train.idx import idx_directory; print(idx_directory('data/mnist').train_x.shape)"
+    python -c "from edgevae.train.idx import idx_directory; print(idx_directory('data/mnist').train_x.shape)"
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The training loop: in-memory data batched by index, Adam, per-epoch metrics, grids and checkpoints.
 
-    python -m train --data shapes --epochs 10 --out runs/shapes          # one process
-    torchrun --nproc_per_node=2 -m train --data shapes --out runs/ddp     # DDP (train/ddp.py)
+    edgevae train --data shapes --epochs 10 --out runs/shapes          # one process
+    torchrun --nproc_per_node=2 -m edgevae train --data shapes --out runs/ddp     # DDP (train/ddp.py)
 
 A run directory holds config.json, checkpoint.pt and best.pt (train/checkpoint.py), metrics.jsonl,
 samples/ and recon/ grids and loss.png (train/report.py).

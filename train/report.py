@@ -7,7 +7,7 @@
 
 and, on demand, the report of train/figures.py (latent space, prior samples, manifold, interpolations, KL):
 
-    python -m train.report runs/mnist-vae --compare runs/mnist-ae     # PNGs in runs/mnist-vae/report/
+    edgevae report runs/mnist-vae --compare runs/mnist-ae     # PNGs in runs/mnist-vae/report/
 """
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def write_report(run_dir: str, cfg: ReportConfig, log=print) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     from .config import run_dir_main
 
-    return run_dir_main(argv, "python -m train.report", "Draw a run's latent space, prior samples, manifold, "
+    return run_dir_main(argv, "edgevae report", "Draw a run's latent space, prior samples, manifold, "
                         "interpolations and KL per dimension as PNGs (beside a second run with --compare).",
                         ReportConfig, write_report)
 

@@ -6,7 +6,7 @@ Open an export (Ctrl+O, or the command line); generate a grid from a seed and a 
 the seed box, Generate, or move the temperature); drag the sliders to edit the first latent dimensions
 of the grid's first image (the large image follows live); interpolate between two seeds; pick a class
 for conditional models; save the grid, the image or the strip as PNG (Ctrl+S saves the grid: the same
-file as `python -m runtime sample EXPORT --n N --seed S --temperature T`).
+file as `edgevae sample EXPORT --n N --seed S --temperature T`).
 
 Needs Python's tkinter (Debian: python3-tk) and the runtime (numpy, onnxruntime, pillow). All model work
 runs on one worker thread (worker.py, newest request wins); the window polls for results only while work
@@ -22,13 +22,9 @@ from pathlib import Path
 from tkinter import filedialog, ttk
 
 try:
-    import runtime
-except ImportError:  # a checkout without `pip install -e .`: the repository root is two levels up
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    try:
-        import runtime
-    except ImportError:
-        sys.exit("needs the EdgeVAE runtime: pip install -e . from the repository (numpy, onnxruntime, pillow)")
+    import edgevae
+except ImportError:
+    sys.exit("needs the EdgeVAE runtime: pip install edgevae (or pip install -e . in the repository)")
 from PIL import ImageTk
 
 import conditional
@@ -160,7 +156,7 @@ class App:
 
     def open(self, path: str) -> None:
         self.status.set(f"loading {path}…")
-        self._submit("load", lambda: runtime.load(path), {"path": str(path)})
+        self._submit("load", lambda: edgevae.load(path), {"path": str(path)})
 
     def random_seed(self) -> None:
         self.seed.set(str(secrets.randbits(32)))
@@ -286,7 +282,7 @@ class App:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="EdgeVAE desktop: generate images from an export.")
-    parser.add_argument("export", nargs="?", help="an export directory (python -m export RUN_DIR --out DIR)")
+    parser.add_argument("export", nargs="?", help="an export directory (edgevae export RUN_DIR --out DIR)")
     args = parser.parse_args(argv)
     try:
         root = tk.Tk()

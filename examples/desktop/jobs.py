@@ -1,6 +1,6 @@
-"""What the desktop app computes, as plain functions of a runtime.Model: no Tk here, so they run on the worker.
+"""What the desktop app computes, as plain functions of a edgevae.Model: no Tk here, so they run on the worker.
 
-Each returns a Picture: the float images (what "Save" writes through runtime.save_grid), the grid's
+Each returns a Picture: the float images (what "Save" writes through edgevae.save_grid), the grid's
 images per row, and a Pillow image of the grid enlarged by an integer factor (nearest neighbour, so
 every screen pixel is exactly a grid pixel; tests/test_desktop.py compares a screenshot against it).
 """
@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 import conditional
-import runtime
+import edgevae
 
 
 class Picture(NamedTuple):
@@ -24,32 +24,32 @@ class Picture(NamedTuple):
 
 
 def picture(images: np.ndarray, nrow: int | None = None, width: int = 420) -> Picture:
-    """Lay images out as runtime.make_grid does and enlarge the grid to at most `width` pixels (at least 1x)."""
+    """Lay images out as edgevae.make_grid does and enlarge the grid to at most `width` pixels (at least 1x)."""
     nrow = nrow or math.ceil(math.sqrt(len(images)))
-    grid = runtime.make_grid(images, nrow)  # uint8 (rows, cols, C)
+    grid = edgevae.make_grid(images, nrow)  # uint8 (rows, cols, C)
     scale = max(1, min(8, width // grid.shape[1]))
     grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     return Picture(images, nrow, scale, Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid))
 
 
-def base_latent(model: runtime.Model, seed: int, temperature: float) -> np.ndarray:
+def base_latent(model: edgevae.Model, seed: int, temperature: float) -> np.ndarray:
     """The latent of the first image of sample(n, seed, temperature): temperature * eps[0], float32 (D,)."""
-    return runtime.standard_normal(seed, (1, model.latent_dim))[0] * np.float32(temperature)
+    return edgevae.standard_normal(seed, (1, model.latent_dim))[0] * np.float32(temperature)
 
 
-def grid(model: runtime.Model, seed: int, temperature: float, n: int, y: int | None = None) -> Picture:
+def grid(model: edgevae.Model, seed: int, temperature: float, n: int, y: int | None = None) -> Picture:
     """sample(n, seed, temperature) as a square-ish grid; y is a class index for conditional models."""
     cond = conditional.kwargs(y)
     return picture(model.sample(n, seed=seed, temperature=temperature, **cond))
 
 
-def latent(model: runtime.Model, z: np.ndarray, y: int | None = None) -> Picture:
+def latent(model: edgevae.Model, z: np.ndarray, y: int | None = None) -> Picture:
     """One image decoded from the latent the sliders edit, shown large."""
     cond = conditional.kwargs(y)
     return picture(model.decode(np.asarray(z, np.float32)[None], **cond), width=200)
 
 
-def strip(model: runtime.Model, seed_a: int, seed_b: int, temperature: float, steps: int, method: str,
+def strip(model: edgevae.Model, seed_a: int, seed_b: int, temperature: float, steps: int, method: str,
           y: int | None = None) -> Picture:
     """Images along the path between the first samples of two seeds, in one row."""
     a, b = (base_latent(model, s, temperature) for s in (seed_a, seed_b))
@@ -58,5 +58,5 @@ def strip(model: runtime.Model, seed_a: int, seed_b: int, temperature: float, st
 
 
 def save(picture_: Picture, path: str) -> str:
-    """Write the picture's images as runtime.save_grid does (1 pixel per pixel, same layout)."""
-    return str(runtime.save_grid(picture_.images, path, nrow=picture_.nrow))
+    """Write the picture's images as edgevae.save_grid does (1 pixel per pixel, same layout)."""
+    return str(edgevae.save_grid(picture_.images, path, nrow=picture_.nrow))

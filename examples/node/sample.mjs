@@ -5,7 +5,7 @@
  *   cd examples/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci
  *   node sample.mjs ../../exports/shapes --n 64 --seed 0 --temperature 1 --out grid.png
  *
- * equals `python -m runtime sample exports/shapes --n 64 --seed 0 --out grid.png` pixel for pixel
+ * equals `edgevae sample exports/shapes --n 64 --seed 0 --out grid.png` pixel for pixel
  * (tests/test_node.py checks it). Like runtime.load it checks each graph's sha256 against manifest.json
  * and that the encoder, decoder and manifest share one pair_id, read from the `edgevae.spec` metadata.
  */
