@@ -1,4 +1,4 @@
-"""torch -> the two ONNX graphs of DESIGN.md, as in-memory ModelProtos.
+"""torch -> the two ONNX graphs of docs/design.md, as in-memory ModelProtos.
 
 Thin wrappers give each graph its named inputs and outputs; nothing in the model is patched.
 Exporter: torch.onnx's dynamo path (torch.export). The TorchScript path is deprecated since

@@ -16,7 +16,7 @@ MANIFEST = "manifest.json"  # lists every file of an export with its sha256
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 
-# Graph signatures (DESIGN.md "The two graphs"). The batch axis is dynamic and named BATCH_AXIS.
+# Graph signatures (docs/design.md "The two graphs"). The batch axis is dynamic and named BATCH_AXIS.
 # These are the VAE's; `signature` gives every model kind's.
 BATCH_AXIS = "batch"
 ENCODER_INPUTS = ("x", "eps")

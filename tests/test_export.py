@@ -1,4 +1,4 @@
-"""The graph contract of DESIGN.md, checked with onnx and plain onnxruntime (not through the runtime)."""
+"""The graph contract of docs/design.md, checked with onnx and plain onnxruntime (not through the runtime)."""
 import hashlib
 import json
 
