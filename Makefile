@@ -1,5 +1,5 @@
 # make demo: install, train on the built-in shapes, export + verify, write a sample grid.
-# make test: install, run the test suite.
+# make test: install, run the test suite. make check: lint (ruff).
 # The environment lives in .venv; torch is the CPU build, installed before anything can pull CUDA wheels.
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +10,7 @@ TORCH_VERSION ?= $(shell sed -n 's/^ *"torch>=\([0-9.]*\),.*/\1/p' pyproject.tom
 #   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: demo test install clean
+.PHONY: demo test check install clean
 
 install: $(VENV)/.installed
 
@@ -26,7 +26,11 @@ demo: install
 	$(PY) -m edgevae sample exports/shapes --n 64 --seed 0 --scale 4 --out samples.png
 
 test: install
-	$(PY) -m pytest
+	$(VENV)/bin/pytest  # not python -m pytest: that would put the checkout itself on sys.path
+
+# Lint: ruff, configured in pyproject.toml; CI runs it beside the tests.
+check: install
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(VENV) runs exports samples.png

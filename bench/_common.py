@@ -76,11 +76,13 @@ def prepare_export(workdir: Path, arch: str, data: str = "shapes", epochs: int =
     """Train a small real model with the project's CLI and export it with int8 and fp16 variants."""
     run, exp = workdir / f"run-{arch}", workdir / f"export-{arch}"
     if not (run / "checkpoint.pt").exists():
-        subprocess.run([sys.executable, "-m", "edgevae", "train", "--data", data, "--arch", arch, "--epochs", str(epochs),
-                        "--latent-dim", str(latent_dim), "--num-train", "4000", "--out", str(run), *extra],
+        subprocess.run([sys.executable, "-m", "edgevae", "train", "--data", data, "--arch", arch,
+                        "--epochs", str(epochs), "--latent-dim", str(latent_dim), "--num-train", "4000",
+                        "--out", str(run), *extra],
                        cwd=ROOT, check=True, capture_output=True)
     if not (exp / "manifest.json").exists():
-        subprocess.run([sys.executable, "-m", "edgevae", "export", str(run), "--out", str(exp), "--int8", "--fp16", "--force"],
+        subprocess.run([sys.executable, "-m", "edgevae", "export", str(run), "--out", str(exp),
+                        "--int8", "--fp16", "--force"],
                        cwd=ROOT, check=True, capture_output=True)
     return run, exp
 

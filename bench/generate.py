@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import _common as C  # noqa: E402
@@ -40,8 +39,8 @@ def child_torch(run_dir: str, batches: list[int], threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from edgevae.export.build import load_run
     import edgevae
+    from edgevae.export.build import load_run
 
     vae, _ = load_run(Path(run_dir))
     flops = _decoder_flops(vae)
@@ -67,10 +66,12 @@ def _decoder_flops(vae) -> int:
             total += 2 * module.in_features * module.out_features
         elif isinstance(module, nn.Conv2d):
             k = module.kernel_size[0] * module.kernel_size[1]
-            total += 2 * module.out_channels * (module.in_channels // module.groups) * k * output.shape[-2] * output.shape[-1]
+            taps = module.in_channels // module.groups * k
+            total += 2 * module.out_channels * taps * output.shape[-2] * output.shape[-1]
         elif isinstance(module, nn.ConvTranspose2d):
             k = module.kernel_size[0] * module.kernel_size[1]
-            total += 2 * module.in_channels * (module.out_channels // module.groups) * k * inputs[0].shape[-2] * inputs[0].shape[-1]
+            taps = module.out_channels // module.groups * k
+            total += 2 * module.in_channels * taps * inputs[0].shape[-2] * inputs[0].shape[-1]
 
     handles = [m.register_forward_hook(hook) for m in vae.decoder.modules()]
     with torch.no_grad():

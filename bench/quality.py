@@ -26,7 +26,6 @@ from pathlib import Path
 
 import _common as C  # noqa: E402
 
-
 # The recipe: a one-stochastic-layer MLP VAE trained on the IWAE bound with dynamic binarization.
 RECIPE = dict(model="vae", arch="mlp", hidden=(400, 400), latent_dim=50, likelihood="bernoulli", binarize=True,
               iwae_k=5, batch_size=64, lr=1e-3, schedule="cosine", val_fraction=0.0, seed=0)
@@ -173,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_children(jobs, args, threads)
     body = section(rows, args)
     print("\n" + body)
-    C.write_section("quality", "Quality: test NLL against the IWAE paper (Burda et al. 2015, Table 1)", body, args.results)
+    C.write_section("quality", "Quality: test NLL against the IWAE paper (Burda et al. 2015, Table 1)", body,
+                    args.results)
     return 0
 
 

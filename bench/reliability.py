@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import _common as C  # noqa: E402
 
@@ -41,7 +40,8 @@ def main() -> None:
     heavy = pytest("-q", "-s", "-m", "slow or not slow", "-k", "sigkill or load_many", "tests/test_faults.py",
                    "tests/test_robustness.py")
     faults = re.search(r"faults: (\d+) SIGKILLs injected \((\d+) after the first checkpoint\)", heavy)
-    load = re.search(r"load: (\d+) calls from (\d+) threads in (\d+) s, .*?(\d+) seen; RSS change ([+-][\d.]+) MiB", heavy)
+    load = re.search(r"load: (\d+) calls from (\d+) threads in (\d+) s, .*?(\d+) seen; "
+                     r"RSS change ([+-][\d.]+) MiB", heavy)
     rows = [
         ["bad inputs (files, arrays, arguments, flags), one test case each", f"{bad_cases} cases passed",
          "each gets the documented error type or a one-line CLI error"],

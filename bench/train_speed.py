@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                f"nats per image ({change:+.1%}; goal: within ±1%).")
     text = "\n".join([
         f"784-400-20 MLP VAE, batch {BATCH}, Adam lr {LR}, one epoch over {len(data.train_x):,} MNIST images per run, "
-        f"runs alternated, median of {args.repeats}; torch threads {torch.get_num_threads()}.", "", *table, "", verdict])
+        f"runs alternated, median of {args.repeats}; torch threads {torch.get_num_threads()}.",
+        "", *table, "", verdict])
     print("\n" + "\n".join(table) + "\n" + verdict)
     C.write_section("train_speed", "Training speed: in-memory trainer vs the pytorch/examples DataLoader recipe",
                     text, args.results)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import _common as C  # noqa: E402
@@ -30,7 +29,8 @@ def child(export_dir: str, threads: int) -> dict:
             eps = edgevae.standard_normal(n, (n, model.latent_dim))
             times[n] = C.median_time(lambda: model.sample(n, eps=eps))
         files = model.manifest["variants"][variant]
-        out[variant] = {"times": times, "bytes": sum(model.manifest["files"][files[r]]["bytes"] for r in ("encoder", "decoder")),
+        size = sum(model.manifest["files"][files[r]]["bytes"] for r in ("encoder", "decoder"))
+        out[variant] = {"times": times, "bytes": size,
                         "decoder_bytes": model.manifest["files"][files["decoder"]]["bytes"],
                         "quality": model.spec["quality"]}
     return out
@@ -62,7 +62,8 @@ def main() -> None:
             if variant not in result:
                 notes.append(f"{arch}: {variant} was outside its gate and not written")
         if "int8" in result:
-            notes.append(f"{arch}: int8 throughput at batch 1024 is {base['times']['1024'] / result['int8']['times']['1024']:.2f}x "
+            speedup = base["times"]["1024"] / result["int8"]["times"]["1024"]
+            notes.append(f"{arch}: int8 throughput at batch 1024 is {speedup:.2f}x "
                          f"fp32 (goal >= 1.5x)")
     header = ["model", "variant", "bytes (enc + dec)", "size vs fp32", "batch 1 µs", "batch 1024 ms",
               "throughput vs fp32", "PSNR dB vs fp32", "-ELBO change"]

@@ -16,7 +16,8 @@ def _export(argv) -> int:
     parser.add_argument("run_dir", help="run directory written by `edgevae train`")
     parser.add_argument("--out", required=True, help="export directory to create")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
-    parser.add_argument("--int8", action="store_true", help="also write int8 graphs (dynamic quantization), if inside their gate")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write int8 graphs (dynamic quantization), if inside their gate")
     parser.add_argument("--fp16", action="store_true", help="also write fp16-weight graphs, if inside their gate")
     parser.add_argument("--checkpoint", choices=("auto", "best", "last"), default="auto",
                         help="best.pt (lowest validation -ELBO) or checkpoint.pt (the last epoch); "
@@ -36,7 +37,7 @@ def _verify(argv) -> int:
     parser.add_argument("export_dir", help="export directory written by `edgevae export`")
     parser.add_argument("--batch-sizes", default="1,7,64,256", help="comma-separated batch sizes (default 1,7,64,256)")
     args = parser.parse_args(argv)
-    from .conformance import format_table, verify_export
+    from .verify import format_table, verify_export
 
     try:
         sizes = tuple(int(v) for v in args.batch_sizes.split(","))
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         from edgevae import EdgeVAEError
 
         from .build import ExportError
-        from .verify import ExportCheckError
+        from .gates import ExportCheckError
     except ModuleNotFoundError as e:
         print(f"error: {e.name} is not installed; install the train extra: pip install 'edgevae[train]'",
               file=sys.stderr)

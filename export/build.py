@@ -8,7 +8,6 @@ import datetime
 import hashlib
 import json
 import os
-import pickle
 import shutil
 import tempfile
 import uuid
@@ -20,10 +19,10 @@ import torch
 
 import edgevae
 from edgevae import spec as S
+from edgevae.train import checkpoint as checkpoint_io
 from edgevae.train.config import TrainConfig
-from edgevae.train.model import build
 
-from . import graphs, variants, verify
+from . import gates, graphs, variants
 
 
 class ExportError(RuntimeError):
@@ -31,24 +30,12 @@ class ExportError(RuntimeError):
 
 
 def load_run(run_dir: Path, checkpoint: str = "auto") -> tuple[torch.nn.Module, dict]:
-    """The trained model and its checkpoint, read with weights_only=True (no pickle code runs).
-
-    checkpoint: "best" (best.pt, lowest validation -ELBO), "last" (checkpoint.pt), or "auto": best
-    when the run wrote one, else last.
-    """
-    names = {"best": ["best.pt"], "last": ["checkpoint.pt"], "auto": ["best.pt", "checkpoint.pt"]}[checkpoint]
-    path = next((run_dir / n for n in names if (run_dir / n).is_file()), None)
-    if path is None:
-        raise ExportError(f"{run_dir}: no {' or '.join(names)} (is it a run directory written by `edgevae train`?)")
+    """The trained model and its checkpoint (train/checkpoint.py's load_run), errors as ExportError."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        config = TrainConfig.from_dict(ckpt["config"])
-        vae = build(config, tuple(ckpt["image_shape"]), num_classes=len(ckpt["classes"]))
-        vae.load_state_dict(ckpt["model"])
-    except (RuntimeError, KeyError, ValueError, TypeError, EOFError, OSError, pickle.UnpicklingError) as e:
-        raise ExportError(f"{path}: not a readable EdgeVAE checkpoint ({str(e).splitlines()[0]})") from None
-    ckpt["path"] = str(path)
-    return vae.eval(), ckpt
+        vae, ckpt, _ = checkpoint_io.load_run(run_dir, checkpoint)
+    except (FileNotFoundError, ValueError) as e:
+        raise ExportError(str(e)) from None
+    return vae, ckpt
 
 
 def make_spec(vae, ckpt: dict, pair_id: str, parity: dict, elbo: dict) -> dict:
@@ -63,13 +50,14 @@ def make_spec(vae, ckpt: dict, pair_id: str, parity: dict, elbo: dict) -> dict:
         "image_shape": list(ckpt["image_shape"]),
         "pixel_range": [0.0, 1.0],
         "likelihood": config["likelihood"],
-        "likelihood_params": verify.likelihood_params(vae),
+        "likelihood_params": gates.likelihood_params(vae),
         "classes": list(ckpt["classes"]) if vae.conditional else None,  # the labels y indexes
         "dataset_classes": list(ckpt["classes"]),
         "noise": S.NOISE,
         "training": {"dataset": ckpt["dataset"], "epochs": ckpt["epoch"], "checkpoint": Path(ckpt["path"]).name,
-                     "test_neg_elbo": ckpt["metrics"]["test_neg_elbo"], "config": config},
-        "parity": {"batch_sizes": list(verify.PARITY_BATCH_SIZES), "tolerance": verify.PARITY_TOLERANCE,
+                     "test_neg_elbo": ckpt["metrics"]["test_neg_elbo"],
+                     "config": TrainConfig.from_dict(config).summary()},  # whitelisted: no local paths
+        "parity": {"batch_sizes": list(gates.PARITY_BATCH_SIZES), "tolerance": gates.PARITY_TOLERANCE,
                    "max_abs_diff": parity, "elbo": elbo, "torch": torch.__version__, "onnxruntime": ort.__version__},
         "opset": graphs.OPSET,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -120,20 +108,20 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
         f"{ckpt['config']['likelihood']}, epoch {ckpt['epoch']})")
     fp32 = graphs.export_graphs(vae)
     for name, proto in zip((S.ENCODER_FILE, S.DECODER_FILE), fp32):
-        verify.check_graph(proto, name)
-    parity = verify.parity(vae, ckpt, *fp32)
-    elbo = verify.elbo_parity(vae, ckpt, *fp32)
-    log(f"verified: onnx.checker ok, no random op, max |onnxruntime - torch| "
+        gates.check_graph(proto, name)
+    parity = gates.parity(vae, ckpt, *fp32)
+    elbo = gates.elbo_parity(vae, ckpt, *fp32)
+    log("verified: onnx.checker ok, no random op, max |onnxruntime - torch| "
         + ", ".join(f"{k} {v:.1e}" for k, v in parity.items())
-        + f" (bound {verify.PARITY_TOLERANCE:g}, batch {', '.join(map(str, verify.PARITY_BATCH_SIZES))})"
+        + f" (bound {gates.PARITY_TOLERANCE:g}, batch {', '.join(map(str, gates.PARITY_BATCH_SIZES))})"
         + (f"; -ELBO torch {elbo['neg_elbo_torch']:.4f}, onnx {elbo['neg_elbo_onnx']:.4f}"
            if elbo["neg_elbo_onnx"] is not None else f"; -ELBO through the graphs {elbo['note']}"))
     kept = {"fp32": (fp32, None)}
     for variant in variants_:
         candidate = tuple(variants.make(variant, proto) for proto in fp32)
         for role, proto in zip(("encoder", "decoder"), candidate):
-            verify.check_graph(proto, variants.file_name(role, variant))
-        q = verify.variant_quality(variant, vae, ckpt, fp32, candidate)
+            gates.check_graph(proto, variants.file_name(role, variant))
+        q = gates.variant_quality(variant, vae, ckpt, fp32, candidate)
         if q["passed"]:
             kept[variant] = (candidate, q)
             log(f"{variant}: {_fmt_quality(q)}")
@@ -177,13 +165,14 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
 
 def _check_written(directory: Path, vae: torch.nn.Module, kept: dict) -> None:
     """The files as written load through the runtime (hashes, spec, pair) and still decode as verified."""
-    inputs = {"z": edgevae.standard_normal(verify.PARITY_SEED, (8, vae.latent_dim))}
+    inputs = {"z": edgevae.standard_normal(gates.PARITY_SEED, (8, vae.latent_dim))}
     if vae.conditional:
         inputs["y"] = np.arange(8, dtype=np.int64) % vae.num_classes
-    want = verify.torch_run(vae, "decoder", inputs)["x_hat"]
+    want = gates.torch_run(vae, "decoder", inputs)["x_hat"]
     for variant, (protos, _) in kept.items():
         got = edgevae.load(directory, threads=1, variant=variant).decode(inputs["z"], labels=inputs.get("y"))
-        expected = want if variant == "fp32" else verify.ort_run(verify.session(protos[1]), vae, "decoder", inputs)["x_hat"]
+        expected = want if variant == "fp32" else \
+            gates.ort_run(gates.session(protos[1]), vae, "decoder", inputs)["x_hat"]
         diff = float(np.max(np.abs(got - expected)))
-        if not diff <= verify.PARITY_TOLERANCE:
-            raise verify.ExportCheckError(f"written {variant} decoder differs from what was verified by {diff:.2e}")
+        if not diff <= gates.PARITY_TOLERANCE:
+            raise gates.ExportCheckError(f"written {variant} decoder differs from what was verified by {diff:.2e}")

@@ -55,7 +55,8 @@ class DecoderGraph(nn.Module):
 
 def _to_onnx(module: nn.Module, args: tuple, input_names, output_names) -> onnx.ModelProto:
     batch = torch.export.Dim(S.BATCH_AXIS, min=1, max=1 << 20)
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)  # "torchvision is not installed"
+    # its "torchvision is not installed" note
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         # torch.export's deprecation chatter about its own internals (raised from torch and copyreg),
         # and a note that the inputs share one named batch dim, which is what we ask for

@@ -8,6 +8,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
+
+from edgevae.train.elbo import kl_divergence
 
 _P_MIN = 1e-7  # Bernoulli x_hat is clipped to [_P_MIN, 1 - _P_MIN] before log, so saturated pixels stay finite
 NO_GRAPH_ELBO = {  # likelihoods whose -log p(x|z) the graphs' outputs do not determine
@@ -38,8 +41,8 @@ def neg_elbo(encode, decode, inputs: dict, likelihood: str, params: dict) -> np.
     recon = per_pixel.reshape(len(x), -1).sum(axis=1)
     if "logvar" not in out:
         return recon  # the plain autoencoder: reconstruction alone
-    mu, logvar = out["mu"].astype(np.float64), out["logvar"].astype(np.float64)
-    return recon - 0.5 * np.sum(1 + logvar - mu**2 - np.exp(logvar), axis=1)  # Kingma & Welling (2014), App. B
+    kl = kl_divergence(torch.from_numpy(out["mu"]).double(), torch.from_numpy(out["logvar"]).double())
+    return recon + kl.numpy()
 
 
 def psnr(reference: np.ndarray, other: np.ndarray) -> float:

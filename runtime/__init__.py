@@ -7,9 +7,9 @@
 
 Imports none of torch, onnx, train or export (a test checks this in a fresh interpreter).
 """
-from .errors import EdgeVAEError
 from ._images import load_images, make_grid, save_grid, to_uint8
 from ._model import Encoding, Model, load
+from .errors import EdgeVAEError
 from .noise import standard_normal
 
 __all__ = [

@@ -62,7 +62,8 @@ def _encode(args, model) -> str:
     out = Path(args.out)
     logvar = enc.logvar if enc.logvar is not None else [None] * len(enc.z)  # the autoencoder has none
     record = {"latent": "z (sampled)" if args.sampled else "mu", "seed": args.seed, "temperature": args.temperature,
-              "images": [{"file": str(p), "z": z.tolist(), "mu": m.tolist(), "logvar": None if lv is None else lv.tolist()}
+              "images": [{"file": str(p), "z": z.tolist(), "mu": m.tolist(),
+                          "logvar": None if lv is None else lv.tolist()}
                          for p, z, m, lv in zip(args.images, enc.z, enc.mu, logvar)]}
     json_path = out.with_suffix(".json")
     _write(json_path, (json.dumps(record, indent=1) + "\n").encode())
@@ -112,7 +113,8 @@ def _traverse(args, model) -> str:
 
 
 def _manifold(args, model) -> str:
-    path = save_grid(model.manifold(args.steps, labels=_label(args, model)), args.out, nrow=args.steps, scale=args.scale)
+    images = model.manifold(args.steps, labels=_label(args, model))
+    path = save_grid(images, args.out, nrow=args.steps, scale=args.scale)
     return f"wrote {path} ({args.steps}x{args.steps} normal quantiles of the 2-D latent)"
 
 
@@ -141,7 +143,8 @@ def _info(args, model) -> str:
         f"pair_id     {spec['pair_id']}",
     ]
     for variant, entry in model.manifest["variants"].items():
-        sizes = " + ".join(f"{entry[r]} {model.manifest['files'][entry[r]]['bytes']:,} B" for r in ("encoder", "decoder"))
+        sizes = " + ".join(f"{entry[r]} {model.manifest['files'][entry[r]]['bytes']:,} B"
+                           for r in ("encoder", "decoder"))
         q = entry.get("quality")
         quality = "" if not q else f"; PSNR {q['psnr_db']:.1f} dB" + (
             f", -ELBO {q['neg_elbo']:.3f} vs fp32 {q['neg_elbo_fp32']:.3f}" if q["neg_elbo"] is not None else "")

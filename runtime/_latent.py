@@ -5,7 +5,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from .errors import EdgeVAEError
+from .errors import EdgeVAEError, check_int
 
 METHODS = ("lerp", "slerp")
 
@@ -19,8 +19,7 @@ def interpolate(a: np.ndarray, b: np.ndarray, steps: int, method: str = "lerp") 
     """
     if method not in METHODS:
         raise EdgeVAEError(f"interpolate: method must be one of {', '.join(METHODS)}, got {method!r}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 2 <= steps <= 10_000:
-        raise EdgeVAEError(f"interpolate: steps must be an int in [2, 10000], got {steps!r}")
+    steps = check_int(steps, "interpolate: steps", 2, 10_000)
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     t = np.linspace(0.0, 1.0, int(steps))[:, None]  # (steps, 1)
     if method == "lerp":
@@ -37,8 +36,7 @@ def interpolate(a: np.ndarray, b: np.ndarray, steps: int, method: str = "lerp") 
 
 def traverse(base: np.ndarray, dim: int, values: np.ndarray) -> np.ndarray:
     """Copies of base (D,) with dimension `dim` set to each of `values`: float32 (len(values), D)."""
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 0 <= dim < base.shape[0]:
-        raise EdgeVAEError(f"traverse: dim must be an int in [0, {base.shape[0] - 1}], got {dim!r}")
+    dim = check_int(dim, "traverse: dim", 0, base.shape[0] - 1)
     z = np.repeat(base[None, :].astype(np.float32), len(values), axis=0)
     z[:, dim] = values
     return z
@@ -50,8 +48,7 @@ def manifold(steps: int, low: float = 0.05, high: float = 0.95) -> np.ndarray:
     Row r, column c holds (Phi^-1(p_c), Phi^-1(p_r')), with p evenly spaced in [low, high] and rows
     running from high to low so that "up" in the picture is +z2.
     """
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 2 <= steps <= 100:
-        raise EdgeVAEError(f"manifold: steps must be an int in [2, 100], got {steps!r}")
+    steps = check_int(steps, "manifold: steps", 2, 100)
     q = np.array([NormalDist().inv_cdf(p) for p in np.linspace(low, high, int(steps))])
     z2, z1 = np.meshgrid(q[::-1], q, indexing="ij")  # (steps, steps): rows = z2 descending, cols = z1
     return np.stack([z1.ravel(), z2.ravel()], axis=1).astype(np.float32)

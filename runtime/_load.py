@@ -94,7 +94,8 @@ def open_export(path: Path, threads: int | None, spinning: bool, variant: str):
             raise EdgeVAEError(f"{path / name}: no '{S.METADATA_KEY}' metadata (not an EdgeVAE graph)")
         spec = specs[role] = S.loads(text, str(path / name))
         if (spec["role"], spec["variant"]) != (role, variant):
-            raise EdgeVAEError(f"{path / name}: expected the {variant} {role}, got the {spec['variant']} {spec['role']}")
+            raise EdgeVAEError(f"{path / name}: expected the {variant} {role}, "
+                               f"got the {spec['variant']} {spec['role']}")
         _check_signature(session, str(path / name), *S.signature(role, spec["model"], spec["classes"] is not None))
         sessions[role] = session
     pair_ids = {specs["encoder"]["pair_id"], specs["decoder"]["pair_id"], manifest.get("pair_id")}

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _latent
 from ._load import open_export
-from .errors import EdgeVAEError
+from .errors import EdgeVAEError, check_int
 from .noise import standard_normal
 
 MAX_BATCH = 65_536  # largest n or N one call accepts; work is run in chunks of CHUNK
@@ -51,14 +51,13 @@ class Model:
         self._encoder, self._decoder = sessions["encoder"], sessions["decoder"]
 
     def __repr__(self) -> str:
-        return (f"Model({str(self.path)!r}, kind={self.kind!r}, variant={self.variant!r}, latent_dim={self.latent_dim}, "
+        return (f"Model({str(self.path)!r}, kind={self.kind!r}, variant={self.variant!r}, "
+                f"latent_dim={self.latent_dim}, "
                 f"image_shape={self.image_shape}{f', classes={len(self.classes)}' if self.classes else ''})")
 
     # -- checks --------------------------------------------------------------------------------
     def _batch(self, what: str, n) -> int:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_BATCH:
-            raise EdgeVAEError(f"{what}: n must be an int in [1, {MAX_BATCH}], got {n!r}")
-        return int(n)
+        return check_int(n, f"{what}: n", 1, MAX_BATCH)
 
     def _array(self, what: str, name: str, value, shape: tuple, lo: float | None = None, hi: float | None = None):
         """`value` as C-contiguous float32 of `shape` (None = any batch size), finite and inside [lo, hi]."""
@@ -69,7 +68,8 @@ class Model:
         if a.dtype.kind not in "fiu":  # float, signed or unsigned int; not bool, complex, str, object
             raise EdgeVAEError(f"{what}: {name} must be a float array, got dtype {a.dtype}")
         if a.ndim != len(shape) or any(s is not None and s != g for s, g in zip(shape, a.shape)):
-            expected = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+            dims = ["N" if s is None else str(s) for s in shape]
+            expected = "(" + ", ".join(dims) + ("," if len(shape) == 1 else "") + ")"
             raise EdgeVAEError(f"{what}: {name} must have shape {expected}, got {a.shape}")
         if not 1 <= a.shape[0] <= MAX_BATCH:
             raise EdgeVAEError(f"{what}: {name} batch size must be in [1, {MAX_BATCH}], got {a.shape[0]}")
@@ -92,7 +92,10 @@ class Model:
         if labels is None:
             raise EdgeVAEError(f"{what}: this model is conditional: pass labels (an index or name from "
                                f"{self.classes}, or one per image)")
-        items = [labels] if isinstance(labels, (str, int, np.integer)) else list(np.asarray(labels, dtype=object).ravel())
+        if isinstance(labels, (str, int, np.integer)):
+            items = [labels]
+        else:
+            items = list(np.asarray(labels, dtype=object).ravel())
         if len(items) not in (1, n):
             raise EdgeVAEError(f"{what}: labels must be one class or {n} (one per image), got {len(items)}")
         index = []
@@ -101,11 +104,8 @@ class Model:
                 if item not in self.classes:
                     raise EdgeVAEError(f"{what}: unknown class {item!r}; classes are {self.classes}")
                 index.append(self.classes.index(item))
-            elif isinstance(item, (int, np.integer)) and not isinstance(item, bool) and 0 <= item < len(self.classes):
-                index.append(int(item))
             else:
-                raise EdgeVAEError(f"{what}: a label must be a class name or an int in [0, {len(self.classes) - 1}], "
-                                   f"got {item!r}")
+                index.append(check_int(item, f"{what}: a label (a class name, or an index)", 0, len(self.classes) - 1))
         return np.array(index * n if len(index) == 1 else index, dtype=np.int64)
 
     def _eps(self, what: str, n: int, seed, eps, temperature: float) -> np.ndarray:
@@ -210,8 +210,7 @@ class Model:
         """
         base = np.zeros(self.latent_dim, np.float32) if z is None else self._point("traverse", z, labels)
         if values is None:
-            if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= 10_000:
-                raise EdgeVAEError(f"traverse: steps must be an int in [1, 10000], got {steps!r}")
+            steps = check_int(steps, "traverse: steps", 1, 10_000)
             if not isinstance(span, (int, float, np.integer, np.floating)) or not 0 <= span < float("inf"):
                 raise EdgeVAEError(f"traverse: span must be a finite number >= 0, got {span!r}")
             values = np.linspace(-span, span, int(steps))

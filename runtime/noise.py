@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from .errors import EdgeVAEError
+from .errors import EdgeVAEError, check_int
 
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)  # Philox multipliers
 _W0, _W1 = 0x9E3779B9, 0xBB67AE85  # Weyl key increments (golden ratio, sqrt(3) - 1)
@@ -56,8 +56,7 @@ def _philox_block(block: int, key: tuple[int, int]) -> tuple[int, int, int, int]
 
 def standard_normal(seed: int, shape: tuple[int, ...] | int) -> np.ndarray:
     """Standard-normal float32 array of `shape`, a pure function of (seed, shape); see the module doc."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
-        raise EdgeVAEError(f"seed must be an int in [0, 2**64), got {seed!r}")
+    seed = check_int(seed, "seed", 0, 2**64 - 1)
     shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
     if any(s < 0 for s in shape):
         raise EdgeVAEError(f"noise shape must be non-negative, got {shape}")

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import numpy as np
-
 from conftest import ROOT
 from test_data import _idx_bytes
 
@@ -36,7 +35,8 @@ def test_bench_writes_its_section_from_the_run(tmp_path):
     for _ in range(2):  # the second run replaces the section rather than appending another
         out = run_bench("train_speed.py", "--data", str(data), "--repeats", "1", "--results", str(results)).stdout
     text = results.read_text()
-    assert "keep me" in text and text.count("<!-- begin train_speed -->") == 1 and text.count("<!-- end train_speed -->") == 1
+    assert "keep me" in text
+    assert text.count("<!-- begin train_speed -->") == 1 and text.count("<!-- end train_speed -->") == 1
     rows = [line for line in text.splitlines() if line.startswith("| ") and "images/s" not in line][1:]  # past "---"
     assert len(rows) == 3 and rows[0].endswith("| 1.00x |")
     assert f"--data {data}" in text and "torch" in text  # the command line and versions of this run

@@ -88,8 +88,8 @@ def test_encode_writes_npy_and_json(export_dir, tmp_path):
     assert np.allclose([e["z"] for e in record["images"]], want.z, atol=1e-7)  # JSON float round trip
     r = run_cli("encode", str(export_dir), str(paths[0]), "--sampled", "--seed", "4",
                 "--out", str(tmp_path / "z.npy"))
-    assert r.returncode == 0 and np.array_equal(np.load(tmp_path / "z.npy"),
-                                                edgevae.load(export_dir).encode(edgevae.load_images(paths[:1], (1, 28, 28)), seed=4).z)
+    want = edgevae.load(export_dir).encode(edgevae.load_images(paths[:1], (1, 28, 28)), seed=4).z
+    assert r.returncode == 0 and np.array_equal(np.load(tmp_path / "z.npy"), want)
 
 
 def test_reconstruct_interpolate_traverse_info(export_dir, export_dir_2d, tmp_path):
@@ -112,7 +112,8 @@ def test_reconstruct_interpolate_traverse_info(export_dir, export_dir_2d, tmp_pa
     assert r.returncode == 0, r.stderr
     r = run_cli("info", str(export_dir))
     assert r.returncode == 0
-    for fragment in ("latent dim  4", "variant     fp32 (loaded): encoder.onnx ", "ops         decoder: Clip, Gemm", "parity      max"):
+    for fragment in ("latent dim  4", "variant     fp32 (loaded): encoder.onnx ", "ops         decoder: Clip, Gemm",
+                     "parity      max"):
         assert fragment in r.stdout
     r = run_cli("info", str(export_dir), "--json")
     specs = json.loads(r.stdout)

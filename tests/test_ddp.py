@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import torch
-
 from conftest import run_cli
 
 # 330 images -> 297 train after the 10% validation split: the last batch of 9 splits 5 / 4 over the ranks.

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, require_tools, skip_or_fail
 from PIL import Image
 
 import edgevae
-from conftest import ROOT, require_tools, skip_or_fail
 
 APP = ROOT / "examples" / "desktop" / "app.py"
 
@@ -171,7 +171,7 @@ def test_user_session(app, export_dir, tmp_path):
     for expected in (0.95, 0.9):
         knob = state["widgets"]["temperature"]["knob"]
         app.xdo("mousemove", knob[0] - 25, knob[1], "click", 1)  # the knob is 30 px wide: 25 px left is trough
-        state = app.wait(f"temperature {expected}", lambda s: s["shown"]["grid"]["temperature"] == expected)
+        state = app.wait(f"temperature {expected}", lambda s, t=expected: s["shown"]["grid"]["temperature"] == t)
     assert state["shown"]["strip"]["temperature"] == 0.9 and state["shown"]["strip"]["seed_a"] == 7
 
     # Drag the first latent slider 48 px to the right, as a hand would: press, move in steps, release.

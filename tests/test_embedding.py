@@ -7,10 +7,10 @@ import subprocess
 
 import numpy as np
 import pytest
-
-import edgevae
 from conftest import ROOT, require_tools
 from test_noise import REFERENCE
+
+import edgevae
 
 MAIN = r"""
 #include <cstdio>

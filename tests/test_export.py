@@ -6,12 +6,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import TINY
 
+from edgevae import spec as S
 from edgevae.export.build import ExportError, export
 from edgevae.export.graphs import op_types
-from edgevae import spec as S
-
-from conftest import TINY
 
 D, SHAPE = TINY["latent_dim"], (1, TINY["image_size"], TINY["image_size"])
 
@@ -72,11 +71,16 @@ def test_metadata_spec_and_manifest(export_dir):
         meta = _session(export_dir / name).get_modelmeta().custom_metadata_map
         specs[role] = json.loads(meta[S.METADATA_KEY])
         assert set(S.REQUIRED_FIELDS) <= specs[role].keys() and specs[role]["noise"] == S.NOISE
-        assert specs[role]["pixel_range"] == [0.0, 1.0] and specs[role]["classes"] is None and specs[role]["opset"] == 18
+        assert specs[role]["pixel_range"] == [0.0, 1.0] and specs[role]["classes"] is None
+        assert specs[role]["opset"] == 18
         assert specs[role]["role"] == role
         assert specs[role]["schema_version"] == S.SCHEMA_VERSION
         assert specs[role]["latent_dim"] == D and specs[role]["image_shape"] == list(SHAPE)
         assert specs[role]["training"]["dataset"] == "shapes" and specs[role]["training"]["epochs"] == TINY["epochs"]
+        # only the whitelisted, model-describing config fields travel: no run directory, data path or device
+        config = specs[role]["training"]["config"]
+        assert config["latent_dim"] == D and not {"out", "data", "data_root", "mirror", "device"} & config.keys()
+        assert str(export_dir.parent) not in json.dumps(specs[role]) and "/tmp" not in json.dumps(specs[role])
         assert all(v <= 1e-5 for v in specs[role]["parity"]["max_abs_diff"].values())
     assert specs["encoder"]["pair_id"] == specs["decoder"]["pair_id"]
     manifest = json.loads((export_dir / S.MANIFEST).read_text())

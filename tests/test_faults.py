@@ -1,5 +1,4 @@
 """Faults: SIGKILL during training, then --resume; a download cut off mid-transfer. Nothing is lost or faked."""
-import hashlib
 import http.server
 import json
 import random
@@ -11,9 +10,9 @@ import time
 
 import pytest
 import torch
-
 from conftest import ROOT, run_cli
 from test_sources import fake_mnist  # noqa: F401  (fixture: tiny MNIST files and their table)
+
 from edgevae.train import download
 
 FLAGS = ["--data", "shapes", "--num-train", "3000", "--num-test", "200", "--hidden", "64", "--latent-dim", "4",
@@ -31,9 +30,10 @@ def test_sigkill_at_random_moments_then_resume_ends_as_if_never_killed(tmp_path)
     assert run_cli("train", *FLAGS, "--out", str(reference)).returncode == 0
     run, rng, kills, mid_training = tmp_path / "killed", random.Random(7), 0, 0
     env = {"PATH": "/usr/bin:/bin"}
-    for attempt in range(4):
+    for _ in range(4):
         resume = ["--resume"] if (run / "checkpoint.pt").exists() else []
-        proc = subprocess.Popen([sys.executable, "-m", "edgevae", "train", *FLAGS, "--out", str(run), *resume], cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "edgevae", "train", *FLAGS, "--out", str(run), *resume],
+                                cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(2.5, 6.0))  # start-up takes ~2 s; an epoch ~0.3 s: kills land anywhere
         if proc.poll() is None:

@@ -4,13 +4,12 @@ import json
 import numpy as np
 import onnx
 import pytest
+from conftest import TINY
 
 import edgevae
 from edgevae import EdgeVAEError
 from edgevae import spec as S
 from edgevae.train.data import SHAPE_CLASSES
-
-from conftest import TINY
 
 D = TINY["latent_dim"]
 
@@ -53,9 +52,9 @@ def test_labels_by_index_or_name(conditional):
 @pytest.mark.parametrize("labels,message", [
     (None, "this model is conditional: pass labels"),
     ("hexagon", "unknown class 'hexagon'"),
-    (3, r"a label must be a class name or an int in \[0, 2\], got 3"),
+    (3, r"a label \(a class name, or an index\) must be an int in \[0, 2\], got 3"),
     ([0, 1], "labels must be one class or 4 \\(one per image\\), got 2"),
-    (True, "a label must be a class name or an int"),
+    (True, r"a label \(a class name, or an index\) must be an int"),
 ])
 def test_bad_labels(conditional, labels, message):
     with pytest.raises(EdgeVAEError, match=message):

@@ -9,11 +9,11 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import ROOT, require_tools, skip_or_fail
 from PIL import Image
+from test_noise import PHILOX_KAT, REFERENCE
 
 import edgevae
-from conftest import ROOT, require_tools, skip_or_fail
-from test_noise import PHILOX_KAT, REFERENCE
 
 NODE_DIR = ROOT / "examples" / "node"
 

@@ -2,7 +2,7 @@
 
 Tolerance 1e-5 max |diff|: float32 on both sides, but different GEMM kernels (onnxruntime's MLAS,
 PyTorch's CPU BLAS) sum in different orders; we measure ~1e-6, and a real defect (a wrong op, a
-frozen constant) is >= 1e-2. See export/verify.py.
+frozen constant) is >= 1e-2. See export/gates.py.
 """
 import numpy as np
 import pytest

@@ -2,14 +2,13 @@
 import json
 
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 from edgevae.train.config import TrainConfig
 from edgevae.train.evaluate import main as evaluate_main
 from edgevae.train.loop import train
 from edgevae.train.report import main as report_main
-
-from conftest import run_cli
 
 # 16x16 generated shapes so two stride-2 conv layers fit; about a second a run.
 SMALL = dict(data="shapes", num_train=160, num_test=48, image_size=16, hidden=(32,), conv_channels=(4, 8),

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import TINY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -13,8 +14,6 @@ from hypothesis.extra import numpy as hnp
 import edgevae
 from edgevae import EdgeVAEError
 from edgevae import spec as S
-
-from conftest import TINY
 
 D, SHAPE = TINY["latent_dim"], (1, TINY["image_size"], TINY["image_size"])
 

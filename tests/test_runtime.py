@@ -8,12 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from conftest import ROOT, TINY
 
 import edgevae
 from edgevae import EdgeVAEError
 from edgevae import spec as S
-
-from conftest import ROOT, TINY
 
 D, SHAPE = TINY["latent_dim"], (1, TINY["image_size"], TINY["image_size"])
 
@@ -108,7 +107,8 @@ def test_interpolate_between_latents_and_images(model):
     for method in ("lerp", "slerp"):
         strip = model.interpolate(a, b, steps=5, method=method)
         assert strip.shape == (5, *SHAPE)
-        assert np.array_equal(strip[0], model.decode(a[None])[0]) and np.array_equal(strip[-1], model.decode(b[None])[0])
+        assert np.array_equal(strip[0], model.decode(a[None])[0])
+        assert np.array_equal(strip[-1], model.decode(b[None])[0])
     images = model.sample(2, seed=3)
     strip = model.interpolate(images[0], images[1], steps=4)
     np.testing.assert_array_equal(strip[0], model.reconstruct(images[:1])[0])

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_data import _idx_bytes
 
 from edgevae.train import download
 from edgevae.train.config import TrainConfig
 from edgevae.train.data import load
 from edgevae.train.loop import train
-
-from test_data import _idx_bytes
 
 TINY_RUN = dict(image_size=16, hidden=(16,), latent_dim=2, epochs=1, batch_size=16, seed=0)
 

@@ -38,6 +38,12 @@ def test_resume_needs_only_out_and_the_new_epochs(tmp_path, capsys):
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     _one_line_error(_cli(capsys, f"--out={run}", "--epochs=3", "--resume", "--lr=0.5"),
                     "cannot resume with a different config", "--lr 0.5")
+    before = (run / "checkpoint.pt").read_bytes()
+    _one_line_error(_cli(capsys, f"--out={run}", "--epochs=1", "--resume"),  # --epochs is the new total, not more
+                    "cannot resume", "has 2 epoch(s) done and --epochs is 1", "pass more than 2")
+    code, out, err = _cli(capsys, f"--out={run}", "--epochs=2", "--resume")  # a finished run: nothing to do
+    assert code == 0 and "nothing to do" in out and "already has 2 of 2 epochs" in out, err
+    assert (run / "checkpoint.pt").read_bytes() == before  # and the run is left as it was
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):

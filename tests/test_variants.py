@@ -2,18 +2,16 @@
 import json
 import re
 
-import numpy as np
 import onnx
 import pytest
+from conftest import ROOT
 
 import edgevae
+from edgevae import spec as S
 from edgevae.export import variants
 from edgevae.export.build import export
 from edgevae.export.graphs import op_types
 from edgevae.export.quality import psnr
-from edgevae import spec as S
-
-from conftest import ROOT
 
 
 def test_variants_are_written_listed_and_loadable(variants_dir):
@@ -87,7 +85,7 @@ def test_graph_ops_are_the_ones_the_readme_lists(kind, variants_dir, kind_export
 
 
 def test_export_fails_on_an_op_outside_the_allow_list(run_dir, tmp_path, monkeypatch):
-    from edgevae.export.verify import ExportCheckError
+    from edgevae.export.gates import ExportCheckError
 
     monkeypatch.setattr(S, "ALLOWED_OPS", S.ALLOWED_OPS - {"Sigmoid"})
     with pytest.raises(ExportCheckError, match="uses op.s. Sigmoid outside the allow-list"):

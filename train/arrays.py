@@ -89,7 +89,8 @@ def load_arrays(path: Path) -> Dataset:
     (train_x, train_y), test_part = parts
     test_x, test_y = test_part if test_part else (train_x[:0], train_y[:0])
     if test_part and test_x.shape[1:] != train_x.shape[1:]:
-        raise ValueError(f"{path}: test images {tuple(test_x.shape[1:])} differ from edgevae.train {tuple(train_x.shape[1:])}")
+        raise ValueError(f"{path}: test images {tuple(test_x.shape[1:])} differ from the training images "
+                         f"{tuple(train_x.shape[1:])}")
     n_classes = int(max(train_y.max(), test_y.max() if len(test_y) else 0)) + 1 if len(train_y) else 1
     names = arrays.get("classes")
     classes = tuple(str(c) for c in names) if names is not None else tuple(str(i) for i in range(n_classes))

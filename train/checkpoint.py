@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 from pathlib import Path
 
 import torch
 
 LAST, BEST = "checkpoint.pt", "best.pt"
-CHOICES = {"best": BEST, "last": LAST}  # what --checkpoint names, for evaluation and reports
+# What --checkpoint names: best (lowest validation -ELBO), last, or auto (best when the run wrote one).
+CHOICES = {"best": (BEST,), "last": (LAST,), "auto": (BEST, LAST)}
 RESUMABLE = ("epochs", "device", "resume")  # config fields --resume may change; the rest must match
 
 
@@ -29,35 +31,40 @@ def save(state: dict, path: Path) -> None:
 
 
 def load(path: Path) -> dict:
+    """A checkpoint's dict, read with weights_only=True (no pickled code runs); ValueError if unreadable."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from (train without --resume first)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0]})") from None
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
+        raise ValueError(f"{path}: not a readable EdgeVAE checkpoint ({str(e).splitlines()[0]})") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: not a readable EdgeVAE checkpoint (holds a {type(ckpt).__name__}, not a dict)")
+    return ckpt
 
 
-def load_run(run_dir: str | Path, which: str = "best"):
-    """(model in eval mode, checkpoint dict, TrainConfig) of a run directory, for evaluation and reports.
-
-    which: "best" (best.pt, lowest validation negative ELBO) or "last" (checkpoint.pt).
+def load_run(run_dir: str | Path, which: str = "auto"):
+    """(model in eval mode, checkpoint dict, TrainConfig) of a run directory: the one lookup export,
+    evaluation and reports share. which: "best", "last" or "auto" (best.pt when the run wrote one).
+    Raises FileNotFoundError for a directory without the checkpoint, ValueError for an unreadable one.
     """
     from .config import TrainConfig
     from .model import build
 
     if which not in CHOICES:
         raise ValueError(f"--checkpoint must be one of {', '.join(CHOICES)}, got {which!r}")
-    path = Path(run_dir) / CHOICES[which]
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint (is {run_dir} a run directory written by "
+    names = CHOICES[which]
+    path = next((Path(run_dir) / n for n in names if (Path(run_dir) / n).is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"{run_dir}: no {' or '.join(names)} (is it a run directory written by "
                                 f"`edgevae train`?)")
     ckpt = load(path)
     try:
         config = TrainConfig.from_dict(ckpt["config"])
         model = build(config, tuple(ckpt["image_shape"]), num_classes=len(ckpt["classes"]))
         model.load_state_dict(ckpt["model"])
-    except (KeyError, RuntimeError, TypeError) as e:
-        raise ValueError(f"{path}: not an EdgeVAE checkpoint ({str(e).splitlines()[0]})") from None
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable EdgeVAE checkpoint ({str(e).splitlines()[0]})") from None
     ckpt["path"] = str(path)
     return model.eval(), ckpt, config
 

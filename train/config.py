@@ -13,9 +13,13 @@ import typing
 from dataclasses import dataclass, field
 
 
-def arg(default, help: str, choices: tuple | None = None):
-    """A config field with its --help text (and allowed values) for the generated CLI."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+def arg(default, help: str, choices: tuple | None = None, summary: bool = False):
+    """A config field with its --help text (and allowed values) for the generated CLI.
+
+    summary: the field describes the model and travels into the exported graphs' spec (TrainConfig.summary).
+    Only such fields do: nothing local -- paths, devices -- leaves the machine inside a graph.
+    """
+    return field(default=default, metadata={"help": help, "choices": choices, "summary": summary})
 
 
 @dataclass(frozen=True)
@@ -26,35 +30,45 @@ class TrainConfig:
     mirror: str = arg("", "base URL to download 'mnist'/'fashion-mnist' from instead of their canonical locations")
     out: str = arg("runs/vae", "run directory: checkpoints, metrics.jsonl, sample and reconstruction grids, loss.png")
     model: str = arg("vae", "vae, or ae: the plain autoencoder baseline on the same networks (no sampling, no KL)",
-                     ("vae", "ae"))
-    arch: str = arg("mlp", "network architecture", ("mlp", "conv"))
-    conditional: bool = arg(False, "condition encoder and decoder on the class label (one-hot)")
+                     ("vae", "ae"), summary=True)
+    arch: str = arg("mlp", "network architecture", ("mlp", "conv"), summary=True)
+    conditional: bool = arg(False, "condition encoder and decoder on the class label (one-hot)", summary=True)
     likelihood: str = arg("bernoulli", "p(x|z): bernoulli (binary-like data), continuous-bernoulli or gaussian "
-                                       "(grayscale/RGB)", ("bernoulli", "continuous-bernoulli", "gaussian"))
-    binarize: bool = arg(False, "'bernoulli': dynamic binarization, a fresh binary sample of each image every step")
-    sigma: float = arg(0.0, "'gaussian': fixed std of p(x|z) per pixel; 0 = learned (one per channel)")
-    latent_dim: int = arg(16, "size D of the latent z")
+                                       "(grayscale/RGB)", ("bernoulli", "continuous-bernoulli", "gaussian"),
+                                       summary=True)
+    binarize: bool = arg(False, "'bernoulli': dynamic binarization, a fresh binary sample of each image every step",
+                         summary=True)
+    sigma: float = arg(0.0, "'gaussian': fixed std of p(x|z) per pixel; 0 = learned (one per channel)", summary=True)
+    latent_dim: int = arg(16, "size D of the latent z", summary=True)
     hidden: tuple[int, ...] = arg((512, 256), "'mlp': hidden layer widths of the encoder, comma-separated; "
-                                              "the decoder mirrors them")
+                                              "the decoder mirrors them", summary=True)
     conv_channels: tuple[int, ...] = arg((32, 64), "'conv': channels of the stride-2 conv layers, comma-separated; "
-                                                   "the decoder mirrors them with kernel-4 stride-2 transposed convs")
-    epochs: int = arg(10, "passes over the training set (with --resume: the new total)")
-    batch_size: int = arg(128, "images per optimizer step (summed over all processes under torchrun)")
-    lr: float = arg(1e-3, "Adam learning rate")
-    schedule: str = arg("constant", "learning rate per epoch: constant, or cosine decay to 0", ("constant", "cosine"))
-    grad_clip: float = arg(0.0, "clip the gradient's global L2 norm to this (0 = off)")
-    beta: float = arg(1.0, "weight of the KL term (1 = the ELBO)")
-    kl_warmup: int = arg(0, "epochs over which the KL weight ramps linearly from 0 to --beta (0 = off)")
-    iwae_k: int = arg(1, "importance samples per image; k > 1 trains on the IWAE bound (Burda et al., 2016)")
-    seed: int = arg(0, "seed for weights, batching, noise and generated data")
-    image_size: int = arg(28, "side of the model's images: 'shapes' are generated at it, other sources resized to it")
-    channels: int = arg(0, "image channels: 1 (grayscale) or 3 (RGB); 0 = as the source has them", (0, 1, 3))
-    matte: str = arg("black", "image folders: transparent pixels are composited over this colour", ("black", "white"))
+                                                   "the decoder mirrors them with kernel-4 stride-2 transposed convs",
+                                                   summary=True)
+    epochs: int = arg(10, "passes over the training set (with --resume: the new total)", summary=True)
+    batch_size: int = arg(128, "images per optimizer step (summed over all processes under torchrun)", summary=True)
+    lr: float = arg(1e-3, "Adam learning rate", summary=True)
+    schedule: str = arg("constant", "learning rate per epoch: constant, or cosine decay to 0", ("constant", "cosine"),
+                        summary=True)
+    grad_clip: float = arg(0.0, "clip the gradient's global L2 norm to this (0 = off)", summary=True)
+    beta: float = arg(1.0, "weight of the KL term (1 = the ELBO)", summary=True)
+    kl_warmup: int = arg(0, "epochs over which the KL weight ramps linearly from 0 to --beta (0 = off)", summary=True)
+    iwae_k: int = arg(1, "importance samples per image; k > 1 trains on the IWAE bound (Burda et al., 2016)",
+                      summary=True)
+    seed: int = arg(0, "seed for weights, batching, noise and generated data", summary=True)
+    image_size: int = arg(28, "side of the model's images: 'shapes' are generated at it, other sources resized to it",
+                          summary=True)
+    channels: int = arg(0, "image channels: 1 (grayscale) or 3 (RGB); 0 = as the source has them", (0, 1, 3),
+                        summary=True)
+    matte: str = arg("black", "image folders: transparent pixels are composited over this colour", ("black", "white"),
+                     summary=True)
     num_train: int = arg(20_000, "'shapes': images generated for training")
     num_test: int = arg(2_000, "'shapes': images generated for testing")
-    val_fraction: float = arg(0.1, "fraction of the training images held out for validation (picks best.pt)")
-    test_fraction: float = arg(0.1, "sources without a test split (folders, single arrays): fraction held out as test")
-    limit: int = arg(0, "use at most this many training images, before the validation split (0 = all)")
+    val_fraction: float = arg(0.1, "fraction of the training images held out for validation (picks best.pt)",
+                              summary=True)
+    test_fraction: float = arg(0.1, "sources without a test split (folders, single arrays): fraction held out as test",
+                               summary=True)
+    limit: int = arg(0, "use at most this many training images, before the validation split (0 = all)", summary=True)
     device: str = arg("auto", "torch device: auto (CUDA when present), cpu, cuda, cuda:1 ...")
     resume: bool = arg(False, "continue the run in --out from its checkpoint.pt, exactly where it stopped")
 
@@ -88,8 +102,12 @@ class TrainConfig:
             raise ValueError("--iwae-k > 1 needs --model vae, --beta 1 and no --kl-warmup (the IWAE bound has no "
                              f"separate KL term); got model={self.model}, beta={self.beta}, kl_warmup={self.kl_warmup}")
 
+    def summary(self) -> dict:
+        """The fields that describe the model (arg(summary=True)), for the exported graphs' spec."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["summary"]}
+
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         """Rebuild from a saved dict (checkpoint['config']); unknown keys are an error, missing ones default."""
         hints = typing.get_type_hints(cls)
         unknown = sorted(set(values) - set(hints))

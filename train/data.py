@@ -44,22 +44,23 @@ def shapes(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     ticks = ((np.arange(size * _SUPERSAMPLE) + 0.5) / _SUPERSAMPLE).astype(np.float32)  # sub-pixel centres (S,)
     cover = np.empty((n, size, size), dtype=np.float32)
     for cls, (sides, apothem) in enumerate(_POLYGONS):
-        for idx in np.array_split(np.flatnonzero(label == cls), max(1, int(np.sum(label == cls)) // 256)):
-            if idx.size == 0:
+        for part in np.array_split(np.flatnonzero(label == cls), max(1, int(np.sum(label == cls)) // 256)):
+            if part.size == 0:
                 continue
-            dx = (ticks[None, None, :] - centre[idx, 0, None, None]).astype(np.float32)  # (B, 1, S)
-            dy = (ticks[None, :, None] - centre[idx, 1, None, None]).astype(np.float32)  # (B, S, 1)
+            dx = (ticks[None, None, :] - centre[part, 0, None, None]).astype(np.float32)  # (B, 1, S)
+            dy = (ticks[None, :, None] - centre[part, 1, None, None]).astype(np.float32)  # (B, S, 1)
             if sides == 0:
                 dist = np.sqrt(dx * dx + dy * dy)  # (B, S, S)
             else:  # regular polygon: the largest projection on its edge normals, compared with the apothem
-                dist = np.full((idx.size, ticks.size, ticks.size), -np.inf, dtype=np.float32)
+                dist = np.full((part.size, ticks.size, ticks.size), -np.inf, dtype=np.float32)
                 for k in range(sides):
-                    theta = (angle[idx] + 2.0 * np.pi * k / sides)[:, None, None]
-                    np.maximum(dist, dx * np.cos(theta).astype(np.float32) + dy * np.sin(theta).astype(np.float32), out=dist)
+                    theta = (angle[part] + 2.0 * np.pi * k / sides)[:, None, None]
+                    normal = (np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32))
+                    np.maximum(dist, dx * normal[0] + dy * normal[1], out=dist)
                 dist /= apothem
-            inside = dist <= radius[idx, None, None].astype(np.float32)
-            b, s = idx.size, size
-            cover[idx] = inside.reshape(b, s, _SUPERSAMPLE, s, _SUPERSAMPLE).mean(axis=(2, 4))  # (B, H, W)
+            inside = dist <= radius[part, None, None].astype(np.float32)
+            b, s = part.size, size
+            cover[part] = inside.reshape(b, s, _SUPERSAMPLE, s, _SUPERSAMPLE).mean(axis=(2, 4))  # (B, H, W)
     images = np.rint(cover * grey[:, None, None] * 255.0).astype(np.uint8)[:, None]  # (N, 1, H, W)
     return images, label.astype(np.int64)
 

@@ -19,12 +19,17 @@ from .likelihood import bernoulli_nll  # noqa: F401  (re-exported: the Bernoulli
 LOG_2PI = math.log(2 * math.pi)
 
 
-def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)) per image, (N,).
+def kl_terms(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, 1)) of each latent element, shaped like mu: the one KL formula.
 
     Kingma & Welling (2014), Appendix B: -KL = 0.5 * sum(1 + log(sigma^2) - mu^2 - sigma^2).
     """
-    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
+    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) per image, (N,): kl_terms summed over the latent (flat or spatial)."""
+    return kl_terms(mu, logvar).flatten(1).sum(dim=1)
 
 
 def negative_elbo(model, x: torch.Tensor, eps: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None,

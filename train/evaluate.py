@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from .config import arg, run_dir_main
+from .elbo import kl_divergence, kl_terms
 
 BINARIZATION_SEED = 2015  # the test set's one fixed binarization (the IWAE paper's year)
 NOISE_SEED = 5_000  # eps of test image i: torch.Generator seeded NOISE_SEED + i
@@ -42,7 +43,9 @@ TABLE_DIMS = 10  # latent dimensions per row of the printed KL / activity table
 @dataclass(frozen=True)
 class EvalConfig:
     k: int = arg(5000, "importance samples per test image for the NLL (the IWAE paper's 5000)")
-    checkpoint: str = arg("best", "which checkpoint: best (lowest validation -ELBO) or last", ("best", "last"))
+    checkpoint: str = arg("auto", "which checkpoint: best (lowest validation -ELBO), last, or auto (best when "
+                          "the run has one)",
+                          ("auto", "best", "last"))
     limit: int = arg(0, "score only the first N test images (0 = all)")
     chunk: int = arg(1024, "decoder rows (samples x images) per forward pass: bounds memory")
     threads: int = arg(0, "torch threads (0 = all cores)")
@@ -90,7 +93,7 @@ def encode(model, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor
 
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(q(z_u|x) || N(0, 1)) per dimension u, averaged over images, (D,) (Kingma & Welling, Appendix B)."""
-    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).double().mean(dim=0)
+    return kl_terms(mu.double(), logvar.double()).mean(dim=0)
 
 
 def activity(mu: torch.Tensor) -> torch.Tensor:
@@ -143,7 +146,7 @@ def evaluate_model(model, x: torch.Tensor, y: torch.Tensor | None, k: int = 5000
                         "q(z|x), so no ELBO, no importance-weighted NLL and no active units"}
     iw = importance_weighted(model, x, y, k, chunk)
     kl_dims = kl_per_dim(iw["mu"], iw["logvar"])
-    per_image_kl = (-0.5 * (1 + iw["logvar"] - iw["mu"].pow(2) - iw["logvar"].exp())).double().sum(dim=1)
+    per_image_kl = kl_divergence(iw["mu"].double(), iw["logvar"].double())
     neg_elbo, neg_elbo_se = mean_and_stderr(iw["recon"] + per_image_kl)
     nll, nll_se = mean_and_stderr(iw["nll"])
     act = activity(iw["mu"])

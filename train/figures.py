@@ -78,6 +78,7 @@ def _figure(columns: int, rows: int = 1, height: float = PANEL_INCHES, width: fl
 
 def _show(ax, images: torch.Tensor, nrow: int, title: str) -> None:
     pixels = make_grid(images, nrow)
+    pixels = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
     ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
     ax.set_title(title, fontsize=10)
     ax.set_axis_off()

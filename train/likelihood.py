@@ -44,7 +44,8 @@ def cb_log_norm(logits: torch.Tensor) -> torch.Tensor:
 
 
 def cb_mean(logits: torch.Tensor) -> torch.Tensor:
-    """E[x] under the continuous Bernoulli: sigmoid(l) / tanh(l / 2) - 1 / l; near 0, 1/2 + l/12 - l^3/720 + l^5/30240."""
+    """E[x] under the continuous Bernoulli: sigmoid(l) / tanh(l / 2) - 1 / l;
+    near 0, 1/2 + l/12 - l^3/720 + l^5/30240."""
     small, far = _safe(logits)
     l2 = logits * logits
     taylor = 0.5 + logits * (1 / 12 - l2 / 720 + l2 * l2 / 30240)

@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -127,6 +128,59 @@ def evaluate(objective: Objective, config, x: torch.Tensor, y: torch.Tensor, dis
     return row
 
 
+@dataclass
+class TrainState:
+    """Where a run stands: what --resume needs besides the weights, the optimizer and the generator."""
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    next_batch: int = 0  # 0 at an epoch boundary; else the batch to continue from (saved mid-epoch on Ctrl-C)
+    order: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))  # this epoch's order
+    sums: torch.Tensor = field(default_factory=lambda: torch.zeros(4, dtype=torch.float64))  # partial epoch totals
+    best: float = math.inf  # lowest validation score so far (picks best.pt)
+    history: list = field(default_factory=list)  # one metrics row per completed epoch
+
+    def to_checkpoint(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict) -> TrainState:
+        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls)})
+
+    def start_epoch(self, n: int, gen: torch.Generator) -> None:
+        """A fresh order and totals, unless the epoch is being continued after an interruption."""
+        if self.next_batch == 0:
+            self.order, self.sums = torch.randperm(n, generator=gen), torch.zeros(4, dtype=torch.float64)
+
+
+@dataclass
+class Run:
+    """One training run's fixed parts: config, data, model, optimizer, the batching generator, where it writes."""
+    config: object
+    dist: ddp.Dist
+    data: object
+    model: torch.nn.Module
+    objective: Objective
+    trainer: torch.nn.Module  # the objective, wrapped by DDP under torchrun
+    optimizer: torch.optim.Optimizer
+    gen: torch.Generator
+    out: Path
+    reference_x: torch.Tensor  # test images (and labels) kept in the checkpoint for export's checks
+    reference_y: torch.Tensor
+
+    @property
+    def batches(self) -> int:
+        return math.ceil(len(self.data.train_x) / self.config.batch_size)
+
+    def checkpoint(self, state: TrainState) -> dict:
+        """Everything checkpoint.pt holds (train/checkpoint.py lists it)."""
+        return {"config": dataclasses.asdict(self.config), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "generator": self.gen.get_state(),
+                "metrics": state.history[-1] if state.history else {}, "dataset": self.data.name,
+                "image_shape": list(self.data.image_shape), "classes": list(self.data.classes),
+                "reference_x": self.reference_x, "reference_y": self.reference_y, "kind": self.config.model,
+                **state.to_checkpoint()}
+
+
 def train(config, on_step=None) -> Path:
     """Train the model `config` describes; returns the run directory.
 
@@ -143,136 +197,163 @@ def train(config, on_step=None) -> Path:
 
 def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
     log = print if dist.is_main else (lambda *args, **kwargs: None)
+    run = build_run(config, dist, log)
+    state = resume(run, log) if config.resume else TrainState()
+    if state.epoch == config.epochs and not state.next_batch:  # resuming a finished run: say so, change nothing
+        log(f"nothing to do: {run.out} already has {state.epoch} of {config.epochs} epochs; "
+            f"pass --epochs N with N > {state.epoch} to train longer")
+        return run.out
+    if dist.is_main:
+        for sub in ("samples", "recon"):
+            (run.out / sub).mkdir(parents=True, exist_ok=True)
+        (run.out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        report.write_metrics(run.out / "metrics.jsonl", state.history)
+    data, model = run.data, run.model
+    log(f"training {config.model} ({config.arch}{', conditional' if model.conditional else ''}, {config.likelihood}) "
+        f"on {data.name}: {len(data.train_x)} train / {len(data.val_x)} val / {len(data.test_x)} test images "
+        f"{'x'.join(map(str, data.image_shape))}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"device {dist.device}" + (f", {dist.world} processes" if dist.world > 1 else ""))
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        start, first = time.perf_counter(), state.next_batch
+        train_epoch(run, state, epoch, stop, on_step)
+        row = epoch_metrics(run, state, epoch, time.perf_counter() - start, first)
+        row["seconds"] = round(time.perf_counter() - start, 3)
+        state.history.append(row)
+        state.epoch, state.next_batch = epoch, 0
+        score = row.get("val_neg_elbo", row["train_loss"])
+        improved, state.best = score < state.best, min(score, state.best)
+        if dist.is_main:
+            write_epoch(run, state, row, improved)
+        dist.barrier()
+        log(f"epoch {epoch:3d}/{config.epochs}  train loss {row['train_loss']:8.3f}  "
+            f"test -ELBO {row['test_neg_elbo']:8.3f}  KL {row['test_kl']:6.3f}  ({row['seconds']:.1f} s)"
+            + ("  *best" if improved and "val_neg_elbo" in row else ""))
+    out = run.out
+    log(f"wrote {out / checkpoint.LAST}, {out / checkpoint.BEST}, {out / 'metrics.jsonl'}, {out / 'loss.png'}, "
+        f"{out / 'samples'}/epoch_*.png, {out / 'recon'}/epoch_*.png")
+    return out
+
+
+def build_run(config, dist: ddp.Dist, log) -> Run:
+    """Seed, load the data, build the model and its optimizer."""
     torch.manual_seed(config.seed)
     with dist.main_first():
         data = data_sources.load(config, log=log)
     model = models.build(config, data.image_shape, len(data.classes)).to(dist.device)
     objective = Objective(model)
-    trainer = dist.wrap(objective)
     fused = dist.device.type in ("cpu", "cuda")  # one kernel for all parameters where torch has it
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
-    out, gen = Path(config.out), torch.Generator().manual_seed(config.seed)
-    n, batch_size = len(data.train_x), config.batch_size
-    batches = math.ceil(n / batch_size)
-    state = {"epoch": 0, "step": 0, "next_batch": 0, "order": torch.zeros(0, dtype=torch.int64),
-             "sums": torch.zeros(4, dtype=torch.float64), "best": math.inf, "history": []}
-    if config.resume:
-        saved = checkpoint.load(out / checkpoint.LAST)
-        checkpoint.check_resume(saved["config"], config)
-        if (saved["dataset"], list(saved["image_shape"])) != (data.name, list(data.image_shape)):
-            raise ValueError(f"cannot resume: the checkpoint was trained on {saved['dataset']} "
-                             f"{saved['image_shape']}, --data gives {data.name} {list(data.image_shape)}")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        gen.set_state(saved["generator"])
-        state.update({k: saved[k] for k in state})
-        log(f"resuming {out / checkpoint.LAST}: {state['epoch']} epoch(s) done"
-            + (f", continuing epoch {state['epoch'] + 1} at batch {state['next_batch']}/{batches}"
-               if state["next_batch"] else ""))
-    if dist.is_main:
-        for sub in ("samples", "recon"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-        report.write_metrics(out / "metrics.jsonl", state["history"])
+    return Run(config, dist, data, model, objective, dist.wrap(objective), optimizer,
+               torch.Generator().manual_seed(config.seed), Path(config.out),
+               data.test_x[:REFERENCE_IMAGES].clone(), data.test_y[:REFERENCE_IMAGES].clone())
 
-    fixed_z = torch.randn(GRID_IMAGES, config.latent_dim,
-                          generator=torch.Generator().manual_seed(config.seed + FIXED_Z_STREAM)).to(dist.device)
-    classes = max(model.num_classes, 1)
-    fixed_y = (torch.arange(GRID_IMAGES) // report.GRID_COLUMNS % classes).to(dist.device)
-    reference_x, reference_y = data.test_x[:REFERENCE_IMAGES].clone(), data.test_y[:REFERENCE_IMAGES].clone()
 
-    def snapshot(epoch_done: int, next_batch: int, order: torch.Tensor, sums: torch.Tensor) -> dict:
-        return {"config": dataclasses.asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "epoch": epoch_done, "metrics": state["history"][-1] if state["history"] else {},
-                "dataset": data.name, "image_shape": list(data.image_shape), "classes": list(data.classes),
-                "reference_x": reference_x, "reference_y": reference_y, "kind": config.model,
-                "step": state["step"], "next_batch": next_batch, "order": order, "generator": gen.get_state(),
-                "sums": sums, "best": state["best"], "history": state["history"]}
+def resume(run: Run, log) -> TrainState:
+    """Load checkpoint.pt of the run directory into the run; returns where it stood."""
+    saved = checkpoint.load(run.out / checkpoint.LAST)
+    checkpoint.check_resume(saved["config"], run.config)
+    data = run.data
+    if (saved["dataset"], list(saved["image_shape"])) != (data.name, list(data.image_shape)):
+        raise ValueError(f"cannot resume: the checkpoint was trained on {saved['dataset']} "
+                         f"{saved['image_shape']}, --data gives {data.name} {list(data.image_shape)}")
+    run.model.load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.gen.set_state(saved["generator"])
+    state = TrainState.from_checkpoint(saved)
+    if state.epoch > run.config.epochs:
+        raise ValueError(f"cannot resume: {run.out / checkpoint.LAST} has {state.epoch} epoch(s) done and --epochs "
+                         f"is {run.config.epochs}; --epochs is the new total, so pass more than {state.epoch}")
+    log(f"resuming {run.out / checkpoint.LAST}: {state.epoch} epoch(s) done"
+        + (f", continuing epoch {state.epoch + 1} at batch {state.next_batch}/{run.batches}"
+           if state.next_batch else ""))
+    return state
 
-    log(f"training {config.model} ({config.arch}{', conditional' if model.conditional else ''}, {config.likelihood}) "
-        f"on {data.name}: {n} train / {len(data.val_x)} val / {len(data.test_x)} test images "
-        f"{'x'.join(map(str, data.image_shape))}, {sum(p.numel() for p in model.parameters()):,} parameters, "
-        f"device {dist.device}" + (f", {dist.world} processes" if dist.world > 1 else ""))
-    for epoch in range(state["epoch"] + 1, config.epochs + 1):
-        lr = lr_at(config, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        start = time.perf_counter()
-        first = state["next_batch"]
-        if first == 0:
-            state["order"], state["sums"] = torch.randperm(n, generator=gen), torch.zeros(4, dtype=torch.float64)
-        order, sums = state["order"], state["sums"]
-        bar = tqdm(total=batches, initial=first, desc=f"epoch {epoch}/{config.epochs}", leave=False,
-                   disable=None if dist.is_main else True)
-        for b in range(first, batches):
-            idx = order[b * batch_size:(b + 1) * batch_size]
-            x, y, eps = draw_batch(config, data.train_x, data.train_y, idx, gen, dist, config.latent_dim)
-            beta = beta_at(config, state["step"], batches)
-            loss, neg_elbo, _, kl = trainer(x, eps, y if model.conditional else None, None, beta)
-            total = loss.sum() * dist.world / len(idx)  # the global batch's mean once DDP averages gradients
-            flags = dist.all_sum(torch.tensor([float(not torch.isfinite(total)), float(stop.requested)]))
-            if flags[0]:
-                raise FloatingPointError(
-                    f"loss is not finite at epoch {epoch}, batch {b + 1}/{batches}; stopped without saving: the last "
-                    f"good checkpoint is {out / checkpoint.LAST} ({state['epoch']} epochs). Try a lower --lr or "
-                    f"--grad-clip")
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            state["step"] += 1
-            sums += torch.stack([loss.sum(), neg_elbo.sum(), kl.sum(), torch.tensor(float(len(x)))]).detach().double()
-            if not bar.disable:
-                bar.set_postfix(loss=f"{loss.mean().item():.2f}", elbo=f"{-neg_elbo.mean().item():.2f}",
-                                kl=f"{kl.mean().item():.2f}", refresh=False)
-                bar.update()
-            if on_step is not None:
-                on_step(epoch, b, model)
-            if flags[1] or stop.requested:
-                bar.close()
-                if dist.is_main:
-                    checkpoint.save(snapshot(epoch - 1, b + 1, order, sums), out / checkpoint.LAST)
-                raise Interrupted(f"stopped at epoch {epoch}, batch {b + 1}/{batches}; saved {out / checkpoint.LAST}; "
-                                  f"continue with --resume")
-        bar.close()
-        train_seconds = time.perf_counter() - start
-        loss_sum, neg_elbo_sum, kl_sum, seen = dist.all_sum(sums).tolist()
-        row = {"epoch": epoch, "step": state["step"], "lr": lr, "beta": beta_at(config, state["step"] - 1, batches),
-               "train_loss": loss_sum / seen, "train_neg_elbo": neg_elbo_sum / seen, "train_kl": kl_sum / seen}
-        if len(data.val_x):
-            row["val_neg_elbo"] = evaluate(objective, config, data.val_x, data.val_y, dist)["neg_elbo"]
-        row.update({f"test_{k}": v for k, v in evaluate(objective, config, data.test_x, data.test_y, dist).items()})
-        row.update({"train_images_per_second": round(n * (1 - first / batches) / train_seconds, 1),
-                    "seconds": round(time.perf_counter() - start, 3)})
-        state["history"].append(row)
-        state["epoch"], state["next_batch"] = epoch, 0
-        score = row.get("val_neg_elbo", row["train_loss"])
-        improved = score < state["best"]
-        state["best"] = min(score, state["best"])
-        if dist.is_main:
-            with (out / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            model.eval()
-            with torch.no_grad():
-                report.save_grid(model.decode(fixed_z, fixed_y if model.conditional else None),
-                                 out / "samples" / f"epoch_{epoch:03d}.png")
-                ref_x = to_unit(reference_x[:GRID_IMAGES // 2]).to(dist.device)
-                ref_y = reference_y[:GRID_IMAGES // 2].to(dist.device) if model.conditional else None
-                recon = model.decode(model.encoder(ref_x, ref_y)[0], ref_y)
-                columns = min(report.GRID_COLUMNS, len(ref_x))  # a tiny test set gives a narrower grid
-                report.save_grid(report.interleave_rows(ref_x, recon, columns), out / "recon" / f"epoch_{epoch:03d}.png",
-                                 columns)
-            model.train()
-            report.loss_curve(state["history"], out / "loss.png")
-            state_now = snapshot(epoch, 0, torch.zeros(0, dtype=torch.int64), torch.zeros(4, dtype=torch.float64))
-            checkpoint.save(state_now, out / checkpoint.LAST)
-            if improved:
-                checkpoint.save(state_now, out / checkpoint.BEST)
-        dist.barrier()
-        log(f"epoch {epoch:3d}/{config.epochs}  train loss {row['train_loss']:8.3f}  "
-            f"test -ELBO {row['test_neg_elbo']:8.3f}  KL {row['test_kl']:6.3f}  ({row['seconds']:.1f} s)"
-            + ("  *best" if improved and "val_neg_elbo" in row else ""))
-    log(f"wrote {out / checkpoint.LAST}, {out / checkpoint.BEST}, {out / 'metrics.jsonl'}, {out / 'loss.png'}, "
-        f"{out / 'samples'}/epoch_*.png, {out / 'recon'}/epoch_*.png")
-    return out
+
+def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_step) -> None:
+    """The optimizer steps of one epoch, from state.next_batch on; saves and raises Interrupted on Ctrl-C."""
+    config, dist, model = run.config, run.dist, run.model
+    lr = lr_at(config, epoch)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    state.start_epoch(len(run.data.train_x), run.gen)
+    batches, first = run.batches, state.next_batch
+    bar = tqdm(total=batches, initial=first, desc=f"epoch {epoch}/{config.epochs}", leave=False,
+               disable=None if dist.is_main else True)
+    for b in range(first, batches):
+        idx = state.order[b * config.batch_size:(b + 1) * config.batch_size]
+        x, y, eps = draw_batch(config, run.data.train_x, run.data.train_y, idx, run.gen, dist, config.latent_dim)
+        beta = beta_at(config, state.step, batches)
+        loss, neg_elbo, _, kl = run.trainer(x, eps, y if model.conditional else None, None, beta)
+        total = loss.sum() * dist.world / len(idx)  # the global batch's mean once DDP averages gradients
+        flags = dist.all_sum(torch.tensor([float(not torch.isfinite(total)), float(stop.requested)]))
+        if flags[0]:
+            raise FloatingPointError(
+                f"loss is not finite at epoch {epoch}, batch {b + 1}/{batches}; stopped without saving: the last "
+                f"good checkpoint is {run.out / checkpoint.LAST} ({state.epoch} epochs). Try a lower --lr or "
+                f"--grad-clip")
+        run.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        run.optimizer.step()
+        state.step += 1
+        state.sums += torch.stack([loss.sum(), neg_elbo.sum(), kl.sum(), torch.tensor(float(len(x)))]).detach().double()
+        if not bar.disable:
+            bar.set_postfix(loss=f"{loss.mean().item():.2f}", elbo=f"{-neg_elbo.mean().item():.2f}",
+                            kl=f"{kl.mean().item():.2f}", refresh=False)
+            bar.update()
+        if on_step is not None:
+            on_step(epoch, b, model)
+        if flags[1] or stop.requested:
+            bar.close()
+            state.next_batch = b + 1  # state.epoch is still epoch - 1: this one is not done
+            if dist.is_main:
+                checkpoint.save(run.checkpoint(state), run.out / checkpoint.LAST)
+            raise Interrupted(f"stopped at epoch {epoch}, batch {b + 1}/{batches}; saved {run.out / checkpoint.LAST}; "
+                              f"continue with --resume")
+    bar.close()
+
+
+def epoch_metrics(run: Run, state: TrainState, epoch: int, train_seconds: float, first: int) -> dict:
+    """The epoch's metrics row: training totals, validation and test -ELBO, speed."""
+    config, dist, data = run.config, run.dist, run.data
+    loss_sum, neg_elbo_sum, kl_sum, seen = dist.all_sum(state.sums).tolist()
+    row = {"epoch": epoch, "step": state.step, "lr": lr_at(config, epoch),
+           "beta": beta_at(config, state.step - 1, run.batches),
+           "train_loss": loss_sum / seen, "train_neg_elbo": neg_elbo_sum / seen, "train_kl": kl_sum / seen}
+    if len(data.val_x):
+        row["val_neg_elbo"] = evaluate(run.objective, config, data.val_x, data.val_y, dist)["neg_elbo"]
+    row.update({f"test_{k}": v for k, v in evaluate(run.objective, config, data.test_x, data.test_y, dist).items()})
+    row["train_images_per_second"] = round(len(data.train_x) * (1 - first / run.batches) / train_seconds, 1)
+    return row
+
+
+def write_epoch(run: Run, state: TrainState, row: dict, improved: bool) -> None:
+    """Main process: the metrics line, the sample and reconstruction grids, loss.png, the checkpoints."""
+    out = run.out
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    write_grids(run, row["epoch"])
+    report.loss_curve(state.history, out / "loss.png")
+    saved = run.checkpoint(state)
+    checkpoint.save(saved, out / checkpoint.LAST)
+    if improved:
+        checkpoint.save(saved, out / checkpoint.BEST)
+
+
+def write_grids(run: Run, epoch: int) -> None:
+    """samples/epoch_NNN.png (the same z every epoch) and recon/epoch_NNN.png (test images above their decodes)."""
+    model, device, seed = run.model, run.dist.device, run.config.seed
+    fixed_z = torch.randn(GRID_IMAGES, model.latent_dim, generator=torch.Generator().manual_seed(seed + FIXED_Z_STREAM))
+    fixed_y = (torch.arange(GRID_IMAGES) // report.GRID_COLUMNS % max(model.num_classes, 1)).to(device)
+    model.eval()
+    with torch.no_grad():
+        report.save_grid(model.decode(fixed_z.to(device), fixed_y if model.conditional else None),
+                         run.out / "samples" / f"epoch_{epoch:03d}.png")
+        ref_x = to_unit(run.reference_x[:GRID_IMAGES // 2]).to(device)
+        ref_y = run.reference_y[:GRID_IMAGES // 2].to(device) if model.conditional else None
+        recon = model.decode(model.encoder(ref_x, ref_y)[0], ref_y)
+        columns = min(report.GRID_COLUMNS, len(ref_x))  # a tiny test set gives a narrower grid
+        report.save_grid(report.interleave_rows(ref_x, recon, columns), run.out / "recon" / f"epoch_{epoch:03d}.png",
+                         columns)
+    model.train()

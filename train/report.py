@@ -12,11 +12,12 @@ and, on demand, the report of train/figures.py (latent space, prior samples, man
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+import edgevae
 
 from .config import arg
 
@@ -26,21 +27,13 @@ PLOT_DPI = 100
 
 
 def make_grid(images: torch.Tensor, nrow: int = GRID_COLUMNS):
-    """(N, C, H, W) floats in [0, 1] -> uint8 pixels (rows, columns[, 3]), nrow images a row, 2 px black padding."""
-    n, c, h, w = images.shape
-    rows = math.ceil(n / nrow)
-    padded = torch.zeros(rows * nrow, c, h + 2, w + 2)
-    padded[:n, :, 1:-1, 1:-1] = images.detach().cpu().float().clamp(0, 1)
-    grid = padded.view(rows, nrow, c, h + 2, w + 2).permute(0, 3, 1, 4, 2).reshape(rows * (h + 2), nrow * (w + 2), c)
-    pixels = grid.mul(255).round().to(torch.uint8).numpy()
-    return pixels[:, :, 0] if c == 1 else pixels
+    """(N, C, H, W) floats in [0, 1] -> uint8 pixels (rows, columns, C): the runtime's grid (edgevae.make_grid)."""
+    return edgevae.make_grid(images.detach().cpu().float().numpy(), nrow)
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = GRID_COLUMNS) -> None:
-    """(N, C, H, W) floats in [0, 1] -> one PNG, nrow images a row, 2 px black padding."""
-    from PIL import Image
-
-    Image.fromarray(make_grid(images, nrow)).save(path)
+    """(N, C, H, W) floats in [0, 1] -> one PNG, nrow images a row: the runtime's grid (edgevae.save_grid)."""
+    edgevae.save_grid(images.detach().cpu().float().numpy(), path, nrow=nrow)
 
 
 def interleave_rows(originals: torch.Tensor, reconstructions: torch.Tensor, nrow: int = GRID_COLUMNS) -> torch.Tensor:
@@ -81,7 +74,8 @@ def loss_curve(history: list[dict], path: Path) -> None:
 class ReportConfig:
     compare: str = arg("", "a second run directory drawn beside the first (e.g. the AE for a VAE)")
     out: str = arg("", "directory for the PNGs (default RUN_DIR/report)")
-    checkpoint: str = arg("best", "which checkpoint of each run: best or last", ("best", "last"))
+    checkpoint: str = arg("auto", "which checkpoint of each run: best, last, or auto (best when the run has one)",
+                          ("auto", "best", "last"))
     points: int = arg(1000, "test images drawn in the latent-space plot")
     data: str = arg("", "the data source, if not where the runs' configs say")
 

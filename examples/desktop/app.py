@@ -25,11 +25,10 @@ try:
     import edgevae
 except ImportError:
     sys.exit("needs the EdgeVAE runtime: pip install edgevae (or pip install -e . in the repository)")
-from PIL import ImageTk
-
 import conditional
 import jobs
 import testhook
+from PIL import ImageTk
 from worker import Result, Worker
 
 POLL_MS = 15  # how often the window collects results while work is in flight (never when idle)
@@ -102,7 +101,8 @@ class App:
 
         box = ttk.LabelFrame(side, text="Interpolate", padding=4)
         box.pack(fill="x")
-        self.seed_b, self.steps, self.method = tk.StringVar(value="1"), tk.StringVar(value="8"), tk.StringVar(value="slerp")
+        self.seed_b, self.steps = tk.StringVar(value="1"), tk.StringVar(value="8")
+        self.method = tk.StringVar(value="slerp")
         self._row(box, 0, "to seed", "seed_b", ttk.Entry(box, textvariable=self.seed_b, width=22))
         self.widgets["seed_b"].bind("<Return>", lambda _e: self.interpolate())
         self._row(box, 1, "Steps", "steps", ttk.Spinbox(box, from_=2, to=32, textvariable=self.steps, width=6,

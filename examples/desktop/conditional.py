@@ -6,8 +6,8 @@ the runtime's sample/decode/interpolate take `labels=` as a class index or name.
 from __future__ import annotations
 
 import tkinter as tk
+from collections.abc import Callable
 from tkinter import ttk
-from typing import Callable
 
 
 def classes(model) -> list[str] | None:

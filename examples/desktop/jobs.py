@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import conditional
 import numpy as np
 from PIL import Image
 
-import conditional
 import edgevae
 
 

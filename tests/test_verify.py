@@ -3,11 +3,10 @@ import re
 
 import numpy as np
 import pytest
+from conftest import ROOT, TINY, run_cli
 
 import edgevae
-from edgevae.export.conformance import TOLERANCES, format_table, verify_export
-
-from conftest import ROOT, TINY, run_cli
+from edgevae.export.verify import TOLERANCES, format_table, verify_export
 
 
 @pytest.fixture(scope="module")
