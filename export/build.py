@@ -46,9 +46,14 @@ def make_spec(vae, ckpt: dict, pair_id: str, parity: dict, elbo: dict) -> dict:
         "pair_id": pair_id,
         "model": config["model"],
         "arch": config["arch"],
+        "source": {"kind": "edgevae"},
+        "latent_shape": [config["latent_dim"]],
         "latent_dim": config["latent_dim"],
         "image_shape": list(ckpt["image_shape"]),
+        "image_mode": S.IMAGE_MODES[ckpt["image_shape"][0]],
         "pixel_range": [0.0, 1.0],
+        "prior": S.PRIOR if config["model"] == "vae" else None,
+        "preprocessing": preprocessing(ckpt),
         "likelihood": config["likelihood"],
         "likelihood_params": gates.likelihood_params(vae),
         "classes": list(ckpt["classes"]) if vae.conditional else None,  # the labels y indexes
@@ -63,6 +68,15 @@ def make_spec(vae, ckpt: dict, pair_id: str, parity: dict, elbo: dict) -> dict:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "edgevae_version": edgevae.__version__,
     }
+
+
+def preprocessing(ckpt: dict) -> dict:
+    """How an image file becomes x for this model: what training's image-folder loader did."""
+    from edgevae.train.folder import MATTES
+
+    config = ckpt["config"]
+    return {"mode": S.IMAGE_MODES[ckpt["image_shape"][0]], "fit": "crop", "resample": "lanczos", "alpha": "matte",
+            "matte": list(MATTES[config["matte"]])}
 
 
 def _check_destination(run_dir: Path, out: Path, force: bool) -> None:

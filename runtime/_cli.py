@@ -68,7 +68,8 @@ def _encode(args, model) -> str:
     json_path = out.with_suffix(".json")
     _write(json_path, (json.dumps(record, indent=1) + "\n").encode())
     _write(out, _npy_bytes(latents))
-    return f"wrote {out} ({'z' if args.sampled else 'mu'} {latents.shape[0]}x{latents.shape[1]}) and {json_path}"
+    shape = "x".join(map(str, latents.shape))
+    return f"wrote {out} ({'z' if args.sampled else 'mu'} {shape}) and {json_path}"
 
 
 def _reconstruct(args, model) -> str:
@@ -94,7 +95,7 @@ def _endpoint(text: str, model):
             seed = int(text[5:])
         except ValueError:
             raise EdgeVAEError(f"expected seed:<int>, got {text!r}") from None
-        return standard_normal(seed, (1, model.latent_dim))[0]
+        return standard_normal(seed, (1, *model.latent_shape))[0]
     return load_images([text], model.image_shape)[0]
 
 
@@ -129,7 +130,9 @@ def _info(args, model) -> str:
         f"export      {model.path}",
         f"model       {spec['model']} ({spec.get('arch', '?')}), likelihood {spec['likelihood']}",
         f"image       {c}x{h}x{w}, pixels in {spec['pixel_range']}",
-        f"latent dim  {model.latent_dim}",
+        f"latent      {'x'.join(map(str, model.latent_shape))}"
+        + ("" if len(model.latent_shape) == 1 else f" (spatial, {model.latent_dim} values)")
+        + ("" if model.prior else "; no prior: sample is refused, encode/decode work"),
         f"classes     {', '.join(spec['classes']) if spec['classes'] else 'none (unconditional)'}",
         f"trained on  {training.get('dataset')}, {training.get('epochs')} epochs, "
         f"test -ELBO {training.get('test_neg_elbo'):.3f} nats/image",

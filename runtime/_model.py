@@ -7,6 +7,7 @@ Conditional models take `labels`: one class (index or name) for the whole call, 
 """
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from pathlib import Path
@@ -26,7 +27,7 @@ _X_HAT = ["x_hat"]
 
 
 class Encoding(NamedTuple):
-    """What encode returns, each float32 (N, D): z = mu + exp(0.5 * logvar) * eps.
+    """What encode returns, each float32 (N, *latent_shape): z = mu + exp(0.5 * logvar) * eps.
 
     For the plain autoencoder (spec model "ae") z is the code, mu is z and logvar is None.
     """
@@ -46,13 +47,17 @@ class Model:
         self.spec: dict = self.specs["decoder"]
         self.kind: str = self.spec["model"]  # "vae", or "ae" for the plain autoencoder baseline
         self.classes: list[str] | None = self.spec["classes"]  # class names of a conditional model
-        self.latent_dim: int = self.spec["latent_dim"]
+        self.latent_shape: tuple[int, ...] = tuple(self.spec["latent_shape"])  # (D,) or (C, h, w)
+        self.latent_dim: int = math.prod(self.latent_shape)  # elements per latent
         self.image_shape: tuple[int, int, int] = tuple(self.spec["image_shape"])
+        self.image_mode: str = self.spec["image_mode"]  # "L", "RGB" or "RGBA"
+        self.prior: str | None = self.spec["prior"]  # "standard_normal", or None: sample() refuses
+        self.preprocessing: dict = self.spec["preprocessing"]  # how load_images prepares files for this model
         self._encoder, self._decoder = sessions["encoder"], sessions["decoder"]
 
     def __repr__(self) -> str:
         return (f"Model({str(self.path)!r}, kind={self.kind!r}, variant={self.variant!r}, "
-                f"latent_dim={self.latent_dim}, "
+                f"latent_shape={self.latent_shape}, "
                 f"image_shape={self.image_shape}{f', classes={len(self.classes)}' if self.classes else ''})")
 
     # -- checks --------------------------------------------------------------------------------
@@ -115,9 +120,9 @@ class Model:
                 or not 0 <= temperature <= MAX_TEMPERATURE:
             raise EdgeVAEError(f"{what}: temperature must be a number in [0, {MAX_TEMPERATURE}], got {temperature!r}")
         if eps is None:
-            eps = standard_normal(secrets.randbits(64) if seed is None else seed, (n, self.latent_dim))
+            eps = standard_normal(secrets.randbits(64) if seed is None else seed, (n, *self.latent_shape))
         else:
-            eps = self._array(what, "eps", eps, (n, self.latent_dim))
+            eps = self._array(what, "eps", eps, (n, *self.latent_shape))
         return eps * np.float32(temperature) if temperature != 1 else eps
 
     # -- the API -------------------------------------------------------------------------------
@@ -127,12 +132,12 @@ class Model:
         return [{k: a[i:i + CHUNK] for k, a in arrays.items() if a is not None} for i in range(0, n, CHUNK)]
 
     def decode(self, z, *, labels=None) -> np.ndarray:
-        """Decode latents z (N, D) to the decoder's mean images (N, C, H, W), float32 in [0, 1]."""
-        z = self._array("decode", "z", z, (None, self.latent_dim))
+        """Decode latents z (N, *latent_shape) to the decoder's mean images (N, C, H, W), float32 in [0, 1]."""
+        z = self._array("decode", "z", z, (None, *self.latent_shape))
         return self._decode(z, self._labels("decode", labels, len(z)))
 
     def _decode(self, z: np.ndarray, y: np.ndarray | None) -> np.ndarray:
-        """decode on checked inputs: z float32 C-contiguous (N, D), y int64 (N,) or None."""
+        """decode on checked inputs: z float32 C-contiguous (N, *latent_shape), y int64 (N,) or None."""
         if len(z) <= CHUNK:
             out = self._decoder.run(_X_HAT, {"z": z} if y is None else {"z": z, "y": y})[0]
         else:
@@ -145,17 +150,23 @@ class Model:
     def sample(self, n: int, *, seed: int | None = None, eps=None, temperature: float = 1.0, labels=None) -> np.ndarray:
         """Generate n images (N, C, H, W) float32 in [0, 1] by decoding z = temperature * eps.
 
-        eps is drawn with `runtime.noise.standard_normal(seed, (n, D))` unless given; with neither
+        eps is drawn with `edgevae.standard_normal(seed, (n, *latent_shape))` unless given; with neither
         seed nor eps a fresh seed is drawn from the OS. The same seed always gives the same images,
-        and the first k images of a sample of n are those of a sample of k.
+        and the first k images of a sample of n are those of a sample of k. A model whose spec has no
+        prior (an autoencoder, a VAE not trained towards N(0, I)) refuses: decode your own latents instead.
         """
+        if self.prior is None:
+            why = self.spec.get("prior_note") or ("a plain autoencoder is not trained towards N(0, I)"
+                                                  if self.kind == "ae" else "its spec says so")
+            raise EdgeVAEError(f"sample: this model has no prior to sample from ({why}); encode images and decode, "
+                               f"interpolate or traverse their latents instead")
         n = self._batch("sample", n)
         return self._decode(self._eps("sample", n, seed, eps, temperature), self._labels("sample", labels, n))
 
     def encode(self, x, *, seed: int | None = None, eps=None, temperature: float = 1.0, labels=None) -> Encoding:
         """Encode images x (N, C, H, W) in [0, 1] to (z, mu, logvar), z = mu + exp(0.5 logvar) * eps.
 
-        eps (N, D) is drawn from `seed` as in `sample` unless given; temperature scales it. The plain
+        eps (N, *latent_shape) is drawn from `seed` as in `sample` unless given; temperature scales it. The plain
         autoencoder takes no noise: its z is its code (pass neither seed nor eps).
         """
         x = self._array("encode", "x", x, (None, *self.image_shape), 0.0, 1.0)
@@ -170,7 +181,7 @@ class Model:
         return Encoding(*(np.concatenate([p[k] for p in parts]) for k in range(3)))
 
     def encode_mean(self, x, *, labels=None) -> np.ndarray:
-        """The encoder's mean mu (N, D) for images x (N, C, H, W): the deterministic encoding."""
+        """The encoder's mean mu (N, *latent_shape) for images x (N, C, H, W): the deterministic encoding."""
         if self.kind == "ae":
             return self.encode(x, labels=labels).z
         return self.encode(x, seed=0, temperature=0.0, labels=labels).mu
@@ -183,32 +194,37 @@ class Model:
         return self.decode(z, labels=labels)
 
     def _point(self, what: str, value, labels) -> np.ndarray:
-        """A latent (D,) from a latent vector, or from one image (C, H, W) via the encoder's mean."""
-        a = np.asarray(value)
-        if a.shape in ((self.latent_dim,), (1, self.latent_dim)):
-            return self._array(what, "latent", a.reshape(1, -1), (1, self.latent_dim))[0]
-        if a.shape in (self.image_shape, (1, *self.image_shape)):
+        """One latent (latent_shape) from a latent, or from one image (C, H, W) via the encoder's mean."""
+        try:
+            a = np.asarray(value)
+        except (ValueError, TypeError) as e:
+            raise EdgeVAEError(f"{what}: expected a latent or an image array, got {type(value).__name__} "
+                               f"({e})") from None
+        if a.shape in (self.latent_shape, (1, *self.latent_shape)):
+            return self._array(what, "latent", a.reshape(1, *self.latent_shape), (1, *self.latent_shape))[0]
+        if a.shape in (self.image_shape, (1, *self.image_shape)) and self.image_shape != self.latent_shape:
             return self.encode_mean(a.reshape(1, *self.image_shape), labels=labels)[0]
-        raise EdgeVAEError(f"{what}: expected a latent of shape ({self.latent_dim},) or an image of shape "
+        raise EdgeVAEError(f"{what}: expected a latent of shape {self.latent_shape} or an image of shape "
                            f"{self.image_shape}, got {a.shape}")
 
     def interpolate(self, a, b, steps: int = 8, method: str = "lerp", *, labels=None) -> np.ndarray:
         """Decode `steps` points from a to b (ends included): images (steps, C, H, W).
 
-        a and b are each a latent (D,) or an image (C, H, W), which is encoded to its mean.
-        method "lerp" is a straight line; "slerp" follows the sphere, see runtime._latent.interpolate.
-        A conditional model takes one class for the whole path.
+        a and b are each a latent (latent_shape) or an image (C, H, W), which is encoded to its mean.
+        method "lerp" is a straight line; "slerp" follows the sphere, see runtime._latent.interpolate
+        (a spatial latent is treated as one vector). A conditional model takes one class for the whole path.
         """
-        path = _latent.interpolate(self._point("interpolate", a, labels), self._point("interpolate", b, labels),
-                                   steps, method)
-        return self.decode(path, labels=labels)
+        a, b = self._point("interpolate", a, labels), self._point("interpolate", b, labels)
+        path = _latent.interpolate(a.ravel(), b.ravel(), steps, method)  # (steps, latent_dim)
+        return self.decode(path.reshape(len(path), *self.latent_shape), labels=labels)
 
     def traverse(self, dim: int, values=None, z=None, steps: int = 9, span: float = 3.0, *, labels=None) -> np.ndarray:
-        """Decode z with latent dimension `dim` swept over `values` (default linspace(-span, span, steps)).
+        """Decode z with latent element `dim` swept over `values` (default linspace(-span, span, steps)).
 
-        z (D,) defaults to the prior mean, zeros. Returns images (len(values), C, H, W).
+        z (latent_shape) defaults to the prior mean, zeros; `dim` indexes the flattened latent (for a
+        spatial latent (C, h, w), element c * h * w + i * w + j). Returns images (len(values), C, H, W).
         """
-        base = np.zeros(self.latent_dim, np.float32) if z is None else self._point("traverse", z, labels)
+        base = np.zeros(self.latent_dim, np.float32) if z is None else self._point("traverse", z, labels).ravel()
         if values is None:
             steps = check_int(steps, "traverse: steps", 1, 10_000)
             if not isinstance(span, (int, float, np.integer, np.floating)) or not 0 <= span < float("inf"):
@@ -221,12 +237,13 @@ class Model:
                 raise EdgeVAEError(f"traverse: values must be numbers, got {values!r}") from None
         if not np.isfinite(values).all() or values.size == 0:
             raise EdgeVAEError(f"traverse: values must be finite and non-empty, got {values.size} values")
-        return self.decode(_latent.traverse(base, dim, values), labels=labels)
+        path = _latent.traverse(base, dim, values)  # (len(values), latent_dim)
+        return self.decode(path.reshape(len(path), *self.latent_shape), labels=labels)
 
     def manifold(self, steps: int = 20, *, labels=None) -> np.ndarray:
         """For a 2-D latent, decode a steps x steps grid of normal quantiles: images (steps^2, C, H, W), row-major."""
-        if self.latent_dim != 2:
-            raise EdgeVAEError(f"manifold: needs a 2-D latent, this model's latent_dim is {self.latent_dim}")
+        if self.latent_shape != (2,):
+            raise EdgeVAEError(f"manifold: needs a 2-D latent, this model's latent is {self.latent_shape}")
         return self.decode(_latent.manifold(steps), labels=labels)
 
 

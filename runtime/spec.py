@@ -6,11 +6,12 @@ Standard library only: a C#, C++ or JS host reads the same JSON with its own par
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from .errors import EdgeVAEError
 
-SCHEMA_VERSION = 1  # bump when a field changes meaning; the runtime refuses newer schemas
+SCHEMA_VERSION = 2  # bump when a field changes meaning; the runtime refuses newer schemas, reads older ones
 METADATA_KEY = "edgevae.spec"  # key in ModelProto.metadata_props holding the spec JSON
 MANIFEST = "manifest.json"  # lists every file of an export with its sha256
 ENCODER_FILE = "encoder.onnx"
@@ -56,8 +57,25 @@ NOISE = {  # how the runtime draws eps by default; runtime/noise.py implements i
     "distribution": "standard normal, float32",
 }
 
-REQUIRED_FIELDS = ("schema_version", "role", "variant", "pair_id", "model", "latent_dim", "image_shape",
-                   "pixel_range", "likelihood", "classes", "noise", "training", "parity", "quality", "ops")
+# Schema 2 (docs/design.md "The spec"). A schema-1 spec (flat latents, no preprocessing record) is read by
+# upgrading it: latent_shape [latent_dim], the image mode from C, the prior of its kind, V1_PREPROCESSING.
+REQUIRED_FIELDS = ("schema_version", "role", "variant", "pair_id", "model", "latent_shape", "image_shape",
+                   "image_mode", "pixel_range", "likelihood", "classes", "noise", "prior", "preprocessing",
+                   "training", "parity", "quality", "ops")
+REQUIRED_FIELDS_V1 = ("schema_version", "role", "variant", "pair_id", "model", "latent_dim", "image_shape",
+                      "pixel_range", "likelihood", "classes", "noise", "training", "parity", "quality", "ops")
+
+IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # channels -> the Pillow mode images are read in and written as
+PRIOR = "standard_normal"  # spec "prior": decoding z ~ N(0, I) is meaningful; null: sample() refuses
+MAX_LATENT = 1 << 20  # elements per latent (a 4x128x128 spatial latent is 65,536); bounds what eps allocates
+MAX_SIDE = 8192  # pixels per image side
+MAX_PIXELS = 1 << 26  # C x H x W of one image (a 4x4096x4096 image)
+
+# How an image file becomes x (runtime/_images.py implements it; training reads its folders with it).
+FITS = ("crop", "pad", "stretch")  # to H x W: centre crop, letterbox (matte or transparent), or resize
+RESAMPLING = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")  # Pillow's filters, by name
+ALPHAS = ("keep", "matte")  # RGBA models keep alpha as a channel; others composite it onto the matte
+V1_PREPROCESSING = {"fit": "stretch", "resample": "bilinear", "alpha": "matte", "matte": [0, 0, 0]}  # what schema 1 did
 
 
 def dumps(spec: dict[str, Any]) -> str:
@@ -73,21 +91,65 @@ def loads(text: str, source: str) -> dict[str, Any]:
         raise EdgeVAEError(f"{source}: metadata '{METADATA_KEY}' is not valid JSON ({e})") from None
     if not isinstance(spec, dict):
         raise EdgeVAEError(f"{source}: metadata '{METADATA_KEY}' must be a JSON object, got {type(spec).__name__}")
-    missing = [k for k in REQUIRED_FIELDS if k not in spec]
-    if missing:
-        raise EdgeVAEError(f"{source}: spec is missing field(s) {', '.join(missing)}")
-    version = spec["schema_version"]
-    if not isinstance(version, int) or version > SCHEMA_VERSION or version < 1:
+    version = spec.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SCHEMA_VERSION:
         raise EdgeVAEError(f"{source}: spec schema_version {version!r} is not supported "
                            f"(this runtime reads 1..{SCHEMA_VERSION}; upgrade edgevae)")
-    shape = spec["image_shape"]
-    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(s, int) and s > 0 for s in shape)):
-        raise EdgeVAEError(f"{source}: spec image_shape must be [C, H, W] of positive ints, got {shape!r}")
-    if spec["model"] not in MODEL_KINDS:
-        raise EdgeVAEError(f"{source}: spec model must be one of {', '.join(MODEL_KINDS)}, got {spec['model']!r}")
-    classes = spec["classes"]
-    if classes is not None and not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-        raise EdgeVAEError(f"{source}: spec classes must be null or a non-empty list of names, got {classes!r}")
-    if not (isinstance(spec["latent_dim"], int) and spec["latent_dim"] > 0):
-        raise EdgeVAEError(f"{source}: spec latent_dim must be a positive int, got {spec['latent_dim']!r}")
+    missing = [k for k in (REQUIRED_FIELDS_V1 if version == 1 else REQUIRED_FIELDS) if k not in spec]
+    if missing:
+        raise EdgeVAEError(f"{source}: spec is missing field(s) {', '.join(missing)}")
+    if version == 1:
+        spec = upgrade_v1(spec, source)
+    check(spec, source)
     return spec
+
+
+def upgrade_v1(spec: dict[str, Any], source: str) -> dict[str, Any]:
+    """A schema-1 spec in schema-2 terms: what those exports meant, made explicit."""
+    if not _positive_int(spec["latent_dim"], MAX_LATENT):
+        raise EdgeVAEError(f"{source}: spec latent_dim must be an int in [1, {MAX_LATENT}], got {spec['latent_dim']!r}")
+    shape = spec["image_shape"]
+    channels = shape[0] if isinstance(shape, list) and shape else None
+    return {**spec, "latent_shape": [spec["latent_dim"]], "image_mode": IMAGE_MODES.get(channels, "?"),
+            "prior": PRIOR if spec["model"] == "vae" else None,
+            "preprocessing": {**V1_PREPROCESSING, "mode": IMAGE_MODES.get(channels, "?")}}
+
+
+def _positive_int(value, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= high
+
+
+def check(spec: dict[str, Any], source: str) -> None:
+    """Every field the runtime acts on, within its documented bounds; EdgeVAEError naming the field otherwise."""
+    def bad(field: str, expected: str) -> EdgeVAEError:
+        return EdgeVAEError(f"{source}: spec {field} must be {expected}, got {spec.get(field)!r}")
+
+    shape = spec["image_shape"]
+    if not (isinstance(shape, list) and len(shape) == 3 and shape[0] in IMAGE_MODES
+            and all(_positive_int(s, MAX_SIDE) for s in shape[1:]) and shape[0] * shape[1] * shape[2] <= MAX_PIXELS):
+        raise bad("image_shape", f"[C, H, W] with C in {sorted(IMAGE_MODES)}, sides in [1, {MAX_SIDE}] and at most "
+                                 f"{MAX_PIXELS} values")
+    if spec["image_mode"] != IMAGE_MODES[shape[0]]:
+        raise bad("image_mode", f"{IMAGE_MODES[shape[0]]!r} for {shape[0]} channel(s)")
+    latent = spec["latent_shape"]
+    if not (isinstance(latent, list) and len(latent) in (1, 3) and all(_positive_int(s, MAX_LATENT) for s in latent)
+            and math.prod(latent) <= MAX_LATENT):
+        raise bad("latent_shape", f"[D] or [C, h, w] of positive ints with at most {MAX_LATENT} elements")
+    if spec.get("latent_dim", math.prod(latent)) != math.prod(latent):
+        raise bad("latent_dim", f"the product of latent_shape {latent}")
+    if spec["model"] not in MODEL_KINDS:
+        raise bad("model", f"one of {', '.join(MODEL_KINDS)}")
+    if spec["prior"] not in (PRIOR, None):
+        raise bad("prior", f"{PRIOR!r} or null")
+    classes = spec["classes"]
+    if classes is not None and not (isinstance(classes, list) and 1 <= len(classes) <= 1 << 16
+                                    and all(isinstance(c, str) for c in classes)):
+        raise bad("classes", "null or a list of 1 to 65536 names")
+    pre = spec["preprocessing"]
+    if not (isinstance(pre, dict) and pre.get("fit") in FITS and pre.get("resample") in RESAMPLING
+            and pre.get("alpha") in ALPHAS and pre.get("mode") == spec["image_mode"]
+            and (pre["alpha"] == "keep") == (spec["image_mode"] == "RGBA")
+            and isinstance(pre.get("matte"), list) and len(pre["matte"]) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in pre["matte"])):
+        raise bad("preprocessing", f"an object with mode (the image mode), fit in {FITS}, resample in {RESAMPLING}, "
+                                   f"alpha in {ALPHAS} (keep exactly for RGBA) and matte [r, g, b] in 0..255")

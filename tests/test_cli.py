@@ -28,7 +28,7 @@ def test_train_export_sample_end_to_end(tmp_path):
     assert digests[0] == digests[1] != digests[2]
 
     r = run_cli("info", str(exp))
-    assert r.returncode == 0 and "latent dim  4" in r.stdout and "trained on  shapes, 1 epochs" in r.stdout
+    assert r.returncode == 0 and "latent      4" in r.stdout and "trained on  shapes, 1 epochs" in r.stdout
 
 
 def _one_line_error(r, *fragments):
@@ -112,7 +112,7 @@ def test_reconstruct_interpolate_traverse_info(export_dir, export_dir_2d, tmp_pa
     assert r.returncode == 0, r.stderr
     r = run_cli("info", str(export_dir))
     assert r.returncode == 0
-    for fragment in ("latent dim  4", "variant     fp32 (loaded): encoder.onnx ", "ops         decoder: Clip, Gemm",
+    for fragment in ("latent      4", "variant     fp32 (loaded): encoder.onnx ", "ops         decoder: Clip, Gemm",
                      "parity      max"):
         assert fragment in r.stdout
     r = run_cli("info", str(export_dir), "--json")

@@ -20,6 +20,10 @@ FLAGS = ["--data", "shapes", "--num-train", "3000", "--num-test", "200", "--hidd
 TIMING = ("seconds", "train_images_per_second")  # wall-clock fields differ between any two runs
 
 
+def _mtime(path) -> int | None:
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
 def _metrics(run):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
@@ -30,12 +34,18 @@ def test_sigkill_at_random_moments_then_resume_ends_as_if_never_killed(tmp_path)
     assert run_cli("train", *FLAGS, "--out", str(reference)).returncode == 0
     run, rng, kills, mid_training = tmp_path / "killed", random.Random(7), 0, 0
     env = {"PATH": "/usr/bin:/bin"}
-    for _ in range(4):
+    for _ in range(3):
         resume = ["--resume"] if (run / "checkpoint.pt").exists() else []
+        saved = _mtime(run / "checkpoint.pt")
         proc = subprocess.Popen([sys.executable, "-m", "edgevae", "train", *FLAGS, "--out", str(run), *resume],
                                 cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(2.5, 6.0))  # start-up takes ~2 s; an epoch ~0.3 s: kills land anywhere
+        # Wait for this process to save an epoch (however slow the machine), then kill it somewhere in the
+        # next one (~0.5 s with its grids and plot): mid-step, mid-evaluation or mid-write of a checkpoint.
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and _mtime(run / "checkpoint.pt") == saved:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()

@@ -70,7 +70,10 @@ def test_autoencoder_encodes_without_noise(ae, kind_export):
     assert ae.kind == "ae"
     graph = onnx.load(kind_export("ae")[1] / S.ENCODER_FILE).graph
     assert [i.name for i in graph.input] == ["x"] and [o.name for o in graph.output] == ["z"]
-    x = ae.sample(5, seed=0)  # decoding N(0, I) works, it just gives what an AE gives there
+    assert ae.prior is None  # an AE is not trained towards N(0, I): sampling is refused, decoding is not
+    with pytest.raises(EdgeVAEError, match="sample: this model has no prior to sample from"):
+        ae.sample(5, seed=0)
+    x = ae.decode(edgevae.standard_normal(0, (5, *ae.latent_shape)))
     enc = ae.encode(x)
     assert enc.logvar is None and np.array_equal(enc.z, enc.mu)
     assert np.array_equal(ae.encode_mean(x), enc.z)
@@ -114,7 +117,8 @@ def test_cli_info_and_encode_on_every_kind(kind_export, tmp_path):
     image = tmp_path / "x.png"
     from PIL import Image
 
-    Image.fromarray(edgevae.to_uint8(edgevae.load(ae_out).sample(1, seed=0))[0, 0]).save(image)
+    ae = edgevae.load(ae_out)
+    Image.fromarray(edgevae.to_uint8(ae.decode(edgevae.standard_normal(0, (1, *ae.latent_shape))))[0, 0]).save(image)
     r = run_cli("encode", str(ae_out), str(image), "--out", str(tmp_path / "codes"))
     assert r.returncode == 0, r.stderr
     assert f"wrote {tmp_path / 'codes'} (mu 1x{D})" in r.stdout  # the file is named exactly as --out says
