@@ -290,6 +290,9 @@ def test_page_draws_the_python_runtimes_pixels(browser, site, export_dir, tmp_pa
     with Image.open(shot) as im:
         grid = np.asarray(im.convert("L").crop(tuple(box)), dtype=float)
     assert grid.shape[0] > 50 and grid.shape[1] > 50 and grid.std() > 10, (box, grid.std())
+    # No console error, page error or failed request on the way, under serve.py's Content-Security-Policy.
+    # (Warnings may come from the test's own getImageData calls.)
+    assert [line for line in browser.page_log() if not line.startswith("console.warn")] == []
 
 
 def test_page_reads_schema_2_and_refuses_sampling_without_a_prior(browser, site, export_dir):
@@ -385,6 +388,15 @@ def test_page_shows_bad_exports_in_one_line(browser, site, export_dir, export_di
     assert browser("eval", js='document.getElementById("grid").width') == 1  # nothing drawn
 
 
+def test_page_pins_the_manifest_digest(browser, site, export_dir):
+    publish(site, "pinned", export_dir)
+    digest = hashlib.sha256((export_dir / "manifest.json").read_bytes()).hexdigest()
+    assert open_page(browser, site, "pinned", manifest_sha256=digest)["state"] == "ready"
+    state = open_page(browser, site, "pinned", manifest_sha256="0" * 64)
+    assert state["state"] == "error" and state["lines"] == 1, state
+    assert "manifest.json: sha256 " in state["status"] and "is not the pinned 000000000000..." in state["status"]
+
+
 def test_browser_noise_reference_vectors(browser, site):
     browser("goto", url=f"{site[1]}/web/?export=/export/none/")  # any page of the origin
     for seed, shape, bits in REFERENCE:
@@ -404,6 +416,8 @@ def test_server_routes_and_types(site):
             return e.code, None
 
     assert get("/web/app.mjs") == (200, "text/javascript")
+    with urllib.request.urlopen(origin + "/web/", timeout=10) as r:
+        assert "script-src 'self' 'wasm-unsafe-eval'" in r.headers["Content-Security-Policy"]
     assert get("/js/noise.mjs") == (200, "text/javascript")
     assert get("/web/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm") == (200, "application/wasm")
     assert get("/desktop/app.py")[0] == 404  # only /web/, /js/ and /export/ are served

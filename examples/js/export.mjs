@@ -8,8 +8,8 @@
  *   checkSignature(session, "decoder", ex.specs.decoder, ex.files.decoder);
  *
  * `read(name)` returns one file of the export directory as a Uint8Array (or rejects). Each graph's
- * sha256 (WebCrypto's crypto.subtle: Node.js >= 18, or a browser page in a secure context such as
- * http://127.0.0.1) must equal manifest.json's; its `edgevae.spec` metadata must parse as schema 1 or 2;
+ * sha256 (WebCrypto: Node.js, or a browser page in a secure context such as http://127.0.0.1) must
+ * equal manifest.json's; its `edgevae.spec` metadata must parse as schema 1 or 2;
  * the encoder, decoder and manifest must share one pair_id. Any failure throws ExportError, one line.
  *
  * Schema 1 specs name a flat latent `latent_dim` D (latents [N, D]); schema 2 specs name `latent_shape`,
@@ -53,12 +53,19 @@ export function checkSignature(session, role, spec, source) {
   }
 }
 
-/** Lower-case hex sha256 of bytes, with WebCrypto. */
-export async function sha256Hex(bytes) {
-  if (!globalThis.crypto?.subtle) {
+/** WebCrypto's SubtleCrypto: a global in browsers (secure contexts only) and Node.js >= 19, a module in Node.js 18. */
+async function subtleCrypto() {
+  if (globalThis.crypto?.subtle) return globalThis.crypto.subtle;
+  try {
+    return (await import("node:crypto")).webcrypto.subtle;
+  } catch {
     throw new ExportError("WebCrypto (crypto.subtle) is unavailable: serve the page from https or 127.0.0.1");
   }
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+}
+
+/** Lower-case hex sha256 of bytes. */
+export async function sha256Hex(bytes) {
+  const digest = new Uint8Array(await (await subtleCrypto()).digest("SHA-256", bytes));
   return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
@@ -103,14 +110,30 @@ export function parseSpec(text, source) {
   return spec;
 }
 
-/** Check an export through `read(name)` and return its manifest, both specs and both graphs' bytes. */
-export async function readExport(read, where, { variant = "fp32" } = {}) {
+/**
+ * Check an export through `read(name)` and return its manifest, both specs and both graphs' bytes.
+ * manifestSha256 (optional, hex) pins the export: manifest.json must hash to it, and it lists every file's hash.
+ */
+export async function readExport(read, where, { variant = "fp32", manifestSha256 = null } = {}) {
   const file = (name) => (where.endsWith("/") ? where + name : `${where}/${name}`);
-  let manifest;
+  let manifestBytes;
   try {
-    manifest = JSON.parse(new TextDecoder().decode(await read(MANIFEST)));
+    manifestBytes = await read(MANIFEST);
   } catch (e) {
     throw new ExportError(`${where}: not an export directory (${MANIFEST}: ${e.message})`);
+  }
+  if (manifestSha256) { // the app ships with the digest of the export it was tested with
+    const digest = await sha256Hex(manifestBytes);
+    if (digest !== manifestSha256.toLowerCase()) {
+      throw new ExportError(`${file(MANIFEST)}: sha256 ${digest.slice(0, 12)}... is not the pinned ` +
+        `${manifestSha256.slice(0, 12)}... (another export than the one this app ships with)`);
+    }
+  }
+  let manifest;
+  try {
+    manifest = JSON.parse(new TextDecoder().decode(manifestBytes));
+  } catch (e) {
+    throw new ExportError(`${file(MANIFEST)}: not valid JSON (${e.message})`);
   }
   if (manifest === null || typeof manifest !== "object" || typeof manifest.files !== "object" ||
       typeof manifest.variants !== "object" || !manifest.files || !manifest.variants) {

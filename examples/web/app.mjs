@@ -212,7 +212,9 @@ async function load(url) {
   const token = ++loads;
   let opened;
   try {
-    opened = await openModel(url, { variant: new URLSearchParams(location.search).get("variant") ?? "fp32" });
+    const params = new URLSearchParams(location.search);
+    const pin = document.querySelector('meta[name="edgevae-manifest-sha256"]')?.content || params.get("manifest_sha256");
+    opened = await openModel(url, { variant: params.get("variant") ?? "fp32", manifestSha256: pin || null });
   } catch (e) {
     if (token === loads) {
       loading = false;

@@ -44,9 +44,9 @@ async function fetchBytes(url) {
 }
 
 /** Check and open the export at `url` (relative to the page): { base, manifest, spec, decode }. */
-export async function openModel(url, { variant = "fp32" } = {}) {
+export async function openModel(url, { variant = "fp32", manifestSha256 = null } = {}) {
   const base = new URL(url.endsWith("/") ? url : `${url}/`, location.href).href;
-  const ex = await readExport((name) => fetchBytes(new URL(name, base)), base, { variant });
+  const ex = await readExport((name) => fetchBytes(new URL(name, base)), base, { variant, manifestSha256 });
   const ort = await onnxruntime();
   const spec = ex.specs.decoder;
   let session;

@@ -7,6 +7,7 @@ Routes: /web/ is examples/web (the page and its node_modules: run `npm ci` there
 examples/js (the JavaScript shared with examples/node), /export/ is the export directory; nothing else.
 One origin, so the page fetches the graphs without CORS; 127.0.0.1 is a secure context, so WebCrypto
 (crypto.subtle) can hash them. Single-threaded WASM needs no cross-origin isolation (COOP/COEP headers).
+Every answer carries the Content-Security-Policy CSP below, the one the page is tested under.
 --port 0 picks a free port; the first line printed is the page's URL.
 """
 from __future__ import annotations
@@ -19,6 +20,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent.parent
+# What the page needs and no more: its own origin, and compiling WebAssembly (onnxruntime-web's kernels).
+CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; "
+       "object-src 'none'; base-uri 'none'")
 
 
 class Handler(SimpleHTTPRequestHandler):
@@ -50,6 +54,7 @@ class Handler(SimpleHTTPRequestHandler):
 
     def end_headers(self):
         self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Security-Policy", CSP)
         super().end_headers()
 
     def log_message(self, format, *args):
