@@ -148,7 +148,8 @@ export async function readExport(read, where, { variant = "fp32", manifestSha256
   for (const role of ["encoder", "decoder"]) {
     const name = names[role];
     if (typeof name !== "string" || /[/\\]/.test(name) || name.startsWith(".")) {
-      throw new ExportError(`${file(MANIFEST)}: bad ${role} file name ${JSON.stringify(name)} for variant '${variant}'`);
+      throw new ExportError(`${file(MANIFEST)}: bad ${role} file name ${JSON.stringify(name)} ` +
+        `for variant '${variant}'`);
     }
     const expected = manifest.files[name]?.sha256;
     if (typeof expected !== "string") throw new ExportError(`${file(MANIFEST)}: no sha256 listed for ${name}`);
@@ -169,7 +170,9 @@ export async function readExport(read, where, { variant = "fp32", manifestSha256
     } catch (e) {
       throw new ExportError(`${file(name)}: not an ONNX file (${e.message})`);
     }
-    if (text === undefined) throw new ExportError(`${file(name)}: no '${METADATA_KEY}' metadata (not an EdgeVAE graph)`);
+    if (text === undefined) {
+      throw new ExportError(`${file(name)}: no '${METADATA_KEY}' metadata (not an EdgeVAE graph)`);
+    }
     const spec = parseSpec(text, file(name));
     if (spec.role !== role || spec.variant !== variant) {
       throw new ExportError(`${file(name)}: expected the ${variant} ${role}, got the ${spec.variant} ${spec.role}`);

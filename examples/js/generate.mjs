@@ -39,7 +39,9 @@ export function priorLatents(spec, n, seed, temperature = 1) {
 /** int64 class indices for n images from one index or one per image; null for an unconditional model. */
 function labelTensor(ort, spec, labels, start, m) {
   if (!spec.classes) {
-    if (labels !== null && labels !== undefined) throw new ExportError("this model is unconditional; it takes no labels");
+    if (labels !== null && labels !== undefined) {
+      throw new ExportError("this model is unconditional; it takes no labels");
+    }
     return null;
   }
   const all = Array.isArray(labels) ? labels.slice(start, start + m) : Array(m).fill(labels);

@@ -60,8 +60,8 @@ function classIndex(spec, label) {
   }
   const index = /^\d+$/.test(label ?? "") ? Number(label) : spec.classes.indexOf(label);
   if (!(index >= 0 && index < spec.classes.length)) {
-    throw new ExportError(`--label: this model is conditional: pass a class name or index of ${spec.classes.join(", ")}` +
-      `, got ${label}`);
+    throw new ExportError(`--label: this model is conditional: pass a class name or index of ` +
+      `${spec.classes.join(", ")}, got ${label}`);
   }
   return index;
 }

@@ -213,7 +213,8 @@ async function load(url) {
   let opened;
   try {
     const params = new URLSearchParams(location.search);
-    const pin = document.querySelector('meta[name="edgevae-manifest-sha256"]')?.content || params.get("manifest_sha256");
+    const meta = document.querySelector('meta[name="edgevae-manifest-sha256"]');
+    const pin = meta?.content || params.get("manifest_sha256"); // a bundled app's pin, else the URL's
     opened = await openModel(url, { variant: params.get("variant") ?? "fp32", manifestSha256: pin || null });
   } catch (e) {
     if (token === loads) {

@@ -56,6 +56,9 @@ export async function openModel(url, { variant = "fp32", manifestSha256 = null }
       graphOptimizationLevel: "all",
     });
   } catch (e) {
+    if (/no available backend/.test(firstLine(e))) { // the wasm did not load or compile: not the graph's fault
+      throw new ExportError(`onnxruntime-web's WASM backend did not start from ${ORT_DIST} (${firstLine(e)})`);
+    }
     throw new ExportError(`${ex.files.decoder}: onnxruntime-web cannot load it (${firstLine(e)})`);
   }
   checkSignature(session, "decoder", spec, ex.files.decoder);
