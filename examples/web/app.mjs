@@ -237,7 +237,7 @@ function saveGrid() {
     const link = Object.assign(document.createElement("a"),
       { href: URL.createObjectURL(blob), download: `grid-seed${$("seed").value.trim()}.png` });
     link.click();
-    URL.revokeObjectURL(link.href);
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000); // after the download has started
   }, "image/png");
 }
 
