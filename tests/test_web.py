@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, require_tools, skip_or_fail
 from PIL import Image
+from test_noise import REFERENCE
 
 import edgevae
-from conftest import ROOT, require_tools, skip_or_fail
-from test_noise import REFERENCE
 
 WEB_DIR = ROOT / "examples" / "web"
 CHROMIUM = "/usr/bin/chromium"
@@ -297,6 +297,12 @@ def test_page_draws_the_python_runtimes_pixels(browser, site, export_dir, tmp_pa
     # No console error, page error or failed request on the way, under serve.py's Content-Security-Policy.
     # (Warnings may come from the test's own getImageData calls.)
     assert [line for line in browser.page_log() if not line.startswith("console.warn")] == []
+
+    # Bad input is refused in one line, the picture left as it was.
+    browser("type", selector="#seed", text="-1", enter=True)
+    browser("wait", js='document.body.dataset.state === "error"')
+    state = page_state(browser)
+    assert state["status"] == 'seed must be an integer in [0, 2**64), got "-1"' and state["lines"] == 1, state
 
 
 def test_page_reads_schema_2_and_refuses_sampling_without_a_prior(browser, site, export_dir):
