@@ -29,14 +29,21 @@ const SETTLED = `["ready", "error"].includes(document.body?.dataset.state)`;
 const profile = mkdtempSync(join(tmpdir(), "edgevae-chromium-"));
 const log = [];
 
-const browser = await puppeteer.launch({
-  executablePath: values.browser,
-  headless: true, // --headless
-  userDataDir: profile, // a fresh --user-data-dir
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-  defaultViewport: { width: 1280, height: 900 },
-});
+let browser;
+try {
+  browser = await puppeteer.launch({
+    executablePath: values.browser,
+    headless: true, // --headless
+    userDataDir: profile, // a fresh --user-data-dir
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync"],
+    defaultViewport: { width: 1280, height: 900 },
+  });
+} catch (e) {
+  rmSync(profile, { recursive: true, force: true });
+  console.error(`cannot start ${values.browser}: ${String(e.message).split("\n")[0]}`);
+  process.exit(1);
+}
 const page = await browser.newPage();
 page.on("console", (m) => log.push(`console.${m.type()}: ${m.text()}`));
 page.on("pageerror", (e) => log.push(`pageerror: ${e.message}`));
