@@ -1,5 +1,6 @@
 # make demo: install, train on the built-in shapes, export + verify, write a sample grid.
 # make test: install, run the test suite. make check: lint (ruff).
+# make desktop / make web EXPORT=DIR: the Tk app, the browser page (below).
 # The environment lives in .venv; torch is the CPU build, installed before anything can pull CUDA wheels.
 PYTHON ?= python3
 VENV ?= .venv
@@ -40,3 +41,13 @@ EXPORT ?= exports/shapes
 .PHONY: desktop
 desktop: install
 	$(PY) examples/desktop/app.py $(EXPORT)
+
+# make web EXPORT=exports/shapes: the browser example (examples/web) on an export, served on 127.0.0.1 (WEB_PORT).
+# onnxruntime-web comes from examples/web/package-lock.json; the server is examples/web/serve.py (standard library).
+WEB_PORT ?= 8000
+.PHONY: web
+web: examples/web/node_modules/.package-lock.json
+	$(PYTHON) examples/web/serve.py $(EXPORT) --port $(WEB_PORT)
+
+examples/web/node_modules/.package-lock.json: examples/web/package-lock.json
+	cd examples/web && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund

@@ -33,7 +33,7 @@ def run_js(node: str, code: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def js_noise_bits(node: str, seed: int, count: int) -> np.ndarray:
-    code = ('import { standardNormal, float32Bits } from "./noise.mjs";'
+    code = ('import { standardNormal, float32Bits } from "../js/noise.mjs";'
             'const [seed, count] = process.argv.slice(1);'
             'console.log(JSON.stringify(float32Bits(standardNormal(BigInt(seed), Number(count)))));')
     result = run_js(node, code, str(seed), str(count))
@@ -42,7 +42,7 @@ def js_noise_bits(node: str, seed: int, count: int) -> np.ndarray:
 
 
 def test_js_philox_known_answers(node):
-    code = ('import { philox4x32 } from "./noise.mjs";'
+    code = ('import { philox4x32 } from "../js/noise.mjs";'
             'const cases = JSON.parse(process.argv[1]);'
             'console.log(JSON.stringify(cases.map(([c, k]) => philox4x32(c, k))));')
     result = run_js(node, code, json.dumps([[list(c), list(k)] for c, k, _ in PHILOX_KAT]))
@@ -93,6 +93,21 @@ def test_node_grid_equals_python_grid(node, export_dir, tmp_path, n, seed, tempe
     assert diff.max() <= 1
     assert (diff > 0).sum() <= diff.size // 1000
     assert py.std() > 10  # a real picture, not a blank grid that would trivially match
+
+
+def test_node_conditional_grid_equals_python_grid(node, kind_export, tmp_path):
+    _, export = kind_export("conditional")
+    classes = edgevae.load(export).classes
+    js_png, py_png = tmp_path / "node.png", tmp_path / "python.png"
+    result = subprocess.run([node, "sample.mjs", str(export), "--n", "16", "--seed", "3", "--label", classes[1],
+                             "--out", str(js_png)], cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    edgevae.save_grid(edgevae.load(export).sample(16, seed=3, labels=1), py_png)
+    diff = np.abs(_pixels(js_png).astype(int) - _pixels(py_png).astype(int))
+    assert diff.max() <= 1 and (diff > 0).sum() <= diff.size // 1000  # as above
+    result = subprocess.run([node, "sample.mjs", str(export), "--out", str(js_png)], cwd=NODE_DIR,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "this model is conditional" in result.stderr, result.stderr
 
 
 def test_node_refuses_tampered_and_mismatched_exports(node, export_dir, export_dir_2d, tmp_path):

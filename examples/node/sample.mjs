@@ -3,38 +3,27 @@
  * Generate a PNG grid from an EdgeVAE export with onnxruntime-node: the same pixels as the Python runtime.
  *
  *   cd examples/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci
- *   node sample.mjs ../../exports/shapes --n 64 --seed 0 --temperature 1 --out grid.png
+ *   node sample.mjs ../../exports/shapes --n 64 --seed 0 --temperature 1 --out grid.png [--label CLASS]
  *
  * equals `edgevae sample exports/shapes --n 64 --seed 0 --out grid.png` pixel for pixel
  * (tests/test_node.py checks it). Like runtime.load it checks each graph's sha256 against manifest.json
  * and that the encoder, decoder and manifest share one pair_id, read from the `edgevae.spec` metadata.
+ * The checks, the noise and the grid layout live in ../js/, shared with the browser page (../web/).
  */
-import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-node";
 
-import { readMetadata } from "./onnxmeta.mjs";
-import { encodePng, makeGrid } from "./png.mjs";
-import { standardNormal } from "./noise.mjs";
+import { checkSignature, ExportError, readExport } from "../js/export.mjs";
+import { decode, priorLatents } from "../js/generate.mjs";
+import { makeGrid } from "../js/grid.mjs";
+import { encodePng } from "./png.mjs";
 
-const SIGNATURES = { encoder: [["x", "eps"], ["z", "mu", "logvar"]], decoder: [["z"], ["x_hat"]] };
-const CHUNK = 1024; // images per run, as the Python runtime chunks large batches
-
-class ExportError extends Error {}
-
-/** Sessions and spec of an export directory, after the same checks as runtime.load. */
+/** Sessions and spec of an export directory, after the same checks as runtime.load (../js/export.mjs). */
 export async function loadExport(dir, { variant = "fp32", threads = 0 } = {}) {
-  let manifest;
-  try {
-    manifest = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8"));
-  } catch (e) {
-    throw new ExportError(`${dir}: not an export directory (${e.message})`);
-  }
-  const files = manifest.variants?.[variant];
-  if (!files) throw new ExportError(`${dir}: no '${variant}' variant in this export`);
+  const ex = await readExport((name) => readFileSync(join(dir, name)), dir, { variant });
   const options = {
     executionProviders: ["cpu"],
     intraOpNumThreads: threads, // 0: onnxruntime picks
@@ -43,54 +32,38 @@ export async function loadExport(dir, { variant = "fp32", threads = 0 } = {}) {
     graphOptimizationLevel: "all",
     extra: { session: { intra_op: { allow_spinning: "0" } } }, // idle threads sleep instead of spinning
   };
-  const model = { manifest, specs: {}, sessions: {} };
+  const model = { manifest: ex.manifest, specs: ex.specs, sessions: {} };
   for (const role of ["encoder", "decoder"]) {
-    const name = files[role];
-    const bytes = readFileSync(join(dir, name));
-    const digest = createHash("sha256").update(bytes).digest("hex");
-    const expected = manifest.files?.[name]?.sha256;
-    if (digest !== expected) {
-      throw new ExportError(`${join(dir, name)}: sha256 ${digest.slice(0, 12)}... does not match the manifest's ` +
-        `${String(expected).slice(0, 12)}... (file changed or corrupt)`);
+    let session;
+    try {
+      session = await ort.InferenceSession.create(ex.bytes[role], options);
+    } catch (e) {
+      throw new ExportError(`${ex.files[role]}: onnxruntime cannot load it (${String(e.message).split("\n")[0]})`);
     }
-    const text = readMetadata(bytes)["edgevae.spec"];
-    if (text === undefined) throw new ExportError(`${join(dir, name)}: no 'edgevae.spec' metadata`);
-    const spec = JSON.parse(text);
-    if (spec.role !== role) throw new ExportError(`${join(dir, name)}: expected the ${role}, got the ${spec.role}`);
-    const session = await ort.InferenceSession.create(bytes, options);
-    const [inputs, outputs] = SIGNATURES[role];
-    if (session.inputNames.join() !== inputs.join() || session.outputNames.join() !== outputs.join()) {
-      throw new ExportError(`${join(dir, name)}: expected inputs ${inputs} -> outputs ${outputs}, ` +
-        `got ${session.inputNames} -> ${session.outputNames}`);
-    }
-    model.specs[role] = spec;
+    checkSignature(session, role, ex.specs[role], ex.files[role]);
     model.sessions[role] = session;
-  }
-  const ids = new Set([model.specs.encoder.pair_id, model.specs.decoder.pair_id, manifest.pair_id]);
-  if (ids.size !== 1) {
-    throw new ExportError(`${dir}: encoder, decoder and manifest come from different exports (pair_id encoder=` +
-      `${model.specs.encoder.pair_id}, decoder=${model.specs.decoder.pair_id}, manifest=${manifest.pair_id})`);
   }
   return model;
 }
 
-/** Decode z = temperature * standardNormal(seed, n * D): { data: Float32Array (N, C, H, W), shape }. */
-export async function sample(model, n, seed, temperature = 1.0) {
-  const d = model.specs.decoder.latent_dim;
-  const [c, h, w] = model.specs.decoder.image_shape;
-  const z = standardNormal(seed, n * d);
-  if (temperature !== 1) {
-    const t = Math.fround(temperature); // Python scales in float32: eps * np.float32(temperature)
-    for (let i = 0; i < z.length; i++) z[i] = Math.fround(z[i] * t);
+/** Decode z = temperature * eps(seed) for n images: { data: Float32Array (N, C, H, W), shape }. */
+export async function sample(model, n, seed, temperature = 1.0, label = null) {
+  const spec = model.specs.decoder;
+  return decode(ort, model.sessions.decoder, spec, priorLatents(spec, n, seed, temperature), n, label);
+}
+
+/** A class index from --label (an index or a class name) for a conditional model; null otherwise. */
+function classIndex(spec, label) {
+  if (!spec.classes) {
+    if (label !== undefined) throw new ExportError("--label: this model is unconditional; it takes no labels");
+    return null;
   }
-  const data = new Float32Array(n * c * h * w);
-  for (let start = 0; start < n; start += CHUNK) {
-    const m = Math.min(CHUNK, n - start);
-    const feed = new ort.Tensor("float32", z.subarray(start * d, (start + m) * d), [m, d]);
-    const { x_hat: xHat } = await model.sessions.decoder.run({ z: feed });
-    data.set(xHat.data, start * c * h * w);
+  const index = /^\d+$/.test(label ?? "") ? Number(label) : spec.classes.indexOf(label);
+  if (!(index >= 0 && index < spec.classes.length)) {
+    throw new ExportError(`--label: this model is conditional: pass a class name or index of ` +
+      `${spec.classes.join(", ")}, got ${label}`);
   }
-  return { data, shape: [n, c, h, w] };
+  return index;
 }
 
 async function main() {
@@ -103,10 +76,11 @@ async function main() {
       out: { type: "string", default: "grid.png" },
       threads: { type: "string", default: "0" },
       variant: { type: "string", default: "fp32" },
+      label: { type: "string" },
     },
   });
   if (positionals.length !== 1) throw new ExportError("usage: node sample.mjs EXPORT_DIR [--n 64] [--seed 0] " +
-    "[--temperature 1] [--out grid.png] [--threads 0] [--variant fp32]");
+    "[--temperature 1] [--out grid.png] [--threads 0] [--variant fp32] [--label CLASS]");
   const n = Number(values.n), temperature = Number(values.temperature);
   if (!Number.isInteger(n) || n < 1 || n > 65536) throw new ExportError(`--n must be an int in [1, 65536], got ${values.n}`);
   if (!Number.isFinite(temperature) || temperature < 0) throw new ExportError(`--temperature must be >= 0, got ${values.temperature}`);
@@ -119,7 +93,8 @@ async function main() {
   if (seed < 0n || seed >= 1n << 64n) throw new ExportError(`--seed must be an int in [0, 2**64), got ${values.seed}`);
   const started = performance.now();
   const model = await loadExport(positionals[0], { variant: values.variant, threads: Number(values.threads) });
-  const { data, shape } = await sample(model, n, seed, temperature);
+  const label = classIndex(model.specs.decoder, values.label);
+  const { data, shape } = await sample(model, n, seed, temperature, label);
   writeFileSync(values.out, encodePng(makeGrid(data, shape)));
   const ms = Math.round(performance.now() - started);
   console.log(`wrote ${values.out} (${n} samples, seed ${seed}, temperature ${temperature}, ${ms} ms with loading)`);

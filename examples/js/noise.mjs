@@ -1,15 +1,16 @@
 /**
  * The EdgeVAE portable noise in JavaScript: Philox4x32-10 + Box-Muller, bit for bit as runtime/noise.py.
+ * One implementation for every JavaScript host here: examples/node (Node.js) and examples/web (the browser)
+ * import this file; it uses nothing but the language, so it runs in both.
  *
- *   import { standardNormal } from "./noise.mjs";
+ *   import { standardNormal } from "../js/noise.mjs";
  *   const eps = standardNormal(0n, 8);   // Float32Array(8), the same as runtime.standard_normal(0, (8,))
  *
  * Steps (README "The noise generator"): key = (seed mod 2^32, seed div 2^32); block b uses counter
  * (b mod 2^32, b div 2^32, 0, 0); each of the four output words w becomes u = (w + 0.5) / 2^32 in float64;
  * Box-Muller on (u0, u1) and (u2, u3); the first `count` normals, rounded to float32 (Math.fround).
- * Run `node noise.mjs SEED COUNT` to print the float32 bit patterns (hex), as tests/test_noise.py lists them.
+ * tests/test_node.py checks it against numpy's float32 bit patterns (tests/test_noise.py's reference vectors).
  */
-import { pathToFileURL } from "node:url";
 
 const M0 = 0xd2511f53; // Philox multipliers
 const M1 = 0xcd9e8d57;
@@ -62,14 +63,4 @@ export function standardNormal(seed, count) {
 /** The float32 bit patterns of an array, as unsigned integers. */
 export function float32Bits(array) {
   return Array.from(new Uint32Array(Float32Array.from(array).buffer));
-}
-
-if (import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const [seed, count] = process.argv.slice(2);
-  if (seed === undefined || count === undefined) {
-    console.error("usage: node noise.mjs SEED COUNT");
-    process.exit(2);
-  }
-  const bits = float32Bits(standardNormal(BigInt(seed), Number(count)));
-  console.log(bits.map((b) => "0x" + b.toString(16).toUpperCase().padStart(8, "0")).join(" "));
 }

@@ -1,13 +1,13 @@
 /**
- * Read an ONNX file's metadata_props (key -> value) straight from its protobuf bytes.
+ * Read an ONNX file's metadata_props (key -> value) straight from its protobuf bytes, in Node.js or a browser.
  *
- *   import { readMetadata } from "./onnxmeta.mjs";
+ *   import { readMetadata } from "../js/onnxmeta.mjs";
  *   const spec = JSON.parse(readMetadata(bytes)["edgevae.spec"]);
  *
- * onnxruntime-node (1.30) exposes input/output names and shapes but not the model's custom metadata
- * (Python's get_modelmeta().custom_metadata_map has no JS counterpart), so this walks the top level of
- * ModelProto: field 14 is `repeated StringStringEntryProto metadata_props` with key = 1, value = 2.
- * Every other field is skipped by its wire type; the graph itself is never parsed.
+ * onnxruntime-node and onnxruntime-web (1.30) expose input/output names and shapes but not the model's
+ * custom metadata (Python's get_modelmeta().custom_metadata_map has no JS counterpart), so this walks the
+ * top level of ModelProto: field 14 is `repeated StringStringEntryProto metadata_props` with key = 1,
+ * value = 2. Every other field is skipped by its wire type; the graph itself is never parsed.
  */
 const METADATA_PROPS = 14;
 
