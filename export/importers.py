@@ -184,7 +184,7 @@ def diffusers_source(folder: str | Path, image_shape=None) -> DiffusersSource:
         raise SourceError(f"--diffusers {folder}: {config.get('_class_name')!r} is not supported; "
                           f"AutoencoderKL is (its encoder predicts mean and logvar)")
     try:
-        vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)
+        vae = AutoencoderKL.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False)
     except Exception as e:
         raise SourceError(f"--diffusers {folder}: cannot load it ({type(e).__name__}: {str(e).splitlines()[0]})") \
             from None
