@@ -67,7 +67,8 @@ class Source(nn.Module):
         self.kind, self.num_classes, self.conditional = kind, num_classes, num_classes > 0
         self.prior = prior if kind == "vae" else None
         self.prior_note = prior_note if self.prior is None else None
-        self.latent_scaling, self.info = latent_scaling, {"kind": self.family, **(info or {})}
+        self.latent_scaling = latent_scaling
+        self.info = {"kind": self.family, "class": type(net).__name__, **(info or {})}  # spec "source": no paths
         self.latent_shape = self._probe()
         self.latent_dim = math.prod(self.latent_shape)
         scale = self.image_shape[1] // self.latent_shape[-1] if len(self.latent_shape) == 3 else 0

@@ -50,12 +50,12 @@ ALLOWED_OPS = frozenset({
     "Concat", "GatherND", "Unsqueeze",  # conditional models: one-hot y joined to features and z
     "Abs", "Div", "Expand", "Less", "Reciprocal", "Shape", "Sub", "Tanh", "Where",  # continuous-Bernoulli mean
     "Cast", "ConvInteger", "DynamicQuantizeLinear", "MatMulInteger",  # int8 and fp16 variants
-    # imported VAEs (README "Ops"): what diffusers' AutoencoderKL, AntixK's and pythae's models lower to
+    # imported VAEs (README "Ops"): what diffusers' AutoencoderKL and AntixK's models lower to
     "InstanceNormalization",  # GroupNorm's lowering: InstanceNormalization on (N, groups, -1), then a Mul/Add
-    "MatMul", "Softmax", "Transpose", "Split", "Squeeze",  # attention: q k^T / sqrt(d), softmax, times v; heads
+    "MatMul", "Softmax", "Transpose", "Squeeze",  # attention: softmax(q k^T / sqrt(d)) v over the h*w positions
+    "Slice", "Split",  # h, w read from the input's Shape (dynamic sizes); the moments split into mu and logvar
     "Resize",  # nearest-neighbour 2x upsampling in the decoder
-    "Slice", "Pad",  # the moments split into mu and logvar; asymmetric padding before a stride-2 conv
-    "LeakyRelu", "BatchNormalization", "Flatten",  # AntixK's conv stacks (BatchNorm in eval mode)
+    "LeakyRelu",  # AntixK's conv stacks (their BatchNorm folds into the Conv)
 })
 
 NOISE = {  # how the runtime draws eps by default; runtime/noise.py implements it, README documents it
