@@ -1,4 +1,4 @@
-"""`edgevae export RUN_DIR --out EXPORT_DIR`, or any PyTorch VAE: `edgevae export --module|--antixk|--diffusers|--pythae`.
+"""`edgevae export RUN_DIR --out EXPORT_DIR`, or any PyTorch VAE: `edgevae export --module|--antixk|--diffusers|...`.
 
     edgevae export runs/shapes --out exports/shapes [--force] [--int8] [--fp16]
     edgevae export --module my_vae.py:build [--weights FILE] --image-shape 3,64,64 --out exports/mine
@@ -75,7 +75,7 @@ def _source(args, parser):
     try:
         factory_args = json.loads(args.factory_args) if args.factory_args else None
     except json.JSONDecodeError as e:
-        raise SourceError(f"--factory-args must be a JSON object: {e}")
+        raise SourceError(f"--factory-args must be a JSON object: {e}") from None
     if factory_args is not None and not isinstance(factory_args, dict):
         raise SourceError("--factory-args must be a JSON object")
     native = _floats(args.native_range, 2, "--native-range") if args.native_range else \

@@ -25,6 +25,7 @@ import edgevae
 from edgevae import spec as S
 from edgevae.train import checkpoint as checkpoint_io
 from edgevae.train.config import TrainConfig
+from edgevae.train.folder import preprocessing
 
 from . import adapters, checks, gates, graphs, variants
 
@@ -84,7 +85,8 @@ def edgevae_fields(vae, ckpt: dict, elbo: dict) -> dict:
     config = ckpt["config"]
     return {
         "arch": config["arch"],
-        "preprocessing": preprocessing(ckpt),
+        # how an image file becomes x: what training's loaders did, so encode sees what training saw
+        "preprocessing": preprocessing(TrainConfig.from_dict(config), ckpt["image_shape"][0]).to_spec(),
         "likelihood": config["likelihood"],
         "likelihood_params": gates.likelihood_params(vae),
         "classes": list(ckpt["classes"]) if vae.conditional else None,  # the labels y indexes
@@ -93,15 +95,6 @@ def edgevae_fields(vae, ckpt: dict, elbo: dict) -> dict:
                      "test_neg_elbo": ckpt["metrics"]["test_neg_elbo"],
                      "config": TrainConfig.from_dict(config).summary()},  # whitelisted: no local paths
     }
-
-
-def preprocessing(ckpt: dict) -> dict:
-    """How an image file becomes x for this model: what training's image-folder loader did."""
-    from edgevae.train.folder import MATTES
-
-    config = ckpt["config"]
-    return {"mode": S.IMAGE_MODES[ckpt["image_shape"][0]], "fit": "crop", "resample": "lanczos", "alpha": "matte",
-            "matte": list(MATTES[config["matte"]])}
 
 
 def _check_destination(run_dir: Path | None, out: Path, force: bool) -> None:

@@ -154,7 +154,8 @@ DIFFUSERS_PRIOR_NOTE = ("a latent-diffusion VAE: trained with a tiny KL weight, 
 
 
 class DiffusersSource(Source):
-    """diffusers' AutoencoderKL: encode(x).latent_dist (mean, logvar clamped to [-30, 20]), decode(z).sample, x in [-1, 1]."""
+    """diffusers' AutoencoderKL: encode(x).latent_dist (mean, logvar clamped to [-30, 20]), decode(z).sample,
+    x in [-1, 1]."""
 
     family = "diffusers"
 

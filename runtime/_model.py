@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _latent, _tiles
+from ._images import load_images
 from ._load import open_export
 from .errors import EdgeVAEError, check_int
 from .noise import standard_normal
@@ -56,6 +57,11 @@ class Model:
         self._encoder, self._decoder = sessions["encoder"], sessions["decoder"]
         # default tiling of decode/encode for tileable exports (runtime/_tiles.py); None: whole images
         self.tiling = None if tile is None else _tiles.check(self.spec, tile, overlap, "linear", "load")
+
+    def load_images(self, paths, *, notes: list | None = None) -> np.ndarray:
+        """Image files as this model's input x (N, C, H, W) in [0, 1], prepared as its training images were
+        (the spec's `preprocessing`: mode, alpha, fit, resampling); see edgevae.load_images."""
+        return load_images(paths, self.image_shape, self.preprocessing, notes=notes)
 
     def __repr__(self) -> str:
         return (f"Model({str(self.path)!r}, kind={self.kind!r}, variant={self.variant!r}, "

@@ -90,7 +90,7 @@ def decode(run, z: np.ndarray, scale: int, channels: int, tile: int, overlap: in
     out = np.zeros((n, channels, h * scale, w * scale), np.float32)
     total = np.zeros((h * scale, w * scale), np.float32)
     plan = _plan((h, w), tile, overlap, scale, ramp)
-    for cells, pixels, weight in plan:
+    for _, pixels, weight in plan:
         total[pixels] += weight
     for k in range(n):
         for cells, pixels, weight in plan:
