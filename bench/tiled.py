@@ -6,7 +6,9 @@ The model is diffusers' AutoencoderKL built from SD 1.x's VAE configuration (blo
 128,256,512,512, layers_per_block 2, latent_channels 4, norm_num_groups 32, sample_size 512) with random
 weights (seeded; no download), saved with save_pretrained and exported with `edgevae export --diffusers`.
 Each decode runs in a fresh child process through the runtime (`edgevae.load(...).decode(z, tile=...)`);
-its peak memory is the child's VmHWM (resident high-water mark), its time the decode call alone.
+its peak memory is the child's VmHWM (resident high-water mark) over load and decode, and, after
+resetting the high-water mark once the model is loaded (/proc/self/clear_refs), the decode's own peak
+over the loaded model's resident size ("decode working"); its time is the decode call alone.
 
 Making the comparison meaningful with random weights: the latent is not white noise but the encoder's mu
 of a 512x512 test picture (smooth colour fields, a disc, a bar: statistics that change across the image,
@@ -34,14 +36,18 @@ CHILD = """
 import json, re, sys, time
 import numpy as np, edgevae
 export, z_path, out_path, tile, overlap = sys.argv[1:6]
+def status(field):
+    return int(re.search(field + r':\\s+(\\d+)', open('/proc/self/status').read())[1]) * 1024
 model = edgevae.load(export, threads=2)
 z = np.load(z_path)
+loaded, load_peak = status("VmRSS"), status("VmHWM")
+open("/proc/self/clear_refs", "w").write("5")  # reset VmHWM to the current RSS: the peak below is the decode's
 start = time.perf_counter()
 x = model.decode(z, tile=int(tile) or None, overlap=int(overlap))
 seconds = time.perf_counter() - start
 np.save(out_path, x)
-peak = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) * 1024
-print(json.dumps({"seconds": seconds, "peak": peak}))
+print(json.dumps({"seconds": seconds, "peak": max(status("VmHWM"), load_peak), "decode_peak": status("VmHWM"),
+                  "loaded": loaded}))
 """
 
 
@@ -82,8 +88,8 @@ def decode(export: Path, z: Path, out: Path, tile: int, overlap: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiles", default="32:8,16:4",
-                        help="tile:overlap pairs in latent cells (8 px each), comma-separated (default 32:8,16:4)")
+    parser.add_argument("--tiles", default="32:8,16:4,8:2",
+                        help="tile:overlap pairs in latent cells (8 px each), comma-separated (default 32:8,16:4,8:2)")
     parser.add_argument("--workdir", default=str(C.ROOT / "bench" / ".work"), help="where the model is built")
     C.add_results_flag(parser)
     args = parser.parse_args()
@@ -98,7 +104,8 @@ def main() -> None:
         out = workdir / f"sd-x-{tile}-{overlap}.npy"
         start = time.perf_counter()
         measured[name] = {**decode(export, z, out, tile, overlap), "image": np.load(out)}
-        print(f"{name}: {measured[name]['seconds']:.1f} s decode, peak {measured[name]['peak'] / 2**20:.0f} MiB "
+        print(f"{name}: {measured[name]['seconds']:.1f} s decode, peak {measured[name]['peak'] / 2**20:.0f} MiB, "
+              f"{(measured[name]['decode_peak'] - measured[name]['loaded']) / 2**20:.0f} MiB over the loaded model "
               f"({time.perf_counter() - start:.0f} s with the process)")
     whole = measured["untiled"]
     image = whole["image"]
@@ -107,14 +114,18 @@ def main() -> None:
     for name, m in measured.items():
         diff = float(np.abs(m["image"] - image).max())
         ratio = whole["peak"] / m["peak"]
-        rows.append([name, f"{m['peak'] / 2**20:.0f}", f"{ratio:.2f}x", f"{m['seconds']:.1f}",
+        work = m["decode_peak"] - m["loaded"]
+        work_ratio = (whole["decode_peak"] - whole["loaded"]) / work
+        rows.append([name, f"{m['peak'] / 2**20:.0f}", f"{ratio:.2f}x", f"{m['loaded'] / 2**20:.0f}",
+                     f"{work / 2**20:.0f}", f"{work_ratio:.1f}x", f"{m['seconds']:.1f}",
                      f"{diff:.4f} ({diff * 255:.2f}/255)", f"{float(np.abs(m['image'] - image).mean()) * 255:.3f}"])
         if name != "untiled":
             ok = ratio >= GOAL_MEMORY and diff <= GOAL_DIFF
-            verdicts.append(f"- {name}: {ratio:.2f}x less peak memory (goal >= {GOAL_MEMORY:g}x), max |diff| "
-                            f"{diff * 255:.2f}/255 (goal <= 2/255): {'met' if ok else 'MISSED'}")
-    text = (C.table(["decode", "peak RSS MiB", "less memory", "decode s", "max |diff| vs untiled",
-                     "mean |diff| (/255)"], rows)
+            verdicts.append(f"- {name}: {ratio:.2f}x less peak process memory (goal >= {GOAL_MEMORY:g}x; the "
+                            f"decode's own working memory {work_ratio:.1f}x less), max |diff| {diff * 255:.2f}/255 "
+                            f"(goal <= 2/255): {'met' if ok else 'MISSED'}")
+    text = (C.table(["decode", "peak RSS MiB", "less peak", "RSS after load MiB", "decode working MiB",
+                     "less working", "decode s", "max |diff| vs untiled", "mean |diff| (/255)"], rows)
             + f"\n\nUntiled image (not degenerate): mean {image.mean():.3f}, std {image.std():.3f} in [0, 1], "
               f"{saturated:.2%} of values saturated by the clamp. Latent: mu of a 512x512 test picture, "
               f"std {float(np.load(z).std()):.3f}.\n\n" + "\n".join(verdicts))
