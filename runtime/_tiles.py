@@ -5,7 +5,7 @@
 
 A convolutional decoder's activations grow with the image: Stable Diffusion's VAE decoding a 64x64x4
 latent holds several 128-channel 512x512 float32 tensors at once. Decoding overlapping tiles one at a
-time bounds that to one tile's activations. Tiles overlap by `overlap` latent cells and are blended with
+time bounds that to one tile's activations. Tiles overlap by at least `overlap` latent cells and are blended with
 weights that ramp across the overlap (a partition of unity after normalisation): inside a tile the
 weight is 1; towards an edge shared with a neighbour it falls to near 0, so each pixel near a seam is
 mostly taken from the tile where it lies deepest. Without overlap the seams show: each tile's border
@@ -17,6 +17,8 @@ z = mu + exp(0.5 * logvar) * eps in numpy, so the contract's relation holds for 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .errors import EdgeVAEError, check_int
@@ -25,12 +27,12 @@ RAMPS = ("linear", "cosine")
 
 
 def starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Tile starts along one axis of `length` cells: step tile - overlap, the last tile flush with the end."""
+    """Tile starts along one axis of `length` cells: the fewest tiles whose neighbours overlap by at least
+    `overlap` cells, spread evenly from 0 to length - tile (so the overlaps are equal, give or take a cell)."""
     if length <= tile:
         return [0]
-    step = tile - overlap
-    out = list(range(0, length - tile, step))
-    return out + [length - tile]
+    count = 1 + math.ceil((length - tile) / (tile - overlap))
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
 
 
 def _axis_weights(length: int, begin: int, end: int, prev_end: int | None, next_begin: int | None,

@@ -23,7 +23,8 @@ def tileable(tmp_path_factory):
 
 def test_starts_cover_the_axis_with_the_overlap():
     assert _tiles.starts(16, 16, 4) == [0] and _tiles.starts(10, 16, 4) == [0]
-    assert _tiles.starts(16, 8, 2) == [0, 6, 8]  # the last tile flush with the end
+    assert _tiles.starts(16, 8, 2) == [0, 4, 8]  # three tiles, spread evenly, the last flush with the end
+    assert _tiles.starts(64, 32, 8) == [0, 16, 32] and _tiles.starts(64, 16, 4) == [0, 12, 24, 36, 48]
     for length, tile, overlap in ((64, 16, 4), (37, 8, 3), (9, 2, 1)):
         s = _tiles.starts(length, tile, overlap)
         assert s[0] == 0 and s[-1] + tile == length and all(b - a <= tile - overlap for a, b in zip(s, s[1:]))
