@@ -22,12 +22,13 @@ import onnxruntime as ort
 import torch
 
 import edgevae
+from edgevae import _units
 from edgevae import spec as S
 from edgevae.train import checkpoint as checkpoint_io
 from edgevae.train.config import TrainConfig
 from edgevae.train.folder import preprocessing
 
-from . import adapters, checks, gates, graphs, variants
+from . import adapters, checks, gates, graphs, tiled, variants
 
 
 class ExportError(RuntimeError):
@@ -169,6 +170,16 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
            if elbo["neg_elbo_onnx"] is not None else f"; -ELBO through the graphs {elbo['note']}"))
     if elbo is not None:
         parity["elbo"] = elbo
+    units = tiled.decoder_units(source) if not own else None
+    unit_graphs = tiled.export_units(units) if units else []
+    for proto, record in unit_graphs:
+        gates.check_graph(proto, record["file"])
+    if unit_graphs:
+        parity["tiled_decoder"] = tiled.parity(source, unit_graphs, tolerance)
+        log(f"tiled decoder: {len(unit_graphs)} units, max |tiled - torch| "
+            f"{parity['tiled_decoder']['max_abs_diff']:.1e} (bound {tolerance:g}; latent "
+            f"{'x'.join(map(str, parity['tiled_decoder']['latent']))}, tiles of "
+            f"{' and '.join(map(str, parity['tiled_decoder']['tiles']))} cells)")
     kept = {"fp32": (fp32, None)}
     for variant in variants_:
         candidate = tuple(variants.make(variant, proto) for proto in fp32)
@@ -182,7 +193,10 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
             log(f"{variant}: NOT written, outside its gate: {_fmt_quality(q)}")
 
     pair_id = uuid.uuid4().hex
-    spec = make_spec(source, pair_id, parity, edgevae_fields(source, reference, elbo) if own else {})
+    extra = edgevae_fields(source, reference, elbo) if own else {}
+    if unit_graphs:
+        extra["tiled_decoder"] = {"units": [record for _, record in unit_graphs]}
+    spec = make_spec(source, pair_id, parity, extra)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     umask = os.umask(0)
@@ -199,6 +213,14 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
                 (tmp / name).write_bytes(proto.SerializeToString())
                 manifest["files"][name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
             manifest["variants"][variant] = {**names, "quality": q}
+        if unit_graphs:
+            for k, (proto, record) in enumerate(unit_graphs):
+                name = record["file"]
+                graphs.set_spec(proto, S.dumps({**spec, "role": f"{_units.ROLE}.{k:02d}", "variant": "fp32",
+                                                "quality": None, "ops": sorted(graphs.op_types(proto))}))
+                (tmp / name).write_bytes(proto.SerializeToString())
+                manifest["files"][name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
+            manifest["variants"]["fp32"][_units.ROLE] = [record["file"] for _, record in unit_graphs]
         (tmp / S.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _check_written(tmp, source, kept, tolerance)
         if out.exists():  # --force: swap the old export out only once the new one is complete
@@ -230,3 +252,9 @@ def _check_written(directory: Path, vae: torch.nn.Module, kept: dict, tolerance:
         diff = float(np.max(np.abs(got - expected)))
         if not diff <= tolerance:
             raise gates.ExportCheckError(f"written {variant} decoder differs from what was verified by {diff:.2e}")
+        if variant == "fp32" and getattr(vae, "tileable", False) and "tiled_decoder" in edgevae.load(directory).spec:
+            tile = max(1, vae.latent_shape[1] // 3)
+            got = edgevae.load(directory, threads=1).decode(inputs["z"], tile=tile)
+            diff = float(np.max(np.abs(got - want)))
+            if not diff <= tolerance:
+                raise gates.ExportCheckError(f"written tiled decoder differs from the model by {diff:.2e}")

@@ -1,10 +1,14 @@
-"""Open an export directory: read the manifest, verify each graph's sha256, create the sessions,
-check the specs, the graph signatures and that both graphs come from one export.
+"""Open an export directory: read the manifest, verify each graph's sha256, check the specs and that both
+graphs come from one export; sessions are created on first use (Graph), each from bytes checked again.
+
+A process that only decodes never holds the encoder's weights, and one that decodes in tiles holds only
+the tiled decoder's units (runtime/_units.py).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import onnxruntime as ort
@@ -13,8 +17,12 @@ from . import spec as S
 from .errors import EdgeVAEError
 
 
-def _session(data: bytes, directory: Path, threads: int | None, spinning: bool) -> ort.InferenceSession:
+def _session(data: bytes, directory: Path, threads: int | None, spinning: bool,
+             lean: bool = False) -> ort.InferenceSession:
     options = ort.SessionOptions()
+    if lean:  # many small runs of varying shapes (tiles): allocate per run, keep no arena between runs
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
     # A graph is loaded from its verified bytes; should it name external data, onnxruntime would resolve
     # the path against the process's working directory. Pin it to the export directory, which
     # onnxruntime then refuses to leave ("../", absolute paths, links out).
@@ -26,7 +34,13 @@ def _session(data: bytes, directory: Path, threads: int | None, spinning: bool) 
     options.log_severity_level = 3  # errors only
     # Spinning threads keep a core busy between calls; an idle desktop app should burn no CPU.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+    if getattr(session, "_model_bytes", None) is data:
+        # onnxruntime's Python wrapper keeps the bytes for the life of the session, only to re-create it
+        # on another execution provider after a failure; on the CPU provider that never happens. Let the
+        # bytes go (the graph's size in memory, per session; bench/cold_start.py).
+        session._model_bytes = None
+    return session
 
 
 def _read_manifest(path: Path) -> dict:
@@ -65,6 +79,45 @@ def _read_verified(path: Path, name: str, manifest: dict) -> bytes:
     return data
 
 
+def _metadata(data: bytes, label: str) -> dict[str, str]:
+    """ModelProto.metadata_props (field 14: key 1, value 2) from the top level of the protobuf, without onnxruntime."""
+    def varint(pos: int, end: int) -> tuple[int, int]:
+        value = shift = 0
+        while pos < end and shift < 64:
+            byte = data[pos]
+            value |= (byte & 0x7F) << shift
+            pos, shift = pos + 1, shift + 7
+            if not byte & 0x80:
+                return value, pos
+        raise EdgeVAEError(f"{label}: not an ONNX graph (a truncated protobuf varint)")
+
+    def fields(pos: int, end: int):
+        while pos < end:
+            key, pos = varint(pos, end)
+            kind = key & 7
+            if kind == 0:
+                value, pos = varint(pos, end)
+                yield key >> 3, value
+                continue
+            size = {1: 8, 5: 4}.get(kind)
+            if kind == 2:
+                size, pos = varint(pos, end)
+            if size is None or pos + size > end:
+                raise EdgeVAEError(f"{label}: not an ONNX graph (protobuf wire type {kind} at byte {pos})")
+            yield key >> 3, (pos, pos + size)
+            pos += size
+
+    found = {}
+    for number, span in fields(0, len(data)):
+        if number == 14 and isinstance(span, tuple):
+            entry = {n: bytes(data[v[0]:v[1]]) for n, v in fields(*span) if isinstance(v, tuple)}
+            try:
+                found[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
+            except UnicodeDecodeError:
+                raise EdgeVAEError(f"{label}: metadata is not UTF-8") from None
+    return found
+
+
 def _check_signature(session: ort.InferenceSession, name: str, inputs: tuple, outputs: tuple) -> None:
     got_in = tuple(i.name for i in session.get_inputs())
     got_out = tuple(o.name for o in session.get_outputs())
@@ -72,35 +125,66 @@ def _check_signature(session: ort.InferenceSession, name: str, inputs: tuple, ou
         raise EdgeVAEError(f"{name}: expected inputs {inputs} -> outputs {outputs}, got {got_in} -> {got_out}")
 
 
+def read_graph(path: Path, name, manifest: dict, role: str, variant: str) -> tuple[bytes, dict]:
+    """(bytes, spec) of one graph: a plain file name, bytes matching the manifest's sha256, the spec of
+    `role` and `variant` from this export (the manifest's pair_id)."""
+    if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
+        raise EdgeVAEError(f"{path / S.MANIFEST}: bad {role} file name {name!r} for variant '{variant}'")
+    data = _read_verified(path, name, manifest)
+    text = _metadata(data, str(path / name)).get(S.METADATA_KEY)
+    if text is None:
+        raise EdgeVAEError(f"{path / name}: no '{S.METADATA_KEY}' metadata (not an EdgeVAE graph)")
+    spec = S.loads(text, str(path / name))
+    if (spec["role"], spec["variant"]) != (role, variant):
+        raise EdgeVAEError(f"{path / name}: expected the {variant} {role}, got the {spec['variant']} {spec['role']}")
+    if spec["pair_id"] != manifest.get("pair_id"):
+        raise EdgeVAEError(f"{path}: {name} and {S.MANIFEST} come from different exports "
+                           f"(pair_id {role}={spec['pair_id']}, manifest={manifest.get('pair_id')})")
+    return data, spec
+
+
+class Graph:
+    """One graph of an export, its onnxruntime session created on first run from the file read and checked
+    again (sha256, spec, signature): memory is spent only on the graphs a process uses. Thread-safe."""
+
+    def __init__(self, path: Path, name: str, manifest: dict, role: str, variant: str, signature: tuple,
+                 threads: int | None, spinning: bool, lean: bool = False):
+        self.path, self.name, self.manifest, self.role, self.variant = path, name, manifest, role, variant
+        self.signature, self.threads, self.spinning, self.lean = signature, threads, spinning, lean
+        self._session: ort.InferenceSession | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    data, _ = read_graph(self.path, self.name, self.manifest, self.role, self.variant)
+                    try:
+                        session = _session(data, self.path, self.threads, self.spinning, self.lean)
+                    except Exception as e:  # onnxruntime raises its own types for unparsable graphs
+                        raise EdgeVAEError(f"{self.path / self.name}: onnxruntime cannot load it "
+                                           f"({str(e).splitlines()[0]})") from None
+                    del data
+                    _check_signature(session, str(self.path / self.name), *self.signature)
+                    self._session = session
+        return self._session
+
+    def run(self, names, feed: dict) -> list:
+        return self.session.run(names, feed)
+
+
 def open_export(path: Path, threads: int | None, spinning: bool, variant: str):
-    """(manifest, specs by role, sessions by role) for one variant of the export at `path`."""
+    """(manifest, specs by role, Graphs by role) for one variant of the export at `path`: every file is
+    read and checked now; sessions are created when first run."""
     manifest = _read_manifest(path)
     files = manifest["variants"].get(variant)
     if not isinstance(files, dict):
         raise EdgeVAEError(f"{path}: no '{variant}' variant in this export "
                            f"(it has: {', '.join(manifest['variants']) or 'none'})")
-    specs, sessions = {}, {}
+    specs, graphs = {}, {}
     for role in ("encoder", "decoder"):
-        name = files.get(role)
-        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
-            raise EdgeVAEError(f"{path / S.MANIFEST}: bad {role} file name {name!r} for variant '{variant}'")
-        data = _read_verified(path, name, manifest)
-        try:
-            session = _session(data, path, threads, spinning)
-        except Exception as e:  # onnxruntime raises its own types for unparsable graphs
-            raise EdgeVAEError(f"{path / name}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
-        text = session.get_modelmeta().custom_metadata_map.get(S.METADATA_KEY)
-        if text is None:
-            raise EdgeVAEError(f"{path / name}: no '{S.METADATA_KEY}' metadata (not an EdgeVAE graph)")
-        spec = specs[role] = S.loads(text, str(path / name))
-        if (spec["role"], spec["variant"]) != (role, variant):
-            raise EdgeVAEError(f"{path / name}: expected the {variant} {role}, "
-                               f"got the {spec['variant']} {spec['role']}")
-        _check_signature(session, str(path / name), *S.signature(role, spec["model"], spec["classes"] is not None))
-        sessions[role] = session
-    pair_ids = {specs["encoder"]["pair_id"], specs["decoder"]["pair_id"], manifest.get("pair_id")}
-    if len(pair_ids) != 1:
-        raise EdgeVAEError(f"{path}: encoder, decoder and manifest come from different exports "
-                           f"(pair_id encoder={specs['encoder']['pair_id']}, decoder={specs['decoder']['pair_id']}, "
-                           f"manifest={manifest.get('pair_id')})")
-    return manifest, specs, sessions
+        spec = specs[role] = read_graph(path, files.get(role), manifest, role, variant)[1]
+        graphs[role] = Graph(path, files[role], manifest, role, variant,
+                             S.signature(role, spec["model"], spec["classes"] is not None), threads, spinning)
+    return manifest, specs, graphs

@@ -15,9 +15,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _latent, _tiles
+from . import _latent, _tiles, _units
 from ._images import load_images
-from ._load import open_export
+from ._load import Graph, open_export
 from .errors import EdgeVAEError, check_int
 from .noise import standard_normal
 
@@ -55,8 +55,21 @@ class Model:
         self.prior: str | None = self.spec["prior"]  # "standard_normal", or None: sample() refuses
         self.preprocessing: dict = self.spec["preprocessing"]  # how load_images prepares files for this model
         self._encoder, self._decoder = sessions["encoder"], sessions["decoder"]
+        self._units = self._tiled_decoder(threads, spinning)  # exact tiled decoding's graphs, or None
         # default tiling of decode/encode for tileable exports (runtime/_tiles.py); None: whole images
         self.tiling = None if tile is None else _tiles.check(self.spec, tile, overlap, "linear", "load")
+
+    def _tiled_decoder(self, threads, spinning) -> list[Graph] | None:
+        """The tiled decoder's units (spec `tiled_decoder`, runtime/_units.py) as Graphs opened on first use."""
+        plan = self.spec.get("tiled_decoder")
+        files = self.manifest["variants"][self.variant].get("decoder_tiled")
+        if plan is None or files is None:
+            return None
+        if files != [u["file"] for u in plan["units"]]:
+            raise EdgeVAEError(f"{self.path}: the manifest's decoder_tiled files {files} are not the spec's "
+                               f"tiled_decoder units")
+        return [Graph(self.path, unit["file"], self.manifest, f"{_units.ROLE}.{k:02d}", self.variant,
+                      _units.signature(unit), threads, spinning, lean=True) for k, unit in enumerate(plan["units"])]
 
     def load_images(self, paths, *, notes: list | None = None) -> np.ndarray:
         """Image files as this model's input x (N, C, H, W) in [0, 1], prepared as its training images were
@@ -152,7 +165,10 @@ class Model:
     def _decode(self, z: np.ndarray, y: np.ndarray | None, tiling=None) -> np.ndarray:
         """decode on checked inputs: z float32 C-contiguous (N, *latent_shape), y int64 (N,) or None."""
         tiling = tiling or self.tiling
-        if tiling is not None:
+        if tiling is not None and self._units is not None and y is None:
+            units = self.spec["tiled_decoder"]["units"]
+            out = _units.decode(units, lambda k, feed: self._units[k].run(None, feed), z, tiling[0])
+        elif tiling is not None:
             out = _tiles.decode(lambda part: self._decoder.run(_X_HAT, {"z": part})[0], z, self.spec["latent_scale"],
                                 self.image_shape[0], *tiling)
         elif len(z) <= CHUNK:

@@ -55,6 +55,7 @@ ALLOWED_OPS = frozenset({
     "MatMul", "Softmax", "Transpose", "Squeeze",  # attention: softmax(q k^T / sqrt(d)) v over the h*w positions
     "Slice", "Split",  # h, w read from the input's Shape (dynamic sizes); the moments split into mu and logvar
     "Resize",  # nearest-neighbour 2x upsampling in the decoder
+    "Sqrt",  # the tiled decoder's GroupNorm with given statistics: (x - mean) / sqrt(var + eps)
     "LeakyRelu",  # AntixK's conv stacks (their BatchNorm folds into the Conv)
 })
 
@@ -124,7 +125,11 @@ def upgrade_v1(spec: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def _positive_int(value, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= high
+    return _int_in(value, 1, high)
+
+
+def _int_in(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def check(spec: dict[str, Any], source: str) -> None:
@@ -187,3 +192,30 @@ def _check_imported(spec: dict[str, Any], bad) -> None:
                 and latent[1] * scale == image[1] and latent[2] * scale == image[2]):
             raise bad("latent_scale", "an int in [1, 64] with latent h, w times it equal to the image's H, W "
                                       "(tileable models have spatial latents)")
+        if "tiled_decoder" in spec and not _tiled_decoder_ok(spec["tiled_decoder"], spec):
+            raise bad("tiled_decoder", "an object whose units (file, whole, scale, halo, channels, norms) chain from "
+                                       "the latent's channels at scale 1 to the image's at latent_scale")
+
+
+def _tiled_decoder_ok(plan, spec: dict[str, Any]) -> bool:
+    """The tiled decoder's units (export/tiled.py, runtime/_units.py) are well formed and chain up."""
+    units = plan.get("units") if isinstance(plan, dict) else None
+    if not isinstance(units, list) or not 2 <= len(units) <= 256:
+        return False
+    channels, scale = spec["latent_shape"][0], 1
+    for k, u in enumerate(units):
+        if not (isinstance(u, dict) and u.get("file") == f"decoder.tiled.{k:02d}.onnx" and u.get("whole") is (k == 0)
+                and isinstance(u.get("scale"), list) and len(u["scale"]) == 2 and u["scale"][0] == scale
+                and u["scale"][1] in (scale, 2 * scale) and _int_in(u.get("halo"), 0, 64)
+                and isinstance(u.get("channels"), list) and len(u["channels"]) == 2 and u["channels"][0] == channels
+                and _positive_int(u["channels"][1], 1 << 16) and isinstance(u.get("norms"), list)
+                and (k > 0 or not u["norms"])):
+            return False
+        inner = 0
+        for norm in u["norms"]:
+            if not (isinstance(norm, dict) and _positive_int(norm.get("groups"), 1 << 16)
+                    and norm.get("input") in ("unit", f"norm_in_{inner}")):
+                return False
+            inner += norm["input"] != "unit"
+        channels, scale = u["channels"][1], u["scale"][1]
+    return channels == spec["image_shape"][0] and scale == spec["latent_scale"]

@@ -18,7 +18,7 @@ from edgevae import spec as S
 D, SHAPE = TINY["latent_dim"], (1, TINY["image_size"], TINY["image_size"])
 
 
-def _external_data_graph(location: str) -> bytes:
+def _external_data_graph(location: str, spec: str = "{}") -> bytes:
     """A decoder-shaped graph whose weight lives in an external file at `location`."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -33,7 +33,7 @@ def _external_data_graph(location: str) -> bytes:
                               [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", D])],
                               [helper.make_tensor_value_info("x_hat", TensorProto.FLOAT, ["batch", 4])], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    onnx.helper.set_model_props(model, {S.METADATA_KEY: "{}"})
+    onnx.helper.set_model_props(model, {S.METADATA_KEY: spec})
     return model.SerializeToString()
 
 
@@ -46,12 +46,14 @@ def test_graph_cannot_make_the_runtime_read_outside_its_directory(export_dir, tm
     cwd.mkdir()
     (cwd / "inside_cwd.bin").write_bytes(payload)  # in the working directory
     monkeypatch.chdir(cwd)
-    (d / S.DECODER_FILE).write_bytes(_external_data_graph(location))
+    spec = S.dumps(edgevae.load(d).specs["decoder"])  # the export's own spec: only onnxruntime can refuse it
+    (d / S.DECODER_FILE).write_bytes(_external_data_graph(location, spec))
     manifest = json.loads((d / S.MANIFEST).read_text())  # a consistent manifest: the hash check passes
     manifest["files"][S.DECODER_FILE]["sha256"] = hashlib.sha256((d / S.DECODER_FILE).read_bytes()).hexdigest()
     (d / S.MANIFEST).write_text(json.dumps(manifest))
+    model = edgevae.load(d)  # sessions are created on first use
     with pytest.raises(EdgeVAEError, match="onnxruntime cannot load it"):
-        edgevae.load(d)
+        model.decode(np.zeros((1, D), np.float32))
 
 
 def test_interrupted_export_leaves_nothing_behind(run_dir, tmp_path, monkeypatch):
