@@ -150,7 +150,9 @@ def _info(args, model) -> str:
         f"latent      {'x'.join(map(str, model.latent_shape))}"
         + ("" if len(model.latent_shape) == 1 else f" (spatial, {model.latent_dim} values)")
         + ("" if model.prior else "; no prior: sample is refused, encode/decode work")
-        + (f"; tileable, {spec['latent_scale']} px per latent cell" if spec.get("tileable") else ""),
+        + (f"; tileable, {spec['latent_scale']} px per latent cell" if spec.get("tileable") else "")
+        + (f"; tiled decoder of {len(spec['tiled_decoder']['units'])} units (exact)" if spec.get("tiled_decoder")
+           else ""),
         f"classes     {', '.join(spec['classes']) if spec['classes'] else 'none (unconditional)'}",
         f"trained on  {training.get('dataset')}, {training.get('epochs')} epochs, "
         f"test -ELBO {training.get('test_neg_elbo'):.3f} nats/image" if training else
@@ -247,8 +249,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--label", default=None, help="conditional models: the class, by name or index")
             p.add_argument("--tile", type=_positive, default=None,
                            help="tileable exports: decode/encode tile x tile latent cells at a time (less memory)")
-            p.add_argument("--overlap", type=int, default=None, help="with --tile: overlap of tiles in latent "
-                                                                      "cells, blended (default tile // 4)")
+            p.add_argument("--overlap", type=int, default=None,
+                           help="with --tile: overlap of blended tiles in latent cells (default tile // 4); an "
+                                "export with a tiled decoder decodes exactly and uses it only to encode")
         p.set_defaults(run=run)
         return p
 
