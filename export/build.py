@@ -170,16 +170,18 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
            if elbo["neg_elbo_onnx"] is not None else f"; -ELBO through the graphs {elbo['note']}"))
     if elbo is not None:
         parity["elbo"] = elbo
-    units = tiled.decoder_units(source) if not own else None
-    unit_graphs = tiled.export_units(units) if units else []
-    for proto, record in unit_graphs:
-        gates.check_graph(proto, record["file"])
-    if unit_graphs:
-        parity["tiled_decoder"] = tiled.parity(source, unit_graphs, tolerance)
-        log(f"tiled decoder: {len(unit_graphs)} units, max |tiled - torch| "
-            f"{parity['tiled_decoder']['max_abs_diff']:.1e} (bound {tolerance:g}; latent "
-            f"{'x'.join(map(str, parity['tiled_decoder']['latent']))}, tiles of "
-            f"{' and '.join(map(str, parity['tiled_decoder']['tiles']))} cells)")
+    tiled_graphs = {}  # role -> [(proto, record)]: the tiled decoder and encoder (export/tiled.py), if known
+    for role, cut in (("decoder", tiled.decoder_units), ("encoder", tiled.encoder_units)):
+        units = cut(source) if not own else None
+        if not units:
+            continue
+        tiled_graphs[role] = tiled.export_units(units, role)
+        for proto, record in tiled_graphs[role]:
+            gates.check_graph(proto, record["file"])
+        check = parity[_units.PLANS[role]] = tiled.parity(source, role, tiled_graphs[role], tolerance)
+        log(f"tiled {role}: {len(units)} units, max |tiled - torch| {check['max_abs_diff']:.1e} (bound "
+            f"{tolerance:g}; latent {'x'.join(map(str, check['latent']))}, tiles of "
+            f"{' and '.join(map(str, check['tiles']))} cells)")
     kept = {"fp32": (fp32, None)}
     for variant in variants_:
         candidate = tuple(variants.make(variant, proto) for proto in fp32)
@@ -194,8 +196,8 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
 
     pair_id = uuid.uuid4().hex
     extra = edgevae_fields(source, reference, elbo) if own else {}
-    if unit_graphs:
-        extra["tiled_decoder"] = {"units": [record for _, record in unit_graphs]}
+    for role, unit_graphs in tiled_graphs.items():
+        extra[_units.PLANS[role]] = {"units": [record for _, record in unit_graphs]}
     spec = make_spec(source, pair_id, parity, extra)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -213,14 +215,14 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
                 (tmp / name).write_bytes(proto.SerializeToString())
                 manifest["files"][name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
             manifest["variants"][variant] = {**names, "quality": q}
-        if unit_graphs:
+        for role, unit_graphs in tiled_graphs.items():
             for k, (proto, record) in enumerate(unit_graphs):
                 name = record["file"]
-                graphs.set_spec(proto, S.dumps({**spec, "role": f"{_units.ROLE}.{k:02d}", "variant": "fp32",
+                graphs.set_spec(proto, S.dumps({**spec, "role": f"{_units.ROLES[role]}.{k:02d}", "variant": "fp32",
                                                 "quality": None, "ops": sorted(graphs.op_types(proto))}))
                 (tmp / name).write_bytes(proto.SerializeToString())
                 manifest["files"][name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
-            manifest["variants"]["fp32"][_units.ROLE] = [record["file"] for _, record in unit_graphs]
+            manifest["variants"]["fp32"][_units.ROLES[role]] = [record["file"] for _, record in unit_graphs]
         (tmp / S.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _check_written(tmp, source, kept, tolerance)
         if out.exists():  # --force: swap the old export out only once the new one is complete
@@ -253,8 +255,7 @@ def _check_written(directory: Path, vae: torch.nn.Module, kept: dict, tolerance:
         if not diff <= tolerance:
             raise gates.ExportCheckError(f"written {variant} decoder differs from what was verified by {diff:.2e}")
         if variant == "fp32" and getattr(vae, "tileable", False) and "tiled_decoder" in edgevae.load(directory).spec:
-            tile = max(1, vae.latent_shape[1] // 3)
-            got = edgevae.load(directory, threads=1).decode(inputs["z"], tile=tile)
+            got = edgevae.load(directory, threads=1).decode(inputs["z"], tile=max(1, vae.latent_shape[1] // 3))
             diff = float(np.max(np.abs(got - want)))
             if not diff <= tolerance:
                 raise gates.ExportCheckError(f"written tiled decoder differs from the model by {diff:.2e}")

@@ -191,6 +191,12 @@ class Graph:
     def run(self, names, feed: dict) -> list:
         return self.session.run(names, feed)
 
+    def release(self) -> None:
+        """Let the session go (it is created again on the next run), and its memory back to the OS."""
+        with self._lock:
+            self._session = None
+        _release_freed_memory()
+
 
 def open_export(path: Path, threads: int | None, spinning: bool, variant: str):
     """(manifest, specs by role, Graphs by role) for one variant of the export at `path`: every file is

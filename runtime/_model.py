@@ -55,21 +55,24 @@ class Model:
         self.prior: str | None = self.spec["prior"]  # "standard_normal", or None: sample() refuses
         self.preprocessing: dict = self.spec["preprocessing"]  # how load_images prepares files for this model
         self._encoder, self._decoder = sessions["encoder"], sessions["decoder"]
-        self._units = self._tiled_decoder(threads, spinning)  # exact tiled decoding's graphs, or None
+        # exact tiled decoding's and encoding's graphs by role (runtime/_units.py), or None
+        self._units = {role: self._tiled(role, threads, spinning) for role in _units.ROLES}
         # default tiling of decode/encode for tileable exports (runtime/_tiles.py); None: whole images
         self.tiling = None if tile is None else _tiles.check(self.spec, tile, overlap, "linear", "load")
 
-    def _tiled_decoder(self, threads, spinning) -> list[Graph] | None:
-        """The tiled decoder's units (spec `tiled_decoder`, runtime/_units.py) as Graphs opened on first use."""
-        plan = self.spec.get("tiled_decoder")
-        files = self.manifest["variants"][self.variant].get("decoder_tiled")
+    def _tiled(self, role: str, threads, spinning) -> list[Graph] | None:
+        """The tiled decoder's or encoder's units (spec `tiled_decoder` / `tiled_encoder`) as Graphs opened
+        on first use."""
+        plan = self.spec.get(_units.PLANS[role])
+        files = self.manifest["variants"][self.variant].get(_units.ROLES[role])
         if plan is None or files is None:
             return None
         if files != [u["file"] for u in plan["units"]]:
-            raise EdgeVAEError(f"{self.path}: the manifest's decoder_tiled files {files} are not the spec's "
-                               f"tiled_decoder units")
-        return [Graph(self.path, unit["file"], self.manifest, f"{_units.ROLE}.{k:02d}", self.variant,
-                      _units.signature(unit), threads, spinning, lean=True) for k, unit in enumerate(plan["units"])]
+            raise EdgeVAEError(f"{self.path}: the manifest's {_units.ROLES[role]} files {files} are not the spec's "
+                               f"{_units.PLANS[role]} units")
+        return [Graph(self.path, unit["file"], self.manifest, f"{_units.ROLES[role]}.{k:02d}", self.variant,
+                      _units.signature(unit, role), threads, spinning, lean=True)
+                for k, unit in enumerate(plan["units"])]
 
     def load_images(self, paths, *, notes: list | None = None) -> np.ndarray:
         """Image files as this model's input x (N, C, H, W) in [0, 1], prepared as its training images were
@@ -165,9 +168,10 @@ class Model:
     def _decode(self, z: np.ndarray, y: np.ndarray | None, tiling=None) -> np.ndarray:
         """decode on checked inputs: z float32 C-contiguous (N, *latent_shape), y int64 (N,) or None."""
         tiling = tiling or self.tiling
-        if tiling is not None and self._units is not None and y is None:
-            units = self.spec["tiled_decoder"]["units"]
-            out = _units.decode(units, lambda k, feed: self._units[k].run(None, feed), z, tiling[0])
+        if tiling is not None and self._units["decoder"] is not None and y is None:
+            graphs = self._units["decoder"]
+            out = _units.decode(self.spec[_units.PLANS["decoder"]]["units"], lambda k, feed: graphs[k].run(None, feed),
+                                z, tiling[0])
         elif tiling is not None:
             out = _tiles.decode(lambda part: self._decoder.run(_X_HAT, {"z": part})[0], z, self.spec["latent_scale"],
                                 self.image_shape[0], *tiling)
@@ -213,6 +217,10 @@ class Model:
             z = np.concatenate([self._encoder.run(None, feed)[0] for feed in self._feed(x=x, y=y)])
             return Encoding(z, z, None)
         eps = self._eps("encode", len(x), seed, eps, temperature)
+        if tiling is not None and self._units["encoder"] is not None and y is None:
+            graphs = self._units["encoder"]
+            return Encoding(*_units.encode(self.spec[_units.PLANS["encoder"]]["units"],
+                                           lambda k, feed: graphs[k].run(None, feed), x, eps, tiling[0]))
         if tiling is not None:
             return Encoding(*_tiles.encode(lambda xt, et: self._encoder.run(None, {"x": xt, "eps": et}), x, eps,
                                            self.spec["latent_scale"], self.latent_shape[0], *tiling))

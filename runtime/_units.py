@@ -19,13 +19,17 @@ import math
 
 import numpy as np
 
-ROLE = "decoder_tiled"  # unit k's spec role is f"{ROLE}.{k:02d}"; the manifest's variant lists the files under ROLE
+ROLES = {"decoder": "decoder_tiled", "encoder": "encoder_tiled"}  # manifest keys; unit k's spec role: f"{role}.{k:02d}"
+PLANS = {"decoder": "tiled_decoder", "encoder": "tiled_encoder"}  # spec keys
 
 
-def signature(unit: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(inputs, outputs) of a unit's graph: (h[, stats]) -> (y, the inputs of its norms that do not read h)."""
+def signature(unit: dict, role: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(inputs, outputs) of a unit's graph: tiled (h, stats) -> (y, the inputs of its norms that do not read
+    h); whole, the decoder's head (h) -> (y) and the encoder's tail (h, eps) -> (z, mu, logvar)."""
+    if unit["whole"]:
+        return (("h", "eps"), ("z", "mu", "logvar")) if role == "encoder" else (("h",), ("y",))
     inner = tuple(n["input"] for n in unit["norms"] if n["input"] != "unit")
-    return ("h",) if unit["whole"] else ("h", "stats"), ("y", *inner)
+    return ("h", "stats"), ("y", *inner)
 
 
 def cores(length: int, tile: int) -> list[tuple[int, int]]:
@@ -62,62 +66,121 @@ class Moments:
         return np.stack([self.mean, self.m2 / max(self.count, 1)], axis=1)
 
 
+class Bands:
+    """An activation (C, H, W) stored as horizontal bands, one per row of tiles, each let go once read for
+    the last time: while a unit writes its output band by band, its input shrinks band by band."""
+
+    def __init__(self, edges: list[int], parts: list):
+        self.edges, self.parts = edges, parts  # band k holds rows edges[k]:edges[k + 1]
+
+    def rows(self, r0: int, r1: int, cols: slice) -> np.ndarray:
+        """Rows r0:r1, columns `cols` of the activation, as one C-contiguous array."""
+        pieces = [part[:, max(r0, a) - a:min(r1, b) - a, cols]
+                  for a, b, part in zip(self.edges, self.edges[1:], self.parts) if a < r1 and b > r0]
+        return np.ascontiguousarray(pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1))
+
+    def whole(self) -> np.ndarray:
+        return self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts, axis=1)
+
+    def release(self, below: int) -> None:
+        """Let go of the bands that end at or above row `below`: nothing reads them again."""
+        for k, end in enumerate(self.edges[1:]):
+            if end <= below:
+                self.parts[k] = None
+
+
 def _windows(unit: dict, lh: int, lw: int, tile: int):
-    """[(input slices, core slices in the unit's output, core slices within the tile's output)]."""
-    s_in, s_out = unit["scale"]
-    ratio = s_out // s_in
-    halo_in = -(-unit["halo"] // ratio)
-    out = []
-    for a0, a1 in cores(lh, tile):
-        for b0, b1 in cores(lw, tile):
-            crop, core, inner = [], [], []
-            for c0, c1, n in ((a0, a1, lh), (b0, b1, lw)):
-                i0, i1 = max(0, c0 * s_in - halo_in), min(n * s_in, c1 * s_in + halo_in)
-                crop.append(slice(i0, i1))
-                core.append(slice(c0 * s_out, c1 * s_out))
-                inner.append(slice(c0 * s_out - i0 * ratio, c1 * s_out - i0 * ratio))
-            out.append((tuple(crop), tuple(core), tuple(inner)))
-    return out
+    """Rows of tiles: [((output rows of the row's cores), [(input rows, input columns, core cells)])]; a tile
+    is its core (latent cells) and the unit's halo (input pixels) around it, clipped to the image."""
+    s_in, halo = unit["scale"][0], unit["halo"]  # a downsampling unit's halo is a multiple of its stride
+
+    def span(c0, c1, n):
+        return max(0, c0 * s_in - halo), min(n * s_in, c1 * s_in + halo)
+
+    s_out = unit["scale"][1]
+    return [((a0 * s_out, a1 * s_out), [(span(a0, a1, lh), slice(*span(b0, b1, lw)), ((a0, a1), (b0, b1)))
+                                        for b0, b1 in cores(lw, tile)])
+            for a0, a1 in cores(lh, tile)]
 
 
-def run_unit(unit: dict, run, h: np.ndarray, lh: int, lw: int, tile: int) -> np.ndarray:
-    """One tiled unit on a stored input h (C_in, lh * s_in, lw * s_in): its output (C_out, lh * s_out, ...)."""
+def _core(t: np.ndarray, s_in: int, scale: int, rows: tuple, cols: slice, cells: tuple) -> np.ndarray:
+    """The core of a tile's output t (C, h, w) at `scale` px per latent cell: the cells' pixels, where the
+    tile's output starts at its input's first pixel scaled."""
+    (a0, a1), (b0, b1) = cells
+    r, c = rows[0] * scale // s_in, cols.start * scale // s_in
+    return t[:, a0 * scale - r:a1 * scale - r, b0 * scale - c:b1 * scale - c]
+
+
+def run_unit(unit: dict, run, h: Bands, lh: int, lw: int, tile: int) -> Bands:
+    """One tiled unit on its stored input h (C_in, lh * s_in, lw * s_in): its output (C_out, lh * s_out, ...),
+    in bands; h's bands are let go as the last pass moves down."""
     norms = unit["norms"]
     windows = _windows(unit, lh, lw, tile)
+    s_in, s_out = unit["scale"]
     offsets = np.cumsum([0] + [n["groups"] for n in norms])
     stats = np.zeros((1, max(1, offsets[-1]), 2), np.float32)
     stats[..., 1] = 1.0  # a norm not yet known reads (0, 1); its output is ignored until it is known
     for k, norm in enumerate(norms):
         if norm["input"] == "unit":
             m = Moments(norm["groups"])
-            m.add(h)
+            for part in h.parts:
+                m.add(part)
             stats[0, offsets[k]:offsets[k + 1]] = m.stats()
     names = [n["input"] for n in norms if n["input"] != "unit"]
     for k, norm in enumerate(norms):  # one pass per norm that reads an inner tensor, in order
         if norm["input"] == "unit":
             continue
         m = Moments(norm["groups"])
-        for crop, _, inner in windows:
-            outputs = run({"h": np.ascontiguousarray(h[:, crop[0], crop[1]])[None], "stats": stats})
-            m.add(outputs[1 + names.index(norm["input"])][0][:, inner[0], inner[1]])
+        for _, row in windows:
+            for rows, cols, cells in row:
+                outputs = run({"h": h.rows(*rows, cols)[None], "stats": stats})
+                m.add(_core(outputs[1 + names.index(norm["input"])][0], s_in, norm["scale"], rows, cols, cells))
         stats[0, offsets[k]:offsets[k + 1]] = m.stats()
-    s_out = unit["scale"][1]
-    y = np.empty((unit["channels"][1], lh * s_out, lw * s_out), np.float32)
-    for crop, core, inner in windows:
-        feed = {"h": np.ascontiguousarray(h[:, crop[0], crop[1]])[None]}
-        if norms:
-            feed["stats"] = stats
-        y[:, core[0], core[1]] = run(feed)[0][0][:, inner[0], inner[1]]
-    return y
+    channels = unit["channels"][1]
+    edges, parts = [0], []
+    for r, ((y0, y1), row) in enumerate(windows):
+        band = np.empty((channels, y1 - y0, lw * s_out), np.float32)
+        for rows, cols, cells in row:
+            feed = {"h": h.rows(*rows, cols)[None]}
+            if norms:
+                feed["stats"] = stats
+            b0, b1 = cells[1]
+            band[:, :, b0 * s_out:b1 * s_out] = _core(run(feed)[0][0], s_in, s_out, rows, cols, cells)
+        edges.append(y1)
+        parts.append(band)
+        if r + 1 < len(windows):
+            h.release(windows[r + 1][1][0][0][0])  # the next row's first input row
+    h.release(1 << 62)
+    return Bands(edges, parts)
 
 
-def decode(units: list[dict], run, z: np.ndarray, tile: int) -> np.ndarray:
-    """x_hat (N, C, H, W) from z (N, c, lh, lw): run(k, feed) -> the outputs of unit k (a list of arrays)."""
+def _chain(units: list[dict], run, h: np.ndarray, lh: int, lw: int, tile: int, extra: dict, done) -> list:
+    """One image through the units: h the first unit's input (C, H, W); the last unit's outputs."""
+    h = Bands([0, h.shape[1]], [h])
+    outputs = None
+    for k, unit in enumerate(units):
+        if unit["whole"]:
+            outputs = [o[0] for o in run(k, {"h": h.whole()[None], **extra})]
+            h = Bands([0, outputs[0].shape[1]], [outputs[0]])
+        else:
+            h = run_unit(unit, lambda feed, k=k: run(k, feed), h, lh, lw, tile)
+            outputs = None
+        if done is not None:
+            done(k)
+    return outputs or [h.whole()]
+
+
+def decode(units: list[dict], run, z: np.ndarray, tile: int, done=None) -> np.ndarray:
+    """x_hat (N, C, H, W) from z (N, c, lh, lw): run(k, feed) -> the outputs of unit k (a list of arrays);
+    done(k), if given, is called once unit k has run for the last image (its session may go)."""
     n, _, lh, lw = z.shape
-    images = []
-    for i in range(n):
-        h = run(0, {"h": z[i:i + 1]})[0][0]
-        for k in range(1, len(units)):
-            h = run_unit(units[k], lambda feed, k=k: run(k, feed), h, lh, lw, tile)
-        images.append(h)
-    return np.stack(images)
+    return np.stack([_chain(units, run, z[i], lh, lw, tile, {}, done if i == n - 1 else None)[0]
+                     for i in range(n)])
+
+
+def encode(units: list[dict], run, x: np.ndarray, eps: np.ndarray, tile: int, done=None):
+    """(z, mu, logvar), each (N, c, lh, lw), from x (N, C, H, W) and eps: as decode, the encoder's units."""
+    n, _, lh, lw = eps.shape
+    parts = [_chain(units, run, x[i], lh, lw, tile, {"eps": eps[i:i + 1]}, done if i == n - 1 else None)
+             for i in range(n)]
+    return tuple(np.stack([p[j] for p in parts]) for j in range(3))

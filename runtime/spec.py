@@ -192,30 +192,36 @@ def _check_imported(spec: dict[str, Any], bad) -> None:
                 and latent[1] * scale == image[1] and latent[2] * scale == image[2]):
             raise bad("latent_scale", "an int in [1, 64] with latent h, w times it equal to the image's H, W "
                                       "(tileable models have spatial latents)")
-        if "tiled_decoder" in spec and not _tiled_decoder_ok(spec["tiled_decoder"], spec):
-            raise bad("tiled_decoder", "an object whose units (file, whole, scale, halo, channels, norms) chain from "
-                                       "the latent's channels at scale 1 to the image's at latent_scale")
+        for role in ("decoder", "encoder"):
+            if f"tiled_{role}" in spec and not _tiled_ok(spec[f"tiled_{role}"], spec, role):
+                raise bad(f"tiled_{role}", "an object whose units (file, whole, scale, halo, channels, norms) chain "
+                                           f"through the {role} (docs/design.md 'Exact tiled decoding')")
 
 
-def _tiled_decoder_ok(plan, spec: dict[str, Any]) -> bool:
-    """The tiled decoder's units (export/tiled.py, runtime/_units.py) are well formed and chain up."""
+def _tiled_ok(plan, spec: dict[str, Any], role: str) -> bool:
+    """A tiled decoder's or encoder's units (export/tiled.py, runtime/_units.py) are well formed and chain
+    from the graph's input to its output: the decoder's from the latent at scale 1 (its first unit whole)
+    to the image at latent_scale, the encoder's from the image to the latent (its last unit whole)."""
     units = plan.get("units") if isinstance(plan, dict) else None
     if not isinstance(units, list) or not 2 <= len(units) <= 256:
         return False
-    channels, scale = spec["latent_shape"][0], 1
+    image, latent = (spec["image_shape"][0], spec["latent_scale"]), (spec["latent_shape"][0], 1)
+    channels, scale = latent if role == "decoder" else image
     for k, u in enumerate(units):
-        if not (isinstance(u, dict) and u.get("file") == f"decoder.tiled.{k:02d}.onnx" and u.get("whole") is (k == 0)
+        whole = k == 0 if role == "decoder" else k == len(units) - 1
+        if not (isinstance(u, dict) and u.get("file") == f"{role}.tiled.{k:02d}.onnx" and u.get("whole") is whole
                 and isinstance(u.get("scale"), list) and len(u["scale"]) == 2 and u["scale"][0] == scale
-                and u["scale"][1] in (scale, 2 * scale) and _int_in(u.get("halo"), 0, 64)
-                and isinstance(u.get("channels"), list) and len(u["channels"]) == 2 and u["channels"][0] == channels
+                and u["scale"][1] in ((scale, 2 * scale) if role == "decoder" else (scale, scale / 2))
+                and _int_in(u.get("halo"), 0, 64) and isinstance(u.get("channels"), list)
+                and len(u["channels"]) == 2 and u["channels"][0] == channels
                 and _positive_int(u["channels"][1], 1 << 16) and isinstance(u.get("norms"), list)
-                and (k > 0 or not u["norms"])):
+                and (not whole or not u["norms"])):
             return False
         inner = 0
         for norm in u["norms"]:
             if not (isinstance(norm, dict) and _positive_int(norm.get("groups"), 1 << 16)
-                    and norm.get("input") in ("unit", f"norm_in_{inner}")):
+                    and norm.get("input") in ("unit", f"norm_in_{inner}") and norm.get("scale") in u["scale"]):
                 return False
             inner += norm["input"] != "unit"
         channels, scale = u["channels"][1], u["scale"][1]
-    return channels == spec["image_shape"][0] and scale == spec["latent_scale"]
+    return (channels, scale) == (image if role == "decoder" else latent)
