@@ -151,8 +151,8 @@ def _info(args, model) -> str:
         + ("" if len(model.latent_shape) == 1 else f" (spatial, {model.latent_dim} values)")
         + ("" if model.prior else "; no prior: sample is refused, encode/decode work")
         + (f"; tileable, {spec['latent_scale']} px per latent cell" if spec.get("tileable") else "")
-        + (f"; tiled decoder of {len(spec['tiled_decoder']['units'])} units (exact)" if spec.get("tiled_decoder")
-           else ""),
+        + "".join(f"; tiled {role} of {len(spec[f'tiled_{role}']['units'])} units (exact)"
+                  for role in ("decoder", "encoder") if spec.get(f"tiled_{role}")),
         f"classes     {', '.join(spec['classes']) if spec['classes'] else 'none (unconditional)'}",
         f"trained on  {training.get('dataset')}, {training.get('epochs')} epochs, "
         f"test -ELBO {training.get('test_neg_elbo'):.3f} nats/image" if training else
@@ -251,7 +251,7 @@ def _parser() -> argparse.ArgumentParser:
                            help="tileable exports: decode/encode tile x tile latent cells at a time (less memory)")
             p.add_argument("--overlap", type=int, default=None,
                            help="with --tile: overlap of blended tiles in latent cells (default tile // 4); an "
-                                "export with a tiled decoder decodes exactly and uses it only to encode")
+                                "export with a tiled decoder and encoder (diffusers) tiles exactly, without it")
         p.set_defaults(run=run)
         return p
 

@@ -1,17 +1,21 @@
-"""Exact tiled decoding: run a tiled decoder's units (spec `tiled_decoder`, export/tiled.py) over tiles.
+"""Exact tiled decoding and encoding: run a tiled decoder's or encoder's units (export/tiled.py) over tiles.
 
-    x = _units.decode(units, run, z, tile)    # run(k, feed) -> unit k's outputs; x equals the whole decode
+    x = _units.decode(units, run, z, tile)              # run(k, feed) -> unit k's outputs; x is the whole decode
+    z, mu, logvar = _units.encode(units, run, x, eps, tile)
 
-For each image: unit 0 (the head) runs on the whole latent; every later unit reads the previous unit's
-output, stored whole, and writes its own, tile by tile. A tile is `tile` x `tile` latent cells of the
-unit's output (its core) plus the unit's halo around it, cut from the stored input; the core of what
-the unit returns is exact, because the halo covers the unit's receptive field (where the halo reaches
-the image's edge, the unit's zero padding is the whole decode's). Each GroupNorm gets the whole image's
-(mean, var) per group: a norm reading the unit's input from the stored input; any other from the
-moments of its input (a graph output) over all tiles' cores, gathered in one pass per such norm with
-the statistics found so far, then combined in float64 (Chan's parallel formula). A final pass with
-every statistic writes the output. Memory: the two stored activations of the unit being run, one
-tile's activations and the weights; time: about two runs of every resnet (its second norm needs a pass).
+For each image the units run in order. A unit marked `whole` (the decoder's head, the encoder's tail:
+latent resolution, global attention) runs on its whole input. Every other unit reads the previous unit's
+output, stored whole, and writes its own, tile by tile: a tile is `tile` x `tile` latent cells of the
+unit's output (its core) plus the unit's halo (input pixels) around it, cut from the stored input; the
+core of what the unit returns is exact, because the halo covers the unit's receptive field (where the
+halo reaches the image's edge, the unit's zero padding is the whole network's). Each GroupNorm gets the
+whole image's (mean, var) per group: a norm reading the unit's input from the stored input; any other
+from the moments of its input (a graph output) over all tiles' cores, gathered in one pass per such norm
+with the statistics found so far, then combined in float64 (Chan's parallel formula). A final pass with
+every statistic writes the output. Activations are stored as bands, one per row of tiles, and the
+input's bands are let go as the final pass moves down. Memory: about one unit's stored input or output,
+one tile's activations and the weights; time: about two runs of every resnet (its second norm needs a
+pass; a resnet with an upsampler in front, three).
 """
 from __future__ import annotations
 
