@@ -145,3 +145,21 @@ def test_sessions_are_created_when_first_used(kl_export):
     assert model._encoder._session is None and all(unit._session is not None for unit in model._units["encoder"])
     model.encode_mean(np.full((1, 3, 32, 32), 0.5, np.float32))
     assert model._encoder._session is not None and model._decoder._session is None
+
+
+@pytest.mark.parametrize("role,change", [
+    ("decoder", lambda units: units.pop(2)),  # a unit missing: channels or scales no longer chain
+    ("decoder", lambda units: units[1].update(halo=-1)),
+    ("encoder", lambda units: units[0].update(whole=True)),
+    ("encoder", lambda units: units[0]["norms"][0].update(input="norm_in_7")),
+    ("encoder", lambda units: units[-1].update(file="../encoder.onnx")),
+])
+def test_a_broken_tiled_plan_is_refused(kl_export, role, change):
+    import copy
+
+    from edgevae import spec as S
+
+    spec = copy.deepcopy(edgevae.load(kl_export[0]).spec)
+    change(spec[f"tiled_{role}"]["units"])
+    with pytest.raises(edgevae.EdgeVAEError, match=f"spec tiled_{role} must be"):
+        S.check(spec, "decoder.onnx")
