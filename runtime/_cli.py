@@ -252,6 +252,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--overlap", type=int, default=None,
                            help="with --tile: overlap of blended tiles in latent cells (default tile // 4); an "
                                 "export with a tiled decoder and encoder (diffusers) tiles exactly, without it")
+            p.add_argument("--low-memory", action="store_true",
+                           help="with --tile and a tiled decoder/encoder: hold one unit's weights at a time "
+                                "(sessions built as each unit runs; slower)")
         p.set_defaults(run=run)
         return p
 
@@ -299,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         model = load(args.export_dir, threads=args.threads, variant=args.variant, tile=getattr(args, "tile", None),
-                     overlap=getattr(args, "overlap", None))
+                     overlap=getattr(args, "overlap", None), low_memory=getattr(args, "low_memory", False))
         message = args.run(args, model)
     except EdgeVAEError as e:
         print(f"error: {e}", file=sys.stderr)

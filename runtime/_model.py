@@ -41,8 +41,10 @@ class Model:
     """A loaded export: two onnxruntime sessions and their spec. Create with `load`; thread-safe."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, spinning: bool = False,
-                 variant: str = "fp32", tile: int | None = None, overlap: int | None = None):
+                 variant: str = "fp32", tile: int | None = None, overlap: int | None = None,
+                 low_memory: bool = False):
         self.path = Path(path)
+        self.low_memory = bool(low_memory)  # exact tiles: each unit's session lives only while the unit runs
         self.variant = variant
         self.manifest, self.specs, sessions = open_export(self.path, threads, spinning, variant)
         self.spec: dict = self.specs["decoder"]
@@ -73,6 +75,10 @@ class Model:
         return [Graph(self.path, unit["file"], self.manifest, f"{_units.ROLES[role]}.{k:02d}", self.variant,
                       _units.signature(unit, role), threads, spinning, lean=True)
                 for k, unit in enumerate(plan["units"])]
+
+    def _release(self, graphs: list[Graph]):
+        """With low_memory, what lets a unit's session go once it has run: one unit's weights at a time."""
+        return (lambda k: graphs[k].release()) if self.low_memory else None
 
     def load_images(self, paths, *, notes: list | None = None) -> np.ndarray:
         """Image files as this model's input x (N, C, H, W) in [0, 1], prepared as its training images were
@@ -158,8 +164,9 @@ class Model:
     def decode(self, z, *, labels=None, tile: int | None = None, overlap: int | None = None) -> np.ndarray:
         """Decode latents z (N, *latent_shape) to the decoder's mean images (N, C, H, W), float32 in [0, 1].
 
-        tile, overlap (tileable exports): decode tile x tile latent cells at a time, overlapping by `overlap`
-        (default tile // 4) and blended (runtime/_tiles.py), so memory is bounded by one tile's activations.
+        tile, overlap (tileable exports): decode tile x tile latent cells at a time. With the export's tiled
+        decoder (diffusers) exactly, the whole decode up to float32 rounding (runtime/_units.py; overlap is
+        not used); otherwise overlapping by `overlap` (default tile // 4) and blended (runtime/_tiles.py).
         """
         z = self._array("decode", "z", z, (None, *self.latent_shape))
         tiling = self.tiling if tile is None else _tiles.check(self.spec, tile, overlap, "linear", "decode")
@@ -171,7 +178,7 @@ class Model:
         if tiling is not None and self._units["decoder"] is not None and y is None:
             graphs = self._units["decoder"]
             out = _units.decode(self.spec[_units.PLANS["decoder"]]["units"], lambda k, feed: graphs[k].run(None, feed),
-                                z, tiling[0])
+                                z, tiling[0], self._release(graphs))
         elif tiling is not None:
             out = _tiles.decode(lambda part: self._decoder.run(_X_HAT, {"z": part})[0], z, self.spec["latent_scale"],
                                 self.image_shape[0], *tiling)
@@ -220,7 +227,8 @@ class Model:
         if tiling is not None and self._units["encoder"] is not None and y is None:
             graphs = self._units["encoder"]
             return Encoding(*_units.encode(self.spec[_units.PLANS["encoder"]]["units"],
-                                           lambda k, feed: graphs[k].run(None, feed), x, eps, tiling[0]))
+                                           lambda k, feed: graphs[k].run(None, feed), x, eps, tiling[0],
+                                           self._release(graphs)))
         if tiling is not None:
             return Encoding(*_tiles.encode(lambda xt, et: self._encoder.run(None, {"x": xt, "eps": et}), x, eps,
                                            self.spec["latent_scale"], self.latent_shape[0], *tiling))
@@ -295,13 +303,18 @@ class Model:
 
 
 def load(path: str | os.PathLike, *, threads: int | None = None, spinning: bool = False,
-         variant: str = "fp32", tile: int | None = None, overlap: int | None = None) -> Model:
+         variant: str = "fp32", tile: int | None = None, overlap: int | None = None,
+         low_memory: bool = False) -> Model:
     """Load an export directory, verifying each graph's sha256 and that both come from one export.
 
     variant: "fp32" (default), or "int8" / "fp16" when the export wrote them (`edgevae export --int8`).
     threads: onnxruntime intra-op threads (None: one per physical core). spinning: let idle worker
     threads spin for lower latency at the cost of CPU (off by default, right for desktop apps).
     tile, overlap: tileable exports decode and encode in tiles of tile x tile latent cells by default
-    (Model.decode). Raises EdgeVAEError for a missing, tampered or mismatched file.
+    (Model.decode). low_memory: with an export's tiled decoder or encoder, create each unit's session when
+    the unit runs and let it go after, so one unit's weights are in memory at a time (each call then builds
+    the sessions again: slower). Every file is checked now; sessions are created when first used. Raises
+    EdgeVAEError for a missing, tampered or mismatched file.
     """
-    return Model(path, threads=threads, spinning=spinning, variant=variant, tile=tile, overlap=overlap)
+    return Model(path, threads=threads, spinning=spinning, variant=variant, tile=tile, overlap=overlap,
+                 low_memory=low_memory)

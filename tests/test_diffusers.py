@@ -145,6 +145,11 @@ def test_sessions_are_created_when_first_used(kl_export):
     assert model._encoder._session is None and all(unit._session is not None for unit in model._units["encoder"])
     model.encode_mean(np.full((1, 3, 32, 32), 0.5, np.float32))
     assert model._encoder._session is not None and model._decoder._session is None
+    # low_memory: each unit's session lives while the unit runs; the result is the same
+    lean = edgevae.load(kl_export[0], low_memory=True)
+    z = edgevae.standard_normal(0, (2, 4, 16, 16))
+    assert np.array_equal(lean.decode(z, tile=8), model.decode(z, tile=8))
+    assert all(unit._session is None for unit in lean._units["decoder"])
 
 
 @pytest.mark.parametrize("role,change", [
