@@ -1,13 +1,14 @@
 """Tiled decoding: Stable Diffusion 1.x's VAE decoding a 512x512 image (64x64x4 latent), whole vs in tiles.
 
-    python bench/tiled.py [--tiles 16,32,8] [--blended 16:4] [--workdir bench/.work]
+    python bench/tiled.py [--tiles 16,32,8] [--low-memory 16] [--blended 16:4] [--workdir bench/.work]
 
 The model is diffusers' AutoencoderKL built from SD 1.x's VAE configuration (block_out_channels
 128,256,512,512, layers_per_block 2, latent_channels 4, norm_num_groups 32, sample_size 512) with random
 weights (seeded; no download), saved with save_pretrained and exported with `edgevae export --diffusers`,
 which writes the tiled decoder beside decoder.onnx (export/tiled.py). Each decode runs in a fresh child
 process through the runtime: untiled is `decode(z)` (decoder.onnx), tiled is `decode(z, tile=T)` (the
-tiled decoder's units, runtime/_units.py), and "blended" rows run decoder.onnx on overlapping tiles
+tiled decoder's units, runtime/_units.py; "low_memory": load(..., low_memory=True), each unit's session
+built as it runs and let go after), and "blended" rows run decoder.onnx on overlapping tiles
 with per-tile statistics (runtime/_tiles.py, what exports without a tiled decoder get). Sessions are
 created on first use, so each child first decodes a 1x1-cell latent the same way (creating the
 sessions it needs; the graphs' h and w are dynamic); its peak memory is the child's VmHWM (resident
@@ -41,11 +42,11 @@ CHILD = """
 import json, re, sys, time
 import numpy as np, edgevae
 from edgevae import _tiles
-export, z_path, out_path, tile, overlap = sys.argv[1:6]
+export, z_path, out_path, tile, overlap, low = sys.argv[1:7]
 tile, overlap = int(tile), int(overlap)
 def status(field):
     return int(re.search(field + r':\\s+(\\d+)', open('/proc/self/status').read())[1]) * 1024
-model = edgevae.load(export, threads=2)
+model = edgevae.load(export, threads=2, low_memory=low == "1")
 if overlap:  # blended: decoder.onnx on overlapping tiles, each with its own statistics
     def decode(z):
         return _tiles.decode(lambda part: model._decoder.run(["x_hat"], {"z": part})[0], z, 8, 3, tile, overlap)
@@ -93,8 +94,9 @@ def latent(export: Path, workdir: Path) -> Path:
     return path
 
 
-def decode(export: Path, z: Path, out: Path, tile: int, overlap: int) -> dict:
-    result = subprocess.run([sys.executable, "-c", CHILD, str(export), str(z), str(out), str(tile), str(overlap)],
+def decode(export: Path, z: Path, out: Path, tile: int, overlap: int, low_memory: bool) -> dict:
+    result = subprocess.run([sys.executable, "-c", CHILD, str(export), str(z), str(out), str(tile), str(overlap),
+                             str(int(low_memory))],
                             cwd=C.ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(result.stderr)
@@ -106,6 +108,9 @@ def main() -> None:
     parser.add_argument("--tiles", default="16,32,8",
                         help="tile sides in latent cells (8 px each) for the tiled decoder, comma-separated "
                              "(default 16,32,8)")
+    parser.add_argument("--low-memory", default="16",
+                        help="tile sides for the tiled decoder with low_memory=True (one unit's weights at a "
+                             "time), comma-separated (default 16; empty for none)")
     parser.add_argument("--blended", default="16:4",
                         help="tile:overlap pairs for decoder.onnx on blended tiles with per-tile statistics "
                              "(default 16:4; empty for none)")
@@ -116,14 +121,16 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     export = prepare(workdir)
     z = latent(export, workdir)
-    runs = {"untiled": (0, 0)} | {f"tiled decoder, tile {t}": (int(t), 0) for t in args.tiles.split(",") if t}
-    runs |= {f"blended, tile {t}, overlap {o}": (int(t), int(o))
+    runs = {"untiled": (0, 0, False)}
+    runs |= {f"tiled decoder, tile {t}": (int(t), 0, False) for t in args.tiles.split(",") if t}
+    runs |= {f"tiled decoder, tile {t}, low_memory": (int(t), 0, True) for t in args.low_memory.split(",") if t}
+    runs |= {f"blended, tile {t}, overlap {o}": (int(t), int(o), False)
              for t, o in (p.split(":") for p in args.blended.split(",") if p)}
     measured = {}
-    for name, (tile, overlap) in runs.items():
-        out = workdir / f"sd-x-{tile}-{overlap}.npy"
+    for name, (tile, overlap, low) in runs.items():
+        out = workdir / f"sd-x-{tile}-{overlap}-{int(low)}.npy"
         start = time.perf_counter()
-        measured[name] = {**decode(export, z, out, tile, overlap), "image": np.load(out)}
+        measured[name] = {**decode(export, z, out, tile, overlap, low), "image": np.load(out)}
         print(f"{name}: {measured[name]['seconds']:.1f} s decode, peak {measured[name]['peak'] / 2**20:.0f} MiB, "
               f"{(measured[name]['decode_peak'] - measured[name]['loaded']) / 2**20:.0f} MiB over the loaded model "
               f"({time.perf_counter() - start:.0f} s with the process)")
