@@ -34,34 +34,36 @@ _ROUNDS = 10
 _SMALL = 8  # up to this many blocks (32 normals), Philox and Box-Muller's arithmetic run on Python scalars
 _CHUNK = 8192  # blocks per chunk of the array path: its buffers (~0.6 MB) stay in the CPU's cache
 _LO, _HI = (0, 1) if sys.byteorder == "little" else (1, 0)  # uint32 halves of a uint64
-_MULT = np.array([_M0, _M1], dtype=np.uint64)
+_MULT = np.array([[_M0], [_M1]], dtype=np.uint64)  # row 0 multiplies c0, row 1 c2
 _INV32 = 2.0**-32  # u = (w + 0.5) * 2^-32 is exact in float64
 _TWO_PI_INV32 = 2.0 * math.pi * 2.0**-32  # t = 2 pi u = (w + 0.5) * this, the same float64 (a power-of-two scaling)
 
 
 def _keys(key: tuple[int, int]) -> list[np.ndarray]:
-    """The ten round keys (k0, k1) as uint32 pairs."""
+    """The ten round keys as uint32 columns [[k0], [k1]]."""
     k0, k1 = int(key[0]) & 0xFFFFFFFF, int(key[1]) & 0xFFFFFFFF
     out = []
     for _ in range(_ROUNDS):
-        out.append(np.array([k0, k1], dtype=np.uint32))
+        out.append(np.array([[k0], [k1]], dtype=np.uint32))
         k0, k1 = (k0 + _W0) & 0xFFFFFFFF, (k1 + _W1) & 0xFFFFFFFF
     return out
 
 
 def _rounds(even: np.ndarray, odd: np.ndarray, keys: list[np.ndarray], prod: tuple[np.ndarray, np.ndarray]):
-    """Philox4x32-10 on words (c0, c2) = `even` (B, 2) uint32, updated in place, and (c1, c3) = `odd`.
+    """Philox4x32-10 on words (c0, c2) = the rows of `even` (2, B) uint32, updated in place, and (c1, c3)
+    = the rows of `odd`.
 
-    Returns `odd`'s final value, a view into one of the two (B, 2) uint64 buffers `prod`; `even`
-    ends as (w0, w2), the result as (w1, w3). A round is
+    Returns `odd`'s final value, a view into one of the two (2, B) uint64 buffers `prod`; `even` ends
+    as (w0, w2), the result as (w1, w3). A round is
     (c0, c1, c2, c3) <- (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2), hi(M0 c0) ^ c3 ^ k1, lo(M0 c0)),
-    i.e. even <- hi(P)[swapped] ^ odd ^ k and odd <- lo(P)[swapped], with P = (M0 c0, M1 c2).
+    i.e. even <- hi(P)[rows swapped] ^ odd ^ k and odd <- lo(P)[rows swapped], with P = (M0 c0, M1 c2):
+    one multiply and two XORs over long rows, the halves being uint32 views of P.
     """
-    n = len(even)
+    n = even.shape[1]
     for i, k in enumerate(keys):
         p = prod[i & 1]  # alternate buffers: `odd` still views the previous product
         np.multiply(even, _MULT, out=p)
-        halves = p.view(np.uint32).reshape(n, 2, 2)[:, ::-1]  # (B, (M1 c2, M0 c0), (lo, hi))
+        halves = p.view(np.uint32).reshape(2, n, 2)[::-1]  # ((M1 c2, M0 c0), B, (lo, hi) in memory order)
         np.bitwise_xor(halves[:, :, _HI], odd, out=even)
         np.bitwise_xor(even, k, out=even)
         odd = halves[:, :, _LO]
@@ -71,11 +73,11 @@ def _rounds(even: np.ndarray, odd: np.ndarray, keys: list[np.ndarray], prod: tup
 def philox4x32(counter: np.ndarray, key: tuple[int, int]) -> np.ndarray:
     """Philox4x32-10 of each row of `counter` (uint32, shape (B, 4)) under `key`; returns (B, 4) uint32."""
     c = np.asarray(counter, dtype=np.uint32).reshape(-1, 4)
-    even, odd = np.ascontiguousarray(c[:, 0::2]), np.ascontiguousarray(c[:, 1::2])
-    prod = (np.empty((len(c), 2), np.uint64), np.empty((len(c), 2), np.uint64))
+    even, odd = np.ascontiguousarray(c[:, 0::2].T), np.ascontiguousarray(c[:, 1::2].T)
+    prod = (np.empty((2, len(c)), np.uint64), np.empty((2, len(c)), np.uint64))
     odd = _rounds(even, odd, _keys(key), prod)
     out = np.empty((len(c), 4), np.uint32)
-    out[:, 0::2], out[:, 1::2] = even, odd
+    out[:, 0::2], out[:, 1::2] = even.T, odd.T
     return out
 
 
@@ -118,17 +120,17 @@ def _bulk(count: int, key: tuple[int, int]) -> np.ndarray:
     out = np.empty((n_blocks, 2, 2), np.float32)  # block, (pair 0, pair 1), (cos, sin)
     keys = _keys(key)
     size = max(1, min(n_blocks, _CHUNK))
-    even, odd0 = np.empty((size, 2), np.uint32), np.empty((size, 2), np.uint32)
-    prod = (np.empty((size, 2), np.uint64), np.empty((size, 2), np.uint64))
-    r, t, c = np.empty((size, 2)), np.empty((size, 2)), np.empty((size, 2))
+    even, odd0 = np.empty((2, size), np.uint32), np.empty((2, size), np.uint32)
+    prod = (np.empty((2, size), np.uint64), np.empty((2, size), np.uint64))
+    r, t, c = np.empty((2, size)), np.empty((2, size)), np.empty((2, size))
     for start in range(0, n_blocks, size):
         n = min(size, n_blocks - start)
-        e, o = even[:n], odd0[:n]
+        e, o = even[:, :n], odd0[:, :n]
         blocks = np.arange(start, start + n, dtype=np.uint64)
-        e[:, 0], e[:, 1] = blocks, 0  # counter (b mod 2^32, b div 2^32, 0, 0): c0, c2
-        o[:, 0], o[:, 1] = blocks >> np.uint64(32), 0  # c1, c3
-        o = _rounds(e, o, keys, (prod[0][:n], prod[1][:n]))
-        rr, tt, cc = r[:n], t[:n], c[:n]
+        e[0], e[1] = blocks, 0  # counter (b mod 2^32, b div 2^32, 0, 0): c0, c2
+        o[0], o[1] = blocks >> np.uint64(32), 0  # c1, c3
+        o = _rounds(e, o, keys, (prod[0][:, :n], prod[1][:, :n]))
+        rr, tt, cc = r[:, :n], t[:, :n], c[:, :n]
         np.add(e, 0.5, out=rr)  # w0, w2 -> u = (w + 0.5) 2^-32 -> r = sqrt(-2 ln u)
         np.multiply(rr, _INV32, out=rr)
         np.log(rr, out=rr)
@@ -136,7 +138,7 @@ def _bulk(count: int, key: tuple[int, int]) -> np.ndarray:
         np.sqrt(rr, out=rr)
         np.add(o, 0.5, out=tt)  # w1, w3 -> t = 2 pi u
         np.multiply(tt, _TWO_PI_INV32, out=tt)
-        chunk = out[start:start + n]
+        chunk = out[start:start + n].transpose(1, 0, 2)  # (pair, block, (cos, sin)), a view
         np.cos(tt, out=cc)
         np.multiply(rr, cc, out=chunk[:, :, 0])  # float64 products, rounded to float32 as they are stored
         np.sin(tt, out=tt)
