@@ -124,8 +124,10 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
         + (f"; -ELBO torch {elbo['neg_elbo_torch']:.4f}, onnx {elbo['neg_elbo_onnx']:.4f}"
            if elbo["neg_elbo_onnx"] is not None else f"; -ELBO through the graphs {elbo['note']}"))
     kept = {"fp32": (fp32, None)}
+    feeds = variants.calibration(vae, ckpt, fp32[0]) if "int8" in variants_ else {}
     for variant in variants_:
-        candidate = tuple(variants.make(variant, proto) for proto in fp32)
+        candidate = tuple(variants.make(variant, proto, feeds.get(role))
+                          for role, proto in zip(("encoder", "decoder"), fp32))
         for role, proto in zip(("encoder", "decoder"), candidate):
             gates.check_graph(proto, variants.file_name(role, variant))
         q = gates.variant_quality(variant, vae, ckpt, fp32, candidate)

@@ -49,6 +49,7 @@ ALLOWED_OPS = frozenset({
     "Concat", "GatherND", "Unsqueeze",  # conditional models: one-hot y joined to features and z
     "Abs", "Div", "Expand", "Less", "Reciprocal", "Shape", "Sub", "Tanh", "Where",  # continuous-Bernoulli mean
     "Cast", "ConvInteger", "DynamicQuantizeLinear", "MatMulInteger",  # int8 and fp16 variants
+    "DequantizeLinear", "QuantizeLinear",  # int8 variants of graphs with convolutions (static QDQ)
 })
 
 NOISE = {  # how the runtime draws eps by default; runtime/noise.py implements it, README documents it
