@@ -11,6 +11,7 @@ Each child starts with an empty environment but PATH (no PYTHON* variables, no t
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,7 @@ edgevae.save_grid(edgevae.load(sys.argv[1]).sample(64, seed=0), sys.argv[3])
     "import torch (nothing else)": """
 import torch
 """,
+    "python -c pass (interpreter start-up, in both)": "",
     "PyTorch: checkpoint, decode 64, PNG": """
 import sys, torch
 from PIL import Image
@@ -44,7 +46,24 @@ grid = x.view(8, 8, c, h, w).permute(0, 3, 1, 4, 2).reshape(8 * h, 8 * w, c).mul
 Image.fromarray(grid[:, :, 0].numpy() if c == 1 else grid.numpy()).save(sys.argv[3])
 """,
 }
-RUNTIME, IMPORT_TORCH, TORCH = PATHS
+RUNTIME, IMPORT_TORCH, STARTUP, TORCH = PATHS
+# The runtime path again, stage by stage: peak memory and time after each (one run, for the bound).
+STAGES = """
+import json, re, sys, time
+peak = lambda: int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) * 1024
+out, t = [], time.perf_counter()
+def stage(name):
+    global t
+    out.append((name, time.perf_counter() - t, peak())); t = time.perf_counter()
+stage("interpreter start-up (before the script)")
+import numpy; stage("import numpy")
+import onnxruntime; stage("import onnxruntime")
+import edgevae; stage("import edgevae (the rest)")
+model = edgevae.load(sys.argv[1]); stage("load: both graphs, hashes, sessions")
+images = model.sample(64, seed=0); stage("sample(64)")
+edgevae.save_grid(images, sys.argv[3]); stage("save_grid (PNG)")
+print(json.dumps(out))
+"""
 
 
 def measure(code: str, args: list[str]) -> tuple[float, int]:
@@ -75,13 +94,21 @@ def main() -> None:
     rows = [[name, f"{s:.3f}", ", ".join(f"{t:.3f}" for t, _ in results[name]), f"{m / 2**20:.1f}"]
             for name, (s, m) in med.items()]
     lines = []
+    lines.append(f"- interpreter start-up (site, this checkout's editable-install finder) is "
+                 f"{med[STARTUP][0] * 1e3:.0f} ms and {med[STARTUP][1] / 2**20:.1f} MiB of every process here")
     for name, goal in ((IMPORT_TORCH, "goal >= 8x faster, >= 3.5x less memory"), (TORCH, "")):
         speed, memory = med[name][0] / med[RUNTIME][0], med[name][1] / med[RUNTIME][1]
         lines.append(f"- against `{name}`: the runtime is {speed:.1f}x faster and uses {memory:.1f}x less peak memory"
                      + (f" ({goal})" if goal else ""))
+    stages = json.loads(subprocess.run([sys.executable, "-c", STAGES, str(exp), str(run), str(png)], cwd=C.ROOT,
+                                       capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"},
+                                       check=True).stdout)
+    stage_rows = [[name, "-" if i == 0 else f"{seconds * 1e3:.1f}", f"{peak / 2**20:.1f}"]
+                  for i, (name, seconds, peak) in enumerate(stages)]
     text = (C.table(["process", "wall s (median)", "runs", "peak RSS MiB (median)"], rows)
             + f"\n\n{args.repeats} alternating runs of each, {args.model} model (`{exp.relative_to(C.ROOT)}`).\n\n"
-            + "\n".join(lines))
+            + "\n".join(lines) + "\n\nThe runtime's process stage by stage (one run; peak RSS after each stage):\n\n"
+            + C.table(["stage", "ms", "peak RSS MiB"], stage_rows))
     print(text)
     C.write_section("cold_start", "Cold start: a fresh process writing 64 samples to PNG", text, args.results)
 
