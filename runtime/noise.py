@@ -81,6 +81,17 @@ def philox4x32(counter: np.ndarray, key: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def _lanes(n: int) -> tuple:
+    """Constants of the scalar path for n blocks: ones in every 64-bit lane, the low 32 bits of every lane,
+    the counters (0, 1, ..., n - 1) one per lane, the key increments in every lane, the lanes' offsets."""
+    lanes = ((1 << (64 * n)) - 1) // 0xFFFFFFFFFFFFFFFF
+    return (lanes, lanes * 0xFFFFFFFF, sum(b << (64 * b) for b in range(1, n)), _W0 * lanes, _W1 * lanes,
+            tuple(range(0, 64 * n, 64)))
+
+
+_LANES = {n: _lanes(n) for n in range(1, _SMALL + 1)}  # they depend on the block count only
+
+
 def _small(count: int, key: tuple[int, int]) -> np.ndarray:
     """The first `count` normals of a few blocks (batch 1) with Python scalars: numpy calls cost more here.
 
@@ -90,28 +101,28 @@ def _small(count: int, key: tuple[int, int]) -> np.ndarray:
     arithmetic is IEEE double like numpy's and math.sqrt is correctly rounded like np.sqrt; log, cos
     and sin go through numpy's own ufuncs; so every value equals the array path's.
     """
-    n = (count + 3) // 4
-    lanes = ((1 << (64 * n)) - 1) // 0xFFFFFFFFFFFFFFFF  # 1 in every lane
-    low = lanes * 0xFFFFFFFF  # the low 32 bits of every lane
-    k0, k1, w0, w1 = key[0] * lanes, key[1] * lanes, _W0 * lanes, _W1 * lanes
-    c0 = sum(b << (64 * b) for b in range(1, n))  # counter (b, 0, 0, 0): n < 2^32 blocks here
+    if count == 0:
+        return np.empty(0, np.float32)
+    lanes, low, c0, w0, w1, shifts = _LANES[(count + 3) // 4]
+    k0, k1 = key[0] * lanes, key[1] * lanes
     c2 = q0 = q1 = 0  # q0, q1: the last products M0 c0, M1 c2, whose low halves are c3, c1
     for _ in range(_ROUNDS):
-        p0, p1 = _M0 * c0, _M1 * c2
-        c0, c2, q0, q1 = ((p1 >> 32) ^ q1 ^ k0) & low, ((p0 >> 32) ^ q0 ^ k1) & low, p0, p1
+        p0 = _M0 * c0
+        p1 = _M1 * c2
+        c0 = ((p1 >> 32) ^ q1 ^ k0) & low
+        c2 = ((p0 >> 32) ^ q0 ^ k1) & low
+        q0 = p0
+        q1 = p1
         k0 += w0  # keys grow past 32 bits inside their lane; the bits above are masked off with c0, c2
         k1 += w1
-    evens, odds = [], []  # u of w0, w2 and t = 2 pi u of w1, w3, block by block
-    for shift in range(0, 64 * n, 64):
-        evens += ((((c0 >> shift) & 0xFFFFFFFF) + 0.5) * _INV32, (((c2 >> shift) & 0xFFFFFFFF) + 0.5) * _INV32)
-        odds += ((((q1 >> shift) & 0xFFFFFFFF) + 0.5) * _TWO_PI_INV32,
-                 (((q0 >> shift) & 0xFFFFFFFF) + 0.5) * _TWO_PI_INV32)
-    t = np.array(odds)
+    evens = [(((c >> s) & 0xFFFFFFFF) + 0.5) * _INV32 for s in shifts for c in (c0, c2)]  # u of w0, w2
+    t = np.array([(((q >> s) & 0xFFFFFFFF) + 0.5) * _TWO_PI_INV32 for s in shifts for q in (q1, q0)])  # w1, w3
     out = []
     for log_u, cos_t, sin_t in zip(np.log(evens).tolist(), np.cos(t).tolist(), np.sin(t).tolist()):
         r = math.sqrt(-2.0 * log_u)
         out += (r * cos_t, r * sin_t)
-    return np.array(out[:count], dtype=np.float32)
+    del out[count:]
+    return np.array(out, dtype=np.float32)
 
 
 def _bulk(count: int, key: tuple[int, int]) -> np.ndarray:
