@@ -142,14 +142,19 @@ def _info(args, model) -> str:
     elbo = parity.get("elbo", {})
     lines = [
         f"export      {model.path}",
-        f"model       {spec['model']} ({spec.get('arch', '?')}), likelihood {spec['likelihood']}",
-        f"image       {c}x{h}x{w}, pixels in {spec['pixel_range']}",
+        f"model       {spec['model']} ({spec.get('arch', spec.get('source', {}).get('kind', '?'))}), "
+        f"likelihood {spec['likelihood'] or 'not recorded (imported)'}",
+        f"image       {c}x{h}x{w}, pixels in {spec['pixel_range']}"
+        + (f" (the model's own range {spec['native_range']} is folded into the graphs)"
+           if spec.get("native_range", [0.0, 1.0]) != [0.0, 1.0] else ""),
         f"latent      {'x'.join(map(str, model.latent_shape))}"
         + ("" if len(model.latent_shape) == 1 else f" (spatial, {model.latent_dim} values)")
-        + ("" if model.prior else "; no prior: sample is refused, encode/decode work"),
+        + ("" if model.prior else "; no prior: sample is refused, encode/decode work")
+        + (f"; tileable, {spec['latent_scale']} px per latent cell" if spec.get("tileable") else ""),
         f"classes     {', '.join(spec['classes']) if spec['classes'] else 'none (unconditional)'}",
         f"trained on  {training.get('dataset')}, {training.get('epochs')} epochs, "
-        f"test -ELBO {training.get('test_neg_elbo'):.3f} nats/image",
+        f"test -ELBO {training.get('test_neg_elbo'):.3f} nats/image" if training else
+        f"imported    {_source_line(spec)}",
         f"parity      max |onnxruntime - torch| at batch {', '.join(map(str, parity.get('batch_sizes', [])))}: "
         + ", ".join(f"{k} {v:.1e}" for k, v in parity.get("max_abs_diff", {}).items())
         + f" (bound {parity.get('tolerance')})",
@@ -169,6 +174,17 @@ def _info(args, model) -> str:
     for role, role_spec in model.specs.items():
         lines.append(f"ops         {role}: {', '.join(role_spec['ops'])}")
     return "\n".join(lines)
+
+
+def _source_line(spec: dict) -> str:
+    """What an imported model's spec says of its origin: kind, class, factory, hashes, latent scaling."""
+    source = spec.get("source", {})
+    parts = [f"{source.get('kind')}"] + [f"{k} {str(v)[:16] if k.endswith('sha256') else v}"
+                                         for k, v in source.items() if k != "kind" and v is not None]
+    scaling = spec.get("latent_scaling")
+    if scaling:
+        parts.append(f"latent_scaling x{scaling['scaling_factor']:g} shift {scaling.get('shift_factor', 0):g}")
+    return ", ".join(parts)
 
 
 def _positive(text: str) -> int:
@@ -229,6 +245,10 @@ def _parser() -> argparse.ArgumentParser:
                                 "instead of keeping the PNG's transparency")
         if name != "info":
             p.add_argument("--label", default=None, help="conditional models: the class, by name or index")
+            p.add_argument("--tile", type=_positive, default=None,
+                           help="tileable exports: decode/encode tile x tile latent cells at a time (less memory)")
+            p.add_argument("--overlap", type=int, default=None, help="with --tile: overlap of tiles in latent "
+                                                                      "cells, blended (default tile // 4)")
         p.set_defaults(run=run)
         return p
 
@@ -275,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     start = time.perf_counter()
     try:
-        model = load(args.export_dir, threads=args.threads, variant=args.variant)
+        model = load(args.export_dir, threads=args.threads, variant=args.variant, tile=getattr(args, "tile", None),
+                     overlap=getattr(args, "overlap", None))
         message = args.run(args, model)
     except EdgeVAEError as e:
         print(f"error: {e}", file=sys.stderr)
