@@ -183,8 +183,10 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
             f"{tolerance:g}; latent {'x'.join(map(str, check['latent']))}, tiles of "
             f"{' and '.join(map(str, check['tiles']))} cells)")
     kept = {"fp32": (fp32, None)}
+    feeds = variants.calibration(source, reference, fp32[0]) if "int8" in variants_ else {}
     for variant in variants_:
-        candidate = tuple(variants.make(variant, proto) for proto in fp32)
+        candidate = tuple(variants.make(variant, proto, feeds.get(role))
+                          for role, proto in zip(("encoder", "decoder"), fp32))
         for role, proto in zip(("encoder", "decoder"), candidate):
             gates.check_graph(proto, variants.file_name(role, variant))
         q = gates.variant_quality(variant, source, reference, fp32, candidate)

@@ -323,7 +323,7 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = No
 
     RGBA images keep their transparency unless `background` ("checkerboard" or a colour) is given.
     """
-    from PIL import Image
+    from ._png import write_png  # zlib: no Pillow import for writing (bench/cold_start.py)
 
     scale = check_int(scale, "scale", 1, 64)
     grid = make_grid(images, nrow, background=background)
@@ -333,9 +333,8 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = No
     if scale > 1:
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     path = Path(path)
-    image = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)  # "L", "RGB" or "RGBA"
     try:
-        image.save(path, format="PNG")
+        write_png(path, grid)  # "L", "RGB" or "RGBA" by the channel count
     except (OSError, ValueError) as e:
         raise EdgeVAEError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}") from None
     return path

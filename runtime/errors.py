@@ -18,6 +18,8 @@ def check_int(value, what: str, lo: int, hi: int) -> int:
 
     A bool is not an int here (True is not a batch size); numpy integers are.
     """
+    if type(value) is int and lo <= value <= hi:  # the common case, without the ABC check below
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
         raise EdgeVAEError(f"{what} must be an int in [{lo}, {hi}], got {value!r}")
     return int(value)

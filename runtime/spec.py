@@ -50,6 +50,7 @@ ALLOWED_OPS = frozenset({
     "Concat", "GatherND", "Unsqueeze",  # conditional models: one-hot y joined to features and z
     "Abs", "Div", "Expand", "Less", "Reciprocal", "Shape", "Sub", "Tanh", "Where",  # continuous-Bernoulli mean
     "Cast", "ConvInteger", "DynamicQuantizeLinear", "MatMulInteger",  # int8 and fp16 variants
+    "DequantizeLinear", "QuantizeLinear",  # int8 variants of graphs with convolutions (static QDQ)
     # imported VAEs (README "Ops"): what diffusers' AutoencoderKL and AntixK's models lower to
     "InstanceNormalization",  # GroupNorm's lowering: InstanceNormalization on (N, groups, -1), then a Mul/Add
     "MatMul", "Softmax", "Transpose", "Squeeze",  # attention: softmax(q k^T / sqrt(d)) v over the h*w positions
