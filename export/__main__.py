@@ -5,12 +5,13 @@ prints a table of the measured differences; it exits 1 when a bound is broken.
 """
 from __future__ import annotations
 
-import argparse
 import sys
+
+from edgevae.errors import argument_parser
 
 
 def _export(argv) -> int:
-    parser = argparse.ArgumentParser(prog="edgevae export",
+    parser = argument_parser(prog="edgevae export",
                                      description="Export a trained run to two verified ONNX graphs. "
                                                  "(`edgevae verify RUN_DIR EXPORT_DIR` checks an export.)")
     parser.add_argument("run_dir", help="run directory written by `edgevae train`")
@@ -31,7 +32,7 @@ def _export(argv) -> int:
 
 
 def _verify(argv) -> int:
-    parser = argparse.ArgumentParser(prog="edgevae verify",
+    parser = argument_parser(prog="edgevae verify",
                                      description="Check an export against the checkpoint it came from.")
     parser.add_argument("run_dir", help="run directory written by `edgevae train`")
     parser.add_argument("export_dir", help="export directory written by `edgevae export`")
@@ -57,9 +58,12 @@ def _verify(argv) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done; 1 a check failed (an export gate, a bound `verify` measures, the written files);
+    2 bad input or usage (not a run directory, --out in the way, an unreadable export); one line on stderr."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         from edgevae import EdgeVAEError
+        from edgevae.errors import one_line
 
         from .build import ExportError
         from .gates import ExportCheckError
@@ -67,14 +71,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e.name} is not installed; install the train extra: pip install 'edgevae[train]'",
               file=sys.stderr)
         return 2
+    verify = argv[:1] == ["verify"]
     try:
-        return _verify(argv[1:]) if argv[:1] == ["verify"] else _export(argv)
-    except (ExportError, ExportCheckError, EdgeVAEError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        return _verify(argv[1:]) if verify else _export(argv)
+    except ExportCheckError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
+    except EdgeVAEError as e:  # export: the files as written do not load; verify: the export given does not
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2 if verify else 1
+    except (ExportError, ValueError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
     except OSError as e:  # an unwritable or impossible --out
-        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return 1
+        print(f"error: {one_line(e.filename or '')}: {one_line(e.strerror or e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # the temporary directory is already gone (build.export's finally)
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

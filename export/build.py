@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from edgevae import spec as S
 from edgevae.train import checkpoint as checkpoint_io
 from edgevae.train.config import TrainConfig
 
-from . import gates, graphs, variants
+from . import destination, gates, graphs, variants
 
 
 class ExportError(RuntimeError):
@@ -79,21 +78,6 @@ def preprocessing(ckpt: dict) -> dict:
             "matte": list(MATTES[config["matte"]])}
 
 
-def _check_destination(run_dir: Path, out: Path, force: bool) -> None:
-    """`out` may be new, or with --force an earlier export or an empty directory; never anything else."""
-    for stale in out.parent.glob(f".{out.name}.tmp-*") if out.parent.is_dir() else []:
-        shutil.rmtree(stale, ignore_errors=True)  # left by an export that was killed mid-write
-    if not out.exists():
-        return
-    if not force:
-        raise ExportError(f"{out} already exists (pass --force to replace it)")
-    resolved, run = out.resolve(), run_dir.resolve()
-    if resolved == run or resolved in run.parents:
-        raise ExportError(f"--out {out} is the run directory or contains it; --force would delete the run")
-    if not out.is_dir() or not ((out / S.MANIFEST).is_file() or not any(out.iterdir())):
-        raise ExportError(f"--force replaces only an earlier export or an empty directory; {out} is neither")
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -115,7 +99,11 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
     checkpoint: "auto" (best.pt when the run has one, else checkpoint.pt), "best" or "last".
     """
     run_dir, out = Path(run_dir), Path(out)
-    _check_destination(run_dir, out, force)
+    try:  # export/destination.py: what --force may replace, which leftovers may go
+        destination.check(out, run_dir, force)
+    except destination.DestinationError as e:
+        raise ExportError(str(e)) from None
+    destination.clear_stale(out)
     vae, ckpt = load_run(run_dir, checkpoint)
     log(f"exporting {ckpt['path']} ({vae.kind}, {ckpt['config']['arch']}, "
         f"{'conditional on ' + str(vae.num_classes) + ' classes, ' if vae.conditional else ''}"
@@ -144,11 +132,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
 
     pair_id = uuid.uuid4().hex
     spec = make_spec(vae, ckpt, pair_id, parity, elbo)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the export should read like any directory
+    tmp = destination.stage(out)
     try:
         manifest = {"schema_version": S.SCHEMA_VERSION, "pair_id": pair_id, "files": {}, "variants": {}}
         for variant, (protos, q) in kept.items():
@@ -162,13 +146,10 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
             manifest["variants"][variant] = {**names, "quality": q}
         (tmp / S.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _check_written(tmp, vae, kept)
-        if out.exists():  # --force: swap the old export out only once the new one is complete
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, out)
+        try:  # --force: the old export is swapped out only once the new one is complete
+            destination.commit(tmp, out, run_dir, force)
+        except destination.DestinationError as e:
+            raise ExportError(str(e)) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for name, entry in manifest["files"].items():

@@ -1,16 +1,34 @@
-"""Open an export directory: read the manifest, verify each graph's sha256, create the sessions,
-check the specs, the graph signatures and that both graphs come from one export.
+"""Open an export directory that may be hostile: every check runs before onnxruntime sees a byte.
+
+1. manifest.json: a regular file of at most spec.MAX_JSON_BYTES (runtime/_files.py), its sha256 equal to
+   the pin when the app gave one (`load(path, expect_sha256=...)`), bounded JSON (spec.parse_json) of the
+   documented structure (spec.check_manifest).
+2. Each graph of the variant: a regular file of at most spec.MAX_GRAPH_BYTES whose sha256 is the manifest's;
+   parsed by the runtime's own protobuf reader (runtime/_onnxproto.py); its spec parsed and within bounds
+   (spec.loads); the graph itself checked against that spec (runtime/_graphcheck.py: ops, domains,
+   inputs and outputs, initializers, tensor sizes); its external-data files listed in the manifest and
+   hashed; the variant's files together at most spec.MAX_EXPORT_BYTES.
+3. Both graphs and the manifest from one export (pair_id) and their specs agreeing on what the runtime uses.
+4. Only then the onnxruntime sessions, wrapped in Graph, which turns onnxruntime's failures into
+   EdgeVAEError and checks every output: its shape, finite values, pixels in [0, 1].
 """
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
+from . import _onnxproto
 from . import spec as S
+from ._files import Directory
+from ._graphcheck import check_graph
 from .errors import EdgeVAEError
+
+_RUN_OPTIONS = ort.RunOptions()
+_RUN_OPTIONS.log_severity_level = 4  # a failed run raises EdgeVAEError; onnxruntime prints nothing of its own
+SHARED_FIELDS = ("model", "latent_shape", "image_shape", "image_mode", "classes", "prior", "preprocessing", "noise")
 
 
 def _session(data: bytes, directory: Path, threads: int | None, spinning: bool) -> ort.InferenceSession:
@@ -29,78 +47,138 @@ def _session(data: bytes, directory: Path, threads: int | None, spinning: bool) 
     return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def _read_manifest(path: Path) -> dict:
-    manifest_path = path / S.MANIFEST
-    if not path.is_dir():
-        raise EdgeVAEError(f"{path}: not an export directory (no such directory)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise EdgeVAEError(f"{path}: not an export directory ({S.MANIFEST} is missing)") from None
-    except OSError as e:  # a directory in its place, no permission ...
-        raise EdgeVAEError(f"{manifest_path}: cannot read it ({e.strerror or e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EdgeVAEError(f"{manifest_path}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) \
-            or not isinstance(manifest.get("variants"), dict):
-        raise EdgeVAEError(f"{manifest_path}: expected an object with 'files' and 'variants' maps")
-    return manifest
+class Graph:
+    """An onnxruntime session whose every run is checked; `run(names, feed)` as InferenceSession.run.
+
+    onnxruntime's own failures (an allocation, a dimension it refuses) become EdgeVAEError; each output
+    must be float32 (N, *its spec shape) with finite values, and x_hat must lie in [0, 1]. `chunk` is the
+    largest batch one run may take (runtime/_graphcheck.py's memory estimate).
+    """
+    __slots__ = ("session", "label", "role", "shapes", "chunk", "output_names")
+
+    def __init__(self, session: ort.InferenceSession, label: str, role: str, shapes: dict, chunk: int):
+        self.session, self.label, self.role, self.shapes, self.chunk = session, label, role, shapes, chunk
+        self.output_names = [o.name for o in session.get_outputs()]
+
+    def run(self, names, feed: dict) -> list[np.ndarray]:
+        try:
+            outputs = self.session.run(names, feed, _RUN_OPTIONS)
+        except Exception as e:  # onnxruntime raises its own types (Fail, RuntimeException, InvalidArgument ...)
+            raise EdgeVAEError(f"{self.label}: onnxruntime failed while running it "
+                               f"({(str(e).strip().splitlines() or [type(e).__name__])[-1][:300]})") from None
+        n = len(next(iter(feed.values())))
+        for name, out in zip(names or self.output_names, outputs):
+            shape = (n, *self.shapes[name])
+            if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != shape:
+                got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+                raise EdgeVAEError(f"{self.label}: output {name} must be float32 {shape}, got {got} "
+                                   f"(the graph breaks its spec)")
+            lo, hi = out.min(), out.max()  # NaN fails both comparisons below
+            if name == "x_hat" and not (lo >= 0 and hi <= 1):
+                if np.isfinite(lo) and np.isfinite(hi):
+                    raise EdgeVAEError(f"{self.label}: x_hat must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
+                                       f"(the graph breaks its spec)")
+                z = feed["z"]
+                raise EdgeVAEError(f"decode: the decoder overflowed for latents this far from the prior "
+                                   f"(max |z| = {np.abs(z).max():.3g}); decode values of typical N(0, I) scale")
+            if not (-np.inf < lo and hi < np.inf):
+                raise EdgeVAEError(f"encode: the encoder's {name} overflowed float32 (NaN or Inf) for these inputs "
+                                   f"(max |{'eps' if 'eps' in feed else 'x'}| = "
+                                   f"{np.abs(feed.get('eps', feed['x'])).max():.3g})")
+        return outputs
 
 
-def _read_verified(path: Path, name: str, manifest: dict) -> bytes:
-    """The bytes of `name`, after checking them against the manifest's sha256."""
-    entry = manifest["files"].get(name)
-    if not isinstance(entry, dict) or "sha256" not in entry:
-        raise EdgeVAEError(f"{path / S.MANIFEST}: no sha256 listed for {name}")
+def _read_manifest(d: Directory, expect_sha256: str | None) -> tuple[dict, str]:
+    """(manifest, sha256 of its bytes), checked against the pin if there is one."""
+    source = d.path / S.MANIFEST
     try:
-        data = (path / name).read_bytes()
-    except FileNotFoundError:
-        raise EdgeVAEError(f"{path}: {name} is missing") from None
-    except OSError as e:
-        raise EdgeVAEError(f"{path / name}: cannot read it ({e.strerror or e})") from None
+        data = d.read(S.MANIFEST, S.MAX_JSON_BYTES)
+    except EdgeVAEError as e:
+        if str(e).endswith(" is missing"):
+            raise EdgeVAEError(f"{d.path}: not an export directory ({S.MANIFEST} is missing)") from None
+        raise
     digest = hashlib.sha256(data).hexdigest()
-    if digest != entry["sha256"]:
-        raise EdgeVAEError(f"{path / name}: sha256 {digest[:12]}... does not match the manifest's "
-                           f"{str(entry['sha256'])[:12]}... (file changed or corrupt)")
+    if expect_sha256 is not None:
+        if digest != expect_sha256:
+            raise EdgeVAEError(f"{source}: sha256 {digest[:12]}... is not the pinned {expect_sha256[:12]}... "
+                               f"(another export than the one this app was tested with)")
+    manifest = S.parse_json(data, str(source))
+    S.check_manifest(manifest, str(source))
+    return manifest, digest
+
+
+def _verified(d: Directory, name: str, manifest: dict, limit: int) -> bytes:
+    """The bytes of `name`, after checking them against the manifest's sha256."""
+    data = d.read(name, limit)
+    digest, expected = hashlib.sha256(data).hexdigest(), manifest["files"][name]["sha256"]
+    if digest != expected:
+        raise EdgeVAEError(f"{d.path / name}: sha256 {digest[:12]}... does not match the manifest's "
+                           f"{expected[:12]}... (file changed or corrupt)")
     return data
 
 
-def _check_signature(session: ort.InferenceSession, name: str, inputs: tuple, outputs: tuple) -> None:
-    got_in = tuple(i.name for i in session.get_inputs())
-    got_out = tuple(o.name for o in session.get_outputs())
-    if got_in != inputs or got_out != outputs:
-        raise EdgeVAEError(f"{name}: expected inputs {inputs} -> outputs {outputs}, got {got_in} -> {got_out}")
+def _check_external(d: Directory, label: str, external: dict[str, int], manifest: dict, budget: int) -> int:
+    """Each external-data file a graph reads: listed in the manifest, its sha256 the listed one, long enough.
+    Returns the bytes they hold."""
+    total = 0
+    for name, end in sorted(external.items()):
+        if name not in manifest["files"]:
+            raise EdgeVAEError(f"{label}: reads external data from {name!r}, which {S.MANIFEST} does not list")
+        digest, size = d.sha256(name, budget - total)
+        if digest != manifest["files"][name]["sha256"]:
+            raise EdgeVAEError(f"{d.path / name}: sha256 {digest[:12]}... does not match the manifest's "
+                               f"{manifest['files'][name]['sha256'][:12]}... (file changed or corrupt)")
+        if size < end:
+            raise EdgeVAEError(f"{label}: its external data needs {end:,} bytes of {name}, which holds {size:,}")
+        total += size
+    return total
 
 
-def open_export(path: Path, threads: int | None, spinning: bool, variant: str):
-    """(manifest, specs by role, sessions by role) for one variant of the export at `path`."""
-    manifest = _read_manifest(path)
-    files = manifest["variants"].get(variant)
-    if not isinstance(files, dict):
-        raise EdgeVAEError(f"{path}: no '{variant}' variant in this export "
-                           f"(it has: {', '.join(manifest['variants']) or 'none'})")
-    specs, sessions = {}, {}
-    for role in ("encoder", "decoder"):
-        name = files.get(role)
-        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
-            raise EdgeVAEError(f"{path / S.MANIFEST}: bad {role} file name {name!r} for variant '{variant}'")
-        data = _read_verified(path, name, manifest)
+def open_export(path: Path, threads: int | None, spinning: bool, variant: str,
+                expect_sha256: str | None = None, max_batch: int = 1024):
+    """(manifest, specs by role, Graphs by role, sha256 of manifest.json) for one variant of the export at `path`."""
+    with Directory(path) as d:
+        manifest, digest = _read_manifest(d, expect_sha256)
+        files = manifest["variants"].get(variant)
+        if files is None:
+            raise EdgeVAEError(f"{path}: no '{variant}' variant in this export "
+                               f"(it has: {', '.join(manifest['variants'])})")
+        specs, graphs, budget = {}, {}, S.MAX_EXPORT_BYTES
+        for role in ("encoder", "decoder"):
+            name = files[role]
+            label = str(path / name)
+            data = _verified(d, name, manifest, min(S.MAX_GRAPH_BYTES, budget))
+            budget -= len(data)
+            try:
+                model = _onnxproto.parse(data)
+            except _onnxproto.ProtoError as e:
+                raise EdgeVAEError(f"{label}: not an ONNX graph this runtime reads ({e})") from None
+            text = model.metadata.get(S.METADATA_KEY)
+            if text is None:
+                raise EdgeVAEError(f"{label}: no '{S.METADATA_KEY}' metadata (not an EdgeVAE graph)")
+            spec = specs[role] = S.loads(text, label)
+            if (spec["role"], spec["variant"]) != (role, variant):
+                raise EdgeVAEError(f"{label}: expected the {variant} {role}, got the {spec['variant']} {spec['role']}")
+            facts = check_graph(model, data, label, role, spec, max_batch)
+            budget -= _check_external(d, label, facts.external, manifest, budget)
+            graphs[role] = (data, facts, label)
+        pair_ids = {specs["encoder"]["pair_id"], specs["decoder"]["pair_id"], manifest["pair_id"]}
+        if len(pair_ids) != 1:
+            raise EdgeVAEError(f"{path}: encoder, decoder and manifest come from different exports "
+                               f"(pair_id encoder={specs['encoder']['pair_id']}, "
+                               f"decoder={specs['decoder']['pair_id']}, manifest={manifest['pair_id']})")
+        differ = [f for f in SHARED_FIELDS if specs["encoder"][f] != specs["decoder"][f]]
+        if differ:
+            raise EdgeVAEError(f"{path}: the encoder's and decoder's specs differ in {', '.join(differ)}")
+    sessions = {}
+    for role, (data, facts, label) in graphs.items():
         try:
             session = _session(data, path, threads, spinning)
-        except Exception as e:  # onnxruntime raises its own types for unparsable graphs
-            raise EdgeVAEError(f"{path / name}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
-        text = session.get_modelmeta().custom_metadata_map.get(S.METADATA_KEY)
-        if text is None:
-            raise EdgeVAEError(f"{path / name}: no '{S.METADATA_KEY}' metadata (not an EdgeVAE graph)")
-        spec = specs[role] = S.loads(text, str(path / name))
-        if (spec["role"], spec["variant"]) != (role, variant):
-            raise EdgeVAEError(f"{path / name}: expected the {variant} {role}, "
-                               f"got the {spec['variant']} {spec['role']}")
-        _check_signature(session, str(path / name), *S.signature(role, spec["model"], spec["classes"] is not None))
-        sessions[role] = session
-    pair_ids = {specs["encoder"]["pair_id"], specs["decoder"]["pair_id"], manifest.get("pair_id")}
-    if len(pair_ids) != 1:
-        raise EdgeVAEError(f"{path}: encoder, decoder and manifest come from different exports "
-                           f"(pair_id encoder={specs['encoder']['pair_id']}, decoder={specs['decoder']['pair_id']}, "
-                           f"manifest={manifest.get('pair_id')})")
-    return manifest, specs, sessions
+        except Exception as e:  # onnxruntime raises its own types for graphs it cannot load
+            raise EdgeVAEError(f"{label}: onnxruntime cannot load it "
+                               f"({(str(e).strip().splitlines() or [type(e).__name__])[-1][:300]})") from None
+        names_in, names_out = S.signature(role, specs[role]["model"], specs[role]["classes"] is not None)
+        expected = {"z": specs[role]["latent_shape"], "mu": specs[role]["latent_shape"],
+                    "logvar": specs[role]["latent_shape"], "x_hat": specs[role]["image_shape"]}
+        sessions[role] = Graph(session, label, role, {n: tuple(expected[n]) for n in names_out}, facts.chunk)
+    return manifest, specs, sessions, digest

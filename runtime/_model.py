@@ -16,14 +16,19 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _latent
+from . import spec as S
 from ._load import open_export
-from .errors import EdgeVAEError, check_int
+from .errors import EdgeVAEError, check_int, shorten
 from .noise import standard_normal
 
 MAX_BATCH = 65_536  # largest n or N one call accepts; work is run in chunks of CHUNK
-CHUNK = 1024  # images per session.run, so memory stays bounded for large n
+CHUNK = 1024  # images per session.run at most (fewer when a model's tensors need it), so memory stays bounded
+MAX_IMAGE_VALUES = 1 << 26  # n * C * H * W of the images one call returns (256 MiB of float32)
+MAX_LATENT_VALUES = 1 << 24  # n * latent_dim of the latents one call makes or returns (64 MiB of float32)
 MAX_TEMPERATURE = 100.0  # eps is scaled by at most this; N(0, I) samples beyond ~5 sigma are not images
+MAX_THREADS = 256  # onnxruntime intra-op threads load accepts
 _X_HAT = ["x_hat"]
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class Encoding(NamedTuple):
@@ -40,10 +45,24 @@ class Model:
     """A loaded export: two onnxruntime sessions and their spec. Create with `load`; thread-safe."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, spinning: bool = False,
-                 variant: str = "fp32"):
+                 variant: str = "fp32", expect_sha256: str | None = None):
+        if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+            raise EdgeVAEError(f"load: path must be a str or path-like, got {type(path).__name__}")
+        if threads is not None:
+            threads = check_int(threads, "load: threads", 1, MAX_THREADS)
+        if not isinstance(spinning, bool):
+            raise EdgeVAEError(f"load: spinning must be True or False, got {spinning!r}")
+        if not isinstance(variant, str) or not S.IDENTIFIER.fullmatch(variant):
+            raise EdgeVAEError(f"load: variant must be a variant name such as 'fp32', got {shorten(variant)}")
+        if expect_sha256 is not None:
+            if not isinstance(expect_sha256, str) or not S.SHA256.fullmatch(expect_sha256.lower()):
+                raise EdgeVAEError(f"load: expect_sha256 must be 64 hex digits (the sha256 of manifest.json), "
+                                   f"got {shorten(expect_sha256)}")
+            expect_sha256 = expect_sha256.lower()
         self.path = Path(path)
         self.variant = variant
-        self.manifest, self.specs, sessions = open_export(self.path, threads, spinning, variant)
+        self.manifest, self.specs, sessions, self.manifest_sha256 = open_export(
+            self.path, threads, spinning, variant, expect_sha256, CHUNK)  # manifest_sha256: what an app pins
         self.spec: dict = self.specs["decoder"]
         self.kind: str = self.spec["model"]  # "vae", or "ae" for the plain autoencoder baseline
         self.classes: list[str] | None = self.spec["classes"]  # class names of a conditional model
@@ -62,7 +81,17 @@ class Model:
 
     # -- checks --------------------------------------------------------------------------------
     def _batch(self, what: str, n) -> int:
-        return check_int(n, f"{what}: n", 1, MAX_BATCH)
+        return self._budget(what, check_int(n, f"{what}: n", 1, MAX_BATCH))
+
+    def _budget(self, what: str, n: int) -> int:
+        """n, if n images and n latents stay within what one call may return."""
+        image_values = math.prod(self.image_shape)
+        if n * image_values > MAX_IMAGE_VALUES or n * self.latent_dim > MAX_LATENT_VALUES:
+            most = min(MAX_IMAGE_VALUES // image_values, MAX_LATENT_VALUES // self.latent_dim)
+            raise EdgeVAEError(f"{what}: {n:,} images at once is more than this model's {most:,} per call "
+                               f"({'x'.join(map(str, self.image_shape))} images, latents of {self.latent_dim:,}); "
+                               f"call in smaller batches")
+        return n
 
     def _array(self, what: str, name: str, value, shape: tuple, lo: float | None = None, hi: float | None = None):
         """`value` as C-contiguous float32 of `shape` (None = any batch size), finite and inside [lo, hi]."""
@@ -78,6 +107,7 @@ class Model:
             raise EdgeVAEError(f"{what}: {name} must have shape {expected}, got {a.shape}")
         if not 1 <= a.shape[0] <= MAX_BATCH:
             raise EdgeVAEError(f"{what}: {name} batch size must be in [1, {MAX_BATCH}], got {a.shape[0]}")
+        self._budget(what, a.shape[0])
         if a.dtype != np.float32 or not a.flags.c_contiguous:
             with np.errstate(over="ignore"):  # beyond float32's range becomes Inf, refused just below
                 a = np.ascontiguousarray(a, dtype=np.float32)
@@ -123,13 +153,16 @@ class Model:
             eps = standard_normal(secrets.randbits(64) if seed is None else seed, (n, *self.latent_shape))
         else:
             eps = self._array(what, "eps", eps, (n, *self.latent_shape))
+            if temperature > 1 and float(np.abs(eps).max()) * temperature > _FLOAT32_MAX:
+                raise EdgeVAEError(f"{what}: temperature {temperature} times eps overflows float32 "
+                                   f"(max |eps| = {np.abs(eps).max():.3g})")
         return eps * np.float32(temperature) if temperature != 1 else eps
 
     # -- the API -------------------------------------------------------------------------------
-    def _feed(self, **arrays) -> list[dict]:
-        """Feeds for session.run, in chunks of CHUNK images; None arrays (no y, no eps) are left out."""
+    def _feed(self, chunk: int, **arrays) -> list[dict]:
+        """Feeds for session.run, in chunks of `chunk` images; None arrays (no y, no eps) are left out."""
         n = len(next(a for a in arrays.values() if a is not None))
-        return [{k: a[i:i + CHUNK] for k, a in arrays.items() if a is not None} for i in range(0, n, CHUNK)]
+        return [{k: a[i:i + chunk] for k, a in arrays.items() if a is not None} for i in range(0, n, chunk)]
 
     def decode(self, z, *, labels=None) -> np.ndarray:
         """Decode latents z (N, *latent_shape) to the decoder's mean images (N, C, H, W), float32 in [0, 1]."""
@@ -138,14 +171,11 @@ class Model:
 
     def _decode(self, z: np.ndarray, y: np.ndarray | None) -> np.ndarray:
         """decode on checked inputs: z float32 C-contiguous (N, *latent_shape), y int64 (N,) or None."""
-        if len(z) <= CHUNK:
-            out = self._decoder.run(_X_HAT, {"z": z} if y is None else {"z": z, "y": y})[0]
-        else:
-            out = np.concatenate([self._decoder.run(_X_HAT, feed)[0] for feed in self._feed(z=z, y=y)])
-        if not np.isfinite(out).all():  # float32 overflow inside the decoder: never hand back NaN pixels
-            raise EdgeVAEError(f"decode: the decoder overflowed for latents this far from the prior "
-                               f"(max |z| = {np.abs(z).max():.3g}); decode values of typical N(0, I) scale")
-        return out
+        # self._decoder checks what it returns: shape, finite, in [0, 1] (runtime/_load.py Graph)
+        if len(z) <= self._decoder.chunk:
+            return self._decoder.run(_X_HAT, {"z": z} if y is None else {"z": z, "y": y})[0]
+        chunks = self._feed(self._decoder.chunk, z=z, y=y)
+        return np.concatenate([self._decoder.run(_X_HAT, feed)[0] for feed in chunks])
 
     def sample(self, n: int, *, seed: int | None = None, eps=None, temperature: float = 1.0, labels=None) -> np.ndarray:
         """Generate n images (N, C, H, W) float32 in [0, 1] by decoding z = temperature * eps.
@@ -174,10 +204,11 @@ class Model:
         if self.kind == "ae":
             if eps is not None or seed is not None:
                 raise EdgeVAEError("encode: this model is a plain autoencoder; it takes no seed or eps")
-            z = np.concatenate([self._encoder.run(None, feed)[0] for feed in self._feed(x=x, y=y)])
+            feeds = self._feed(self._encoder.chunk, x=x, y=y)
+            z = np.concatenate([self._encoder.run(None, feed)[0] for feed in feeds])
             return Encoding(z, z, None)
         eps = self._eps("encode", len(x), seed, eps, temperature)
-        parts = [self._encoder.run(None, feed) for feed in self._feed(x=x, eps=eps, y=y)]
+        parts = [self._encoder.run(None, feed) for feed in self._feed(self._encoder.chunk, x=x, eps=eps, y=y)]
         return Encoding(*(np.concatenate([p[k] for p in parts]) for k in range(3)))
 
     def encode_mean(self, x, *, labels=None) -> np.ndarray:
@@ -215,6 +246,7 @@ class Model:
         (a spatial latent is treated as one vector). A conditional model takes one class for the whole path.
         """
         a, b = self._point("interpolate", a, labels), self._point("interpolate", b, labels)
+        self._budget("interpolate", check_int(steps, "interpolate: steps", 2, 10_000))
         path = _latent.interpolate(a.ravel(), b.ravel(), steps, method)  # (steps, latent_dim)
         return self.decode(path.reshape(len(path), *self.latent_shape), labels=labels)
 
@@ -235,8 +267,9 @@ class Model:
                 values = np.asarray(values, np.float64).ravel()
             except (ValueError, TypeError):
                 raise EdgeVAEError(f"traverse: values must be numbers, got {values!r}") from None
-        if not np.isfinite(values).all() or values.size == 0:
-            raise EdgeVAEError(f"traverse: values must be finite and non-empty, got {values.size} values")
+        if not np.isfinite(values).all() or not 1 <= values.size <= MAX_BATCH:
+            raise EdgeVAEError(f"traverse: values must be finite, 1 to {MAX_BATCH}, got {values.size} values")
+        self._budget("traverse", values.size)
         path = _latent.traverse(base, dim, values)  # (len(values), latent_dim)
         return self.decode(path.reshape(len(path), *self.latent_shape), labels=labels)
 
@@ -247,13 +280,15 @@ class Model:
         return self.decode(_latent.manifold(steps), labels=labels)
 
 
-def load(path: str | os.PathLike, *, threads: int | None = None, spinning: bool = False,
-         variant: str = "fp32") -> Model:
-    """Load an export directory, verifying each graph's sha256 and that both come from one export.
+def load(path: str | os.PathLike, *, expect_sha256: str | None = None, threads: int | None = None,
+         spinning: bool = False, variant: str = "fp32") -> Model:
+    """Load an export directory, checking its files, its graphs and that both come from one export.
 
+    expect_sha256: pin the export an app was tested with, the sha256 of its manifest.json (which lists
+    every file's sha256); any other export is refused. `edgevae info DIR` prints it.
     variant: "fp32" (default), or "int8" / "fp16" when the export wrote them (`edgevae export --int8`).
-    threads: onnxruntime intra-op threads (None: one per physical core). spinning: let idle worker
-    threads spin for lower latency at the cost of CPU (off by default, right for desktop apps).
-    Raises EdgeVAEError for a missing, tampered or mismatched file.
+    threads: onnxruntime intra-op threads, 1 to MAX_THREADS (None: one per physical core). spinning: let
+    idle worker threads spin for lower latency at the cost of CPU (off by default, right for desktop apps).
+    Raises EdgeVAEError for a missing, tampered, mismatched or malformed file (docs/design.md, "The spec").
     """
-    return Model(path, threads=threads, spinning=spinning, variant=variant)
+    return Model(path, threads=threads, spinning=spinning, variant=variant, expect_sha256=expect_sha256)

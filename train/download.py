@@ -12,7 +12,6 @@ the files by hand.
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import http.client
@@ -23,6 +22,8 @@ import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from edgevae.errors import argument_parser
 
 TIMEOUT = 30.0  # seconds per connection attempt / read
 
@@ -119,7 +120,7 @@ def fetch(name: str, root: str | os.PathLike, mirror: str = "", log=print, sourc
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgevae download", description="Download and verify a dataset.")
+    parser = argument_parser(prog="edgevae download", description="Download and verify a dataset.")
     parser.add_argument("name", choices=sorted(DATASETS))
     parser.add_argument("--root", default="data", help="directory to download into (default: data)")
     parser.add_argument("--mirror", default="", help="base URL to use instead of the canonical locations")

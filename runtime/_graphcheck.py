@@ -1,0 +1,490 @@
+"""Check a graph against its spec before onnxruntime sees it, from the protobuf alone (runtime/_onnxproto.py).
+
+    facts = check_graph(parse(data), data, "exports/shapes/decoder.onnx", "decoder", spec)
+
+What a graph may be: ai.onnx ops from spec.ALLOWED_OPS only (no other domain, no subgraph, no local function,
+no tensor-valued attribute, nothing sparse); an opset in spec.OPSETS; inputs and outputs named, typed and
+shaped as the spec says (axis 0 a dynamic batch axis, every other axis the spec's number); initializers whose
+data is what their dims say, inline or in an external file named by a plain file name (listed in
+Facts.external for the caller to verify against the manifest).
+
+Then every tensor's shape is inferred at a concrete batch: shape inputs (Reshape's shape, Expand's shape,
+Unsqueeze's axes) must be constants or come from Shape, so every size grows with the batch and the sizes at
+the largest batch bound all smaller ones. The tensors alive at once (a tensor lives from the node that makes
+it to the last that reads it), plus a convolution's unfolded-input workspace, give an estimate of the memory
+one session.run holds; Facts.chunk is the largest batch (a power of two up to max_batch) that keeps it
+within RUN_BYTES, and a graph that exceeds it for one image is refused. So no graph made of allowed ops can
+make the runtime allocate without bound, and the inferred outputs must have the spec's shapes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from . import _onnxproto as P
+from . import spec as S
+from .errors import EdgeVAEError
+
+MAX_NODES = 10_000  # nodes in one graph
+RUN_BYTES = 256 << 20  # estimated tensors alive in one session.run, at the batch the runtime runs
+IR_VERSIONS = (4, 12)  # ModelProto.ir_version accepted (initializers need not be inputs since 4)
+_DOMAINS = ("", "ai.onnx")
+_MAX_VALUES = 1 << 40  # any tensor beyond this many values is refused on sight (far beyond RUN_BYTES)
+_SHAPE_VALUES = 64  # int64 tensors up to this many values are tracked by value (shapes, axes)
+_TYPED_FIELDS = {P.FLOAT: (4,), 10: (5,), P.UINT8: (5,), P.INT8: (5,), 4: (5,), 5: (5,), P.INT32: (5,),
+                 P.INT64: (7,), P.BOOL: (5,), 11: (10,), 12: (11,), 13: (11,), 16: (5,)}
+
+
+@dataclass
+class Facts:
+    """What the loader needs from a checked graph."""
+    ops: frozenset[str]
+    external: dict[str, int] = field(default_factory=dict)  # file -> bytes it must hold at least
+    chunk: int = 1  # largest batch per session.run within RUN_BYTES
+    run_bytes: int = 0  # the estimate at that batch
+    weight_bytes: int = 0  # initializers, inline and external
+
+
+def _fail(label: str, message: str) -> EdgeVAEError:
+    return EdgeVAEError(f"{label}: {message}")
+
+
+def check_graph(model: P.Model, data: bytes, label: str, role: str, spec: dict, max_batch: int = 1024) -> Facts:
+    """Facts about `model` (parsed from `data`), or EdgeVAEError naming `label` and what is wrong."""
+    if not IR_VERSIONS[0] <= model.ir_version <= IR_VERSIONS[1]:
+        raise _fail(label, f"ONNX IR version {model.ir_version} (this runtime reads "
+                           f"{IR_VERSIONS[0]}..{IR_VERSIONS[1]})")
+    opset = next((model.opsets[d] for d in _DOMAINS if d in model.opsets), None)
+    if opset is None or not S.OPSETS[0] <= opset <= S.OPSETS[1]:
+        raise _fail(label, f"ai.onnx opset {opset} (an EdgeVAE graph uses {S.OPSETS[0]}..{S.OPSETS[1]})")
+    for what, count in (("model-local functions", model.functions), ("training_info", model.training_info),
+                        ("sparse initializers", model.graph.sparse_initializers)):
+        if count:
+            raise _fail(label, f"has {what}, which an EdgeVAE graph never holds")
+    graph = model.graph
+    if len(graph.nodes) > MAX_NODES:
+        raise _fail(label, f"{len(graph.nodes):,} nodes (at most {MAX_NODES:,})")
+    ops = set()
+    for i, node in enumerate(graph.nodes):
+        where = f"node {i} ({node.op_type or '?'})"
+        if node.domain not in _DOMAINS:
+            raise _fail(label, f"{where} is in domain {node.domain!r}; only ai.onnx ops are allowed")
+        if node.op_type not in S.ALLOWED_OPS:
+            kind = "a random op" if node.op_type in S.RANDOM_OPS else "an op outside the allow-list"
+            raise _fail(label, f"{where} is {kind} (spec.ALLOWED_OPS: noise comes in as eps, no control flow)")
+        for attr in node.attributes.values():
+            if attr.other:
+                raise _fail(label, f"{where} attribute {attr.name!r} holds {', '.join(attr.other)}, which no "
+                                   f"allowed op takes")
+        ops.add(node.op_type)
+    facts = Facts(frozenset(ops))
+    _check_initializers(graph, data, label, facts)
+    inputs, outputs = _check_io(graph, label, role, spec)
+    _infer(graph, data, label, inputs, outputs, facts, max_batch)
+    return facts
+
+
+# -- initializers ----------------------------------------------------------------------------------------
+def _check_initializers(graph: P.Graph, data: bytes, label: str, facts: Facts) -> None:
+    inputs = {v.name for v in graph.inputs}
+    seen = set()
+    for t in graph.initializers:
+        where = f"initializer {t.name!r}"
+        if not t.name or t.name in seen or t.name in inputs:
+            raise _fail(label, f"{where}: empty, repeated, or also a graph input")
+        seen.add(t.name)
+        if t.data_type not in P.ITEMSIZE:
+            raise _fail(label, f"{where}: element type {t.data_type} is not a numeric type")
+        if any(d > _MAX_VALUES for d in t.dims) or t.size > _MAX_VALUES:
+            raise _fail(label, f"{where}: dims {t.dims} are beyond any graph's size")
+        nbytes = t.size * P.ITEMSIZE[t.data_type]
+        facts.weight_bytes += nbytes
+        external = t.data_location == P.EXTERNAL
+        if external != (t.external is not None):
+            raise _fail(label, f"{where}: data_location and external_data disagree")
+        if external:
+            if t.raw is not None or t.typed:
+                raise _fail(label, f"{where}: external data and inline data at once")
+            facts.external[t.external.get("location", "")] = max(
+                facts.external.get(t.external.get("location", ""), 0), _external_end(t, nbytes, label))
+        elif t.raw is not None:
+            if t.typed or len(t.raw) != nbytes:
+                raise _fail(label, f"{where}: {len(t.raw):,} bytes of data for dims {t.dims} ({nbytes:,} bytes)")
+        elif t.typed:
+            fields = {number for number, _, _ in t.typed}
+            if not fields <= set(_TYPED_FIELDS[t.data_type]) or P.typed_count(data, t) != t.size:
+                raise _fail(label, f"{where}: its typed data does not hold the {t.size:,} values of dims {t.dims}")
+        elif nbytes:
+            raise _fail(label, f"{where}: no data for dims {t.dims}")
+
+
+def _external_end(t: P.Tensor, nbytes: int, label: str) -> int:
+    """The byte the external file must hold up to; the location, offset and length checked."""
+    where = f"initializer {t.name!r} external data"
+    unknown = set(t.external) - {"location", "offset", "length", "checksum"}
+    location = t.external.get("location", "")
+    if unknown or not S.FILE_NAME.fullmatch(location) or location == S.MANIFEST:
+        raise _fail(label, f"{where}: location {location!r} must be a plain file name beside the graph "
+                           f"(keys {sorted(t.external)})")
+    try:
+        offset = int(t.external.get("offset", "0"))
+        length = int(t.external.get("length", str(nbytes)))
+    except ValueError:
+        raise _fail(label, f"{where}: offset and length must be decimal integers") from None
+    if offset < 0 or length != nbytes or offset > S.MAX_EXPORT_BYTES:
+        raise _fail(label, f"{where}: offset {offset} and length {length} do not hold dims {t.dims} "
+                           f"({nbytes:,} bytes)")
+    return offset + length
+
+
+# -- inputs and outputs ----------------------------------------------------------------------------------
+def _expected(spec: dict) -> dict[str, tuple[int, tuple[int, ...]]]:
+    latent, image = tuple(spec["latent_shape"]), tuple(spec["image_shape"])
+    return {"x": (P.FLOAT, image), "eps": (P.FLOAT, latent), "y": (P.INT64, ()), "z": (P.FLOAT, latent),
+            "mu": (P.FLOAT, latent), "logvar": (P.FLOAT, latent), "x_hat": (P.FLOAT, image)}
+
+
+def _check_io(graph: P.Graph, label: str, role: str, spec: dict):
+    """{name: per-image shape} of inputs and of outputs, after checking names, types and declared dims."""
+    names_in, names_out = S.signature(role, spec["model"], spec["classes"] is not None)
+    got_in, got_out = tuple(v.name for v in graph.inputs), tuple(v.name for v in graph.outputs)
+    if (got_in, got_out) != (names_in, names_out):
+        raise _fail(label, f"expected inputs {names_in} -> outputs {names_out}, got {got_in} -> {got_out}")
+    expected = _expected(spec)
+    for v in graph.inputs + graph.outputs:
+        elem, shape = expected[v.name]
+        want = f"{'float32' if elem == P.FLOAT else 'int64'} [batch{''.join(f', {d}' for d in shape)}]"
+        dims = v.dims
+        ok = (v.kind == "tensor" and v.elem_type == elem and dims is not None and len(dims) == 1 + len(shape)
+              and (dims[0] is None or isinstance(dims[0], str)) and tuple(dims[1:]) == shape)
+        if not ok:
+            got = "no type" if not v.kind else v.kind if v.kind != "tensor" else \
+                f"element type {v.elem_type}, dims {list(dims) if dims is not None else 'unknown'}"
+            raise _fail(label, f"{v.name} must be {want} (axis 0 dynamic), got {got}")
+    return ({n: expected[n][1] for n in names_in}, {n: expected[n][1] for n in names_out})
+
+
+# -- shapes and memory -----------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _T:
+    shape: tuple[int, ...]
+    itemsize: int
+    value: tuple[int, ...] | None = None  # for small int tensors: constants, and what Shape gives
+    const: bool = False  # depends on initializers only (onnxruntime folds it at load)
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.itemsize
+
+
+def _infer(graph: P.Graph, data: bytes, label: str, inputs: dict, outputs: dict, facts: Facts,
+           max_batch: int) -> None:
+    consts = {}
+    for t in graph.initializers:
+        values = P.int_values(data, t, _SHAPE_VALUES)
+        consts[t.name] = _T(t.dims, P.ITEMSIZE[t.data_type], tuple(values) if values is not None else None, True)
+    last_use = {}
+    for i, node in enumerate(graph.nodes):
+        for name in node.inputs:
+            last_use[name] = i
+    for name in outputs:
+        last_use[name] = len(graph.nodes)
+
+    def run(batch: int) -> int:
+        env = dict(consts)
+        for name, shape in inputs.items():
+            env[name] = _T((batch, *shape), 8 if name == "y" else 4)
+        alive = set(inputs)  # tensors held now (initializers and folded constants are counted apart)
+        live = peak = sum(env[n].nbytes for n in inputs)
+        folded = 0
+        for i, node in enumerate(graph.nodes):
+            where = f"node {i} ({node.op_type})"
+            args = []
+            for name in node.inputs:
+                if name and name not in env:
+                    raise _fail(label, f"{where} reads {name!r} before anything makes it")
+                args.append(env[name] if name else None)
+            rule = _RULES.get(node.op_type)
+            if rule is None:
+                raise _fail(label, f"{where}: no shape rule for this op in runtime/_graphcheck.py")
+            try:
+                made, workspace = rule(node, args)
+            except _Bad as e:
+                raise _fail(label, f"{where}: {e}") from None
+            if len(node.outputs) > len(made):
+                raise _fail(label, f"{where} has {len(node.outputs)} outputs; the op makes {len(made)}")
+            for name, t in zip(node.outputs, made):
+                if not name:
+                    continue
+                if name in env:
+                    raise _fail(label, f"{where} writes {name!r}, which already exists")
+                if math.prod(t.shape) > _MAX_VALUES:
+                    raise _fail(label, f"{where} makes a tensor of shape {t.shape}")
+                env[name] = t
+                if t.const:
+                    folded += t.nbytes
+                else:
+                    alive.add(name)
+                    live += t.nbytes
+            peak = max(peak, live + workspace)
+            for name in set(node.inputs) | set(node.outputs):
+                if name in alive and last_use.get(name, i) <= i:
+                    alive.discard(name)
+                    live -= env[name].nbytes
+        if folded > RUN_BYTES:
+            raise _fail(label, f"its constant parts hold {folded:,} bytes (at most {RUN_BYTES:,})")
+        for name, shape in outputs.items():
+            if name not in env or env[name].shape != (batch, *shape):
+                got = env[name].shape if name in env else "nothing (no node makes it)"
+                raise _fail(label, f"output {name} has shape {got} at batch {batch}, expected {(batch, *shape)}")
+        return peak
+
+    batch = max_batch
+    while True:
+        peak = run(batch)
+        if peak <= RUN_BYTES or batch == 1:
+            break
+        batch //= 2
+    if peak > RUN_BYTES:
+        raise _fail(label, f"one image needs an estimated {peak:,} bytes of tensors (at most {RUN_BYTES:,})")
+    if batch != 1:
+        run(1)  # the outputs at batch 1 too: the batch axis must flow through, not be a constant
+    facts.chunk, facts.run_bytes = batch, peak
+
+
+class _Bad(ValueError):
+    pass
+
+
+def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    rank = max(len(s) for s in shapes)
+    out = []
+    for axis in range(rank):
+        dims = {s[axis - rank + len(s)] for s in shapes if axis - rank + len(s) >= 0} - {1}
+        if len(dims) > 1:
+            raise _Bad(f"shapes {', '.join(map(str, shapes))} do not broadcast")
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+def _need(args: list, count: int, optional: int = 0) -> list:
+    if len(args) < count or len(args) > count + optional or any(a is None for a in args[:count]):
+        raise _Bad(f"takes {count} to {count + optional} inputs, got {len(args)}")
+    return args + [None] * (count + optional - len(args))
+
+
+def _const(args) -> bool:
+    return all(a.const for a in args if a is not None)
+
+
+def _ints(node: P.Node, name: str, default):
+    attr = node.attributes.get(name)
+    if attr is None:
+        return default
+    values = attr.ints if attr.ints or attr.i is None else [attr.i]
+    if any(abs(v) > 1 << 31 for v in values):
+        raise _Bad(f"attribute {name} {values} out of range")
+    return list(values) if isinstance(default, list) else values[0] if values else default
+
+
+def _elementwise(node, args):
+    (x,) = _need(args, 1)
+    return [_T(x.shape, x.itemsize, None, x.const)], 0
+
+
+def _binary(node, args):
+    a, b = _need(args, 2)
+    itemsize = 1 if node.op_type == "Less" else a.itemsize
+    return [_T(_broadcast(a.shape, b.shape), itemsize, None, _const(args))], 0
+
+
+def _where(node, args):
+    c, x, y = _need(args, 3)
+    return [_T(_broadcast(c.shape, x.shape, y.shape), x.itemsize, None, _const(args))], 0
+
+
+def _clip(node, args):
+    x, _, _ = _need(args, 1, 2)
+    return [_T(x.shape, x.itemsize, None, _const(args))], 0
+
+
+def _cast(node, args):
+    (x,) = _need(args, 1)
+    to = _ints(node, "to", 0)
+    if to not in P.ITEMSIZE:
+        raise _Bad(f"cast to element type {to}")
+    value = x.value if to in (P.INT64, P.INT32) else None
+    return [_T(x.shape, P.ITEMSIZE[to], value, x.const)], 0
+
+
+def _gemm(node, args):
+    a, b, _ = _need(args, 2, 1)
+    if len(a.shape) != 2 or len(b.shape) != 2:
+        raise _Bad(f"needs 2-D inputs, got {a.shape} and {b.shape}")
+    m, k = a.shape[::-1] if _ints(node, "transA", 0) else a.shape
+    k2, n = b.shape[::-1] if _ints(node, "transB", 0) else b.shape
+    if k != k2:
+        raise _Bad(f"inner dims {k} and {k2} differ")
+    return [_T((m, n), 4, None, _const(args))], 0
+
+
+def _matmul_shape(a: tuple, b: tuple) -> tuple:
+    if not a or not b:
+        raise _Bad("MatMul needs inputs of rank >= 1")
+    a2, b2 = (1, *a) if len(a) == 1 else a, (*b, 1) if len(b) == 1 else b
+    if a2[-1] != b2[-2]:
+        raise _Bad(f"inner dims of {a} and {b} differ")
+    out = (*_broadcast(a2[:-2], b2[:-2]), a2[-2], b2[-1])
+    if len(a) == 1:
+        out = out[:-2] + out[-1:]
+    if len(b) == 1:
+        out = out[:-1]
+    return out
+
+
+def _matmul_integer(node, args):
+    a, b, _, _ = _need(args, 2, 2)
+    return [_T(_matmul_shape(a.shape, b.shape), 4, None, _const(args))], 0
+
+
+def _conv(node, args):
+    transpose = node.op_type == "ConvTranspose"
+    x, w, *_ = _need(args, 2, 2 if node.op_type == "ConvInteger" else 1)
+    if len(x.shape) < 3 or len(w.shape) != len(x.shape):
+        raise _Bad(f"needs (N, C, ...) input and weight of the same rank, got {x.shape} and {w.shape}")
+    spatial = len(x.shape) - 2
+    group = _ints(node, "group", 1)
+    kernel = _ints(node, "kernel_shape", list(w.shape[2:]))
+    strides, dilations = _ints(node, "strides", [1] * spatial), _ints(node, "dilations", [1] * spatial)
+    pads = _ints(node, "pads", [0] * 2 * spatial)
+    if (group < 1 or len(kernel) != spatial or list(kernel) != list(w.shape[2:]) or len(strides) != spatial
+            or len(dilations) != spatial or len(pads) != 2 * spatial or min(strides + dilations) < 1 or min(pads) < 0):
+        raise _Bad("kernel_shape, strides, dilations, pads or group do not fit its weight")
+    auto_pad = (node.attributes["auto_pad"].s if "auto_pad" in node.attributes else None) or "NOTSET"
+    if auto_pad not in ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"):
+        raise _Bad(f"auto_pad {auto_pad!r}")
+    span = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    size = x.shape[2:]
+    if transpose:
+        if x.shape[1] != w.shape[0] or w.shape[0] % group:
+            raise _Bad(f"input channels {x.shape[1]} do not match weight {w.shape} with group {group}")
+        channels = w.shape[1] * group
+        output_shape = _ints(node, "output_shape", [])
+        output_padding = _ints(node, "output_padding", [0] * spatial)
+        if len(output_padding) != spatial or min(output_padding) < 0:
+            raise _Bad("output_padding does not fit its weight")
+        if output_shape:
+            out = list(output_shape[-spatial:])
+        elif auto_pad.startswith("SAME"):
+            out = [i * s for i, s in zip(size, strides)]
+        else:
+            begin, end = (pads[:spatial], pads[spatial:]) if auto_pad == "NOTSET" else ([0] * spatial,) * 2
+            out = [s * (i - 1) + p + k - b - e for i, s, p, k, b, e in
+                   zip(size, strides, output_padding, span, begin, end)]
+        workspace = channels // group * math.prod(kernel) * math.prod(size)  # col buffer of one image
+    else:
+        if x.shape[1] != w.shape[1] * group or w.shape[0] % group:
+            raise _Bad(f"input channels {x.shape[1]} do not match weight {w.shape} with group {group}")
+        channels = w.shape[0]
+        if auto_pad.startswith("SAME"):
+            out = [-(-i // s) for i, s in zip(size, strides)]
+        else:
+            begin, end = (pads[:spatial], pads[spatial:]) if auto_pad == "NOTSET" else ([0] * spatial,) * 2
+            out = [(i + b + e - k) // s + 1 for i, b, e, k, s in zip(size, begin, end, span, strides)]
+        workspace = x.shape[1] // group * math.prod(kernel) * math.prod(out)  # im2col of one image
+    if min(out) < 1 or len(out) != spatial:
+        raise _Bad(f"output spatial size {out} from input {size}")
+    itemsize = 4
+    return [_T((x.shape[0], channels, *out), itemsize, None, _const(args))], workspace * 4
+
+
+def _reshape(node, args):
+    x, shape = _need(args, 2)
+    if shape.value is None or len(shape.shape) != 1:
+        raise _Bad("its shape must be a constant or come from Shape")
+    allowzero = _ints(node, "allowzero", 0)
+    dims = [x.shape[i] if v == 0 and not allowzero and i < len(x.shape) else v for i, v in enumerate(shape.value)]
+    known = math.prod(d for d in dims if d != -1)
+    if dims.count(-1) > 1 or any(d < -1 for d in dims):
+        raise _Bad(f"shape {list(shape.value)}")
+    total = math.prod(x.shape)
+    if -1 in dims:
+        if known == 0 or total % known:
+            raise _Bad(f"cannot reshape {x.shape} to {list(shape.value)}")
+        dims[dims.index(-1)] = total // known
+    if math.prod(dims) != total:
+        raise _Bad(f"cannot reshape {x.shape} to {list(shape.value)}")
+    return [_T(tuple(dims), x.itemsize, x.value, _const(args))], 0
+
+
+def _expand(node, args):
+    x, shape = _need(args, 2)
+    if shape.value is None or len(shape.shape) != 1 or min(shape.value, default=0) < 0:
+        raise _Bad("its shape must be a constant or come from Shape")
+    return [_T(_broadcast(x.shape, tuple(shape.value)), x.itemsize, None, _const(args))], 0
+
+
+def _unsqueeze(node, args):
+    x, axes = _need(args, 2)
+    if axes.value is None:
+        raise _Bad("its axes must be a constant")
+    rank = len(x.shape) + len(axes.value)
+    norm = sorted(a + rank if a < 0 else a for a in axes.value)
+    if len(set(norm)) != len(norm) or not all(0 <= a < rank for a in norm):
+        raise _Bad(f"axes {list(axes.value)} for rank {len(x.shape)}")
+    dims = list(x.shape)
+    for a in norm:
+        dims.insert(a, 1)
+    return [_T(tuple(dims), x.itemsize, x.value, _const(args))], 0
+
+
+def _concat(node, args):
+    if not args or any(a is None for a in args):
+        raise _Bad("needs inputs")
+    rank = len(args[0].shape)
+    axis = _ints(node, "axis", None)
+    if axis is None or not -rank <= axis < rank or any(len(a.shape) != rank for a in args):
+        raise _Bad(f"axis {axis} for inputs of shapes {[a.shape for a in args]}")
+    axis %= rank
+    rest = {a.shape[:axis] + a.shape[axis + 1:] for a in args}
+    if len(rest) != 1:
+        raise _Bad(f"inputs of shapes {[a.shape for a in args]} differ off axis {axis}")
+    dims = list(args[0].shape)
+    dims[axis] = sum(a.shape[axis] for a in args)
+    value = tuple(v for a in args for v in a.value) if rank == 1 and all(a.value is not None for a in args) else None
+    return [_T(tuple(dims), args[0].itemsize, value, _const(args))], 0
+
+
+def _gather_nd(node, args):
+    data, indices = _need(args, 2)
+    batch_dims = _ints(node, "batch_dims", 0)
+    if not indices.shape or not 1 <= indices.shape[-1] <= len(data.shape) - batch_dims or batch_dims < 0 \
+            or data.shape[:batch_dims] != indices.shape[:batch_dims]:
+        raise _Bad(f"indices {indices.shape} do not fit data {data.shape} with batch_dims {batch_dims}")
+    shape = indices.shape[:-1] + data.shape[batch_dims + indices.shape[-1]:]
+    return [_T(shape, data.itemsize, None, _const(args))], 0
+
+
+def _shape(node, args):
+    (x,) = _need(args, 1)
+    rank = len(x.shape)
+    start, end = _ints(node, "start", 0), _ints(node, "end", rank)
+    start, end = (min(max(v + rank if v < 0 else v, 0), rank) for v in (start, end))
+    value = x.shape[start:end]
+    return [_T((len(value),), 8, tuple(value), x.const)], 0
+
+
+def _dynamic_quantize(node, args):
+    (x,) = _need(args, 1)
+    const = x.const
+    return [_T(x.shape, 1, None, const), _T((), 4, None, const), _T((), 1, None, const)], 0
+
+
+_RULES = {
+    **{op: _elementwise for op in ("Abs", "Exp", "Relu", "Sigmoid", "Tanh", "Reciprocal")},
+    **{op: _binary for op in ("Add", "Sub", "Mul", "Div", "Less")},
+    "Where": _where, "Clip": _clip, "Cast": _cast, "Gemm": _gemm, "MatMulInteger": _matmul_integer,
+    "Conv": _conv, "ConvInteger": _conv, "ConvTranspose": _conv, "Reshape": _reshape, "Expand": _expand,
+    "Unsqueeze": _unsqueeze, "Concat": _concat, "GatherND": _gather_nd, "Shape": _shape,
+    "DynamicQuantizeLinear": _dynamic_quantize,
+}
