@@ -128,5 +128,5 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def _reason(e: OSError) -> str:
-    return e.strerror or str(e)
+def _reason(e: Exception) -> str:
+    return getattr(e, "strerror", None) or str(e)
