@@ -26,6 +26,7 @@ from . import spec as S
 from .errors import EdgeVAEError
 
 MAX_NODES = 10_000  # nodes in one graph
+MAX_STRUCTURE_BYTES = 16 << 20  # a graph file's bytes besides its weights: nodes, names, metadata, doc strings
 RUN_BYTES = 256 << 20  # estimated tensors alive in one session.run, at the batch the runtime runs
 IR_VERSIONS = (4, 12)  # ModelProto.ir_version accepted (initializers need not be inputs since 4)
 _DOMAINS = ("", "ai.onnx")
@@ -87,12 +88,16 @@ def check_graph(model: P.Model, data: bytes, label: str, role: str, spec: dict, 
 # -- initializers ----------------------------------------------------------------------------------------
 def _check_initializers(graph: P.Graph, data: bytes, label: str, facts: Facts) -> None:
     inputs = {v.name for v in graph.inputs}
-    seen = set()
+    read = {name for node in graph.nodes for name in node.inputs}
+    seen, inline = set(), 0
     for t in graph.initializers:
         where = f"initializer {t.name!r}"
         if not t.name or t.name in seen or t.name in inputs:
             raise _fail(label, f"{where}: empty, repeated, or also a graph input")
+        if t.name not in read:
+            raise _fail(label, f"{where} is read by no node")
         seen.add(t.name)
+        inline += (len(t.raw) if t.raw is not None else 0) + sum(v[1] - v[0] for _, w, v in t.typed if w != 0)
         if t.data_type not in P.ITEMSIZE:
             raise _fail(label, f"{where}: element type {t.data_type} is not a numeric type")
         if any(d > _MAX_VALUES for d in t.dims) or t.size > _MAX_VALUES:
@@ -116,6 +121,9 @@ def _check_initializers(graph: P.Graph, data: bytes, label: str, facts: Facts) -
                 raise _fail(label, f"{where}: its typed data does not hold the {t.size:,} values of dims {t.dims}")
         elif nbytes:
             raise _fail(label, f"{where}: no data for dims {t.dims}")
+    if len(data) - inline > MAX_STRUCTURE_BYTES:
+        raise _fail(label, f"{len(data) - inline:,} bytes besides its weights (at most {MAX_STRUCTURE_BYTES:,}): "
+                           f"padding, or a graph of another kind")
 
 
 def _external_end(t: P.Tensor, nbytes: int, label: str) -> int:

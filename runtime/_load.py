@@ -1,4 +1,4 @@
-"""Open an export directory that may be hostile: every check runs before onnxruntime sees a byte.
+"""Open an export directory that may be hostile: nothing reaches onnxruntime before it is checked.
 
 1. manifest.json: a regular file of at most spec.MAX_JSON_BYTES (runtime/_files.py), its sha256 equal to
    the pin when the app gave one (`load(path, expect_sha256=...)`), bounded JSON (spec.parse_json) of the
@@ -7,10 +7,10 @@
    parsed by the runtime's own protobuf reader (runtime/_onnxproto.py); its spec parsed and within bounds
    (spec.loads); the graph itself checked against that spec (runtime/_graphcheck.py: ops, domains,
    inputs and outputs, initializers, tensor sizes); its external-data files listed in the manifest and
-   hashed; the variant's files together at most spec.MAX_EXPORT_BYTES.
-3. Both graphs and the manifest from one export (pair_id) and their specs agreeing on what the runtime uses.
-4. Only then the onnxruntime sessions, wrapped in Graph, which turns onnxruntime's failures into
-   EdgeVAEError and checks every output: its shape, finite values, pixels in [0, 1].
+   hashed; the variant's files together at most spec.MAX_EXPORT_BYTES. Only then its onnxruntime session,
+   wrapped in Graph, which turns onnxruntime's failures into EdgeVAEError and checks every output: its
+   shape, finite values, pixels in [0, 1]. (Each graph's bytes are let go once its session holds them.)
+3. Both graphs and the manifest from one export (pair_id), their specs agreeing on what the runtime uses.
 """
 from __future__ import annotations
 
@@ -134,6 +134,19 @@ def _check_external(d: Directory, label: str, external: dict[str, int], manifest
     return total
 
 
+def _checked_session(data: bytes, facts, label: str, role: str, spec: dict, path: Path, threads, spinning) -> Graph:
+    """The onnxruntime session of a graph that passed every check, wrapped so its runs are checked too."""
+    try:
+        session = _session(data, path, threads, spinning)
+    except Exception as e:  # onnxruntime raises its own types for graphs it cannot load
+        raise EdgeVAEError(f"{label}: onnxruntime cannot load it "
+                           f"({(str(e).strip().splitlines() or [type(e).__name__])[-1][:300]})") from None
+    _, names_out = S.signature(role, spec["model"], spec["classes"] is not None)
+    shapes = {"z": spec["latent_shape"], "mu": spec["latent_shape"], "logvar": spec["latent_shape"],
+              "x_hat": spec["image_shape"]}
+    return Graph(session, label, role, {n: tuple(shapes[n]) for n in names_out}, facts.chunk)
+
+
 def open_export(path: Path, threads: int | None, spinning: bool, variant: str,
                 expect_sha256: str | None = None, max_batch: int = 1024):
     """(manifest, specs by role, Graphs by role, sha256 of manifest.json) for one variant of the export at `path`."""
@@ -143,7 +156,7 @@ def open_export(path: Path, threads: int | None, spinning: bool, variant: str,
         if files is None:
             raise EdgeVAEError(f"{path}: no '{variant}' variant in this export "
                                f"(it has: {', '.join(manifest['variants'])})")
-        specs, graphs, budget = {}, {}, S.MAX_EXPORT_BYTES
+        specs, sessions, budget = {}, {}, S.MAX_EXPORT_BYTES
         for role in ("encoder", "decoder"):
             name = files[role]
             label = str(path / name)
@@ -161,7 +174,9 @@ def open_export(path: Path, threads: int | None, spinning: bool, variant: str,
                 raise EdgeVAEError(f"{label}: expected the {variant} {role}, got the {spec['variant']} {spec['role']}")
             facts = check_graph(model, data, label, role, spec, max_batch)
             budget -= _check_external(d, label, facts.external, manifest, budget)
-            graphs[role] = (data, facts, label)
+            del model  # onnxruntime gets the checked bytes; each graph's are let go once its session holds them
+            sessions[role] = _checked_session(data, facts, label, role, spec, path, threads, spinning)
+            del data
         pair_ids = {specs["encoder"]["pair_id"], specs["decoder"]["pair_id"], manifest["pair_id"]}
         if len(pair_ids) != 1:
             raise EdgeVAEError(f"{path}: encoder, decoder and manifest come from different exports "
@@ -170,15 +185,4 @@ def open_export(path: Path, threads: int | None, spinning: bool, variant: str,
         differ = [f for f in SHARED_FIELDS if specs["encoder"][f] != specs["decoder"][f]]
         if differ:
             raise EdgeVAEError(f"{path}: the encoder's and decoder's specs differ in {', '.join(differ)}")
-    sessions = {}
-    for role, (data, facts, label) in graphs.items():
-        try:
-            session = _session(data, path, threads, spinning)
-        except Exception as e:  # onnxruntime raises its own types for graphs it cannot load
-            raise EdgeVAEError(f"{label}: onnxruntime cannot load it "
-                               f"({(str(e).strip().splitlines() or [type(e).__name__])[-1][:300]})") from None
-        names_in, names_out = S.signature(role, specs[role]["model"], specs[role]["classes"] is not None)
-        expected = {"z": specs[role]["latent_shape"], "mu": specs[role]["latent_shape"],
-                    "logvar": specs[role]["latent_shape"], "x_hat": specs[role]["image_shape"]}
-        sessions[role] = Graph(session, label, role, {n: tuple(expected[n]) for n in names_out}, facts.chunk)
     return manifest, specs, sessions, digest

@@ -441,3 +441,13 @@ def test_nothing_hangs(export_dir, tmp_path):
     t.start()
     t.join(5)
     assert done, "load took more than 5 s"
+
+
+def test_padding_and_unused_weights_are_refused(export_dir, tmp_path):
+    def padded(m):
+        m.doc_string = "x" * (20 << 20)  # 20 MB the runtime would read, hash and hand to onnxruntime for nothing
+    _refused(forge(export_dir, tmp_path, padded, name="a"), "bytes besides its weights (at most 16,777,216)")
+
+    def unused(m):
+        _const(m, "ballast", np.zeros(1000, np.float32))
+    _refused(forge(export_dir, tmp_path, unused, name="b"), "initializer 'ballast' is read by no node")
