@@ -319,7 +319,8 @@ class ExportCases:
         variant = str(rng.choice(sorted(manifest["variants"])))
         role = str(rng.choice(["encoder", "decoder"]))
         graph = d / manifest["variants"][variant][role]
-        kind = self.kind = str(rng.choice(["graph-bytes", "graph", "graph", "spec", "manifest", "manifest-bytes", "file"]))
+        kinds = ["graph-bytes", "graph", "graph", "spec", "manifest", "manifest-bytes", "file"]
+        kind = self.kind = str(rng.choice(kinds))
         if kind == "graph-bytes":
             graph.write_bytes(mutate_bytes(graph.read_bytes(), rng))
         elif kind == "graph":

@@ -20,6 +20,7 @@ import edgevae
 from edgevae import spec as S
 from edgevae.train import checkpoint as checkpoint_io
 from edgevae.train.config import TrainConfig
+from edgevae.train.folder import preprocessing
 
 from . import destination, gates, graphs, variants
 
@@ -52,7 +53,8 @@ def make_spec(vae, ckpt: dict, pair_id: str, parity: dict, elbo: dict) -> dict:
         "image_mode": S.IMAGE_MODES[ckpt["image_shape"][0]],
         "pixel_range": [0.0, 1.0],
         "prior": S.PRIOR if config["model"] == "vae" else None,
-        "preprocessing": preprocessing(ckpt),
+        # how an image file becomes x: what training's loaders did, so encode sees what training saw
+        "preprocessing": preprocessing(TrainConfig.from_dict(config), ckpt["image_shape"][0]).to_spec(),
         "likelihood": config["likelihood"],
         "likelihood_params": gates.likelihood_params(vae),
         "classes": list(ckpt["classes"]) if vae.conditional else None,  # the labels y indexes
@@ -69,13 +71,6 @@ def make_spec(vae, ckpt: dict, pair_id: str, parity: dict, elbo: dict) -> dict:
     }
 
 
-def preprocessing(ckpt: dict) -> dict:
-    """How an image file becomes x for this model: what training's image-folder loader did."""
-    from edgevae.train.folder import MATTES
-
-    config = ckpt["config"]
-    return {"mode": S.IMAGE_MODES[ckpt["image_shape"][0]], "fit": "crop", "resample": "lanczos", "alpha": "matte",
-            "matte": list(MATTES[config["matte"]])}
 
 
 def _sha256(path: Path) -> str:

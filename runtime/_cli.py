@@ -29,13 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ._images import load_images, save_grid
+from ._images import MAX_IMAGE_PIXELS, save_grid
 from ._latent import METHODS
 from ._model import load
 from .errors import EdgeVAEError, argument_parser, one_line
 from .noise import standard_normal
 
-MAX_GRID_PIXELS = 1 << 26  # pixels (times scale^2) of a PNG grid a command writes: 256 MiB of RGBA at most
 MAX_DIMS = 64  # latent dimensions `traverse` sweeps in one grid
 _PADDING = 2  # make_grid's black border around and between images
 
@@ -56,15 +55,15 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 
 def _check_grid(model, n: int, nrow: int | None, scale: int) -> None:
-    """Refuse, before any work, a grid of n images that would exceed MAX_GRID_PIXELS (make_grid's layout)."""
+    """Refuse, before any work, a grid of n images that save_grid would refuse (make_grid's layout, its limit)."""
     _, h, w = model.image_shape
     n, scale = max(n, 1), max(scale, 1)  # bad counts are the model's to refuse, with their own message
     cols = min(max(nrow, 1), n) if nrow is not None else math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     pixels = (rows * (h + _PADDING) + _PADDING) * (cols * (w + _PADDING) + _PADDING) * scale * scale
-    if pixels > MAX_GRID_PIXELS:
+    if pixels > MAX_IMAGE_PIXELS:
         raise EdgeVAEError(f"the grid of {n:,} images ({rows:,} x {cols:,}, scale {scale}) would have {pixels:,} "
-                           f"pixels, more than {MAX_GRID_PIXELS:,}; use fewer images, a smaller --scale or --nrow")
+                           f"pixels, more than {MAX_IMAGE_PIXELS:,}; use fewer images, a smaller --scale or --nrow")
 
 
 def _sample(args, model) -> str:
@@ -72,12 +71,12 @@ def _sample(args, model) -> str:
         raise EdgeVAEError(f"--nrow {args.nrow} is more than the {args.n} images")
     _check_grid(model, args.n, args.nrow, args.scale)
     images = model.sample(args.n, seed=args.seed, temperature=args.temperature, labels=_label(args, model))
-    path = save_grid(images, args.out, nrow=args.nrow, scale=args.scale)
+    path = save_grid(images, args.out, nrow=args.nrow, scale=args.scale, background=args.background)
     return f"wrote {path} ({args.n} samples, seed {args.seed}, temperature {args.temperature}"
 
 
 def _encode(args, model) -> str:
-    x = load_images(args.images, model.image_shape)
+    x = _images(args.images, model)
     label = _label(args, model)
     enc = model.encode(x, labels=label) if model.kind == "ae" else \
         model.encode(x, seed=args.seed, temperature=args.temperature, labels=label)
@@ -97,11 +96,25 @@ def _encode(args, model) -> str:
 
 def _reconstruct(args, model) -> str:
     _check_grid(model, 2 * len(args.images), len(args.images), args.scale)
-    x = load_images(args.images, model.image_shape)
+    x = _images(args.images, model)
     recon = model.reconstruct(x, sampled=args.sampled, seed=args.seed if args.sampled else None,
                               labels=_label(args, model))
-    path = save_grid(np.concatenate([x, recon]), args.out, nrow=len(x), scale=args.scale)
+    path = save_grid(np.concatenate([x, recon]), args.out, nrow=len(x), scale=args.scale, background=args.background)
     return f"wrote {path} (top row: {len(x)} inputs, bottom row: reconstructions)"
+
+
+def _images(paths, model) -> np.ndarray:
+    """The files as the model's input, prepared as its spec says; what was done is said on stderr."""
+    notes: list[str] = []
+    x = model.load_images(paths, notes=notes)
+    for line in notes:
+        print(f"note: {line} (the model's preprocessing: {_describe(model.preprocessing)})", file=sys.stderr)
+    return x
+
+
+def _describe(pre: dict) -> str:
+    alpha = "alpha kept" if pre["alpha"] == "keep" else f"alpha onto {pre['matte']}"
+    return f"{pre['mode']}, {alpha}, {pre['fit']} with {pre['resample']}"
 
 
 def _label(args, model):
@@ -120,14 +133,14 @@ def _endpoint(text: str, model):
         except ValueError:
             raise EdgeVAEError(f"expected seed:<int>, got {text!r}") from None
         return standard_normal(seed, (1, *model.latent_shape))[0]
-    return load_images([text], model.image_shape)[0]
+    return _images([text], model)[0]
 
 
 def _interpolate(args, model) -> str:
     _check_grid(model, args.steps, args.steps, args.scale)
     images = model.interpolate(_endpoint(args.a, model), _endpoint(args.b, model), args.steps, args.method,
                                labels=_label(args, model))
-    path = save_grid(images, args.out, nrow=args.steps, scale=args.scale)
+    path = save_grid(images, args.out, nrow=args.steps, scale=args.scale, background=args.background)
     return f"wrote {path} ({args.steps} steps, {args.method}, {args.a} -> {args.b})"
 
 
@@ -137,14 +150,14 @@ def _traverse(args, model) -> str:
         raise EdgeVAEError(f"--dims lists {len(dims)} dimensions; at most {MAX_DIMS} per grid")
     _check_grid(model, len(dims) * max(args.steps, 1), max(args.steps, 1), args.scale)
     rows = [model.traverse(d, steps=args.steps, span=args.span, labels=_label(args, model)) for d in dims]
-    path = save_grid(np.concatenate(rows), args.out, nrow=args.steps, scale=args.scale)
+    path = save_grid(np.concatenate(rows), args.out, nrow=args.steps, scale=args.scale, background=args.background)
     return f"wrote {path} (dims {', '.join(map(str, dims))}, {args.steps} steps in [-{args.span}, {args.span}])"
 
 
 def _manifold(args, model) -> str:
     _check_grid(model, args.steps * args.steps, args.steps, args.scale)
     images = model.manifold(args.steps, labels=_label(args, model))
-    path = save_grid(images, args.out, nrow=args.steps, scale=args.scale)
+    path = save_grid(images, args.out, nrow=args.steps, scale=args.scale, background=args.background)
     return f"wrote {path} ({args.steps}x{args.steps} normal quantiles of the 2-D latent)"
 
 
@@ -273,6 +286,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--temperature", type=float, default=1.0, help="scale of eps (default 1.0)")
         if scale:
             p.add_argument("--scale", type=_positive, default=1, help="enlarge each pixel to scale x scale (default 1)")
+            p.add_argument("--background", default=None,
+                           help="RGBA models: preview on 'checkerboard' or a colour (black, white, #rrggbb) "
+                                "instead of keeping the PNG's transparency")
         if name != "info":
             p.add_argument("--label", default=None, help="conditional models: the class, by name or index")
         p.set_defaults(run=run)

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _latent
 from . import spec as S
+from ._images import load_images
 from ._load import open_export
 from .errors import EdgeVAEError, check_int, shorten
 from .noise import standard_normal
@@ -73,6 +74,11 @@ class Model:
         self.prior: str | None = self.spec["prior"]  # "standard_normal", or None: sample() refuses
         self.preprocessing: dict = self.spec["preprocessing"]  # how load_images prepares files for this model
         self._encoder, self._decoder = sessions["encoder"], sessions["decoder"]
+
+    def load_images(self, paths, *, notes: list | None = None) -> np.ndarray:
+        """Image files as this model's input x (N, C, H, W) in [0, 1], prepared as its training images were
+        (the spec's `preprocessing`: mode, alpha, fit, resampling); see edgevae.load_images."""
+        return load_images(paths, self.image_shape, self.preprocessing, notes=notes)
 
     def __repr__(self) -> str:
         return (f"Model({str(self.path)!r}, kind={self.kind!r}, variant={self.variant!r}, "

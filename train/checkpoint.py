@@ -65,7 +65,7 @@ def load_run(run_dir: str | Path, which: str = "auto"):
     try:
         config = TrainConfig.from_dict(ckpt["config"])
         shape, classes = tuple(ckpt["image_shape"]), ckpt["classes"]
-        if shape[0] not in (1, 3, 4) or shape[1:] != (config.image_size, config.image_size) \
+        if shape[0] not in (1, 3, 4) or shape[1:] != tuple(config.image_hw) \
                 or not 1 <= len(classes) <= 1 << 16:
             raise ValueError(f"image_shape {shape} and {len(classes)} classes do not fit its config")
         model = build(config, shape, num_classes=len(classes))
