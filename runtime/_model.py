@@ -265,16 +265,18 @@ class Model:
         base = np.zeros(self.latent_dim, np.float32) if z is None else self._point("traverse", z, labels).ravel()
         if values is None:
             steps = check_int(steps, "traverse: steps", 1, 10_000)
-            if not isinstance(span, (int, float, np.integer, np.floating)) or not 0 <= span < float("inf"):
-                raise EdgeVAEError(f"traverse: span must be a finite number >= 0, got {span!r}")
+            if isinstance(span, bool) or not isinstance(span, (int, float, np.integer, np.floating)) \
+                    or not 0 <= span <= _FLOAT32_MAX:
+                raise EdgeVAEError(f"traverse: span must be a number in [0, float32's max], got {span!r}")
             values = np.linspace(-span, span, int(steps))
         else:
             try:
                 values = np.asarray(values, np.float64).ravel()
             except (ValueError, TypeError):
                 raise EdgeVAEError(f"traverse: values must be numbers, got {values!r}") from None
-        if not np.isfinite(values).all() or not 1 <= values.size <= MAX_BATCH:
-            raise EdgeVAEError(f"traverse: values must be finite, 1 to {MAX_BATCH}, got {values.size} values")
+        if not 1 <= values.size <= MAX_BATCH or not np.abs(values).max() <= _FLOAT32_MAX:  # NaN fails too
+            raise EdgeVAEError(f"traverse: values must be 1 to {MAX_BATCH} finite float32 numbers, got {values.size} "
+                               f"values{f' up to {np.abs(values).max():.3g}' if values.size else ''}")
         self._budget("traverse", values.size)
         path = _latent.traverse(base, dim, values)  # (len(values), latent_dim)
         return self.decode(path.reshape(len(path), *self.latent_shape), labels=labels)

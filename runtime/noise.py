@@ -54,24 +54,38 @@ def _philox_block(block: int, key: tuple[int, int]) -> tuple[int, int, int, int]
     return c0, c1, c2, c3
 
 
+MAX_VALUES = 1 << 26  # values one call draws (256 MiB of float32); drawn _CHUNK_BLOCKS blocks at a time
+_CHUNK_BLOCKS = 1 << 16  # blocks per numpy pass: bounds the float64 temporaries to a few MB
+
+
 def standard_normal(seed: int, shape: tuple[int, ...] | int) -> np.ndarray:
     """Standard-normal float32 array of `shape`, a pure function of (seed, shape); see the module doc."""
     seed = check_int(seed, "seed", 0, 2**64 - 1)
-    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
-    if any(s < 0 for s in shape):
-        raise EdgeVAEError(f"noise shape must be non-negative, got {shape}")
+    dims = (shape,) if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool) else shape
+    try:
+        shape = tuple(check_int(s, "noise shape: each dimension", 0, MAX_VALUES) for s in dims)
+    except TypeError:  # not iterable: 2.5, None ...
+        raise EdgeVAEError(f"noise shape must be an int or a tuple of ints, got {shape!r}") from None
     count = math.prod(shape)
+    if count > MAX_VALUES:
+        raise EdgeVAEError(f"noise shape {shape} holds {count:,} values, more than the {MAX_VALUES:,} one call draws")
     n_blocks, key = (count + 3) // 4, (int(seed) & 0xFFFFFFFF, int(seed) >> 32)
     if n_blocks <= _SMALL:
         words = np.array([_philox_block(b, key) for b in range(n_blocks)], dtype=np.uint32).reshape(-1, 4)
-    else:
-        blocks = np.arange(n_blocks, dtype=np.uint64)
-        counter = np.zeros((n_blocks, 4), dtype=np.uint64)
+        return _box_muller(words).reshape(-1)[:count].astype(np.float32).reshape(shape)
+    out = np.empty(n_blocks * 4, np.float32)
+    for first in range(0, n_blocks, _CHUNK_BLOCKS):
+        blocks = np.arange(first, min(first + _CHUNK_BLOCKS, n_blocks), dtype=np.uint64)
+        counter = np.zeros((len(blocks), 4), dtype=np.uint64)
         counter[:, 0], counter[:, 1] = blocks & _MASK32, blocks >> np.uint64(32)
-        words = philox4x32(counter, key)  # (B, 4)
+        out[4 * first:4 * (first + len(blocks))] = _box_muller(philox4x32(counter, key)).reshape(-1)
+    return out[:count].reshape(shape)
+
+
+def _box_muller(words: np.ndarray) -> np.ndarray:
+    """(B, 4) uint32 Philox words -> (B, 4) float64 normals n0 n1 n2 n3 (steps 3 and 4 of the module doc)."""
     u = (words.astype(np.float64) + 0.5) / 2.0**32  # in (0, 1): log(u) is finite
     r = np.sqrt(-2.0 * np.log(u[:, 0::2]))  # (B, 2): from u0 and u2
     t = 2.0 * np.pi * u[:, 1::2]  # (B, 2): from u1 and u3
-    normals = np.stack([r[:, 0] * np.cos(t[:, 0]), r[:, 0] * np.sin(t[:, 0]),
-                        r[:, 1] * np.cos(t[:, 1]), r[:, 1] * np.sin(t[:, 1])], axis=1)  # (B, 4): n0 n1 n2 n3
-    return normals.reshape(-1)[:count].astype(np.float32).reshape(shape)
+    return np.stack([r[:, 0] * np.cos(t[:, 0]), r[:, 0] * np.sin(t[:, 0]),
+                     r[:, 1] * np.cos(t[:, 1]), r[:, 1] * np.sin(t[:, 1])], axis=1)
