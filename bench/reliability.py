@@ -1,60 +1,121 @@
-"""Reliability figures, each printed by a test: bad inputs tried, fuzz examples run, faults survived, load held.
+"""Reliability figures: bad inputs tried, hostile files fuzzed, faults survived, load held.
 
-    python bench/reliability.py
+    python bench/reliability.py                                  # 50,000 images, 10,000 exports (~15 min)
+    python bench/reliability.py --images 2000 --exports 500 --fuzz-scale 1 --no-heavy   # a quick look
 
-Runs the robustness, fault and bad-input tests (the slow 60 s load test included) in one pytest
-process with output shown, and collects what they print: the load test's calls and memory change,
-the fault test's SIGKILL count, hypothesis's example counts, and how many bad-input cases ran.
+Runs, and collects what each prints:
+- the bad-input tests (one case each; hostile exports and training data included) in one pytest process;
+- the hypothesis properties of tests/test_robustness.py, each --fuzz-scale times its default examples;
+- bench/_fuzz.py: --images mutated image files through edgevae.load_images, and --exports mutated exports
+  (graph bytes, graph structure, spec, manifest, file kinds) through edgevae.load and a few calls on what
+  loads; findings (any exception but EdgeVAEError, a warning, anything printed, a case over 5 s, a crash,
+  a hang) are listed below the table;
+- the slow tests: SIGKILLs during training, and 8 threads calling the runtime for 60 s.
 """
 from __future__ import annotations
 
+import argparse
+import collections
+import os
 import re
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import _common as C  # noqa: E402
+import _fuzz  # noqa: E402
 
 BAD_INPUT = "bad or error or refuse or tamper or missing or corrupt or wrong or truncat or unwritable or future " \
-            "or outside or cut_off or escape or not_a or mismatch or offline or labels or one_line"
+            "or outside or cut_off or escape or not_a or mismatch or offline or labels or one_line or hostile " \
+            "or bomb or fifo or symlink or huge or malformed or pin or absurd or ctrl_c or literal or only_exactly"
 FILES = ["tests/test_robustness.py", "tests/test_faults.py", "tests/test_runtime.py", "tests/test_data.py",
          "tests/test_sources.py", "tests/test_cli.py", "tests/test_train_cli.py", "tests/test_export.py",
-         "tests/test_kinds.py", "tests/test_training.py"]
+         "tests/test_kinds.py", "tests/test_training.py", "tests/test_hostile_exports.py",
+         "tests/test_hostile_data.py", "tests/test_images.py"]
 
 
-def pytest(*args: str) -> str:
+def pytest(*args: str, env: dict | None = None) -> str:
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=C.ROOT,
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, env={**os.environ, **(env or {})})
     if result.returncode != 0:
         raise SystemExit(f"pytest failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
     return result.stdout
 
 
+def _fuzz_row(what: str, result: dict, held: str) -> list:
+    o = result["outcomes"]
+    return [what, f"{result['cases']:,} cases: {o.get('accepted', 0):,} accepted, {o.get('refused', 0):,} refused, "
+                  f"**{o.get('finding', 0):,} findings**", f"{held}; slowest case {result['max_seconds']:.2f} s, "
+                                                               f"peak RSS {result['peak_rss_mib']:.0f} MiB"]
+
+
+def _findings(result: dict) -> list[str]:
+    """Distinct findings (by error type and message head), with a count and one case to replay."""
+    groups = collections.OrderedDict()
+    for f in result["findings"]:
+        key = re.sub(r"\d+", "N", (f.get("error") or "")[:70])
+        groups.setdefault(key, []).append(f)
+    lines = []
+    for cases in groups.values():
+        f = cases[0]
+        lines.append(f"- {result['kind']}, {len(cases)}x (e.g. case {f['index']}, {f.get('kind')}): "
+                     f"`{(f.get('error') or '')[:160]}`" + (f" in {f['where']}" if f.get("where") else ""))
+    return lines
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=50_000, help="mutated image files (default 50,000)")
+    parser.add_argument("--exports", type=int, default=10_000, help="mutated exports (default 10,000)")
+    parser.add_argument("--fuzz-scale", type=int, default=10, help="hypothesis examples x this (default 10)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-heavy", action="store_true", help="skip the SIGKILL and 60 s load tests")
+    C.add_results_flag(parser)
+    args = parser.parse_args()
+
     bad = pytest("-q", "-m", "slow or not slow", "-k", BAD_INPUT, *FILES)
     bad_cases = int(re.search(r"(\d+) passed", bad)[1])
-    fuzz = pytest("-q", "-s", "--hypothesis-show-statistics", "-k", "fuzz", "tests/test_robustness.py")
+    fuzz = pytest("-q", "-s", "--hypothesis-show-statistics", "-k", "fuzz", "tests/test_robustness.py",
+                  env={"EDGEVAE_FUZZ_SCALE": str(args.fuzz_scale)})
     examples = sum(int(n) for n in re.findall(r"(\d+) passing(?: examples)?,", fuzz))  # hypothesis's statistics
     if examples == 0:
         raise SystemExit(f"no hypothesis statistics found in:\n{fuzz[-2000:]}")
     fuzz_tests = int(re.search(r"(\d+) passed", fuzz)[1])
-    heavy = pytest("-q", "-s", "-m", "slow or not slow", "-k", "sigkill or load_many", "tests/test_faults.py",
-                   "tests/test_robustness.py")
-    faults = re.search(r"faults: (\d+) SIGKILLs injected \((\d+) after the first checkpoint\)", heavy)
-    load = re.search(r"load: (\d+) calls from (\d+) threads in (\d+) s, .*?(\d+) seen; "
-                     r"RSS change ([+-][\d.]+) MiB", heavy)
+    work = C.ROOT / "bench" / ".work" / "reliability"  # its own models: a conditional continuous-Bernoulli MLP
+    exports = [C.prepare_export(work, "mlp", extra=("--conditional", "--likelihood", "continuous-bernoulli"))[1],
+               C.prepare_export(work, "conv")[1]]
+    with tempfile.TemporaryDirectory() as tmp:
+        images = _fuzz.run("images", args.images, args.seed, Path(tmp) / "images")
+        graphs = _fuzz.run("exports", args.exports, args.seed, Path(tmp) / "exports", tuple(exports))
     rows = [
-        ["bad inputs (files, arrays, arguments, flags), one test case each", f"{bad_cases} cases passed",
-         "each gets the documented error type or a one-line CLI error"],
-        ["hypothesis fuzzing of the runtime API", f"{examples:,} examples in {fuzz_tests} properties",
-         "only EdgeVAEError raised; shapes, range and determinism hold"],
-        ["SIGKILL during training, then --resume", f"{faults[1]} kills ({faults[2]} after a checkpoint)",
-         "final metrics and weights identical to an uninterrupted run"],
-        [f"load: {load[2]} threads calling the runtime for {load[3]} s", f"{int(load[1]):,} calls, {load[4]} errors",
-         f"outputs equal serial calls; RSS change {load[5]} MiB"],
+        ["bad inputs (files, arrays, arguments, flags, hostile exports and data), one test case each",
+         f"{bad_cases} cases passed", "each gets the documented error type or a one-line CLI error"],
+        ["hypothesis fuzzing of the runtime API (load, sample, encode, decode, paths, noise, grids)",
+         f"{examples:,} examples in {fuzz_tests} properties", "only EdgeVAEError raised; shapes, range and "
+                                                               "determinism hold"],
+        _fuzz_row(f"mutated image files through load_images ({len(_fuzz.image_seeds())} seed files: PNG, JPEG, "
+                  f"GIF, BMP, TIFF, WebP, ICO, PPM; flips, cuts, splices, large ints, fixed PNG CRCs)", images,
+                  "accepted: float32 (1, C, H, W) in [0, 1]"),
+        _fuzz_row("mutated exports through load, then decode and encode (graph bytes and structure, spec, "
+                  "manifest, FIFOs and links; manifest re-hashed)", graphs, "accepted: outputs keep the contract"),
     ]
-    text = C.table(["what", "measured", "held"], rows)
+    if not args.no_heavy:
+        heavy = pytest("-q", "-s", "-m", "slow or not slow", "-k", "sigkill or load_many", "tests/test_faults.py",
+                       "tests/test_robustness.py")
+        faults = re.search(r"faults: (\d+) SIGKILLs injected \((\d+) after the first checkpoint\)", heavy)
+        load = re.search(r"load: (\d+) calls from (\d+) threads in (\d+) s, .*?(\d+) seen; "
+                         r"RSS change ([+-][\d.]+) MiB", heavy)
+        rows += [["SIGKILL during training, then --resume", f"{faults[1]} kills ({faults[2]} after a checkpoint)",
+                  "final metrics and weights identical to an uninterrupted run"],
+                 [f"load: {load[2]} threads calling the runtime for {load[3]} s",
+                  f"{int(load[1]):,} calls, {load[4]} errors", f"outputs equal serial calls; RSS change {load[5]} MiB"]]
+    found = _findings(images) + _findings(graphs)
+    text = C.table(["what", "measured", "held"], rows) + "\n\nFindings (distinct messages; replay one with " \
+        "`python bench/_fuzz.py KIND --seed S --start I --count 1 --workdir DIR`):\n\n" + \
+        ("\n".join(found) if found else "none") + "\n"
     print(text)
-    C.write_section("reliability", "Reliability: bad input, fuzzing, faults, load", text)
+    C.write_section("reliability", "Reliability: bad input, fuzzing, faults, load", text, args.results)
 
 
 if __name__ == "__main__":
