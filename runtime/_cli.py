@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -358,6 +359,9 @@ def _main(argv: list[str]) -> int:
     if argv and argv[0] in STAGES:
         return _stage(argv[0], argv[1:])
     args = _parser().parse_args(argv)
+    # Pillow warns about damaged files (TIFF tags, EXIF, its own size limit) before the file is read or
+    # refused; here that is said in one line either way.
+    warnings.filterwarnings("ignore", module="PIL")
     start = time.perf_counter()
     try:
         model = load(args.export_dir, threads=args.threads, variant=args.variant, expect_sha256=args.expect)

@@ -49,8 +49,8 @@ class Model:
                  variant: str = "fp32", expect_sha256: str | None = None):
         if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
             raise EdgeVAEError(f"load: path must be a str or path-like, got {type(path).__name__}")
-        if threads is not None:
-            threads = check_int(threads, "load: threads", 1, MAX_THREADS)
+        if threads is not None:  # more threads than cores gain nothing, and each reserves a stack
+            threads = min(check_int(threads, "load: threads", 1, MAX_THREADS), os.cpu_count() or 1)
         if not isinstance(spinning, bool):
             raise EdgeVAEError(f"load: spinning must be True or False, got {spinning!r}")
         if not isinstance(variant, str) or not S.IDENTIFIER.fullmatch(variant):
@@ -295,7 +295,8 @@ def load(path: str | os.PathLike, *, expect_sha256: str | None = None, threads: 
     expect_sha256: pin the export an app was tested with, the sha256 of its manifest.json (which lists
     every file's sha256); any other export is refused. `edgevae info DIR` prints it.
     variant: "fp32" (default), or "int8" / "fp16" when the export wrote them (`edgevae export --int8`).
-    threads: onnxruntime intra-op threads, 1 to MAX_THREADS (None: one per physical core). spinning: let
+    threads: onnxruntime intra-op threads, 1 to MAX_THREADS, at most the machine's cores (None: one per
+    physical core). spinning: let
     idle worker threads spin for lower latency at the cost of CPU (off by default, right for desktop apps).
     Raises EdgeVAEError for a missing, tampered, mismatched or malformed file (docs/design.md, "The spec").
     """
