@@ -152,19 +152,28 @@ def _expected(spec: dict) -> dict[str, tuple[int, tuple[int, ...]]]:
             "mu": (P.FLOAT, latent), "logvar": (P.FLOAT, latent), "x_hat": (P.FLOAT, image)}
 
 
+def symbolic_axes(spec: dict) -> frozenset[int]:
+    """Axes besides the batch that a graph may declare symbolic: H, W of images and h, w of a [C, h, w] latent
+    when the spec says the graphs are `tileable` (they then run on tiles; the checks here use the spec's sizes,
+    the tile the runtime runs). Every other axis must be the spec's number."""
+    return frozenset({2, 3}) if spec.get("tileable") is True and len(spec["latent_shape"]) == 3 else frozenset()
+
+
 def _check_io(graph: P.Graph, label: str, role: str, spec: dict):
     """{name: per-image shape} of inputs and of outputs, after checking names, types and declared dims."""
     names_in, names_out = S.signature(role, spec["model"], spec["classes"] is not None)
     got_in, got_out = tuple(v.name for v in graph.inputs), tuple(v.name for v in graph.outputs)
     if (got_in, got_out) != (names_in, names_out):
         raise _fail(label, f"expected inputs {names_in} -> outputs {names_out}, got {got_in} -> {got_out}")
-    expected = _expected(spec)
+    expected, spatial = _expected(spec), symbolic_axes(spec)
     for v in graph.inputs + graph.outputs:
         elem, shape = expected[v.name]
         want = f"{'float32' if elem == P.FLOAT else 'int64'} [batch{''.join(f', {d}' for d in shape)}]"
         dims = v.dims
         ok = (v.kind == "tensor" and v.elem_type == elem and dims is not None and len(dims) == 1 + len(shape)
-              and (dims[0] is None or isinstance(dims[0], str)) and tuple(dims[1:]) == shape)
+              and (dims[0] is None or isinstance(dims[0], str))
+              and all(d == s or (axis in spatial and (d is None or isinstance(d, str)))
+                      for axis, (d, s) in enumerate(zip(dims[1:], shape), start=1)))
         if not ok:
             got = "no type" if not v.kind else v.kind if v.kind != "tensor" else \
                 f"element type {v.elem_type}, dims {list(dims) if dims is not None else 'unknown'}"

@@ -276,6 +276,8 @@ def check(spec: dict[str, Any], source: str) -> None:
             raise bad(field, "a string of 1 to 1024 characters")
     if "opset" in spec and not _ints_in([spec["opset"]], 1, 1000):
         raise bad("opset", "an int")
+    if not isinstance(spec.get("tileable", False), bool) or (spec.get("tileable") and len(latent) != 3):
+        raise bad("tileable", "true (for a [C, h, w] latent: image and latent sides may be symbolic) or false")
 
 
 def check_manifest(manifest, source: str) -> None:

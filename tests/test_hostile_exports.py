@@ -455,3 +455,27 @@ def test_padding_and_unused_weights_are_refused(export_dir, tmp_path):
     def unused(m):
         _const(m, "ballast", np.zeros(1000, np.float32))
     _refused(forge(export_dir, tmp_path, unused, name="b"), "initializer 'ballast' is read by no node")
+
+
+def test_symbolic_spatial_axes_only_where_the_spec_says_tileable(export_dir):
+    from edgevae import _graphcheck, _onnxproto
+
+    model = onnx.load(export_dir / S.DECODER_FILE)
+    spec = {**_spec(model), "latent_shape": [1, 2, 2], "latent_dim": 4}
+    _const(model, "flat", np.array([-1, D], np.int64))
+    model.graph.node.insert(0, helper.make_node("Reshape", ["z", "flat"], ["z_flat"]))
+    next(n for n in model.graph.node if n.op_type == "Gemm").input[0] = "z_flat"
+    z = model.graph.input[0].type.tensor_type.shape
+    del z.dim[:]
+    for d in ("batch", 1, "h", "w"):
+        z.dim.add().dim_param = d if isinstance(d, str) else ""
+        if not isinstance(d, str):
+            z.dim[-1].dim_value = d
+    data = model.SerializeToString()
+    parsed = _onnxproto.parse(data)
+    with pytest.raises(EdgeVAEError, match=r"z must be float32 \[batch, 1, 2, 2\]"):
+        _graphcheck.check_graph(parsed, data, "decoder.onnx", "decoder", spec)
+    facts = _graphcheck.check_graph(parsed, data, "decoder.onnx", "decoder", {**spec, "tileable": True})
+    assert facts.chunk == 1024  # checked at the spec's own sizes, the tile the runtime runs
+    with pytest.raises(EdgeVAEError, match="spec tileable must be true"):
+        S.check({**spec, "role": "decoder", "variant": "fp32", "tileable": "yes"}, "decoder.onnx")
