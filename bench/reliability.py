@@ -5,6 +5,7 @@
 
 Runs, and collects what each prints:
 - the bad-input tests (one case each; hostile exports and training data included) in one pytest process;
+- tests/test_attacks_cli.py: the attack set through the command line, each case a fresh process;
 - the hypothesis properties of tests/test_robustness.py, each --fuzz-scale times its default examples;
 - bench/_fuzz.py: --images mutated image files through edgevae.load_images, and --exports mutated exports
   (graph bytes, graph structure, spec, manifest, file kinds) through edgevae.load and a few calls on what
@@ -64,6 +65,59 @@ def _findings(result: dict) -> list[str]:
     return lines
 
 
+def big_export(base: Path, out: Path, weight_bytes: int) -> Path:
+    """A copy of the export `base` whose fp32 decoder holds `weight_bytes` of (random) weights: the largest
+    graph a load may have to take, to measure what loading it costs."""
+    import hashlib
+    import json
+    import shutil
+
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    manifest = json.loads((base / "manifest.json").read_text())
+    names = manifest["variants"]["fp32"]
+    decoder = onnx.load(base / names["decoder"])
+    spec = next(p.value for p in decoder.metadata_props if p.key == "edgevae.spec")
+    d = json.loads(spec)["latent_dim"]
+    c, h, w = json.loads(spec)["image_shape"]
+    hidden = weight_bytes // 4 // (d + c * h * w)
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array((rng.standard_normal((d, hidden)) * 0.1).astype(np.float32), "w1"),
+               numpy_helper.from_array((rng.standard_normal((hidden, c * h * w)) * 0.01).astype(np.float32), "w2"),
+               numpy_helper.from_array(np.array([-1, c, h, w], np.int64), "shape"),
+               numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(1), "hi")]
+    nodes = [helper.make_node("Gemm", ["z", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "w2"], ["o"]), helper.make_node("Sigmoid", ["o"], ["s"]),
+             helper.make_node("Reshape", ["s", "shape"], ["image"]), helper.make_node("Clip", ["image", "lo", "hi"],
+                                                                                      ["x_hat"])]
+    graph = helper.make_graph(nodes, "decoder", list(decoder.graph.input), list(decoder.graph.output), weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    helper.set_model_props(model, {"edgevae.spec": spec})
+    onnx.save(model, out / names["decoder"])
+    shutil.copy(base / names["encoder"], out / names["encoder"])
+    files = {}
+    for name in (names["encoder"], names["decoder"]):
+        data = (out / name).read_bytes()
+        files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    manifest.update(files=files, variants={"fp32": names})
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def load_cost(export: Path) -> tuple[float, float, int]:
+    """(seconds to load, peak RSS MiB, graph bytes) of edgevae.load(export) in a fresh process."""
+    code = ("import re, sys, time, edgevae; t = time.perf_counter(); m = edgevae.load(sys.argv[1]); "
+            "s = time.perf_counter() - t; m.sample(8, seed=0); "
+            "print(s, int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) / 1024)")
+    out = subprocess.run([sys.executable, "-c", code, str(export)], capture_output=True, text=True, check=True)
+    seconds, rss = map(float, out.stdout.split())
+    return seconds, rss, max(p.stat().st_size for p in export.glob("*.onnx"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=50_000, help="mutated image files (default 50,000)")
@@ -82,15 +136,25 @@ def main() -> None:
     if examples == 0:
         raise SystemExit(f"no hypothesis statistics found in:\n{fuzz[-2000:]}")
     fuzz_tests = int(re.search(r"(\d+) passed", fuzz)[1])
+    attacks = pytest("-q", "-s", "-m", "slow", "tests/test_attacks_cli.py")
+    attack = re.search(r"attacks: (\d+) cases through the CLI, all one line; slowest ([\d.]+) s .*?, "
+                       r"peak RSS (\d+) MiB", attacks)
     work = C.ROOT / "bench" / ".work" / "reliability"  # its own models: a conditional continuous-Bernoulli MLP
     exports = [C.prepare_export(work, "mlp", extra=("--conditional", "--likelihood", "continuous-bernoulli"))[1],
                C.prepare_export(work, "conv")[1]]
     with tempfile.TemporaryDirectory() as tmp:
         images = _fuzz.run("images", args.images, args.seed, Path(tmp) / "images")
         graphs = _fuzz.run("exports", args.exports, args.seed, Path(tmp) / "exports", tuple(exports))
+        from edgevae import spec as S
+
+        big = big_export(exports[1], Path(tmp) / "big", S.MAX_GRAPH_BYTES - (1 << 20))
+        load_seconds, load_rss, graph_bytes = load_cost(big)
     rows = [
         ["bad inputs (files, arrays, arguments, flags, hostile exports and data), one test case each",
          f"{bad_cases} cases passed", "each gets the documented error type or a one-line CLI error"],
+        ["the attack set through the CLI (hostile exports, training data, run directories, arguments)",
+         f"{attack[1]} cases, each one line and exit 1 or 2", f"slowest {attack[2]} s with process start, peak RSS "
+                                                               f"{attack[3]} MiB, nothing outside the outputs changed"],
         ["hypothesis fuzzing of the runtime API (load, sample, encode, decode, paths, noise, grids)",
          f"{examples:,} examples in {fuzz_tests} properties", "only EdgeVAEError raised; shapes, range and "
                                                                "determinism hold"],
@@ -99,6 +163,8 @@ def main() -> None:
                   "accepted: float32 (1, C, H, W) in [0, 1]"),
         _fuzz_row("mutated exports through load, then decode and encode (graph bytes and structure, spec, "
                   "manifest, FIFOs and links; manifest re-hashed)", graphs, "accepted: outputs keep the contract"),
+        [f"loading the largest graph the caps allow ({graph_bytes / 2**20:.0f} MiB decoder)",
+         f"{load_seconds:.1f} s, peak RSS {load_rss:.0f} MiB", "every check included; a load stays under 1 GiB"],
     ]
     if not args.no_heavy:
         heavy = pytest("-q", "-s", "-m", "slow or not slow", "-k", "sigkill or load_many", "tests/test_faults.py",

@@ -28,7 +28,7 @@ from .errors import EdgeVAEError
 MAX_NODES = 10_000  # nodes in one graph
 MAX_STRUCTURE_BYTES = 16 << 20  # a graph file's bytes besides its weights: nodes, names, metadata, doc strings
 RUN_BYTES = 256 << 20  # estimated tensors alive in one session.run, at the batch the runtime runs
-IR_VERSIONS = (4, 12)  # ModelProto.ir_version accepted (initializers need not be inputs since 4)
+IR_VERSIONS = (4, 14)  # ModelProto.ir_version: initializers need not be inputs since 4; onnxruntime 1.32 reads to 14
 _DOMAINS = ("", "ai.onnx")
 _MAX_VALUES = 1 << 40  # any tensor beyond this many values is refused on sight (far beyond RUN_BYTES)
 _SHAPE_VALUES = 64  # int64 tensors up to this many values are tracked by value (shapes, axes)
