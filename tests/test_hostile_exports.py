@@ -479,3 +479,18 @@ def test_symbolic_spatial_axes_only_where_the_spec_says_tileable(export_dir):
     assert facts.chunk == 1024  # checked at the spec's own sizes, the tile the runtime runs
     with pytest.raises(EdgeVAEError, match="spec tileable must be true"):
         S.check({**spec, "role": "decoder", "variant": "fp32", "tileable": "yes"}, "decoder.onnx")
+
+
+def test_info_shows_odd_optional_fields_without_failing(export_dir, tmp_path):
+    def edit(m):
+        spec = _spec(m)
+        _set_spec(m, {**spec, "training": {"epochs": [1, 2], "test_neg_elbo": "low", "dataset": {"a": 1}},
+                      "parity": {"max_abs_diff": [1], "batch_sizes": "x", "elbo": {"neg_elbo_onnx": "?"}},
+                      "arch": "\x1b[31mred\nline", "classes": None})
+    d = forge(export_dir, tmp_path, edit)
+    manifest = json.loads((d / S.MANIFEST).read_text())
+    manifest["variants"]["fp32"]["quality"] = {"psnr_db": "high", "neg_elbo": [1]}
+    (d / S.MANIFEST).write_text(json.dumps(manifest))
+    r = run_cli("info", str(d))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "test -ELBO low nats/image" in r.stdout and "\x1b" not in r.stdout and "\\x1b[31mred\\nline" in r.stdout
