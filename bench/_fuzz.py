@@ -450,12 +450,18 @@ def run(kind: str, count: int, seed: int, workdir: Path, exports: tuple = (), ba
     records = [json.loads(line) for line in progress.read_text().splitlines()]
     outcomes = Counter(r["outcome"] for r in records)
     kinds = Counter(f"{r.get('kind', '?')}:{r['outcome']}" for r in records)
+    groups: dict[str, dict] = {}  # distinct findings: the message with its numbers masked
     for r in records:
-        if r["outcome"] == "finding" and len(findings) < 50:
-            findings.append({k: r.get(k) for k in ("index", "kind", "error", "where")})
+        if r["outcome"] == "finding":
+            example = {k: r.get(k) for k in ("index", "kind", "error", "where")}
+            if len(findings) < 50:
+                findings.append(example)
+            group = groups.setdefault(re.sub(r"\d+", "N", (r.get("error") or "")[:70]), {**example, "count": 0})
+            group["count"] += 1
     return {"kind": kind, "seed": seed, "cases": len(records), "outcomes": dict(outcomes), "by_kind": dict(kinds),
             "max_seconds": max((r.get("seconds", 0) for r in records), default=0), "peak_rss_mib": round(peak, 1),
-            "wall_seconds": round(time.perf_counter() - begun, 1), "findings": findings}
+            "wall_seconds": round(time.perf_counter() - begun, 1), "findings": findings,
+            "finding_groups": sorted(groups.values(), key=lambda g: -g["count"])}
 
 
 def _done(progress: Path) -> list[int]:

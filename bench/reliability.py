@@ -16,7 +16,6 @@ Runs, and collects what each prints:
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import re
 import subprocess
@@ -52,17 +51,10 @@ def _fuzz_row(what: str, result: dict, held: str) -> list:
 
 
 def _findings(result: dict) -> list[str]:
-    """Distinct findings (by error type and message head), with a count and one case to replay."""
-    groups = collections.OrderedDict()
-    for f in result["findings"]:
-        key = re.sub(r"\d+", "N", (f.get("error") or "")[:70])
-        groups.setdefault(key, []).append(f)
-    lines = []
-    for cases in groups.values():
-        f = cases[0]
-        lines.append(f"- {result['kind']}, {len(cases)}x (e.g. case {f['index']}, {f.get('kind')}): "
-                     f"`{(f.get('error') or '')[:160]}`" + (f" in {f['where']}" if f.get("where") else ""))
-    return lines
+    """Distinct findings (error type and message, numbers masked), most frequent first, with one case to replay."""
+    return [f"- {result['kind']}, {g['count']:,}x (e.g. case {g['index']}, {g.get('kind')}): "
+            f"`{(g.get('error') or '').strip()[:160]}`" + (f" in {g['where']}" if g.get("where") else "")
+            for g in result["finding_groups"]]
 
 
 def big_export(base: Path, out: Path, weight_bytes: int) -> Path:

@@ -53,7 +53,10 @@ def is_export(directory: Path) -> bool:
     if manifest_entry is None or not manifest_entry.is_file(follow_symlinks=False):
         return False
     try:
-        with open(manifest_entry.path, "rb") as f:
+        fd = os.open(manifest_entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for a FIFO since the listing: not an export
+                return False
             manifest = S.parse_json(f.read(S.MAX_JSON_BYTES + 1), manifest_entry.path)
         S.check_manifest(manifest, manifest_entry.path)
     except (OSError, EdgeVAEError):

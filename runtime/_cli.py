@@ -20,6 +20,7 @@ Exit status, for every command: 0 done; 2 bad input or usage (one line on stderr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -107,10 +108,26 @@ def _reconstruct(args, model) -> str:
 def _images(paths, model) -> np.ndarray:
     """The files as the model's input, prepared as its spec says; what was done is said on stderr."""
     notes: list[str] = []
-    x = model.load_images(paths, notes=notes)
+    with _decoders_quiet():
+        x = model.load_images(paths, notes=notes)
     for line in notes:
         print(f"note: {line} (the model's preprocessing: {_describe(model.preprocessing)})", file=sys.stderr)
     return x
+
+
+@contextlib.contextmanager
+def _decoders_quiet():
+    """Image decoders in C (libtiff) print about damaged files on stderr themselves; while they run, stderr goes
+    to /dev/null: the file then loads, or is refused in one line, either way."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _describe(pre: dict) -> str:
