@@ -44,6 +44,7 @@ class Facts:
     chunk: int = 1  # largest batch per session.run within RUN_BYTES
     run_bytes: int = 0  # the estimate at that batch
     weight_bytes: int = 0  # initializers, inline and external
+    unit_range: frozenset[str] = frozenset()  # outputs a final Clip(0, 1) keeps in [0, 1] (NaN aside)
 
 
 def _fail(label: str, message: str) -> EdgeVAEError:
@@ -82,7 +83,20 @@ def check_graph(model: P.Model, data: bytes, label: str, role: str, spec: dict, 
     _check_initializers(graph, data, label, facts)
     inputs, outputs = _check_io(graph, label, role, spec)
     _infer(graph, data, label, inputs, outputs, facts, max_batch)
+    facts.unit_range = _clipped_to_unit(graph, data, outputs)
     return facts
+
+
+def _clipped_to_unit(graph: P.Graph, data: bytes, outputs) -> frozenset[str]:
+    """Outputs made by a Clip whose min and max are constants within [0, 1]."""
+    consts = {t.name: P.float_value(data, t) for t in graph.initializers}
+    clipped = set()
+    for node in graph.nodes:
+        if node.op_type == "Clip" and len(node.inputs) == 3 and node.outputs and node.outputs[0] in outputs:
+            low, high = consts.get(node.inputs[1]), consts.get(node.inputs[2])
+            if low is not None and high is not None and 0 <= low <= high <= 1:
+                clipped.add(node.outputs[0])
+    return frozenset(clipped)
 
 
 # -- initializers ----------------------------------------------------------------------------------------

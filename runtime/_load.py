@@ -54,11 +54,13 @@ class Graph:
     must be float32 (N, *its spec shape) with finite values, and x_hat must lie in [0, 1]. `chunk` is the
     largest batch one run may take (runtime/_graphcheck.py's memory estimate).
     """
-    __slots__ = ("session", "label", "role", "shapes", "chunk", "output_names")
+    __slots__ = ("session", "label", "role", "shapes", "chunk", "output_names", "unit_range")
 
-    def __init__(self, session: ort.InferenceSession, label: str, role: str, shapes: dict, chunk: int):
+    def __init__(self, session: ort.InferenceSession, label: str, role: str, shapes: dict, chunk: int,
+                 unit_range: frozenset = frozenset()):
         self.session, self.label, self.role, self.shapes, self.chunk = session, label, role, shapes, chunk
         self.output_names = [o.name for o in session.get_outputs()]
+        self.unit_range = unit_range  # outputs the graph's final Clip(0, 1) keeps in range: only NaN is checked
 
     def run(self, names, feed: dict) -> list[np.ndarray]:
         try:
@@ -73,15 +75,20 @@ class Graph:
                 got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
                 raise EdgeVAEError(f"{self.label}: output {name} must be float32 {shape}, got {got} "
                                    f"(the graph breaks its spec)")
-            lo, hi = out.min(), out.max()  # NaN fails both comparisons below
-            if name == "x_hat" and not (lo >= 0 and hi <= 1):
-                if np.isfinite(lo) and np.isfinite(hi):
-                    raise EdgeVAEError(f"{self.label}: x_hat must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
-                                       f"(the graph breaks its spec)")
-                z = feed["z"]
-                raise EdgeVAEError(f"decode: the decoder overflowed for latents this far from the prior "
-                                   f"(max |z| = {np.abs(z).max():.3g}); decode values of typical N(0, I) scale")
-            if not (-np.inf < lo and hi < np.inf):
+            total = out.sum()  # one pass: NaN if any value is NaN, not finite if any is +-Inf (or the sum is huge)
+            if name == "x_hat":
+                if name in self.unit_range:
+                    ok = total == total
+                else:
+                    lo, hi = out.min(), out.max()  # NaN fails both comparisons
+                    ok = lo >= 0 and hi <= 1
+                    if not ok and np.isfinite(lo) and np.isfinite(hi):
+                        raise EdgeVAEError(f"{self.label}: x_hat must lie in [0, 1], got values in [{lo:.4g}, "
+                                           f"{hi:.4g}] (the graph breaks its spec)")
+                if not ok:
+                    raise EdgeVAEError(f"decode: the decoder overflowed for latents this far from the prior (max |z| "
+                                       f"= {np.abs(feed['z']).max():.3g}); decode values of typical N(0, I) scale")
+            elif not np.isfinite(total) and not np.isfinite(out).all():
                 raise EdgeVAEError(f"encode: the encoder's {name} overflowed float32 (NaN or Inf) for these inputs "
                                    f"(max |{'eps' if 'eps' in feed else 'x'}| = "
                                    f"{np.abs(feed.get('eps', feed['x'])).max():.3g})")
@@ -144,7 +151,7 @@ def _checked_session(data: bytes, facts, label: str, role: str, spec: dict, path
     _, names_out = S.signature(role, spec["model"], spec["classes"] is not None)
     shapes = {"z": spec["latent_shape"], "mu": spec["latent_shape"], "logvar": spec["latent_shape"],
               "x_hat": spec["image_shape"]}
-    return Graph(session, label, role, {n: tuple(shapes[n]) for n in names_out}, facts.chunk)
+    return Graph(session, label, role, {n: tuple(shapes[n]) for n in names_out}, facts.chunk, facts.unit_range)
 
 
 def open_export(path: Path, threads: int | None, spinning: bool, variant: str,
