@@ -65,16 +65,17 @@ def is_export(directory: Path) -> bool:
     return all(name in listed and e.is_file(follow_symlinks=False) for name, e in by_name.items())
 
 
-def check(out: Path, run_dir: Path, force: bool) -> None:
-    """`out` may be new, or with `force` an earlier export or an empty directory; DestinationError otherwise."""
+def check(out: Path, run_dir: Path | None, force: bool) -> None:
+    """`out` may be new, or with `force` an earlier export or an empty directory; DestinationError otherwise.
+    run_dir: the run being exported, which --force must never delete (None for an imported model)."""
     if not os.path.lexists(out):
         return
     if not force:
         raise DestinationError(f"{out} already exists (pass --force to replace it)")
     if out.is_symlink():
         raise DestinationError(f"--out {out} is a symbolic link; --force replaces only a real directory")
-    resolved, run = out.resolve(), Path(run_dir).resolve()
-    if resolved == run or resolved in run.parents:
+    resolved = out.resolve()
+    if run_dir is not None and (resolved == Path(run_dir).resolve() or resolved in Path(run_dir).resolve().parents):
         raise DestinationError(f"--out {out} is the run directory or contains it; --force would delete the run")
     if not out.is_dir() or not is_export(out):
         raise DestinationError(f"--force replaces only an earlier export or an empty directory; {out} is neither "
@@ -138,7 +139,7 @@ def stage(out: Path) -> Path:
     return tmp
 
 
-def commit(tmp: Path, out: Path, run_dir: Path, force: bool) -> None:
+def commit(tmp: Path, out: Path, run_dir: Path | None, force: bool) -> None:
     """Move the finished export `tmp` to `out`: a rename, or with --force a swap that keeps the old export
     until the new one is in place. `out` is checked again first: it may have changed while we worked."""
     check(out, run_dir, force)

@@ -210,14 +210,19 @@ def _info(args, model) -> str:
     diffs = _dict(parity.get("max_abs_diff"))
     lines = [
         f"export      {model.path}",
-        f"model       {spec['model']} ({_fmt(spec.get('arch'))}), likelihood {_fmt(spec['likelihood'])}",
-        f"image       {c}x{h}x{w} ({model.image_mode}), pixels in [0, 1]",
+        f"model       {spec['model']} ({_fmt(spec.get('arch') or _dict(spec.get('source')).get('kind'))}), "
+        f"likelihood {_fmt(spec['likelihood']) if spec['likelihood'] else 'not recorded (imported)'}",
+        f"image       {c}x{h}x{w} ({model.image_mode}), pixels in [0, 1]"
+        + (f" (the model's own range {_fmt(spec['native_range'])} is folded into the graphs)"
+           if spec.get("native_range", [0.0, 1.0]) != [0.0, 1.0] else ""),
         f"latent      {'x'.join(map(str, model.latent_shape))}"
         + ("" if len(model.latent_shape) == 1 else f" (spatial, {model.latent_dim} values)")
-        + ("" if model.prior else "; no prior: sample is refused, encode/decode work"),
+        + ("" if model.prior else "; no prior: sample is refused, encode/decode work")
+        + (f"; tileable, {spec['latent_scale']} px per latent cell" if spec.get("tileable") else ""),
         f"classes     {_list(spec['classes']) if spec['classes'] else 'none (unconditional)'}",
         f"trained on  {_fmt(training.get('dataset'))}, {_fmt(training.get('epochs'))} epochs, "
-        f"test -ELBO {_fmt(training.get('test_neg_elbo'), '.3f')} nats/image",
+        f"test -ELBO {_fmt(training.get('test_neg_elbo'), '.3f')} nats/image" if training else
+        f"imported    {one_line(_source_line(spec))}",
         f"parity      max |onnxruntime - torch| at batch {_list(parity.get('batch_sizes'))}: "
         + ", ".join(f"{_fmt(k)} {_fmt(v, '.1e')}" for k, v in list(diffs.items())[:8])
         + f" (bound {_fmt(parity.get('tolerance'))})",
@@ -239,6 +244,17 @@ def _info(args, model) -> str:
     for role, role_spec in model.specs.items():
         lines.append(f"ops         {role}: {_list(role_spec['ops'], 64)}")
     return "\n".join(lines)
+
+
+def _source_line(spec: dict) -> str:
+    """What an imported model's spec says of its origin: kind, class, factory, hashes, latent scaling."""
+    source = spec.get("source", {})
+    parts = [f"{source.get('kind')}"] + [f"{k} {str(v)[:16] if k.endswith('sha256') else v}"
+                                         for k, v in source.items() if k != "kind" and v is not None]
+    scaling = spec.get("latent_scaling")
+    if scaling:
+        parts.append(f"latent_scaling x{scaling['scaling_factor']:g} shift {scaling.get('shift_factor', 0):g}")
+    return ", ".join(parts)
 
 
 def _positive(text: str) -> int:
@@ -309,6 +325,10 @@ def _parser() -> argparse.ArgumentParser:
                                 "instead of keeping the PNG's transparency")
         if name != "info":
             p.add_argument("--label", default=None, help="conditional models: the class, by name or index")
+            p.add_argument("--tile", type=_positive, default=None,
+                           help="tileable exports: decode/encode tile x tile latent cells at a time (less memory)")
+            p.add_argument("--overlap", type=int, default=None, help="with --tile: overlap of tiles in latent "
+                                                                      "cells, blended (default tile // 4)")
         p.set_defaults(run=run)
         return p
 
@@ -381,7 +401,8 @@ def _main(argv: list[str]) -> int:
     warnings.filterwarnings("ignore", module="PIL")
     start = time.perf_counter()
     try:
-        model = load(args.export_dir, threads=args.threads, variant=args.variant, expect_sha256=args.expect)
+        model = load(args.export_dir, threads=args.threads, variant=args.variant, expect_sha256=args.expect,
+                     tile=getattr(args, "tile", None), overlap=getattr(args, "overlap", None))
         message = args.run(args, model)
     except (EdgeVAEError, ValueError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
