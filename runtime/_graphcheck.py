@@ -19,6 +19,7 @@ make the runtime allocate without bound, and the inferred outputs must have the 
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 
 from . import _onnxproto as P
@@ -41,8 +42,9 @@ class Facts:
     """What the loader needs from a checked graph."""
     ops: frozenset[str]
     external: dict[str, int] = field(default_factory=dict)  # file -> bytes it must hold at least
-    chunk: int = 1  # largest batch per session.run within RUN_BYTES
+    chunk: int = 1  # largest batch per session.run within the run-bytes bound
     run_bytes: int = 0  # the estimate at that batch
+    max_cells: int | None = None  # tileable graphs: the largest square latent tile one run may take
     weight_bytes: int = 0  # initializers, inline and external
     unit_range: frozenset[str] = frozenset()  # outputs a final Clip(0, 1) keeps in [0, 1] (NaN aside)
 
@@ -51,8 +53,10 @@ def _fail(label: str, message: str) -> EdgeVAEError:
     return EdgeVAEError(f"{label}: {message}")
 
 
-def check_graph(model: P.Model, data: bytes, label: str, role: str, spec: dict, max_batch: int = 1024) -> Facts:
-    """Facts about `model` (parsed from `data`), or EdgeVAEError naming `label` and what is wrong."""
+def check_graph(model: P.Model, data: bytes, label: str, role: str, spec: dict, max_batch: int = 1024,
+                run_bytes: int = RUN_BYTES) -> Facts:
+    """Facts about `model` (parsed from `data`), or EdgeVAEError naming `label` and what is wrong.
+    run_bytes: the most one session.run may hold by the estimate (load's max_run_bytes)."""
     if not IR_VERSIONS[0] <= model.ir_version <= IR_VERSIONS[1]:
         raise _fail(label, f"ONNX IR version {model.ir_version} (this runtime reads "
                            f"{IR_VERSIONS[0]}..{IR_VERSIONS[1]})")
@@ -82,7 +86,8 @@ def check_graph(model: P.Model, data: bytes, label: str, role: str, spec: dict, 
     facts = Facts(frozenset(ops))
     _check_initializers(graph, data, label, facts)
     inputs, outputs = _check_io(graph, label, role, spec)
-    _infer(graph, data, label, inputs, outputs, facts, max_batch)
+    _infer(graph, data, label, inputs, outputs, facts, max_batch, run_bytes,
+           spec.get("latent_scale") if symbolic_axes(spec) else None)
     facts.unit_range = _clipped_to_unit(graph, data, outputs)
     return facts
 
@@ -209,10 +214,12 @@ class _T:
 
 
 def _infer(graph: P.Graph, data: bytes, label: str, inputs: dict, outputs: dict, facts: Facts,
-           max_batch: int) -> None:
+           max_batch: int, budget: int, tile_scale: int | None) -> None:
     consts = {}
     for t in graph.initializers:
         values = P.int_values(data, t, _SHAPE_VALUES)
+        if values is None:
+            values = P.float_values(data, t, _SHAPE_VALUES)  # Resize's scales, Clip's bounds
         consts[t.name] = _T(t.dims, P.ITEMSIZE[t.data_type], tuple(values) if values is not None else None, True)
     last_use = {}
     for i, node in enumerate(graph.nodes):
@@ -221,10 +228,17 @@ def _infer(graph: P.Graph, data: bytes, label: str, inputs: dict, outputs: dict,
     for name in outputs:
         last_use[name] = len(graph.nodes)
 
-    def run(batch: int) -> int:
+    def sized(name: str, shape: tuple, cells: int | None) -> tuple:
+        """A tensor's per-image shape, with a tileable graph's sides cut to a tile of `cells` latent cells."""
+        if cells is None or len(shape) != 3:
+            return shape
+        side = cells * (tile_scale if name in ("x", "x_hat") else 1)
+        return (shape[0], min(shape[1], side), min(shape[2], side))
+
+    def run(batch: int, cells: int | None = None) -> int:
         env = dict(consts)
         for name, shape in inputs.items():
-            env[name] = _T((batch, *shape), 8 if name == "y" else 4)
+            env[name] = _T((batch, *sized(name, shape, cells)), 8 if name == "y" else 4)
         alive = set(inputs)  # tensors held now (initializers and folded constants are counted apart)
         live = peak = sum(env[n].nbytes for n in inputs)
         folded = 0
@@ -262,25 +276,37 @@ def _infer(graph: P.Graph, data: bytes, label: str, inputs: dict, outputs: dict,
                 if name in alive and last_use.get(name, i) <= i:
                     alive.discard(name)
                     live -= env[name].nbytes
-        if folded > RUN_BYTES:
-            raise _fail(label, f"its constant parts hold {folded:,} bytes (at most {RUN_BYTES:,})")
+        if folded > budget:
+            raise _fail(label, f"its constant parts hold {folded:,} bytes (at most {budget:,})")
         for name, shape in outputs.items():
-            if name not in env or env[name].shape != (batch, *shape):
+            want = (batch, *sized(name, shape, cells))
+            if name not in env or env[name].shape != want:
                 got = env[name].shape if name in env else "nothing (no node makes it)"
-                raise _fail(label, f"output {name} has shape {got} at batch {batch}, expected {(batch, *shape)}")
+                raise _fail(label, f"output {name} has shape {got} at batch {batch}, expected {want}")
         return peak
 
     batch = max_batch
     while True:
         peak = run(batch)
-        if peak <= RUN_BYTES or batch == 1:
+        if peak <= budget or batch == 1:
             break
         batch //= 2
-    if peak > RUN_BYTES:
-        raise _fail(label, f"one image needs an estimated {peak:,} bytes of tensors (at most {RUN_BYTES:,})")
     if batch != 1:
         run(1)  # the outputs at batch 1 too: the batch axis must flow through, not be a constant
     facts.chunk, facts.run_bytes = batch, peak
+    if peak <= budget:
+        return
+    if tile_scale is None:
+        raise _fail(label, f"one image needs an estimated {peak:,} bytes of tensors (at most {budget:,}; "
+                           f"edgevae.load(..., max_run_bytes=) raises the bound)")
+    # A tileable graph too large to run whole within the bound: the largest square tile that fits.
+    low, high = 0, max(max(shape[1:]) for shape in inputs.values() if len(shape) == 3)
+    while low < high:  # sizes grow with the tile, so the largest that fits is found by bisection
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if run(1, mid) <= budget else (low, mid - 1)
+    if low == 0:
+        raise _fail(label, f"one latent cell needs more than {budget:,} bytes of tensors")
+    facts.max_cells, facts.run_bytes = low, run(1, low)
 
 
 class _Bad(ValueError):
@@ -326,7 +352,25 @@ def _elementwise(node, args):
 def _binary(node, args):
     a, b = _need(args, 2)
     itemsize = 1 if node.op_type == "Less" else a.itemsize
-    return [_T(_broadcast(a.shape, b.shape), itemsize, None, _const(args))], 0
+    shape = _broadcast(a.shape, b.shape)
+    return [_T(shape, itemsize, _arithmetic(node.op_type, a, b, shape), _const(args))], 0
+
+
+def _arithmetic(op: str, a: _T, b: _T, shape: tuple) -> tuple | None:
+    """The values of Add, Mul (and Div by a positive constant) on shape values: h * w for a Reshape, say.
+    Only operations that keep non-negative sizes growing with the inputs, so sizes stay monotone in the batch
+    and the spatial sizes; anything else (Sub, a negative result) is not followed, and a shape made from it
+    is refused."""
+    if a.value is None or b.value is None or len(shape) > 1 or not all(
+            isinstance(v, int) and v >= 0 for v in a.value + b.value):
+        return None
+    if op == "Div" and not (b.const and all(v > 0 for v in b.value)):
+        return None
+    fn = {"Add": operator.add, "Mul": operator.mul, "Div": operator.floordiv}.get(op)
+    if fn is None:
+        return None
+    left, right = (v * math.prod(shape) if len(v) == 1 else v for v in (a.value, b.value))  # broadcast a scalar
+    return tuple(fn(x, y) for x, y in zip(left, right))
 
 
 def _where(node, args):
@@ -344,7 +388,7 @@ def _cast(node, args):
     to = _ints(node, "to", 0)
     if to not in P.ITEMSIZE:
         raise _Bad(f"cast to element type {to}")
-    value = x.value if to in (P.INT64, P.INT32) else None
+    value = x.value if to in (P.INT64, P.INT32) and _ints_known(x) else None
     return [_T(x.shape, P.ITEMSIZE[to], value, x.const)], 0
 
 
@@ -431,7 +475,7 @@ def _conv(node, args):
 
 def _reshape(node, args):
     x, shape = _need(args, 2)
-    if shape.value is None or len(shape.shape) != 1:
+    if not _ints_known(shape) or len(shape.shape) != 1:
         raise _Bad("its shape must be a constant or come from Shape")
     allowzero = _ints(node, "allowzero", 0)
     dims = [x.shape[i] if v == 0 and not allowzero and i < len(x.shape) else v for i, v in enumerate(shape.value)]
@@ -450,14 +494,14 @@ def _reshape(node, args):
 
 def _expand(node, args):
     x, shape = _need(args, 2)
-    if shape.value is None or len(shape.shape) != 1 or min(shape.value, default=0) < 0:
+    if not _ints_known(shape) or len(shape.shape) != 1 or min(shape.value, default=0) < 0:
         raise _Bad("its shape must be a constant or come from Shape")
     return [_T(_broadcast(x.shape, tuple(shape.value)), x.itemsize, None, _const(args))], 0
 
 
 def _unsqueeze(node, args):
     x, axes = _need(args, 2)
-    if axes.value is None:
+    if not _ints_known(axes):
         raise _Bad("its axes must be a constant")
     rank = len(x.shape) + len(axes.value)
     norm = sorted(a + rank if a < 0 else a for a in axes.value)
@@ -511,6 +555,106 @@ def _dynamic_quantize(node, args):
     return [_T(x.shape, 1, None, const), _T((), 4, None, const), _T((), 1, None, const)], 0
 
 
+def _ints_known(t: _T | None) -> bool:
+    return t is not None and t.value is not None and all(isinstance(v, int) for v in t.value)
+
+
+def _ints_of(t: _T | None, what: str) -> list[int]:
+    if not _ints_known(t):
+        raise _Bad(f"its {what} must be a constant or come from Shape")
+    return list(t.value)
+
+
+def _axis(a: int, rank: int, what: str) -> int:
+    if not -rank <= a < max(rank, 1):
+        raise _Bad(f"{what} {a} for rank {rank}")
+    return a % max(rank, 1)
+
+
+def _transpose(node, args):
+    (x,) = _need(args, 1)
+    perm = _ints(node, "perm", list(range(len(x.shape)))[::-1])
+    if sorted(perm) != list(range(len(x.shape))):
+        raise _Bad(f"perm {perm} for rank {len(x.shape)}")
+    return [_T(tuple(x.shape[p] for p in perm), x.itemsize, None, x.const)], 0
+
+
+def _squeeze(node, args):
+    x, axes = _need(args, 1, 1)
+    if axes is None:
+        dims = [d for d in x.shape if d != 1]
+    else:
+        drop = {_axis(a, len(x.shape), "axis") for a in _ints_of(axes, "axes")}
+        if any(x.shape[a] != 1 for a in drop):
+            raise _Bad(f"cannot squeeze axes {sorted(drop)} of {x.shape}")
+        dims = [d for i, d in enumerate(x.shape) if i not in drop]
+    return [_T(tuple(dims), x.itemsize, x.value, _const(args))], 0
+
+
+def _matmul(node, args):
+    a, b = _need(args, 2)
+    return [_T(_matmul_shape(a.shape, b.shape), a.itemsize, None, _const(args))], 0
+
+
+def _slice(node, args):
+    x, starts, ends, axes, steps = _need(args, 3, 2)
+    starts, ends = _ints_of(starts, "starts"), _ints_of(ends, "ends")
+    axes = _ints_of(axes, "axes") if axes is not None else list(range(len(starts)))
+    steps = _ints_of(steps, "steps") if steps is not None else [1] * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps) or 0 in steps:
+        raise _Bad("starts, ends, axes and steps differ in length, or a step is 0")
+    dims, value = list(x.shape), x.value
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        axis = _axis(axis, len(dims), "axis")
+        index = range(dims[axis])[slice(start, end, step)]  # Python's slice clamps exactly as ONNX's does
+        dims[axis] = len(index)
+        if value is not None and len(x.shape) == 1:
+            value = tuple(value[i] for i in index)
+    return [_T(tuple(dims), x.itemsize, value if len(x.shape) == 1 else None, _const(args))], 0
+
+
+def _split(node, args):
+    x, split = _need(args, 1, 1)
+    axis = _axis(_ints(node, "axis", 0), len(x.shape), "axis")
+    size = x.shape[axis]
+    if split is not None:
+        parts = _ints_of(split, "split")
+    else:
+        count = _ints(node, "num_outputs", len(node.outputs))
+        if count < 1:
+            raise _Bad(f"num_outputs {count}")
+        piece = -(-size // count)
+        parts = [min(piece, max(size - piece * i, 0)) for i in range(count)]
+    if sum(parts) != size or min(parts) < 0:
+        raise _Bad(f"split {parts} of axis {axis} of {x.shape}")
+    return [_T(x.shape[:axis] + (p,) + x.shape[axis + 1:], x.itemsize, None, _const(args)) for p in parts], 0
+
+
+def _resize(node, args):
+    x, _, scales, sizes = _need(args, 1, 3)
+    axes = _ints(node, "axes", list(range(len(x.shape))))
+    dims = list(x.shape)
+    if sizes is not None and sizes.shape != (0,):
+        for axis, size in zip(axes, _ints_of(sizes, "sizes")):
+            dims[_axis(axis, len(dims), "axis")] = size
+    elif scales is not None and scales.value is not None and len(scales.value) == len(axes):
+        for axis, scale in zip(axes, scales.value):
+            if not 0 < scale <= 1 << 16:
+                raise _Bad(f"scale {scale}")
+            a = _axis(axis, len(dims), "axis")
+            dims[a] = math.floor(dims[a] * scale)
+    else:
+        raise _Bad("its scales or sizes must be constants (or sizes from Shape)")
+    if min(dims, default=1) < 0:
+        raise _Bad(f"output size {dims}")
+    return [_T(tuple(dims), x.itemsize, None, _const(args))], 0
+
+
+def _normalization(node, args):
+    x, _, _ = _need(args, 3)
+    return [_T(x.shape, x.itemsize, None, _const(args))], 0
+
+
 _RULES = {
     **{op: _elementwise for op in ("Abs", "Exp", "Relu", "Sigmoid", "Tanh", "Reciprocal")},
     **{op: _binary for op in ("Add", "Sub", "Mul", "Div", "Less")},
@@ -518,4 +662,8 @@ _RULES = {
     "Conv": _conv, "ConvInteger": _conv, "ConvTranspose": _conv, "Reshape": _reshape, "Expand": _expand,
     "Unsqueeze": _unsqueeze, "Concat": _concat, "GatherND": _gather_nd, "Shape": _shape,
     "DynamicQuantizeLinear": _dynamic_quantize,
+    # imported VAEs: attention, GroupNorm's lowering, upsampling
+    "LeakyRelu": _elementwise, "Softmax": _elementwise, "InstanceNormalization": _normalization,
+    "Transpose": _transpose, "Squeeze": _squeeze, "MatMul": _matmul, "Slice": _slice, "Split": _split,
+    "Resize": _resize,
 }

@@ -23,7 +23,7 @@ import onnxruntime as ort
 from . import _onnxproto
 from . import spec as S
 from ._files import Directory
-from ._graphcheck import check_graph
+from ._graphcheck import RUN_BYTES, check_graph
 from .errors import EdgeVAEError
 
 _RUN_OPTIONS = ort.RunOptions()
@@ -54,15 +54,40 @@ class Graph:
     must be float32 (N, *its spec shape) with finite values, and x_hat must lie in [0, 1]. `chunk` is the
     largest batch one run may take (runtime/_graphcheck.py's memory estimate).
     """
-    __slots__ = ("session", "label", "role", "shapes", "chunk", "output_names", "unit_range")
+    __slots__ = ("session", "label", "role", "shapes", "chunk", "output_names", "unit_range", "tile_scale",
+                 "max_cells")
 
     def __init__(self, session: ort.InferenceSession, label: str, role: str, shapes: dict, chunk: int,
-                 unit_range: frozenset = frozenset()):
+                 unit_range: frozenset = frozenset(), tile_scale: int | None = None, max_cells: int | None = None):
         self.session, self.label, self.role, self.shapes, self.chunk = session, label, role, shapes, chunk
         self.output_names = [o.name for o in session.get_outputs()]
         self.unit_range = unit_range  # outputs the graph's final Clip(0, 1) keeps in range: only NaN is checked
+        self.tile_scale = tile_scale  # a tileable graph's pixels per latent cell: outputs follow the input's h, w
+        self.max_cells = max_cells  # a tileable graph too large to run whole: the largest tile side, in cells
+
+    def _check_tile(self, feed: dict) -> None:
+        h, w = feed["z"].shape[2:] if self.role == "decoder" else (d // self.tile_scale for d in feed["x"].shape[2:])
+        if max(h, w) > self.max_cells:
+            what = "decode" if self.role == "decoder" else "encode"
+            raise EdgeVAEError(f"{what}: a {h}x{w}-cell latent is more than this model's graphs may take in one run "
+                               f"within max_run_bytes; {what} in tiles of at most {self.max_cells} cells "
+                               f"(tile={self.max_cells}), or load with a larger max_run_bytes")
+
+    def _shape(self, name: str, feed: dict, n: int) -> tuple:
+        """The shape output `name` must have for this feed: the spec's, or a tile's for a tileable graph."""
+        tail = self.shapes[name]
+        if self.tile_scale is None:
+            return (n, *tail)
+        s = self.tile_scale
+        if self.role == "decoder":
+            h, w = feed["z"].shape[2:]
+            return (n, tail[0], h * s, w * s)
+        h, w = feed["x"].shape[2:]
+        return (n, tail[0], h // s, w // s)
 
     def run(self, names, feed: dict) -> list[np.ndarray]:
+        if self.max_cells is not None:
+            self._check_tile(feed)
         try:
             outputs = self.session.run(names, feed, _RUN_OPTIONS)
         except Exception as e:  # onnxruntime raises its own types (Fail, RuntimeException, InvalidArgument ...)
@@ -70,7 +95,7 @@ class Graph:
                                f"({(str(e).strip().splitlines() or [type(e).__name__])[-1][:300]})") from None
         n = len(next(iter(feed.values())))
         for name, out in zip(names or self.output_names, outputs):
-            shape = (n, *self.shapes[name])
+            shape = self._shape(name, feed, n)
             if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != shape:
                 got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
                 raise EdgeVAEError(f"{self.label}: output {name} must be float32 {shape}, got {got} "
@@ -141,7 +166,8 @@ def _check_external(d: Directory, label: str, external: dict[str, int], manifest
     return total
 
 
-def _checked_session(data: bytes, facts, label: str, role: str, spec: dict, path: Path, threads, spinning) -> Graph:
+def _checked_session(data: bytes, facts, label: str, role: str, spec: dict, path: Path, threads,
+                     spinning) -> Graph:
     """The onnxruntime session of a graph that passed every check, wrapped so its runs are checked too."""
     try:
         session = _session(data, path, threads, spinning)
@@ -151,11 +177,12 @@ def _checked_session(data: bytes, facts, label: str, role: str, spec: dict, path
     _, names_out = S.signature(role, spec["model"], spec["classes"] is not None)
     shapes = {"z": spec["latent_shape"], "mu": spec["latent_shape"], "logvar": spec["latent_shape"],
               "x_hat": spec["image_shape"]}
-    return Graph(session, label, role, {n: tuple(shapes[n]) for n in names_out}, facts.chunk, facts.unit_range)
+    return Graph(session, label, role, {n: tuple(shapes[n]) for n in names_out}, facts.chunk, facts.unit_range,
+                 spec.get("latent_scale") if spec.get("tileable") else None, facts.max_cells)
 
 
 def open_export(path: Path, threads: int | None, spinning: bool, variant: str,
-                expect_sha256: str | None = None, max_batch: int = 1024):
+                expect_sha256: str | None = None, max_batch: int = 1024, max_run_bytes: int = RUN_BYTES):
     """(manifest, specs by role, Graphs by role, sha256 of manifest.json) for one variant of the export at `path`."""
     with Directory(path) as d:
         manifest, digest = _read_manifest(d, expect_sha256)
@@ -179,7 +206,7 @@ def open_export(path: Path, threads: int | None, spinning: bool, variant: str,
             spec = specs[role] = S.loads(text, label)
             if (spec["role"], spec["variant"]) != (role, variant):
                 raise EdgeVAEError(f"{label}: expected the {variant} {role}, got the {spec['variant']} {spec['role']}")
-            facts = check_graph(model, data, label, role, spec, max_batch)
+            facts = check_graph(model, data, label, role, spec, max_batch, max_run_bytes)
             budget -= _check_external(d, label, facts.external, manifest, budget)
             del model  # onnxruntime gets the checked bytes; each graph's are let go once its session holds them
             sessions[role] = _checked_session(data, facts, label, role, spec, path, threads, spinning)

@@ -404,21 +404,27 @@ def int_values(data: bytes | memoryview, tensor: Tensor, limit: int = 64) -> lis
     return out if len(out) == tensor.size else None
 
 
-def float_value(data: bytes | memoryview, tensor: Tensor) -> float | None:
-    """The value of a one-element float32 initializer held inline, else None."""
+def float_values(data: bytes | memoryview, tensor: Tensor, limit: int = 64) -> list[float] | None:
+    """The values of a small float32 initializer held inline, else None."""
     import struct
 
-    if tensor.data_type != FLOAT or tensor.size != 1 or tensor.external is not None:
+    if tensor.data_type != FLOAT or tensor.size > limit or tensor.external is not None:
         return None
     if tensor.raw is not None:
-        return struct.unpack("<f", tensor.raw)[0] if len(tensor.raw) == 4 else None
+        return list(struct.unpack(f"<{tensor.size}f", tensor.raw)) if len(tensor.raw) == 4 * tensor.size else None
     values: list[float] = []
     r = _Reader(data)
     for number, wire, value in tensor.typed:
         if number != 4:
             return None
         _floats(r, wire, value, tensor.name, values)
-    return values[0] if len(values) == 1 else None
+    return values if len(values) == tensor.size else None
+
+
+def float_value(data: bytes | memoryview, tensor: Tensor) -> float | None:
+    """The value of a one-element float32 initializer held inline, else None."""
+    values = float_values(data, tensor, 1) if tensor.size == 1 else None
+    return values[0] if values else None
 
 
 def _value_info(r: _Reader, span) -> ValueInfo:

@@ -98,3 +98,14 @@ def test_tiled_decode_of_the_kl_model(kl_export):
     assert np.array_equal(model.decode(z, tile=16), whole)  # one tile covering the latent is the whole decode
     tiled = model.decode(z, tile=12, overlap=8)
     assert tiled.shape == whole.shape and 0 <= tiled.min() and tiled.max() <= 1
+
+
+def test_a_tileable_model_beyond_max_run_bytes_runs_in_tiles_only(kl_export):
+    model = edgevae.load(kl_export[0], max_run_bytes=1 << 20)  # 1 MiB: this model's 16x16 latent needs more
+    cells = model._decoder.max_cells
+    assert cells is not None and 1 <= cells < 16
+    z = np.random.default_rng(0).standard_normal((1, 4, 16, 16)).astype(np.float32)
+    with pytest.raises(edgevae.EdgeVAEError, match=f"decode in tiles of at most {cells} cells"):
+        model.decode(z)
+    tiled = model.decode(z, tile=cells, overlap=cells // 4)
+    assert np.array_equal(tiled, edgevae.load(kl_export[0]).decode(z, tile=cells, overlap=cells // 4))
