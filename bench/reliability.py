@@ -57,6 +57,26 @@ def _findings(result: dict) -> list[str]:
             for g in result["finding_groups"]]
 
 
+def _imported_export(work: Path) -> list[Path]:
+    """A small diffusers AutoencoderKL (attention, GroupNorm, upsampling; tileable), exported, if diffusers is
+    installed: the imported models' ops under the fuzzer too."""
+    try:
+        import diffusers
+        import torch
+    except ModuleNotFoundError:
+        return []
+    folder, export = work / "kl", work / "export-kl"
+    if not (export / "manifest.json").exists():
+        torch.manual_seed(0)
+        diffusers.AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                                up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64),
+                                layers_per_block=1, latent_channels=4, norm_num_groups=32, sample_size=32,
+                                mid_block_add_attention=True).save_pretrained(folder)
+        subprocess.run([sys.executable, "-m", "edgevae", "export", "--diffusers", str(folder), "--out", str(export),
+                        "--force"], cwd=C.ROOT, check=True, capture_output=True)
+    return [export]
+
+
 def big_export(base: Path, out: Path, weight_bytes: int) -> Path:
     """A copy of the export `base` whose fp32 decoder holds `weight_bytes` of (random) weights: the largest
     graph a load may have to take, to measure what loading it costs."""
@@ -133,7 +153,7 @@ def main() -> None:
                        r"peak RSS (\d+) MiB", attacks)
     work = C.ROOT / "bench" / ".work" / "reliability"  # its own models: a conditional continuous-Bernoulli MLP
     exports = [C.prepare_export(work, "mlp", extra=("--conditional", "--likelihood", "continuous-bernoulli"))[1],
-               C.prepare_export(work, "conv")[1]]
+               C.prepare_export(work, "conv")[1]] + _imported_export(work)
     with tempfile.TemporaryDirectory() as tmp:
         images = _fuzz.run("images", args.images, args.seed, Path(tmp) / "images")
         graphs = _fuzz.run("exports", args.exports, args.seed, Path(tmp) / "exports", tuple(exports))
@@ -153,8 +173,10 @@ def main() -> None:
         _fuzz_row(f"mutated image files through load_images ({len(_fuzz.image_seeds())} seed files: PNG, JPEG, "
                   f"GIF, BMP, TIFF, WebP, ICO, PPM; flips, cuts, splices, large ints, fixed PNG CRCs)", images,
                   "accepted: float32 (1, C, H, W) in [0, 1]"),
-        _fuzz_row("mutated exports through load, then decode and encode (graph bytes and structure, spec, "
-                  "manifest, FIFOs and links; manifest re-hashed)", graphs, "accepted: outputs keep the contract"),
+        _fuzz_row(f"mutated exports ({len(exports)} seeds: MLP conditional continuous-Bernoulli, conv"
+                  f"{', a diffusers AutoencoderKL' if len(exports) > 2 else ''}; int8/fp16 variants) through load, "
+                  f"then decode and encode (graph bytes and structure, spec, manifest, FIFOs and links; manifest "
+                  f"re-hashed)", graphs, "accepted: outputs keep the contract"),
         [f"loading the largest graph the caps allow ({graph_bytes / 2**20:.0f} MiB decoder)",
          f"{load_seconds:.1f} s, peak RSS {load_rss:.0f} MiB", "every check included; a load stays under 1 GiB"],
     ]

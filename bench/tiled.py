@@ -38,9 +38,9 @@ import numpy as np, edgevae
 export, z_path, out_path, tile, overlap = sys.argv[1:6]
 def status(field):
     return int(re.search(field + r':\\s+(\\d+)', open('/proc/self/status').read())[1]) * 1024
-# the untiled row needs more than the runtime's default bound on one run's tensors (256 MiB); the tiled rows
-# would run within it
-model = edgevae.load(export, threads=2, max_run_bytes=16 << 30)
+# the untiled row needs more than the runtime's default bounds on one run (256 MiB of tensors, 2.5e10
+# multiply-adds per image); raised for every row alike
+model = edgevae.load(export, threads=2, max_run_bytes=16 << 30, max_image_macs=10**14)
 z = np.load(z_path)
 loaded, load_peak = status("VmRSS"), status("VmHWM")
 open("/proc/self/clear_refs", "w").write("5")  # reset VmHWM to the current RSS: the peak below is the decode's

@@ -29,6 +29,7 @@ from .errors import EdgeVAEError
 MAX_NODES = 10_000  # nodes in one graph
 MAX_STRUCTURE_BYTES = 16 << 20  # a graph file's bytes besides its weights: nodes, names, metadata, doc strings
 RUN_BYTES = 256 << 20  # estimated tensors alive in one session.run, at the batch the runtime runs
+IMAGE_MACS = 25 * 10**9  # estimated multiply-adds for one image (about a second on one core of a laptop CPU)
 IR_VERSIONS = (4, 14)  # ModelProto.ir_version: initializers need not be inputs since 4; onnxruntime 1.32 reads to 14
 _DOMAINS = ("", "ai.onnx")
 _MAX_VALUES = 1 << 40  # any tensor beyond this many values is refused on sight (far beyond RUN_BYTES)
@@ -45,6 +46,7 @@ class Facts:
     chunk: int = 1  # largest batch per session.run within the run-bytes bound
     run_bytes: int = 0  # the estimate at that batch
     max_cells: int | None = None  # tileable graphs: the largest square latent tile one run may take
+    image_macs: int = 0  # estimated multiply-adds per image (per tile of max_cells for a graph run in tiles)
     weight_bytes: int = 0  # initializers, inline and external
     unit_range: frozenset[str] = frozenset()  # outputs a final Clip(0, 1) keeps in [0, 1] (NaN aside)
 
@@ -54,9 +56,10 @@ def _fail(label: str, message: str) -> EdgeVAEError:
 
 
 def check_graph(model: P.Model, data: bytes, label: str, role: str, spec: dict, max_batch: int = 1024,
-                run_bytes: int = RUN_BYTES) -> Facts:
+                run_bytes: int = RUN_BYTES, image_macs: int = IMAGE_MACS) -> Facts:
     """Facts about `model` (parsed from `data`), or EdgeVAEError naming `label` and what is wrong.
-    run_bytes: the most one session.run may hold by the estimate (load's max_run_bytes)."""
+    run_bytes: the most one session.run may hold by the estimate (load's max_run_bytes); image_macs: the most
+    multiply-adds one image may cost (load's max_image_macs)."""
     if not IR_VERSIONS[0] <= model.ir_version <= IR_VERSIONS[1]:
         raise _fail(label, f"ONNX IR version {model.ir_version} (this runtime reads "
                            f"{IR_VERSIONS[0]}..{IR_VERSIONS[1]})")
@@ -86,7 +89,7 @@ def check_graph(model: P.Model, data: bytes, label: str, role: str, spec: dict, 
     facts = Facts(frozenset(ops))
     _check_initializers(graph, data, label, facts)
     inputs, outputs = _check_io(graph, label, role, spec)
-    _infer(graph, data, label, inputs, outputs, facts, max_batch, run_bytes,
+    _infer(graph, data, label, inputs, outputs, facts, max_batch, (run_bytes, image_macs),
            spec.get("latent_scale") if symbolic_axes(spec) else None)
     facts.unit_range = _clipped_to_unit(graph, data, outputs)
     return facts
@@ -214,7 +217,8 @@ class _T:
 
 
 def _infer(graph: P.Graph, data: bytes, label: str, inputs: dict, outputs: dict, facts: Facts,
-           max_batch: int, budget: int, tile_scale: int | None) -> None:
+           max_batch: int, budgets: tuple[int, int], tile_scale: int | None) -> None:
+    budget, work_budget = budgets
     consts = {}
     for t in graph.initializers:
         values = P.int_values(data, t, _SHAPE_VALUES)
@@ -235,13 +239,14 @@ def _infer(graph: P.Graph, data: bytes, label: str, inputs: dict, outputs: dict,
         side = cells * (tile_scale if name in ("x", "x_hat") else 1)
         return (shape[0], min(shape[1], side), min(shape[2], side))
 
-    def run(batch: int, cells: int | None = None) -> int:
+    def run(batch: int, cells: int | None = None) -> tuple[int, int]:
+        """(peak bytes of tensors alive at once, multiply-adds) of one run at this batch and tile."""
         env = dict(consts)
         for name, shape in inputs.items():
             env[name] = _T((batch, *sized(name, shape, cells)), 8 if name == "y" else 4)
         alive = set(inputs)  # tensors held now (initializers and folded constants are counted apart)
         live = peak = sum(env[n].nbytes for n in inputs)
-        folded = 0
+        folded = work = 0
         for i, node in enumerate(graph.nodes):
             where = f"node {i} ({node.op_type})"
             args = []
@@ -256,8 +261,12 @@ def _infer(graph: P.Graph, data: bytes, label: str, inputs: dict, outputs: dict,
                 made, workspace = rule(node, args)
             except _Bad as e:
                 raise _fail(label, f"{where}: {e}") from None
+            except (ArithmeticError, IndexError, TypeError, ValueError) as e:  # inputs no rule foresaw: malformed
+                raise _fail(label, f"{where}: its inputs {[a.shape if a else None for a in args]} do not fit the op "
+                                   f"({type(e).__name__})") from None
             if len(node.outputs) > len(made):
                 raise _fail(label, f"{where} has {len(node.outputs)} outputs; the op makes {len(made)}")
+            work += _macs(node.op_type, args, made)
             for name, t in zip(node.outputs, made):
                 if not name:
                     continue
@@ -283,34 +292,51 @@ def _infer(graph: P.Graph, data: bytes, label: str, inputs: dict, outputs: dict,
             if name not in env or env[name].shape != want:
                 got = env[name].shape if name in env else "nothing (no node makes it)"
                 raise _fail(label, f"output {name} has shape {got} at batch {batch}, expected {want}")
-        return peak
+        return peak, work
 
     batch = max_batch
     while True:
-        peak = run(batch)
+        peak, _ = run(batch)
         if peak <= budget or batch == 1:
             break
         batch //= 2
-    if batch != 1:
-        run(1)  # the outputs at batch 1 too: the batch axis must flow through, not be a constant
-    facts.chunk, facts.run_bytes = batch, peak
-    if peak <= budget:
+    one_peak, one_work = run(1)  # also: the outputs at batch 1, so the batch axis flows through, not a constant
+    facts.chunk, facts.run_bytes, facts.image_macs = batch, peak, one_work
+    if one_peak <= budget and one_work <= work_budget:
         return
     if tile_scale is None:
-        raise _fail(label, f"one image needs an estimated {peak:,} bytes of tensors (at most {budget:,}; "
-                           f"edgevae.load(..., max_run_bytes=) raises the bound)")
-    # A tileable graph too large to run whole within the bound: the largest square tile that fits.
+        raise _fail(label, f"one image needs an estimated {one_peak:,} bytes of tensors and {one_work:,} "
+                           f"multiply-adds (at most {budget:,} and {work_budget:,}; edgevae.load(..., "
+                           f"max_run_bytes=, max_image_macs=) raises the bounds)")
+    # A tileable graph too large to run whole within the bounds: the largest square tile that fits.
     low, high = 0, max(max(shape[1:]) for shape in inputs.values() if len(shape) == 3)
-    while low < high:  # sizes grow with the tile, so the largest that fits is found by bisection
+    while low < high:  # sizes and work grow with the tile, so the largest that fits is found by bisection
         mid = (low + high + 1) // 2
-        low, high = (mid, high) if run(1, mid) <= budget else (low, mid - 1)
+        tile_peak, tile_work = run(1, mid)
+        low, high = (mid, high) if tile_peak <= budget and tile_work <= work_budget else (low, mid - 1)
     if low == 0:
-        raise _fail(label, f"one latent cell needs more than {budget:,} bytes of tensors")
-    facts.max_cells, facts.run_bytes = low, run(1, low)
+        raise _fail(label, f"one latent cell needs more than {budget:,} bytes of tensors or {work_budget:,} "
+                           f"multiply-adds")
+    facts.chunk, facts.max_cells = 1, low
+    facts.run_bytes, facts.image_macs = run(1, low)
 
 
 class _Bad(ValueError):
     pass
+
+
+def _macs(op: str, args: list, made: list) -> int:
+    """Multiply-adds of one node, from its shapes: the dot products of Gemm, MatMul and the convolutions; one
+    per output value for everything else (elementwise work, normalisations, resizing)."""
+    if op == "Gemm":
+        return math.prod(args[0].shape) * made[0].shape[1]  # (M x K) x N
+    if op in ("MatMul", "MatMulInteger"):
+        return math.prod(made[0].shape) * args[0].shape[-1]
+    if op in ("Conv", "ConvInteger"):
+        return math.prod(made[0].shape) * math.prod(args[1].shape[1:])
+    if op == "ConvTranspose":
+        return math.prod(args[0].shape) * math.prod(args[1].shape[1:])
+    return sum(math.prod(t.shape) for t in made)
 
 
 def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
@@ -566,9 +592,9 @@ def _ints_of(t: _T | None, what: str) -> list[int]:
 
 
 def _axis(a: int, rank: int, what: str) -> int:
-    if not -rank <= a < max(rank, 1):
+    if not -rank <= a < rank:
         raise _Bad(f"{what} {a} for rank {rank}")
-    return a % max(rank, 1)
+    return a % rank
 
 
 def _transpose(node, args):

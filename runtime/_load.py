@@ -23,7 +23,7 @@ import onnxruntime as ort
 from . import _onnxproto
 from . import spec as S
 from ._files import Directory
-from ._graphcheck import RUN_BYTES, check_graph
+from ._graphcheck import IMAGE_MACS, RUN_BYTES, check_graph
 from .errors import EdgeVAEError
 
 _RUN_OPTIONS = ort.RunOptions()
@@ -70,8 +70,8 @@ class Graph:
         if max(h, w) > self.max_cells:
             what = "decode" if self.role == "decoder" else "encode"
             raise EdgeVAEError(f"{what}: a {h}x{w}-cell latent is more than this model's graphs may take in one run "
-                               f"within max_run_bytes; {what} in tiles of at most {self.max_cells} cells "
-                               f"(tile={self.max_cells}), or load with a larger max_run_bytes")
+                               f"within max_run_bytes and max_image_macs; {what} in tiles of at most "
+                               f"{self.max_cells} cells (tile={self.max_cells}), or load with larger bounds")
 
     def _shape(self, name: str, feed: dict, n: int) -> tuple:
         """The shape output `name` must have for this feed: the spec's, or a tile's for a tileable graph."""
@@ -182,7 +182,8 @@ def _checked_session(data: bytes, facts, label: str, role: str, spec: dict, path
 
 
 def open_export(path: Path, threads: int | None, spinning: bool, variant: str,
-                expect_sha256: str | None = None, max_batch: int = 1024, max_run_bytes: int = RUN_BYTES):
+                expect_sha256: str | None = None, max_batch: int = 1024, max_run_bytes: int = RUN_BYTES,
+                max_image_macs: int = IMAGE_MACS):
     """(manifest, specs by role, Graphs by role, sha256 of manifest.json) for one variant of the export at `path`."""
     with Directory(path) as d:
         manifest, digest = _read_manifest(d, expect_sha256)
@@ -206,7 +207,7 @@ def open_export(path: Path, threads: int | None, spinning: bool, variant: str,
             spec = specs[role] = S.loads(text, label)
             if (spec["role"], spec["variant"]) != (role, variant):
                 raise EdgeVAEError(f"{label}: expected the {variant} {role}, got the {spec['variant']} {spec['role']}")
-            facts = check_graph(model, data, label, role, spec, max_batch, max_run_bytes)
+            facts = check_graph(model, data, label, role, spec, max_batch, max_run_bytes, max_image_macs)
             budget -= _check_external(d, label, facts.external, manifest, budget)
             del model  # onnxruntime gets the checked bytes; each graph's are let go once its session holds them
             sessions[role] = _checked_session(data, facts, label, role, spec, path, threads, spinning)

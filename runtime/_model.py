@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _latent, _tiles
 from . import spec as S
-from ._graphcheck import RUN_BYTES
+from ._graphcheck import IMAGE_MACS, RUN_BYTES
 from ._images import load_images
 from ._load import open_export
 from .errors import EdgeVAEError, check_int, shorten
@@ -48,7 +48,7 @@ class Model:
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, spinning: bool = False,
                  variant: str = "fp32", expect_sha256: str | None = None, tile: int | None = None,
-                 overlap: int | None = None, max_run_bytes: int = RUN_BYTES):
+                 overlap: int | None = None, max_run_bytes: int = RUN_BYTES, max_image_macs: int = IMAGE_MACS):
         if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
             raise EdgeVAEError(f"load: path must be a str or path-like, got {type(path).__name__}")
         if threads is not None:  # more threads than cores gain nothing, and each reserves a stack
@@ -63,10 +63,11 @@ class Model:
                                    f"got {shorten(expect_sha256)}")
             expect_sha256 = expect_sha256.lower()
         max_run_bytes = check_int(max_run_bytes, "load: max_run_bytes", 1 << 20, 1 << 40)
+        max_image_macs = check_int(max_image_macs, "load: max_image_macs", 10**6, 10**15)
         self.path = Path(path)
         self.variant = variant
         self.manifest, self.specs, sessions, self.manifest_sha256 = open_export(
-            self.path, threads, spinning, variant, expect_sha256, CHUNK, max_run_bytes)  # manifest_sha256: the pin
+            self.path, threads, spinning, variant, expect_sha256, CHUNK, max_run_bytes, max_image_macs)
         self.spec: dict = self.specs["decoder"]
         self.kind: str = self.spec["model"]  # "vae", or "ae" for the plain autoencoder baseline
         self.classes: list[str] | None = self.spec["classes"]  # class names of a conditional model
@@ -310,7 +311,7 @@ class Model:
 
 def load(path: str | os.PathLike, *, expect_sha256: str | None = None, threads: int | None = None,
          spinning: bool = False, variant: str = "fp32", tile: int | None = None, overlap: int | None = None,
-         max_run_bytes: int = RUN_BYTES) -> Model:
+         max_run_bytes: int = RUN_BYTES, max_image_macs: int = IMAGE_MACS) -> Model:
     """Load an export directory, checking its files, its graphs and that both come from one export.
 
     expect_sha256: pin the export an app was tested with, the sha256 of its manifest.json (which lists
@@ -320,9 +321,10 @@ def load(path: str | os.PathLike, *, expect_sha256: str | None = None, threads: 
     physical core). spinning: let idle worker threads spin for lower latency at the cost of CPU (off by
     default, right for desktop apps). tile, overlap: tileable exports decode and encode in tiles of
     tile x tile latent cells by default (Model.decode). max_run_bytes: the most memory one run of a graph
-    may hold, by load's estimate from the graph (default 256 MiB): a graph that needs more for one image is
-    refused, larger batches run in chunks, and a tileable graph too large to run whole runs only in tiles.
+    may hold, by load's estimate from the graph (default 256 MiB); max_image_macs: the most multiply-adds one
+    image may cost (default 2.5e10, about a second of one laptop core): a graph that needs more for one
+    image is refused, larger batches run in chunks, and a tileable graph too large runs only in tiles.
     Raises EdgeVAEError for a missing, tampered, mismatched or malformed file (docs/design.md, "The spec").
     """
     return Model(path, threads=threads, spinning=spinning, variant=variant, expect_sha256=expect_sha256, tile=tile,
-                 overlap=overlap, max_run_bytes=max_run_bytes)
+                 overlap=overlap, max_run_bytes=max_run_bytes, max_image_macs=max_image_macs)

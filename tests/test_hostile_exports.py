@@ -494,3 +494,21 @@ def test_info_shows_odd_optional_fields_without_failing(export_dir, tmp_path):
     r = run_cli("info", str(d))
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert "test -ELBO low nats/image" in r.stdout and "\x1b" not in r.stdout and "\\x1b[31mred\\nline" in r.stdout
+
+
+def test_a_compute_bomb_within_the_memory_bounds_is_refused(export_dir, tmp_path):
+    """1,600 MatMuls reusing one 64 MB weight: little memory, ~2.7e10 multiply-adds (minutes) per image."""
+    def edit(m):
+        gemm = next(n for n in m.graph.node if n.op_type == "Gemm")
+        _const(m, "wide", np.zeros((D, 4096), np.float32))
+        _const(m, "square", np.zeros((4096, 4096), np.float32))
+        _const(m, "narrow", np.zeros((4096, D), np.float32))
+        nodes = [helper.make_node("MatMul", ["z", "wide"], ["h0"])]
+        nodes += [helper.make_node("MatMul", [f"h{i}", "square"], [f"h{i + 1}"]) for i in range(1600)]
+        nodes.append(helper.make_node("MatMul", ["h1600", "narrow"], ["z_again"]))
+        for offset, node in enumerate(nodes):
+            m.graph.node.insert(offset, node)
+        gemm.input[0] = "z_again"
+    d = forge(export_dir, tmp_path, edit)
+    seconds, _, out = _load_in_child(d)  # refused from the protobuf: onnxruntime never sees it
+    assert seconds < 5 and "26,843,631,216 multiply-adds (at most 268,435,456 and 25,000,000,000" in out, out
