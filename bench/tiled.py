@@ -46,7 +46,9 @@ export, z_path, out_path, tile, overlap, low = sys.argv[1:7]
 tile, overlap = int(tile), int(overlap)
 def status(field):
     return int(re.search(field + r':\\s+(\\d+)', open('/proc/self/status').read())[1]) * 1024
-model = edgevae.load(export, threads=2, low_memory=low == "1")
+# the untiled row needs more than the runtime's default bounds on one run (256 MiB of tensors, 2.5e10
+# multiply-adds per image); raised for every row alike
+model = edgevae.load(export, threads=2, low_memory=low == "1", max_run_bytes=16 << 30, max_image_macs=10**14)
 if overlap:  # blended: decoder.onnx on overlapping tiles, each with its own statistics
     def decode(z):
         return _tiles.decode(lambda part: model._decoder.run(["x_hat"], {"z": part})[0], z, 8, 3, tile, overlap)

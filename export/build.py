@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from edgevae.train import checkpoint as checkpoint_io
 from edgevae.train.config import TrainConfig
 from edgevae.train.folder import preprocessing
 
-from . import adapters, checks, gates, graphs, tiled, variants
+from . import adapters, checks, destination, gates, graphs, tiled, variants
 
 
 class ExportError(RuntimeError):
@@ -98,23 +97,18 @@ def edgevae_fields(vae, ckpt: dict, elbo: dict) -> dict:
     }
 
 
-def _check_destination(run_dir: Path | None, out: Path, force: bool) -> None:
-    """`out` may be new, or with --force an earlier export or an empty directory; never anything else."""
-    for stale in out.parent.glob(f".{out.name}.tmp-*") if out.parent.is_dir() else []:
-        shutil.rmtree(stale, ignore_errors=True)  # left by an export that was killed mid-write
-    if not out.exists():
-        return
-    if not force:
-        raise ExportError(f"{out} already exists (pass --force to replace it)")
-    resolved = out.resolve()
-    if run_dir is not None and (resolved == run_dir.resolve() or resolved in run_dir.resolve().parents):
-        raise ExportError(f"--out {out} is the run directory or contains it; --force would delete the run")
-    if not out.is_dir() or not ((out / S.MANIFEST).is_file() or not any(out.iterdir())):
-        raise ExportError(f"--force replaces only an earlier export or an empty directory; {out} is neither")
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _check_destination(protect: Path | None, out: Path, force: bool) -> None:
+    """export/destination.py's rules (what --force may replace), its refusals as ExportError."""
+    try:
+        destination.check(out, protect, force)
+    except destination.DestinationError as e:
+        raise ExportError(str(e)) from None
 
 
 def _fmt_quality(q: dict) -> str:
@@ -134,7 +128,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
     checkpoint: "auto" (best.pt when the run has one, else checkpoint.pt), "best" or "last".
     """
     run_dir, out = Path(run_dir), Path(out)
-    _check_destination(run_dir, out, force)
+    _check_destination(run_dir, out, force)  # before reading the run: a destination in the way is said first
     vae, ckpt = load_run(run_dir, checkpoint)
     log(f"exporting {ckpt['path']} ({vae.kind}, {ckpt['config']['arch']}, "
         f"{'conditional on ' + str(vae.num_classes) + ' classes, ' if vae.conditional else ''}"
@@ -152,6 +146,7 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
     """
     out = Path(out)
     _check_destination(protect, out, force)
+    destination.clear_stale(out)
     own = isinstance(source, adapters.EdgeVAESource)
     if variants_ and not own:
         raise ExportError("--int8/--fp16 need a likelihood to gate them: only runs of `edgevae train` have one")
@@ -201,11 +196,7 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
     for role, unit_graphs in tiled_graphs.items():
         extra[_units.PLANS[role]] = {"units": [record for _, record in unit_graphs]}
     spec = make_spec(source, pair_id, parity, extra)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the export should read like any directory
+    tmp = destination.stage(out)
     try:
         manifest = {"schema_version": S.SCHEMA_VERSION, "pair_id": pair_id, "files": {}, "variants": {}}
         for variant, (protos, q) in kept.items():
@@ -227,13 +218,10 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
             manifest["variants"]["fp32"][_units.ROLES[role]] = [record["file"] for _, record in unit_graphs]
         (tmp / S.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _check_written(tmp, source, kept, tolerance)
-        if out.exists():  # --force: swap the old export out only once the new one is complete
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, out)
+        try:  # --force: the old export is swapped out only once the new one is complete
+            destination.commit(tmp, out, protect, force)
+        except destination.DestinationError as e:
+            raise ExportError(str(e)) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for name, entry in manifest["files"].items():

@@ -1,20 +1,39 @@
-"""Open an export directory: read the manifest, verify each graph's sha256, check the specs and that both
-graphs come from one export; sessions are created on first use (Graph), each from bytes checked again.
+"""Open an export directory that may be hostile: nothing reaches onnxruntime before it is checked.
 
-A process that only decodes never holds the encoder's weights, and one that decodes in tiles holds only
-the tiled decoder's units (runtime/_units.py).
+1. manifest.json: a regular file of at most spec.MAX_JSON_BYTES (runtime/_files.py), its sha256 equal to
+   the pin when the app gave one (`load(path, expect_sha256=...)`), bounded JSON (spec.parse_json) of the
+   documented structure (spec.check_manifest).
+2. Each graph of the variant: a regular file of at most spec.MAX_GRAPH_BYTES whose sha256 is the manifest's;
+   parsed by the runtime's own protobuf reader (runtime/_onnxproto.py); its spec parsed and within bounds
+   (spec.loads); the graph itself checked against that spec (runtime/_graphcheck.py: ops, domains,
+   inputs and outputs, initializers, tensor sizes); its external-data files listed in the manifest and
+   hashed; the variant's files together at most spec.MAX_EXPORT_BYTES. Only then its onnxruntime session,
+   wrapped in Graph, which turns onnxruntime's failures into EdgeVAEError and checks every output: its
+   shape, finite values, pixels in [0, 1]. (Each graph's bytes are let go once its session holds them.)
+3. Both graphs and the manifest from one export (pair_id), their specs agreeing on what the runtime uses.
+
+An exact tiled decoder's or encoder's units (runtime/_units.py) are opened on first use (LazyGraph), each
+read and checked the same way then (sha256, ops, signature), and can be let go again: a process that
+decodes in tiles with low_memory holds one unit's weights at a time.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
+from . import _onnxproto
 from . import spec as S
+from ._files import Directory
+from ._graphcheck import IMAGE_MACS, RUN_BYTES, check_graph, check_ops
 from .errors import EdgeVAEError
+
+_RUN_OPTIONS = ort.RunOptions()
+_RUN_OPTIONS.log_severity_level = 4  # a failed run raises EdgeVAEError; onnxruntime prints nothing of its own
+SHARED_FIELDS = ("model", "latent_shape", "image_shape", "image_mode", "classes", "prior", "preprocessing", "noise")
 
 
 def _session(data: bytes, directory: Path, threads: int | None, spinning: bool,
@@ -43,79 +62,86 @@ def _session(data: bytes, directory: Path, threads: int | None, spinning: bool,
     return session
 
 
-def _read_manifest(path: Path) -> dict:
-    manifest_path = path / S.MANIFEST
-    if not path.is_dir():
-        raise EdgeVAEError(f"{path}: not an export directory (no such directory)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise EdgeVAEError(f"{path}: not an export directory ({S.MANIFEST} is missing)") from None
-    except OSError as e:  # a directory in its place, no permission ...
-        raise EdgeVAEError(f"{manifest_path}: cannot read it ({e.strerror or e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EdgeVAEError(f"{manifest_path}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) \
-            or not isinstance(manifest.get("variants"), dict):
-        raise EdgeVAEError(f"{manifest_path}: expected an object with 'files' and 'variants' maps")
-    return manifest
+def _runner(session: ort.InferenceSession):
+    """`session.run` minus onnxruntime's per-call Python checks of the feed (input names, OrtValue
+    ownership), which cost as much as a batch-1 MLP layer: every feed is built by Model with exactly the
+    inputs load checked. Falls back to `session.run` if the binding is laid out otherwise."""
+    inner = getattr(session, "_sess", None)
+    return inner.run if callable(getattr(inner, "run", None)) else session.run
 
 
-def _read_verified(path: Path, name: str, manifest: dict) -> bytes:
-    """The bytes of `name`, after checking them against the manifest's sha256."""
-    entry = manifest["files"].get(name)
-    if not isinstance(entry, dict) or "sha256" not in entry:
-        raise EdgeVAEError(f"{path / S.MANIFEST}: no sha256 listed for {name}")
-    try:
-        data = (path / name).read_bytes()
-    except FileNotFoundError:
-        raise EdgeVAEError(f"{path}: {name} is missing") from None
-    except OSError as e:
-        raise EdgeVAEError(f"{path / name}: cannot read it ({e.strerror or e})") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != entry["sha256"]:
-        raise EdgeVAEError(f"{path / name}: sha256 {digest[:12]}... does not match the manifest's "
-                           f"{str(entry['sha256'])[:12]}... (file changed or corrupt)")
-    return data
+class Graph:
+    """An onnxruntime session whose every run is checked; `run(names, feed)` as InferenceSession.run.
 
+    onnxruntime's own failures (an allocation, a dimension it refuses) become EdgeVAEError; each output
+    must be float32 (N, *its spec shape) with finite values, and x_hat must lie in [0, 1]. `chunk` is the
+    largest batch one run may take (runtime/_graphcheck.py's memory estimate).
+    """
+    __slots__ = ("session", "label", "role", "shapes", "chunk", "output_names", "unit_range", "tile_scale",
+                 "max_cells", "_run")
 
-def _metadata(data: bytes, label: str) -> dict[str, str]:
-    """ModelProto.metadata_props (field 14: key 1, value 2) from the top level of the protobuf, without onnxruntime."""
-    def varint(pos: int, end: int) -> tuple[int, int]:
-        value = shift = 0
-        while pos < end and shift < 64:
-            byte = data[pos]
-            value |= (byte & 0x7F) << shift
-            pos, shift = pos + 1, shift + 7
-            if not byte & 0x80:
-                return value, pos
-        raise EdgeVAEError(f"{label}: not an ONNX graph (a truncated protobuf varint)")
+    def __init__(self, session: ort.InferenceSession, label: str, role: str, shapes: dict, chunk: int,
+                 unit_range: frozenset = frozenset(), tile_scale: int | None = None, max_cells: int | None = None):
+        self.session, self.label, self.role, self.shapes, self.chunk = session, label, role, shapes, chunk
+        self.output_names = [o.name for o in session.get_outputs()]
+        self.unit_range = unit_range  # outputs the graph's final Clip(0, 1) keeps in range: only NaN is checked
+        self.tile_scale = tile_scale  # a tileable graph's pixels per latent cell: outputs follow the input's h, w
+        self.max_cells = max_cells  # a tileable graph too large to run whole: the largest tile side, in cells
+        self._run = _runner(session)
 
-    def fields(pos: int, end: int):
-        while pos < end:
-            key, pos = varint(pos, end)
-            kind = key & 7
-            if kind == 0:
-                value, pos = varint(pos, end)
-                yield key >> 3, value
-                continue
-            size = {1: 8, 5: 4}.get(kind)
-            if kind == 2:
-                size, pos = varint(pos, end)
-            if size is None or pos + size > end:
-                raise EdgeVAEError(f"{label}: not an ONNX graph (protobuf wire type {kind} at byte {pos})")
-            yield key >> 3, (pos, pos + size)
-            pos += size
+    def _check_tile(self, feed: dict) -> None:
+        h, w = feed["z"].shape[2:] if self.role == "decoder" else (d // self.tile_scale for d in feed["x"].shape[2:])
+        if max(h, w) > self.max_cells:
+            what = "decode" if self.role == "decoder" else "encode"
+            raise EdgeVAEError(f"{what}: a {h}x{w}-cell latent is more than this model's graphs may take in one run "
+                               f"within max_run_bytes and max_image_macs; {what} in tiles of at most "
+                               f"{self.max_cells} cells (tile={self.max_cells}), or load with larger bounds")
 
-    found = {}
-    for number, span in fields(0, len(data)):
-        if number == 14 and isinstance(span, tuple):
-            entry = {n: bytes(data[v[0]:v[1]]) for n, v in fields(*span) if isinstance(v, tuple)}
-            try:
-                found[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
-            except UnicodeDecodeError:
-                raise EdgeVAEError(f"{label}: metadata is not UTF-8") from None
-    return found
+    def _shape(self, name: str, feed: dict, n: int) -> tuple:
+        """The shape output `name` must have for this feed: the spec's, or a tile's for a tileable graph."""
+        tail = self.shapes[name]
+        if self.tile_scale is None:
+            return (n, *tail)
+        s = self.tile_scale
+        if self.role == "decoder":
+            h, w = feed["z"].shape[2:]
+            return (n, tail[0], h * s, w * s)
+        h, w = feed["x"].shape[2:]
+        return (n, tail[0], h // s, w // s)
+
+    def run(self, names, feed: dict) -> list[np.ndarray]:
+        if self.max_cells is not None:
+            self._check_tile(feed)
+        try:
+            outputs = self._run(names or self.output_names, feed, _RUN_OPTIONS)
+        except Exception as e:  # onnxruntime raises its own types (Fail, RuntimeException, InvalidArgument ...)
+            raise EdgeVAEError(f"{self.label}: onnxruntime failed while running it "
+                               f"({(str(e).strip().splitlines() or [type(e).__name__])[-1][:300]})") from None
+        n = len(next(iter(feed.values())))
+        for name, out in zip(names or self.output_names, outputs):
+            shape = self._shape(name, feed, n)
+            if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != shape:
+                got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+                raise EdgeVAEError(f"{self.label}: output {name} must be float32 {shape}, got {got} "
+                                   f"(the graph breaks its spec)")
+            if name == "x_hat":
+                if name in self.unit_range:  # Clip(0, 1) made it: only NaN can be wrong, and max() propagates NaN
+                    top = out.max()
+                    ok = top == top
+                else:
+                    lo, hi = out.min(), out.max()  # NaN fails both comparisons
+                    ok = lo >= 0 and hi <= 1
+                    if not ok and np.isfinite(lo) and np.isfinite(hi):
+                        raise EdgeVAEError(f"{self.label}: x_hat must lie in [0, 1], got values in [{lo:.4g}, "
+                                           f"{hi:.4g}] (the graph breaks its spec)")
+                if not ok:
+                    raise EdgeVAEError(f"decode: the decoder overflowed for latents this far from the prior (max |z| "
+                                       f"= {np.abs(feed['z']).max():.3g}); decode values of typical N(0, I) scale")
+            elif not np.isfinite(out).all():
+                raise EdgeVAEError(f"encode: the encoder's {name} overflowed float32 (NaN or Inf) for these inputs "
+                                   f"(max |{'eps' if 'eps' in feed else 'x'}| = "
+                                   f"{np.abs(feed.get('eps', feed['x'])).max():.3g})")
+        return outputs
 
 
 def _check_signature(session: ort.InferenceSession, name: str, inputs: tuple, outputs: tuple) -> None:
@@ -123,24 +149,6 @@ def _check_signature(session: ort.InferenceSession, name: str, inputs: tuple, ou
     got_out = tuple(o.name for o in session.get_outputs())
     if got_in != inputs or got_out != outputs:
         raise EdgeVAEError(f"{name}: expected inputs {inputs} -> outputs {outputs}, got {got_in} -> {got_out}")
-
-
-def read_graph(path: Path, name, manifest: dict, role: str, variant: str) -> tuple[bytes, dict]:
-    """(bytes, spec) of one graph: a plain file name, bytes matching the manifest's sha256, the spec of
-    `role` and `variant` from this export (the manifest's pair_id)."""
-    if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
-        raise EdgeVAEError(f"{path / S.MANIFEST}: bad {role} file name {name!r} for variant '{variant}'")
-    data = _read_verified(path, name, manifest)
-    text = _metadata(data, str(path / name)).get(S.METADATA_KEY)
-    if text is None:
-        raise EdgeVAEError(f"{path / name}: no '{S.METADATA_KEY}' metadata (not an EdgeVAE graph)")
-    spec = S.loads(text, str(path / name))
-    if (spec["role"], spec["variant"]) != (role, variant):
-        raise EdgeVAEError(f"{path / name}: expected the {variant} {role}, got the {spec['variant']} {spec['role']}")
-    if spec["pair_id"] != manifest.get("pair_id"):
-        raise EdgeVAEError(f"{path}: {name} and {S.MANIFEST} come from different exports "
-                           f"(pair_id {role}={spec['pair_id']}, manifest={manifest.get('pair_id')})")
-    return data, spec
 
 
 def _release_freed_memory() -> None:
@@ -160,14 +168,17 @@ def _release_freed_memory() -> None:
         pass
 
 
-class Graph:
-    """One graph of an export, its onnxruntime session created on first run from the file read and checked
-    again (sha256, spec, signature): memory is spent only on the graphs a process uses. Thread-safe."""
+class LazyGraph:
+    """One unit graph of a tiled decoder or encoder, its session created on first run from the file read and
+    checked then (the manifest's sha256, the op allow-list, its inputs and outputs): memory is spent only on
+    the graphs a process uses, and `release` gives it back. Thread-safe."""
 
-    def __init__(self, path: Path, name: str, manifest: dict, role: str, variant: str, signature: tuple,
-                 threads: int | None, spinning: bool, lean: bool = False):
-        self.path, self.name, self.manifest, self.role, self.variant = path, name, manifest, role, variant
-        self.signature, self.threads, self.spinning, self.lean = signature, threads, spinning, lean
+    def __init__(self, path: Path, name: str, manifest: dict, label: str, signature: tuple,
+                 threads: int | None, spinning: bool):
+        if name not in manifest["files"]:
+            raise EdgeVAEError(f"{path / S.MANIFEST}: {name} is not listed in 'files'")
+        self.path, self.name, self.manifest, self.label = path, name, manifest, label
+        self.signature, self.threads, self.spinning = signature, threads, spinning
         self._session: ort.InferenceSession | None = None
         self._lock = threading.Lock()
 
@@ -176,20 +187,33 @@ class Graph:
         if self._session is None:
             with self._lock:
                 if self._session is None:
-                    data, _ = read_graph(self.path, self.name, self.manifest, self.role, self.variant)
-                    try:
-                        session = _session(data, self.path, self.threads, self.spinning, self.lean)
-                    except Exception as e:  # onnxruntime raises its own types for unparsable graphs
-                        raise EdgeVAEError(f"{self.path / self.name}: onnxruntime cannot load it "
-                                           f"({str(e).splitlines()[0]})") from None
-                    del data
-                    _release_freed_memory()
-                    _check_signature(session, str(self.path / self.name), *self.signature)
-                    self._session = session
+                    self._session = self._open()
         return self._session
 
+    def _open(self) -> ort.InferenceSession:
+        label = str(self.path / self.name)
+        with Directory(self.path) as d:
+            data = _verified(d, self.name, self.manifest, S.MAX_GRAPH_BYTES)
+        try:
+            check_ops(_onnxproto.parse(data), label)
+        except _onnxproto.ProtoError as e:
+            raise EdgeVAEError(f"{label}: not an ONNX graph this runtime reads ({e})") from None
+        try:
+            session = _session(data, self.path, self.threads, self.spinning, lean=True)
+        except Exception as e:  # onnxruntime raises its own types for graphs it cannot load
+            raise EdgeVAEError(f"{label}: onnxruntime cannot load it ({_last_line(e)})") from None
+        del data
+        _release_freed_memory()
+        _check_signature(session, label, *self.signature)
+        return session
+
     def run(self, names, feed: dict) -> list:
-        return self.session.run(names, feed)
+        session = self.session
+        try:
+            return session.run(names, feed, _RUN_OPTIONS)
+        except Exception as e:  # onnxruntime's own failures at run time
+            raise EdgeVAEError(f"{self.path / self.name}: onnxruntime failed while running it "
+                               f"({_last_line(e)})") from None
 
     def release(self) -> None:
         """Let the session go (it is created again on the next run), and its memory back to the OS."""
@@ -198,17 +222,108 @@ class Graph:
         _release_freed_memory()
 
 
-def open_export(path: Path, threads: int | None, spinning: bool, variant: str):
-    """(manifest, specs by role, Graphs by role) for one variant of the export at `path`: every file is
-    read and checked now; sessions are created when first run."""
-    manifest = _read_manifest(path)
-    files = manifest["variants"].get(variant)
-    if not isinstance(files, dict):
-        raise EdgeVAEError(f"{path}: no '{variant}' variant in this export "
-                           f"(it has: {', '.join(manifest['variants']) or 'none'})")
-    specs, graphs = {}, {}
-    for role in ("encoder", "decoder"):
-        spec = specs[role] = read_graph(path, files.get(role), manifest, role, variant)[1]
-        graphs[role] = Graph(path, files[role], manifest, role, variant,
-                             S.signature(role, spec["model"], spec["classes"] is not None), threads, spinning)
-    return manifest, specs, graphs
+def _last_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+
+
+def _read_manifest(d: Directory, expect_sha256: str | None) -> tuple[dict, str]:
+    """(manifest, sha256 of its bytes), checked against the pin if there is one."""
+    source = d.path / S.MANIFEST
+    try:
+        data = d.read(S.MANIFEST, S.MAX_JSON_BYTES)
+    except EdgeVAEError as e:
+        if str(e).endswith(" is missing"):
+            raise EdgeVAEError(f"{d.path}: not an export directory ({S.MANIFEST} is missing)") from None
+        raise
+    digest = hashlib.sha256(data).hexdigest()
+    if expect_sha256 is not None:
+        if digest != expect_sha256:
+            raise EdgeVAEError(f"{source}: sha256 {digest[:12]}... is not the pinned {expect_sha256[:12]}... "
+                               f"(another export than the one this app was tested with)")
+    manifest = S.parse_json(data, str(source))
+    S.check_manifest(manifest, str(source))
+    return manifest, digest
+
+
+def _verified(d: Directory, name: str, manifest: dict, limit: int) -> bytes:
+    """The bytes of `name`, after checking them against the manifest's sha256."""
+    data = d.read(name, limit)
+    digest, expected = hashlib.sha256(data).hexdigest(), manifest["files"][name]["sha256"]
+    if digest != expected:
+        raise EdgeVAEError(f"{d.path / name}: sha256 {digest[:12]}... does not match the manifest's "
+                           f"{expected[:12]}... (file changed or corrupt)")
+    return data
+
+
+def _check_external(d: Directory, label: str, external: dict[str, int], manifest: dict, budget: int) -> int:
+    """Each external-data file a graph reads: listed in the manifest, its sha256 the listed one, long enough.
+    Returns the bytes they hold."""
+    total = 0
+    for name, end in sorted(external.items()):
+        if name not in manifest["files"]:
+            raise EdgeVAEError(f"{label}: reads external data from {name!r}, which {S.MANIFEST} does not list")
+        digest, size = d.sha256(name, budget - total)
+        if digest != manifest["files"][name]["sha256"]:
+            raise EdgeVAEError(f"{d.path / name}: sha256 {digest[:12]}... does not match the manifest's "
+                               f"{manifest['files'][name]['sha256'][:12]}... (file changed or corrupt)")
+        if size < end:
+            raise EdgeVAEError(f"{label}: its external data needs {end:,} bytes of {name}, which holds {size:,}")
+        total += size
+    return total
+
+
+def _checked_session(data: bytes, facts, label: str, role: str, spec: dict, path: Path, threads,
+                     spinning) -> Graph:
+    """The onnxruntime session of a graph that passed every check, wrapped so its runs are checked too."""
+    try:
+        session = _session(data, path, threads, spinning)
+    except Exception as e:  # onnxruntime raises its own types for graphs it cannot load
+        raise EdgeVAEError(f"{label}: onnxruntime cannot load it ({_last_line(e)})") from None
+    _release_freed_memory()
+    _, names_out = S.signature(role, spec["model"], spec["classes"] is not None)
+    shapes = {"z": spec["latent_shape"], "mu": spec["latent_shape"], "logvar": spec["latent_shape"],
+              "x_hat": spec["image_shape"]}
+    return Graph(session, label, role, {n: tuple(shapes[n]) for n in names_out}, facts.chunk, facts.unit_range,
+                 spec.get("latent_scale") if spec.get("tileable") else None, facts.max_cells)
+
+
+def open_export(path: Path, threads: int | None, spinning: bool, variant: str,
+                expect_sha256: str | None = None, max_batch: int = 1024, max_run_bytes: int = RUN_BYTES,
+                max_image_macs: int = IMAGE_MACS):
+    """(manifest, specs by role, Graphs by role, sha256 of manifest.json) for one variant of the export at `path`."""
+    with Directory(path) as d:
+        manifest, digest = _read_manifest(d, expect_sha256)
+        files = manifest["variants"].get(variant)
+        if files is None:
+            raise EdgeVAEError(f"{path}: no '{variant}' variant in this export "
+                               f"(it has: {', '.join(manifest['variants'])})")
+        specs, sessions, budget = {}, {}, S.MAX_EXPORT_BYTES
+        for role in ("encoder", "decoder"):
+            name = files[role]
+            label = str(path / name)
+            data = _verified(d, name, manifest, min(S.MAX_GRAPH_BYTES, budget))
+            budget -= len(data)
+            try:
+                model = _onnxproto.parse(data)
+            except _onnxproto.ProtoError as e:
+                raise EdgeVAEError(f"{label}: not an ONNX graph this runtime reads ({e})") from None
+            text = model.metadata.get(S.METADATA_KEY)
+            if text is None:
+                raise EdgeVAEError(f"{label}: no '{S.METADATA_KEY}' metadata (not an EdgeVAE graph)")
+            spec = specs[role] = S.loads(text, label)
+            if (spec["role"], spec["variant"]) != (role, variant):
+                raise EdgeVAEError(f"{label}: expected the {variant} {role}, got the {spec['variant']} {spec['role']}")
+            facts = check_graph(model, data, label, role, spec, max_batch, max_run_bytes, max_image_macs)
+            budget -= _check_external(d, label, facts.external, manifest, budget)
+            del model  # onnxruntime gets the checked bytes; each graph's are let go once its session holds them
+            sessions[role] = _checked_session(data, facts, label, role, spec, path, threads, spinning)
+            del data
+        pair_ids = {specs["encoder"]["pair_id"], specs["decoder"]["pair_id"], manifest["pair_id"]}
+        if len(pair_ids) != 1:
+            raise EdgeVAEError(f"{path}: encoder, decoder and manifest come from different exports "
+                               f"(pair_id encoder={specs['encoder']['pair_id']}, "
+                               f"decoder={specs['decoder']['pair_id']}, manifest={manifest['pair_id']})")
+        differ = [f for f in SHARED_FIELDS if specs["encoder"][f] != specs["decoder"][f]]
+        if differ:
+            raise EdgeVAEError(f"{path}: the encoder's and decoder's specs differ in {', '.join(differ)}")
+    return manifest, specs, sessions, digest

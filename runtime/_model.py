@@ -15,14 +15,19 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _latent, _tiles, _units
+from . import spec as S
+from ._graphcheck import IMAGE_MACS, RUN_BYTES
 from ._images import load_images
-from ._load import Graph, open_export
-from .errors import EdgeVAEError, check_int
+from ._load import LazyGraph, open_export
+from .errors import EdgeVAEError, check_int, shorten
 from .noise import normals
 
 MAX_BATCH = 65_536  # largest n or N one call accepts; work is run in chunks of CHUNK
-CHUNK = 1024  # images per session.run, so memory stays bounded for large n
+CHUNK = 1024  # images per session.run at most (fewer when a model's tensors need it), so memory stays bounded
+MAX_IMAGE_VALUES = 1 << 26  # n * C * H * W of the images one call returns (256 MiB of float32)
+MAX_LATENT_VALUES = 1 << 24  # n * latent_dim of the latents one call makes or returns (64 MiB of float32)
 MAX_TEMPERATURE = 100.0  # eps is scaled by at most this; N(0, I) samples beyond ~5 sigma are not images
+MAX_THREADS = 256  # onnxruntime intra-op threads load accepts
 _X_HAT = ["x_hat"]
 _MAX_SEED = 2**64 - 1
 _SUM = np.add.reduce
@@ -40,12 +45,7 @@ def _finite(a: np.ndarray) -> bool:
     return bool(np.isfinite(a).all())
 
 
-def _runner(session):
-    """`session.run` minus onnxruntime's per-call Python checks of the feed (input names, OrtValue
-    ownership), which cost as much as a batch-1 MLP layer: every feed here is built by Model with
-    exactly the inputs load checked. Falls back to `session.run` if the binding is laid out otherwise."""
-    inner = getattr(session, "_sess", None)
-    return inner.run if callable(getattr(inner, "run", None)) else session.run
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class Encoding(NamedTuple):
@@ -62,12 +62,29 @@ class Model:
     """A loaded export: two onnxruntime sessions and their spec. Create with `load`; thread-safe."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, spinning: bool = False,
-                 variant: str = "fp32", tile: int | None = None, overlap: int | None = None,
-                 low_memory: bool = False):
+                 variant: str = "fp32", expect_sha256: str | None = None, tile: int | None = None,
+                 overlap: int | None = None, low_memory: bool = False, max_run_bytes: int = RUN_BYTES,
+                 max_image_macs: int = IMAGE_MACS):
+        if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+            raise EdgeVAEError(f"load: path must be a str or path-like, got {type(path).__name__}")
+        if threads is not None:  # more threads than cores gain nothing, and each reserves a stack
+            threads = min(check_int(threads, "load: threads", 1, MAX_THREADS), os.cpu_count() or 1)
+        if not isinstance(spinning, bool):
+            raise EdgeVAEError(f"load: spinning must be True or False, got {spinning!r}")
+        if not isinstance(variant, str) or not S.IDENTIFIER.fullmatch(variant):
+            raise EdgeVAEError(f"load: variant must be a variant name such as 'fp32', got {shorten(variant)}")
+        if expect_sha256 is not None:
+            if not isinstance(expect_sha256, str) or not S.SHA256.fullmatch(expect_sha256.lower()):
+                raise EdgeVAEError(f"load: expect_sha256 must be 64 hex digits (the sha256 of manifest.json), "
+                                   f"got {shorten(expect_sha256)}")
+            expect_sha256 = expect_sha256.lower()
+        max_run_bytes = check_int(max_run_bytes, "load: max_run_bytes", 1 << 20, 1 << 40)
+        max_image_macs = check_int(max_image_macs, "load: max_image_macs", 10**6, 10**15)
         self.path = Path(path)
         self.low_memory = bool(low_memory)  # exact tiles: each unit's session lives only while the unit runs
         self.variant = variant
-        self.manifest, self.specs, sessions = open_export(self.path, threads, spinning, variant)
+        self.manifest, self.specs, sessions, self.manifest_sha256 = open_export(
+            self.path, threads, spinning, variant, expect_sha256, CHUNK, max_run_bytes, max_image_macs)
         self.spec: dict = self.specs["decoder"]
         self.kind: str = self.spec["model"]  # "vae", or "ae" for the plain autoencoder baseline
         self.classes: list[str] | None = self.spec["classes"]  # class names of a conditional model
@@ -80,11 +97,10 @@ class Model:
         self._encoder, self._decoder = sessions["encoder"], sessions["decoder"]
         # exact tiled decoding's and encoding's graphs by role (runtime/_units.py), or None
         self._units = {role: self._tiled(role, threads, spinning) for role in _units.ROLES}
-        self._run_decoder = _runner(self._decoder)  # (output names, feed, run options) -> outputs
         # default tiling of decode/encode for tileable exports (runtime/_tiles.py); None: whole images
         self.tiling = None if tile is None else _tiles.check(self.spec, tile, overlap, "linear", "load")
 
-    def _tiled(self, role: str, threads, spinning) -> list[Graph] | None:
+    def _tiled(self, role: str, threads, spinning) -> list[LazyGraph] | None:
         """The tiled decoder's or encoder's units (spec `tiled_decoder` / `tiled_encoder`) as Graphs opened
         on first use."""
         plan = self.spec.get(_units.PLANS[role])
@@ -94,11 +110,11 @@ class Model:
         if files != [u["file"] for u in plan["units"]]:
             raise EdgeVAEError(f"{self.path}: the manifest's {_units.ROLES[role]} files {files} are not the spec's "
                                f"{_units.PLANS[role]} units")
-        return [Graph(self.path, unit["file"], self.manifest, f"{_units.ROLES[role]}.{k:02d}", self.variant,
-                      _units.signature(unit, role), threads, spinning, lean=True)
+        return [LazyGraph(self.path, unit["file"], self.manifest, f"{_units.ROLES[role]}.{k:02d}",
+                          _units.signature(unit, role), threads, spinning)
                 for k, unit in enumerate(plan["units"])]
 
-    def _release(self, graphs: list[Graph]):
+    def _release(self, graphs: list[LazyGraph]):
         """With low_memory, what lets a unit's session go once it has run: one unit's weights at a time."""
         return (lambda k: graphs[k].release()) if self.low_memory else None
 
@@ -114,7 +130,17 @@ class Model:
 
     # -- checks --------------------------------------------------------------------------------
     def _batch(self, what: str, n) -> int:
-        return check_int(n, f"{what}: n", 1, MAX_BATCH)
+        return self._budget(what, check_int(n, f"{what}: n", 1, MAX_BATCH))
+
+    def _budget(self, what: str, n: int) -> int:
+        """n, if n images and n latents stay within what one call may return."""
+        image_values = math.prod(self.image_shape)
+        if n * image_values > MAX_IMAGE_VALUES or n * self.latent_dim > MAX_LATENT_VALUES:
+            most = min(MAX_IMAGE_VALUES // image_values, MAX_LATENT_VALUES // self.latent_dim)
+            raise EdgeVAEError(f"{what}: {n:,} images at once is more than this model's {most:,} per call "
+                               f"({'x'.join(map(str, self.image_shape))} images, latents of {self.latent_dim:,}); "
+                               f"call in smaller batches")
+        return n
 
     def _array(self, what: str, name: str, value, shape: tuple, lo: float | None = None, hi: float | None = None):
         """`value` as C-contiguous float32 of `shape` (None = any batch size), finite and inside [lo, hi]."""
@@ -130,6 +156,7 @@ class Model:
             raise EdgeVAEError(f"{what}: {name} must have shape {expected}, got {a.shape}")
         if not 1 <= a.shape[0] <= MAX_BATCH:
             raise EdgeVAEError(f"{what}: {name} batch size must be in [1, {MAX_BATCH}], got {a.shape[0]}")
+        self._budget(what, a.shape[0])
         if a.dtype != np.float32 or not a.flags.c_contiguous:
             with np.errstate(over="ignore"):  # beyond float32's range becomes Inf, refused just below
                 a = np.ascontiguousarray(a, dtype=np.float32)
@@ -178,13 +205,16 @@ class Model:
             eps = normals(seed, n * self.latent_dim).reshape(n, *self.latent_shape)  # = standard_normal(seed, ...)
         else:
             eps = self._array(what, "eps", eps, (n, *self.latent_shape))
+            if temperature > 1 and float(np.abs(eps).max()) * temperature > _FLOAT32_MAX:
+                raise EdgeVAEError(f"{what}: temperature {temperature} times eps overflows float32 "
+                                   f"(max |eps| = {np.abs(eps).max():.3g})")
         return eps * np.float32(temperature) if temperature != 1 else eps
 
     # -- the API -------------------------------------------------------------------------------
-    def _feed(self, **arrays) -> list[dict]:
-        """Feeds for session.run, in chunks of CHUNK images; None arrays (no y, no eps) are left out."""
+    def _feed(self, chunk: int, **arrays) -> list[dict]:
+        """Feeds for session.run, in chunks of `chunk` images; None arrays (no y, no eps) are left out."""
         n = len(next(a for a in arrays.values() if a is not None))
-        return [{k: a[i:i + CHUNK] for k, a in arrays.items() if a is not None} for i in range(0, n, CHUNK)]
+        return [{k: a[i:i + chunk] for k, a in arrays.items() if a is not None} for i in range(0, n, chunk)]
 
     def decode(self, z, *, labels=None, tile: int | None = None, overlap: int | None = None) -> np.ndarray:
         """Decode latents z (N, *latent_shape) to the decoder's mean images (N, C, H, W), float32 in [0, 1].
@@ -199,22 +229,23 @@ class Model:
 
     def _decode(self, z: np.ndarray, y: np.ndarray | None, tiling=None) -> np.ndarray:
         """decode on checked inputs: z float32 C-contiguous (N, *latent_shape), y int64 (N,) or None."""
+        # self._decoder checks what it returns: shape, finite, in [0, 1] (runtime/_load.py Graph)
         tiling = tiling or self.tiling
         if tiling is not None and self._units["decoder"] is not None and y is None:
             graphs = self._units["decoder"]
             out = _units.decode(self.spec[_units.PLANS["decoder"]]["units"], lambda k, feed: graphs[k].run(None, feed),
                                 z, tiling[0], self._release(graphs))
-        elif tiling is not None:
-            out = _tiles.decode(lambda part: self._decoder.run(_X_HAT, {"z": part})[0], z, self.spec["latent_scale"],
-                                self.image_shape[0], *tiling)
-        elif len(z) <= CHUNK:
-            out = self._run_decoder(_X_HAT, {"z": z} if y is None else {"z": z, "y": y}, None)[0]
-        else:
-            out = np.concatenate([self._run_decoder(_X_HAT, feed, None)[0] for feed in self._feed(z=z, y=y)])
-        if not _finite(out):  # float32 overflow inside the decoder: never hand back NaN pixels
-            raise EdgeVAEError(f"decode: the decoder overflowed for latents this far from the prior "
-                               f"(max |z| = {np.abs(z).max():.3g}); decode values of typical N(0, I) scale")
-        return out
+            if not _finite(out):  # the units' outputs are intermediate; the image is checked here
+                raise EdgeVAEError(f"decode: the decoder overflowed for latents this far from the prior "
+                                   f"(max |z| = {np.abs(z).max():.3g}); decode values of typical N(0, I) scale")
+            return out
+        if tiling is not None:
+            return _tiles.decode(lambda part: self._decoder.run(_X_HAT, {"z": part})[0], z,
+                                 self.spec["latent_scale"], self.image_shape[0], *tiling)
+        if len(z) <= self._decoder.chunk:
+            return self._decoder.run(_X_HAT, {"z": z} if y is None else {"z": z, "y": y})[0]
+        chunks = self._feed(self._decoder.chunk, z=z, y=y)
+        return np.concatenate([self._decoder.run(_X_HAT, feed)[0] for feed in chunks])
 
     def sample(self, n: int, *, seed: int | None = None, eps=None, temperature: float = 1.0, labels=None) -> np.ndarray:
         """Generate n images (N, C, H, W) float32 in [0, 1] by decoding z = temperature * eps.
@@ -246,7 +277,8 @@ class Model:
         if self.kind == "ae":
             if eps is not None or seed is not None:
                 raise EdgeVAEError("encode: this model is a plain autoencoder; it takes no seed or eps")
-            z = np.concatenate([self._encoder.run(None, feed)[0] for feed in self._feed(x=x, y=y)])
+            feeds = self._feed(self._encoder.chunk, x=x, y=y)
+            z = np.concatenate([self._encoder.run(None, feed)[0] for feed in feeds])
             return Encoding(z, z, None)
         eps = self._eps("encode", len(x), seed, eps, temperature)
         if tiling is not None and self._units["encoder"] is not None and y is None:
@@ -257,7 +289,7 @@ class Model:
         if tiling is not None:
             return Encoding(*_tiles.encode(lambda xt, et: self._encoder.run(None, {"x": xt, "eps": et}), x, eps,
                                            self.spec["latent_scale"], self.latent_shape[0], *tiling))
-        parts = [self._encoder.run(None, feed) for feed in self._feed(x=x, eps=eps, y=y)]
+        parts = [self._encoder.run(None, feed) for feed in self._feed(self._encoder.chunk, x=x, eps=eps, y=y)]
         return Encoding(*(np.concatenate([p[k] for p in parts]) for k in range(3)))
 
     def encode_mean(self, x, *, labels=None) -> np.ndarray:
@@ -295,6 +327,7 @@ class Model:
         (a spatial latent is treated as one vector). A conditional model takes one class for the whole path.
         """
         a, b = self._point("interpolate", a, labels), self._point("interpolate", b, labels)
+        self._budget("interpolate", check_int(steps, "interpolate: steps", 2, 10_000))
         path = _latent.interpolate(a.ravel(), b.ravel(), steps, method)  # (steps, latent_dim)
         return self.decode(path.reshape(len(path), *self.latent_shape), labels=labels)
 
@@ -307,16 +340,19 @@ class Model:
         base = np.zeros(self.latent_dim, np.float32) if z is None else self._point("traverse", z, labels).ravel()
         if values is None:
             steps = check_int(steps, "traverse: steps", 1, 10_000)
-            if not isinstance(span, (int, float, np.integer, np.floating)) or not 0 <= span < float("inf"):
-                raise EdgeVAEError(f"traverse: span must be a finite number >= 0, got {span!r}")
+            if isinstance(span, bool) or not isinstance(span, (int, float, np.integer, np.floating)) \
+                    or not 0 <= span <= _FLOAT32_MAX:
+                raise EdgeVAEError(f"traverse: span must be a number in [0, float32's max], got {span!r}")
             values = np.linspace(-span, span, int(steps))
         else:
             try:
                 values = np.asarray(values, np.float64).ravel()
             except (ValueError, TypeError):
                 raise EdgeVAEError(f"traverse: values must be numbers, got {values!r}") from None
-        if not np.isfinite(values).all() or values.size == 0:
-            raise EdgeVAEError(f"traverse: values must be finite and non-empty, got {values.size} values")
+        if not 1 <= values.size <= MAX_BATCH or not np.abs(values).max() <= _FLOAT32_MAX:  # NaN fails too
+            raise EdgeVAEError(f"traverse: values must be 1 to {MAX_BATCH} finite float32 numbers, got {values.size} "
+                               f"values{f' up to {np.abs(values).max():.3g}' if values.size else ''}")
+        self._budget("traverse", values.size)
         path = _latent.traverse(base, dim, values)  # (len(values), latent_dim)
         return self.decode(path.reshape(len(path), *self.latent_shape), labels=labels)
 
@@ -327,19 +363,26 @@ class Model:
         return self.decode(_latent.manifold(steps), labels=labels)
 
 
-def load(path: str | os.PathLike, *, threads: int | None = None, spinning: bool = False,
-         variant: str = "fp32", tile: int | None = None, overlap: int | None = None,
-         low_memory: bool = False) -> Model:
-    """Load an export directory, verifying each graph's sha256 and that both come from one export.
+def load(path: str | os.PathLike, *, expect_sha256: str | None = None, threads: int | None = None,
+         spinning: bool = False, variant: str = "fp32", tile: int | None = None, overlap: int | None = None,
+         low_memory: bool = False, max_run_bytes: int = RUN_BYTES, max_image_macs: int = IMAGE_MACS) -> Model:
+    """Load an export directory, checking its files, its graphs and that both come from one export.
 
+    expect_sha256: pin the export an app was tested with, the sha256 of its manifest.json (which lists
+    every file's sha256); any other export is refused. `edgevae info DIR` prints it.
     variant: "fp32" (default), or "int8" / "fp16" when the export wrote them (`edgevae export --int8`).
-    threads: onnxruntime intra-op threads (None: one per physical core). spinning: let idle worker
-    threads spin for lower latency at the cost of CPU (off by default, right for desktop apps).
-    tile, overlap: tileable exports decode and encode in tiles of tile x tile latent cells by default
-    (Model.decode). low_memory: with an export's tiled decoder or encoder, create each unit's session when
-    the unit runs and let it go after, so one unit's weights are in memory at a time (each call then builds
-    the sessions again: slower). Every file is checked now; sessions are created when first used. Raises
-    EdgeVAEError for a missing, tampered or mismatched file.
+    threads: onnxruntime intra-op threads, 1 to MAX_THREADS, at most the machine's cores (None: one per
+    physical core). spinning: let idle worker threads spin for lower latency at the cost of CPU (off by
+    default, right for desktop apps). tile, overlap: tileable exports decode and encode in tiles of
+    tile x tile latent cells by default (Model.decode). low_memory: with an export's tiled decoder or
+    encoder, create each unit's session when the unit runs and let it go after, so one unit's weights are in
+    memory at a time (each call then builds the sessions again: slower). max_run_bytes: the most memory one
+    run of a graph may hold, by load's estimate from the graph (default 256 MiB); max_image_macs: the most
+    multiply-adds one image may cost (default 2.5e10, about a second of one laptop core): a graph that needs
+    more for one
+    image is refused, larger batches run in chunks, and a tileable graph too large runs only in tiles.
+    Raises EdgeVAEError for a missing, tampered, mismatched or malformed file (docs/design.md, "The spec").
     """
-    return Model(path, threads=threads, spinning=spinning, variant=variant, tile=tile, overlap=overlap,
-                 low_memory=low_memory)
+    return Model(path, threads=threads, spinning=spinning, variant=variant, expect_sha256=expect_sha256,
+                 tile=tile, overlap=overlap, low_memory=low_memory, max_run_bytes=max_run_bytes,
+                 max_image_macs=max_image_macs)

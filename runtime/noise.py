@@ -163,10 +163,18 @@ def normals(seed: int, count: int) -> np.ndarray:
     return _small(count, key) if count <= 4 * _SMALL else _bulk(count, key)
 
 
+MAX_VALUES = 1 << 26  # values one call draws (256 MiB of float32); drawn _CHUNK blocks at a time
+
+
 def standard_normal(seed: int, shape: tuple[int, ...] | int) -> np.ndarray:
     """Standard-normal float32 array of `shape`, a pure function of (seed, shape); see the module doc."""
     seed = check_int(seed, "seed", 0, 2**64 - 1)
-    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
-    if any(s < 0 for s in shape):
-        raise EdgeVAEError(f"noise shape must be non-negative, got {shape}")
-    return normals(seed, math.prod(shape)).reshape(shape)
+    dims = (shape,) if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool) else shape
+    try:
+        shape = tuple(check_int(s, "noise shape: each dimension", 0, MAX_VALUES) for s in dims)
+    except TypeError:  # not iterable: 2.5, None ...
+        raise EdgeVAEError(f"noise shape must be an int or a tuple of ints, got {shape!r}") from None
+    count = math.prod(shape)
+    if count > MAX_VALUES:
+        raise EdgeVAEError(f"noise shape {shape} holds {count:,} values, more than the {MAX_VALUES:,} one call draws")
+    return normals(int(seed), count).reshape(shape)

@@ -134,17 +134,15 @@ def test_per_tile_statistics_are_not_the_whole_decode(kl_export):
     assert np.abs(blended - model.decode(z)).max() > 100 * TOL  # ~0.26 measured
 
 
-def test_sessions_are_created_when_first_used(kl_export):
-    """A process that decodes in tiles never loads the encoder or decoder.onnx: memory for what it uses."""
+def test_unit_sessions_are_created_when_first_used(kl_export):
+    """The tiled units' sessions are made when a tiled call first runs them: memory for what is used."""
     model = edgevae.load(kl_export[0])
-    assert model._encoder._session is None and model._decoder._session is None
+    assert all(unit._session is None for role in ("decoder", "encoder") for unit in model._units[role])
     model.decode(edgevae.standard_normal(0, (1, 4, 16, 16)), tile=8)
-    assert model._encoder._session is None and model._decoder._session is None
     assert all(unit._session is not None for unit in model._units["decoder"])
+    assert all(unit._session is None for unit in model._units["encoder"])
     model.encode(np.full((1, 3, 32, 32), 0.5, np.float32), seed=0, tile=8)
-    assert model._encoder._session is None and all(unit._session is not None for unit in model._units["encoder"])
-    model.encode_mean(np.full((1, 3, 32, 32), 0.5, np.float32))
-    assert model._encoder._session is not None and model._decoder._session is None
+    assert all(unit._session is not None for unit in model._units["encoder"])
     # low_memory: each unit's session lives while the unit runs; the result is the same
     lean = edgevae.load(kl_export[0], low_memory=True)
     z = edgevae.standard_normal(0, (2, 4, 16, 16))
@@ -168,3 +166,14 @@ def test_a_broken_tiled_plan_is_refused(kl_export, role, change):
     change(spec[f"tiled_{role}"]["units"])
     with pytest.raises(edgevae.EdgeVAEError, match=f"spec tiled_{role} must be"):
         S.check(spec, "decoder.onnx")
+
+
+def test_a_tileable_model_beyond_max_run_bytes_runs_in_tiles_only(kl_export):
+    model = edgevae.load(kl_export[0], max_run_bytes=1 << 20)  # 1 MiB: this model's 16x16 latent needs more
+    cells = model._decoder.max_cells
+    assert cells is not None and 1 <= cells < 16
+    z = np.random.default_rng(0).standard_normal((1, 4, 16, 16)).astype(np.float32)
+    with pytest.raises(edgevae.EdgeVAEError, match=f"decode in tiles of at most {cells} cells"):
+        model.decode(z)
+    tiled = model.decode(z, tile=cells, overlap=cells // 4)
+    assert np.array_equal(tiled, edgevae.load(kl_export[0]).decode(z, tile=cells, overlap=cells // 4))
