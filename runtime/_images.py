@@ -20,6 +20,7 @@ import math
 import os
 import re
 import stat
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,7 +140,10 @@ def open_image(path):
         return EdgeVAEError(f"{path}: {size} pixels is more than the {MAX_IMAGE_PIXELS:,}-pixel limit for an "
                             f"image file")
 
-    with _open_regular(path) as f:
+    with _open_regular(path) as f, warnings.catch_warnings():
+        # Pillow warns about damaged metadata (TIFF tags, EXIF) it skips; the image either decodes or is
+        # refused in one line below, so its warnings are noise on an app's stderr
+        warnings.simplefilter("ignore")
         try:
             image = Image.open(f)
             width, height = image.size

@@ -7,8 +7,9 @@
    parsed by the runtime's own protobuf reader (runtime/_onnxproto.py); its spec parsed and within bounds
    (spec.loads); the graph itself checked against that spec (runtime/_graphcheck.py: ops, domains,
    inputs and outputs, initializers, tensor sizes); its external-data files listed in the manifest and
-   hashed; the variant's files together at most spec.MAX_EXPORT_BYTES. Only then its onnxruntime session,
-   wrapped in Graph, which turns onnxruntime's failures into EdgeVAEError and checks every output: its
+   hashed; the variant's files together at most spec.MAX_EXPORT_BYTES. Only then its Graph, whose
+   onnxruntime session is made on first use from the same bytes (the file read again, its sha256 matched
+   again), which turns onnxruntime's failures into EdgeVAEError and checks every output: its
    shape, finite values, pixels in [0, 1]. (Each graph's bytes are let go once its session holds them.)
 3. Both graphs and the manifest from one export (pair_id), their specs agreeing on what the runtime uses.
 
@@ -71,23 +72,38 @@ def _runner(session: ort.InferenceSession):
 
 
 class Graph:
-    """An onnxruntime session whose every run is checked; `run(names, feed)` as InferenceSession.run.
+    """A checked graph whose every run is checked too; `run(names, feed)` as InferenceSession.run.
 
-    onnxruntime's own failures (an allocation, a dimension it refuses) become EdgeVAEError; each output
-    must be float32 (N, *its spec shape) with finite values, and x_hat must lie in [0, 1]. `chunk` is the
-    largest batch one run may take (runtime/_graphcheck.py's memory estimate).
+    Its onnxruntime session is made on first run by `opener` (from the file read again and matched against
+    the manifest's sha256, so from the bytes load checked): memory goes only to the graphs a process uses
+    (sampling never builds the encoder; exact tiles never build decoder.onnx). onnxruntime's own failures
+    (loading, an allocation, a dimension it refuses) become EdgeVAEError; each output must be float32
+    (N, *its spec shape) with finite values, and x_hat must lie in [0, 1]. `chunk` is the largest batch one
+    run may take (runtime/_graphcheck.py's memory estimate). Thread-safe.
     """
-    __slots__ = ("session", "label", "role", "shapes", "chunk", "output_names", "unit_range", "tile_scale",
-                 "max_cells", "_run")
+    __slots__ = ("opener", "label", "role", "shapes", "chunk", "output_names", "unit_range", "tile_scale",
+                 "max_cells", "_session", "_run", "_lock")
 
-    def __init__(self, session: ort.InferenceSession, label: str, role: str, shapes: dict, chunk: int,
+    def __init__(self, opener, label: str, role: str, shapes: dict, chunk: int,
                  unit_range: frozenset = frozenset(), tile_scale: int | None = None, max_cells: int | None = None):
-        self.session, self.label, self.role, self.shapes, self.chunk = session, label, role, shapes, chunk
-        self.output_names = [o.name for o in session.get_outputs()]
+        self.opener, self.label, self.role, self.shapes, self.chunk = opener, label, role, shapes, chunk
+        self.output_names = list(shapes)
         self.unit_range = unit_range  # outputs the graph's final Clip(0, 1) keeps in range: only NaN is checked
         self.tile_scale = tile_scale  # a tileable graph's pixels per latent cell: outputs follow the input's h, w
         self.max_cells = max_cells  # a tileable graph too large to run whole: the largest tile side, in cells
-        self._run = _runner(session)
+        self._session: ort.InferenceSession | None = None
+        self._run = None
+        self._lock = threading.Lock()
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    session = self.opener()
+                    self._run = _runner(session)
+                    self._session = session
+        return self._session
 
     def _check_tile(self, feed: dict) -> None:
         h, w = feed["z"].shape[2:] if self.role == "decoder" else (d // self.tile_scale for d in feed["x"].shape[2:])
@@ -112,8 +128,12 @@ class Graph:
     def run(self, names, feed: dict) -> list[np.ndarray]:
         if self.max_cells is not None:
             self._check_tile(feed)
+        run = self._run
+        if run is None:
+            self.session  # noqa: B018 (made on first use)
+            run = self._run
         try:
-            outputs = self._run(names or self.output_names, feed, _RUN_OPTIONS)
+            outputs = run(names or self.output_names, feed, _RUN_OPTIONS)
         except Exception as e:  # onnxruntime raises its own types (Fail, RuntimeException, InvalidArgument ...)
             raise EdgeVAEError(f"{self.label}: onnxruntime failed while running it "
                                f"({(str(e).strip().splitlines() or [type(e).__name__])[-1][:300]})") from None
@@ -272,18 +292,26 @@ def _check_external(d: Directory, label: str, external: dict[str, int], manifest
     return total
 
 
-def _checked_session(data: bytes, facts, label: str, role: str, spec: dict, path: Path, threads,
-                     spinning) -> Graph:
-    """The onnxruntime session of a graph that passed every check, wrapped so its runs are checked too."""
-    try:
-        session = _session(data, path, threads, spinning)
-    except Exception as e:  # onnxruntime raises its own types for graphs it cannot load
-        raise EdgeVAEError(f"{label}: onnxruntime cannot load it ({_last_line(e)})") from None
-    _release_freed_memory()
+def _checked_graph(name: str, facts, label: str, role: str, spec: dict, path: Path, manifest: dict, threads,
+                   spinning) -> Graph:
+    """A graph that passed every check, wrapped so its runs are checked too; its session is made on first run
+    from the file read again, its sha256 (and its external data's) matched against the manifest again."""
+    def opener() -> ort.InferenceSession:
+        with Directory(path) as d:
+            data = _verified(d, name, manifest, S.MAX_GRAPH_BYTES)
+            _check_external(d, label, facts.external, manifest, S.MAX_EXPORT_BYTES)
+        try:
+            session = _session(data, path, threads, spinning)
+        except Exception as e:  # onnxruntime raises its own types for graphs it cannot load
+            raise EdgeVAEError(f"{label}: onnxruntime cannot load it ({_last_line(e)})") from None
+        del data
+        _release_freed_memory()
+        return session
+
     _, names_out = S.signature(role, spec["model"], spec["classes"] is not None)
     shapes = {"z": spec["latent_shape"], "mu": spec["latent_shape"], "logvar": spec["latent_shape"],
               "x_hat": spec["image_shape"]}
-    return Graph(session, label, role, {n: tuple(shapes[n]) for n in names_out}, facts.chunk, facts.unit_range,
+    return Graph(opener, label, role, {n: tuple(shapes[n]) for n in names_out}, facts.chunk, facts.unit_range,
                  spec.get("latent_scale") if spec.get("tileable") else None, facts.max_cells)
 
 
@@ -315,9 +343,8 @@ def open_export(path: Path, threads: int | None, spinning: bool, variant: str,
                 raise EdgeVAEError(f"{label}: expected the {variant} {role}, got the {spec['variant']} {spec['role']}")
             facts = check_graph(model, data, label, role, spec, max_batch, max_run_bytes, max_image_macs)
             budget -= _check_external(d, label, facts.external, manifest, budget)
-            del model  # onnxruntime gets the checked bytes; each graph's are let go once its session holds them
-            sessions[role] = _checked_session(data, facts, label, role, spec, path, threads, spinning)
-            del data
+            del model, data  # the session, when first run, reads the file again and matches its sha256
+            sessions[role] = _checked_graph(name, facts, label, role, spec, path, manifest, threads, spinning)
         pair_ids = {specs["encoder"]["pair_id"], specs["decoder"]["pair_id"], manifest["pair_id"]}
         if len(pair_ids) != 1:
             raise EdgeVAEError(f"{path}: encoder, decoder and manifest come from different exports "

@@ -40,8 +40,10 @@ def _finite(a: np.ndarray) -> bool:
     A small array is summed first, in one C call: NaN and Inf propagate, so a finite sum means every value
     is finite (a batch-1 image costs a third less than isfinite(a).all(), which builds a bool array). A
     sum that is not finite (a NaN, or finite values overflowing float32) gets the exact check."""
-    if a.size <= _SMALL and math.isfinite(_SUM(a, axis=None)):
-        return True
+    if a.size <= _SMALL:
+        with np.errstate(over="ignore", invalid="ignore"):  # large finite values may overflow the sum
+            if math.isfinite(_SUM(a, axis=None)):
+                return True
     return bool(np.isfinite(a).all())
 
 

@@ -134,15 +134,19 @@ def test_per_tile_statistics_are_not_the_whole_decode(kl_export):
     assert np.abs(blended - model.decode(z)).max() > 100 * TOL  # ~0.26 measured
 
 
-def test_unit_sessions_are_created_when_first_used(kl_export):
-    """The tiled units' sessions are made when a tiled call first runs them: memory for what is used."""
+def test_sessions_are_created_when_first_used(kl_export):
+    """A process that decodes in tiles never builds encoder.onnx's or decoder.onnx's session: memory for what
+    it uses (every file is still checked at load)."""
     model = edgevae.load(kl_export[0])
+    assert model._encoder._session is None and model._decoder._session is None
     assert all(unit._session is None for role in ("decoder", "encoder") for unit in model._units[role])
     model.decode(edgevae.standard_normal(0, (1, 4, 16, 16)), tile=8)
+    assert model._encoder._session is None and model._decoder._session is None
     assert all(unit._session is not None for unit in model._units["decoder"])
-    assert all(unit._session is None for unit in model._units["encoder"])
     model.encode(np.full((1, 3, 32, 32), 0.5, np.float32), seed=0, tile=8)
-    assert all(unit._session is not None for unit in model._units["encoder"])
+    assert model._encoder._session is None and all(unit._session is not None for unit in model._units["encoder"])
+    model.encode_mean(np.full((1, 3, 32, 32), 0.5, np.float32))
+    assert model._encoder._session is not None and model._decoder._session is None
     # low_memory: each unit's session lives while the unit runs; the result is the same
     lean = edgevae.load(kl_export[0], low_memory=True)
     z = edgevae.standard_normal(0, (2, 4, 16, 16))

@@ -426,8 +426,10 @@ def test_ctrl_c_during_export_leaves_nothing_and_exits_130(run_dir, tmp_path):
     import signal
 
     out = tmp_path / "exp"
+    # a shell's background job inherits SIGINT ignored, and Python then installs no handler: restore the default
     p = subprocess.Popen([sys.executable, "-m", "edgevae", "export", str(run_dir), "--out", str(out)], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = p.stdout.readline()  # "exporting ...": the graphs are being made and verified now
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=60)
