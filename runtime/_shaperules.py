@@ -289,6 +289,12 @@ def _dynamic_quantize(node, args):
     return [Info(x.shape, 1, None, const), Info((), 4, None, const), Info((), 1, None, const)], 0
 
 
+def _quantize(node, args):
+    """QuantizeLinear (to 8 bits) and DequantizeLinear (to float32): x's shape, per tensor or per axis."""
+    x, _, _ = _need(args, 2, 1)
+    return [Info(x.shape, 1 if node.op_type == "QuantizeLinear" else 4, None, _const(args))], 0
+
+
 def _ints_known(t: Info | None) -> bool:
     return t is not None and t.value is not None and all(isinstance(v, int) for v in t.value)
 
@@ -395,7 +401,7 @@ RULES = {
     "Where": _where, "Clip": _clip, "Cast": _cast, "Gemm": _gemm, "MatMulInteger": _matmul_integer,
     "Conv": _conv, "ConvInteger": _conv, "ConvTranspose": _conv, "Reshape": _reshape, "Expand": _expand,
     "Unsqueeze": _unsqueeze, "Concat": _concat, "GatherND": _gather_nd, "Shape": _shape,
-    "DynamicQuantizeLinear": _dynamic_quantize,
+    "DynamicQuantizeLinear": _dynamic_quantize, "QuantizeLinear": _quantize, "DequantizeLinear": _quantize,
     # imported VAEs: attention, GroupNorm's lowering, upsampling
     "LeakyRelu": _elementwise, "Softmax": _elementwise, "InstanceNormalization": _normalization,
     "Transpose": _transpose, "Squeeze": _squeeze, "MatMul": _matmul, "Slice": _slice, "Split": _split,
