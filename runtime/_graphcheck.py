@@ -91,7 +91,7 @@ def check_graph(model: P.Model, data: bytes, label: str, role: str, spec: dict, 
     multiply-adds one image may cost (load's max_image_macs)."""
     facts = Facts(check_ops(model, label))
     graph = model.graph
-    _check_initializers(graph, data, label, facts)
+    check_initializers(graph, data, label, facts)
     inputs, outputs = _check_io(graph, label, role, spec)
     infer(graph, data, label, inputs, outputs, facts, max_batch, (run_bytes, image_macs),
            spec.get("latent_scale") if symbolic_axes(spec) else None)
@@ -112,7 +112,7 @@ def _clipped_to_unit(graph: P.Graph, data: bytes, outputs) -> frozenset[str]:
 
 
 # -- initializers ----------------------------------------------------------------------------------------
-def _check_initializers(graph: P.Graph, data: bytes, label: str, facts: Facts) -> None:
+def check_initializers(graph: P.Graph, data: bytes, label: str, facts: Facts) -> None:
     inputs = {v.name for v in graph.inputs}
     read = {name for node in graph.nodes for name in node.inputs}
     seen, inline = set(), 0

@@ -29,8 +29,8 @@ import onnxruntime as ort
 from . import _onnxproto
 from . import spec as S
 from ._files import Directory
-from ._graphcheck import IMAGE_MACS, RUN_BYTES, check_graph, check_ops
-from .errors import EdgeVAEError
+from ._graphcheck import IMAGE_MACS, RUN_BYTES, Facts, check_graph, check_initializers, check_ops
+from .errors import EdgeVAEError, shorten
 
 _RUN_OPTIONS = ort.RunOptions()
 _RUN_OPTIONS.log_severity_level = 4  # a failed run raises EdgeVAEError; onnxruntime prints nothing of its own
@@ -189,9 +189,11 @@ def _release_freed_memory() -> None:
 
 
 class LazyGraph:
-    """One unit graph of a tiled decoder or encoder, its session created on first run from the file read and
-    checked then (the manifest's sha256, the op allow-list, its inputs and outputs): memory is spent only on
-    the graphs a process uses, and `release` gives it back. Thread-safe."""
+    """One unit graph of a tiled decoder or encoder (hashed at load, runtime/_model.py), its session created
+    on first run from the file read and checked then: the manifest's sha256, its spec (role `label`, variant,
+    pair_id), the op allow-list, its initializers (inline only: units never read external data), its inputs
+    and outputs; each run's outputs must be finite float32. Memory is spent only on the graphs a process
+    uses, and `release` gives it back. Thread-safe."""
 
     def __init__(self, path: Path, name: str, manifest: dict, label: str, signature: tuple,
                  threads: int | None, spinning: bool):
@@ -215,9 +217,16 @@ class LazyGraph:
         with Directory(self.path) as d:
             data = _verified(d, self.name, self.manifest, S.MAX_GRAPH_BYTES)
         try:
-            check_ops(_onnxproto.parse(data), label)
+            model = _onnxproto.parse(data)
         except _onnxproto.ProtoError as e:
             raise EdgeVAEError(f"{label}: not an ONNX graph this runtime reads ({e})") from None
+        self._check_spec(model.metadata.get(S.METADATA_KEY), label)
+        facts = Facts(check_ops(model, label))
+        check_initializers(model.graph, data, label, facts)
+        if facts.external:
+            raise EdgeVAEError(f"{label}: reads external data ({', '.join(sorted(facts.external))}); a tiled unit "
+                               f"holds its weights inline")
+        del model
         try:
             session = _session(data, self.path, self.threads, self.spinning, lean=True)
         except Exception as e:  # onnxruntime raises its own types for graphs it cannot load
@@ -227,13 +236,28 @@ class LazyGraph:
         _check_signature(session, label, *self.signature)
         return session
 
+    def _check_spec(self, text: str | None, label: str) -> None:
+        spec = S.parse_json(text.encode(), label) if text is not None else None
+        want = {"role": self.label, "variant": "fp32", "pair_id": self.manifest["pair_id"]}
+        if not isinstance(spec, dict) or any(spec.get(k) != v for k, v in want.items()):
+            got = {k: spec.get(k) for k in want} if isinstance(spec, dict) else None
+            raise EdgeVAEError(f"{label}: expected the spec of unit {want}, got {shorten(got)}")
+
     def run(self, names, feed: dict) -> list:
         session = self.session
         try:
-            return session.run(names, feed, _RUN_OPTIONS)
+            outputs = session.run(names, feed, _RUN_OPTIONS)
         except Exception as e:  # onnxruntime's own failures at run time
             raise EdgeVAEError(f"{self.path / self.name}: onnxruntime failed while running it "
                                f"({_last_line(e)})") from None
+        n = len(next(iter(feed.values())))
+        for out in outputs:
+            if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.ndim < 1 or len(out) != n:
+                raise EdgeVAEError(f"{self.path / self.name}: an output is not float32 with the batch's {n} rows "
+                                   f"(the graph breaks its plan)")
+            if not np.isfinite(out).all():
+                raise EdgeVAEError(f"{self.path / self.name}: the tiled unit overflowed float32 for these inputs")
+        return outputs
 
     def release(self) -> None:
         """Let the session go (it is created again on the next run), and its memory back to the OS."""
@@ -244,6 +268,22 @@ class LazyGraph:
 
 def _last_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+
+
+def check_units(path: Path, files: list, manifest: dict) -> None:
+    """A tiled decoder's or encoder's unit files: listed in the manifest, regular files whose sha256 is the
+    listed one, together at most spec.MAX_EXPORT_BYTES (a budget of their own: Stable Diffusion's VAE and
+    its units exceed one). Read in chunks and let go: their sessions are made when first run (LazyGraph)."""
+    budget = S.MAX_EXPORT_BYTES
+    with Directory(path) as d:
+        for name in files:
+            if name not in manifest["files"]:
+                raise EdgeVAEError(f"{path / S.MANIFEST}: {name} is not listed in 'files'")
+            digest, size = d.sha256(name, min(S.MAX_GRAPH_BYTES, budget))
+            if digest != manifest["files"][name]["sha256"]:
+                raise EdgeVAEError(f"{path / name}: sha256 {digest[:12]}... does not match the manifest's "
+                                   f"{manifest['files'][name]['sha256'][:12]}... (file changed or corrupt)")
+            budget -= size
 
 
 def _read_manifest(d: Directory, expect_sha256: str | None) -> tuple[dict, str]:
@@ -296,12 +336,14 @@ def _checked_graph(name: str, facts, label: str, role: str, spec: dict, path: Pa
                    spinning) -> Graph:
     """A graph that passed every check, wrapped so its runs are checked too; its session is made on first run
     from the file read again, its sha256 (and its external data's) matched against the manifest again."""
+    where = path.resolve()  # the session is made later: not affected by a change of working directory
+
     def opener() -> ort.InferenceSession:
-        with Directory(path) as d:
+        with Directory(where) as d:
             data = _verified(d, name, manifest, S.MAX_GRAPH_BYTES)
             _check_external(d, label, facts.external, manifest, S.MAX_EXPORT_BYTES)
         try:
-            session = _session(data, path, threads, spinning)
+            session = _session(data, where, threads, spinning)
         except Exception as e:  # onnxruntime raises its own types for graphs it cannot load
             raise EdgeVAEError(f"{label}: onnxruntime cannot load it ({_last_line(e)})") from None
         del data

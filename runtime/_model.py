@@ -18,7 +18,7 @@ from . import _latent, _tiles, _units
 from . import spec as S
 from ._graphcheck import IMAGE_MACS, RUN_BYTES
 from ._images import load_images
-from ._load import LazyGraph, open_export
+from ._load import LazyGraph, check_units, open_export
 from .errors import EdgeVAEError, check_int, shorten
 from .noise import normals
 
@@ -82,8 +82,10 @@ class Model:
             expect_sha256 = expect_sha256.lower()
         max_run_bytes = check_int(max_run_bytes, "load: max_run_bytes", 1 << 20, 1 << 40)
         max_image_macs = check_int(max_image_macs, "load: max_image_macs", 10**6, 10**15)
+        if not isinstance(low_memory, bool):
+            raise EdgeVAEError(f"load: low_memory must be True or False, got {low_memory!r}")
         self.path = Path(path)
-        self.low_memory = bool(low_memory)  # exact tiles: each unit's session lives only while the unit runs
+        self.low_memory = low_memory  # exact tiles: each unit's session lives only while the unit runs
         self.variant = variant
         self.manifest, self.specs, sessions, self.manifest_sha256 = open_export(
             self.path, threads, spinning, variant, expect_sha256, CHUNK, max_run_bytes, max_image_macs)
@@ -112,9 +114,25 @@ class Model:
         if files != [u["file"] for u in plan["units"]]:
             raise EdgeVAEError(f"{self.path}: the manifest's {_units.ROLES[role]} files {files} are not the spec's "
                                f"{_units.PLANS[role]} units")
-        return [LazyGraph(self.path, unit["file"], self.manifest, f"{_units.ROLES[role]}.{k:02d}",
+        check_units(self.path, files, self.manifest)  # listed, regular files, hashed now, within the size budget
+        where = self.path.resolve()  # sessions are made later: not affected by a change of working directory
+        return [LazyGraph(where, unit["file"], self.manifest, f"{_units.ROLES[role]}.{k:02d}",
                           _units.signature(unit, role), threads, spinning)
                 for k, unit in enumerate(plan["units"])]
+
+    def _units_run(self, role: str, tiling, run_units):
+        """Run the exact tiled decoder or encoder within load's bound on one run; any failure an EdgeVAEError."""
+        graph = self._decoder if role == "decoder" else self._encoder
+        if graph.max_cells is not None and tiling[0] > graph.max_cells:
+            raise EdgeVAEError(f"{role[:6]}: tiles of {tiling[0]} cells are more than this model's graphs may take "
+                               f"in one run within max_run_bytes and max_image_macs; use tile={graph.max_cells} "
+                               f"or less, or load with larger bounds")
+        graphs = self._units[role]
+        try:
+            return run_units(self.spec[_units.PLANS[role]]["units"], lambda k, feed: graphs[k].run(None, feed),
+                             self._release(graphs))
+        except (ValueError, IndexError) as e:  # a unit's output that does not fit the plan
+            raise EdgeVAEError(f"{self.path}: the tiled {role} broke its plan ({e})") from None
 
     def _release(self, graphs: list[LazyGraph]):
         """With low_memory, what lets a unit's session go once it has run: one unit's weights at a time."""
@@ -234,12 +252,12 @@ class Model:
         # self._decoder checks what it returns: shape, finite, in [0, 1] (runtime/_load.py Graph)
         tiling = tiling or self.tiling
         if tiling is not None and self._units["decoder"] is not None and y is None:
-            graphs = self._units["decoder"]
-            out = _units.decode(self.spec[_units.PLANS["decoder"]]["units"], lambda k, feed: graphs[k].run(None, feed),
-                                z, tiling[0], self._release(graphs))
-            if not _finite(out):  # the units' outputs are intermediate; the image is checked here
-                raise EdgeVAEError(f"decode: the decoder overflowed for latents this far from the prior "
-                                   f"(max |z| = {np.abs(z).max():.3g}); decode values of typical N(0, I) scale")
+            out = self._units_run("decoder", tiling, lambda units, run, release: _units.decode(
+                units, run, z, tiling[0], release))
+            if out.shape != (len(z), *self.image_shape) or not (out.min() >= 0 and out.max() <= 1):  # NaN fails
+                raise EdgeVAEError(f"{self.path}: the tiled decoder returned {out.shape} values in "
+                                   f"[{out.min():.4g}, {out.max():.4g}], not images (N, *{self.image_shape}) in "
+                                   f"[0, 1]")
             return out
         if tiling is not None:
             return _tiles.decode(lambda part: self._decoder.run(_X_HAT, {"z": part})[0], z,
@@ -284,10 +302,12 @@ class Model:
             return Encoding(z, z, None)
         eps = self._eps("encode", len(x), seed, eps, temperature)
         if tiling is not None and self._units["encoder"] is not None and y is None:
-            graphs = self._units["encoder"]
-            return Encoding(*_units.encode(self.spec[_units.PLANS["encoder"]]["units"],
-                                           lambda k, feed: graphs[k].run(None, feed), x, eps, tiling[0],
-                                           self._release(graphs)))
+            parts = self._units_run("encoder", tiling, lambda units, run, release: _units.encode(
+                units, run, x, eps, tiling[0], release))
+            if len(parts) != 3 or any(p.shape != (len(x), *self.latent_shape) for p in parts):
+                raise EdgeVAEError(f"{self.path}: the tiled encoder's outputs are not z, mu, logvar "
+                                   f"(N, *{self.latent_shape})")
+            return Encoding(*parts)
         if tiling is not None:
             return Encoding(*_tiles.encode(lambda xt, et: self._encoder.run(None, {"x": xt, "eps": et}), x, eps,
                                            self.spec["latent_scale"], self.latent_shape[0], *tiling))

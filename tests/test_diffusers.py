@@ -181,3 +181,44 @@ def test_a_tileable_model_beyond_max_run_bytes_runs_in_tiles_only(kl_export):
         model.decode(z)
     tiled = model.decode(z, tile=cells, overlap=cells // 4)
     assert np.array_equal(tiled, edgevae.load(kl_export[0]).decode(z, tile=cells, overlap=cells // 4))
+
+
+def _rehashed_copy(src, tmp_path, change):
+    """A copy of the export with `change(directory)` applied and manifest.json re-hashed to match."""
+    import hashlib
+    import json
+    import shutil
+
+    d = shutil.copytree(src, tmp_path / "export")
+    change(d)
+    manifest = json.loads((d / "manifest.json").read_text())
+    for name, entry in manifest["files"].items():
+        entry["sha256"] = hashlib.sha256((d / name).read_bytes()).hexdigest()
+        entry["bytes"] = (d / name).stat().st_size
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    return d
+
+
+def test_tiled_units_are_checked_like_the_graphs(kl_export, tmp_path):
+    # a unit changed without re-hashing: refused at load, not at the first tiled call
+    import shutil
+
+    changed = shutil.copytree(kl_export[0], tmp_path / "changed")
+    unit = changed / "decoder.tiled.03.onnx"
+    unit.write_bytes(unit.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(edgevae.EdgeVAEError, match="decoder.tiled.03.onnx: sha256 .* does not match"):
+        edgevae.load(changed)
+    # two units' files swapped and the manifest re-hashed: each unit's spec names its place in the plan
+    def swap(d):
+        a, b = d / "decoder.tiled.02.onnx", d / "decoder.tiled.03.onnx"
+        data = a.read_bytes()
+        a.write_bytes(b.read_bytes())
+        b.write_bytes(data)
+
+    model = edgevae.load(_rehashed_copy(kl_export[0], tmp_path, swap))
+    with pytest.raises(edgevae.EdgeVAEError, match="expected the spec of unit"):
+        model.decode(edgevae.standard_normal(0, (1, 4, 16, 16)), tile=8)
+    # a tile beyond load's bound on one run is refused with the tile that fits
+    small = edgevae.load(kl_export[0], max_run_bytes=1 << 20)
+    with pytest.raises(edgevae.EdgeVAEError, match=f"use tile={small._decoder.max_cells} or less"):
+        small.decode(edgevae.standard_normal(0, (1, 4, 16, 16)), tile=16)
