@@ -71,7 +71,32 @@ def _runner(session: ort.InferenceSession):
     return inner.run if callable(getattr(inner, "run", None)) else session.run
 
 
-class Graph:
+class _Lazy:
+    """An onnxruntime session made by `_make()` on first use, once, under a lock (thread-safe)."""
+    __slots__ = ("_session", "_lock")
+
+    def __init__(self):
+        self._session: ort.InferenceSession | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    session = self._make()
+                    self._opened(session)
+                    self._session = session
+        return self._session
+
+    def _make(self) -> ort.InferenceSession:
+        raise NotImplementedError
+
+    def _opened(self, session: ort.InferenceSession) -> None:
+        """Called with the new session before it is published."""
+
+
+class Graph(_Lazy):
     """A checked graph whose every run is checked too; `run(names, feed)` as InferenceSession.run.
 
     Its onnxruntime session is made on first run by `opener` (from the file read again and matched against
@@ -82,7 +107,7 @@ class Graph:
     run may take (runtime/_graphcheck.py's memory estimate). Thread-safe.
     """
     __slots__ = ("opener", "label", "role", "shapes", "chunk", "output_names", "unit_range", "tile_scale",
-                 "max_cells", "_session", "_run", "_lock")
+                 "max_cells", "_run")
 
     def __init__(self, opener, label: str, role: str, shapes: dict, chunk: int,
                  unit_range: frozenset = frozenset(), tile_scale: int | None = None, max_cells: int | None = None):
@@ -91,19 +116,14 @@ class Graph:
         self.unit_range = unit_range  # outputs the graph's final Clip(0, 1) keeps in range: only NaN is checked
         self.tile_scale = tile_scale  # a tileable graph's pixels per latent cell: outputs follow the input's h, w
         self.max_cells = max_cells  # a tileable graph too large to run whole: the largest tile side, in cells
-        self._session: ort.InferenceSession | None = None
         self._run = None
-        self._lock = threading.Lock()
+        super().__init__()
 
-    @property
-    def session(self) -> ort.InferenceSession:
-        if self._session is None:
-            with self._lock:
-                if self._session is None:
-                    session = self.opener()
-                    self._run = _runner(session)
-                    self._session = session
-        return self._session
+    def _make(self) -> ort.InferenceSession:
+        return self.opener()
+
+    def _opened(self, session: ort.InferenceSession) -> None:
+        self._run = _runner(session)
 
     def _check_tile(self, feed: dict) -> None:
         h, w = feed["z"].shape[2:] if self.role == "decoder" else (d // self.tile_scale for d in feed["x"].shape[2:])
@@ -188,7 +208,7 @@ def _release_freed_memory() -> None:
         pass
 
 
-class LazyGraph:
+class LazyGraph(_Lazy):
     """One unit graph of a tiled decoder or encoder (hashed at load, runtime/_model.py), its session created
     on first run from the file read and checked then: the manifest's sha256, its spec (role `label`, variant,
     pair_id), the op allow-list, its initializers (inline only: units never read external data), its inputs
@@ -201,18 +221,9 @@ class LazyGraph:
             raise EdgeVAEError(f"{path / S.MANIFEST}: {name} is not listed in 'files'")
         self.path, self.name, self.manifest, self.label = path, name, manifest, label
         self.signature, self.threads, self.spinning = signature, threads, spinning
-        self._session: ort.InferenceSession | None = None
-        self._lock = threading.Lock()
+        super().__init__()
 
-    @property
-    def session(self) -> ort.InferenceSession:
-        if self._session is None:
-            with self._lock:
-                if self._session is None:
-                    self._session = self._open()
-        return self._session
-
-    def _open(self) -> ort.InferenceSession:
+    def _make(self) -> ort.InferenceSession:
         label = str(self.path / self.name)
         with Directory(self.path) as d:
             data = _verified(d, self.name, self.manifest, S.MAX_GRAPH_BYTES)
