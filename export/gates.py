@@ -171,3 +171,11 @@ def variant_quality(variant: str, vae, ckpt: dict, fp32: tuple, candidate: tuple
     passed = psnr >= gate["min_psnr_db"] and (change is None or change <= gate["max_neg_elbo_change"])
     return {"psnr_db": round(psnr, 3), "neg_elbo_fp32": base, "neg_elbo": got, "neg_elbo_change": change,
             "gate": gate, "passed": bool(passed)}
+
+
+def load_export(directory, **kwargs):
+    """The export as the runtime loads it, with load's bounds on one run lifted: export and verify check
+    models of any size whole (an app's `edgevae.load` keeps the defaults and decodes large ones in tiles)."""
+    import edgevae
+
+    return edgevae.load(directory, max_run_bytes=1 << 40, max_image_macs=10**15, **kwargs)

@@ -66,13 +66,13 @@ def _metric(metric: str, got: np.ndarray, want: np.ndarray) -> float:
 
 def verify_export(run_dir: str | Path, export_dir: str | Path, batch_sizes=BATCH_SIZES) -> list[Row]:
     """Every check for every variant of the export; a Row each, worst case over the batch sizes."""
-    fp32 = edgevae.load(export_dir)
+    fp32 = gates.load_export(export_dir)
     exported_from = {"best.pt": "best", "checkpoint.pt": "last"}[fp32.spec["training"]["checkpoint"]]
     vae, ckpt = load_run(Path(run_dir), exported_from)
     if fp32.spec["latent_dim"] != vae.latent_dim or list(fp32.image_shape) != list(ckpt["image_shape"]) \
             or fp32.kind != vae.kind or (fp32.classes is not None) != vae.conditional:
         raise ValueError(f"{export_dir} does not come from {run_dir}: model kind, latent or image shape differ")
-    models = {v: edgevae.load(export_dir, variant=v) for v in fp32.manifest["variants"]}
+    models = {v: gates.load_export(export_dir, variant=v) for v in fp32.manifest["variants"]}
     worst: dict[tuple, float] = {}
 
     def keep(variant, check, metric, value):
