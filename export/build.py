@@ -21,6 +21,7 @@ import edgevae
 from edgevae import spec as S
 from edgevae.train import checkpoint as checkpoint_io
 from edgevae.train.config import TrainConfig
+from edgevae.train.elbo import latent_shape_of
 
 from . import gates, graphs, variants
 
@@ -47,8 +48,8 @@ def make_spec(vae, ckpt: dict, pair_id: str, parity: dict, elbo: dict) -> dict:
         "model": config["model"],
         "arch": config["arch"],
         "source": {"kind": "edgevae"},
-        "latent_shape": [config["latent_dim"]],
-        "latent_dim": config["latent_dim"],
+        "latent_shape": list(latent_shape_of(vae)),
+        "latent_dim": vae.latent_dim,
         "image_shape": list(ckpt["image_shape"]),
         "image_mode": S.IMAGE_MODES[ckpt["image_shape"][0]],
         "pixel_range": [0.0, 1.0],
@@ -179,7 +180,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
 
 def _check_written(directory: Path, vae: torch.nn.Module, kept: dict) -> None:
     """The files as written load through the runtime (hashes, spec, pair) and still decode as verified."""
-    inputs = {"z": edgevae.standard_normal(gates.PARITY_SEED, (8, vae.latent_dim))}
+    inputs = {"z": edgevae.standard_normal(gates.PARITY_SEED, (8, *latent_shape_of(vae)))}
     if vae.conditional:
         inputs["y"] = np.arange(8, dtype=np.int64) % vae.num_classes
     want = gates.torch_run(vae, "decoder", inputs)["x_hat"]

@@ -15,6 +15,7 @@ import torch
 
 from edgevae import spec as S
 from edgevae.noise import standard_normal
+from edgevae.train.elbo import latent_shape_of
 
 from . import quality, variants
 from .graphs import DecoderGraph, EncoderGraph, op_types
@@ -60,7 +61,7 @@ def encoder_inputs(vae, ckpt: dict, n: int, seed: int) -> dict[str, np.ndarray]:
     """x (real test images from the checkpoint, repeated when n exceeds them), eps and y for n images."""
     idx = torch.arange(n) % len(ckpt["reference_x"])
     inputs = {"x": (ckpt["reference_x"][idx].float() / 255.0).numpy(),
-              "eps": standard_normal(seed, (n, vae.latent_dim))}
+              "eps": standard_normal(seed, (n, *latent_shape_of(vae)))}
     if vae.conditional:
         inputs["y"] = ckpt["reference_y"][idx].numpy().astype(np.int64)
     return {k: v for k, v in inputs.items() if k in signature(vae, "encoder")[0]}
@@ -136,7 +137,7 @@ def elbo_parity_torch(vae, ckpt: dict) -> float:
 
     inputs = encoder_inputs(vae, ckpt, len(ckpt["reference_x"]), PARITY_SEED)
     y = torch.from_numpy(inputs["y"]) if "y" in inputs else None
-    eps = torch.from_numpy(standard_normal(PARITY_SEED, (len(inputs["x"]), vae.latent_dim)))
+    eps = torch.from_numpy(standard_normal(PARITY_SEED, (len(inputs["x"]), *latent_shape_of(vae))))
     with torch.no_grad():
         _, recon, kl = negative_elbo(vae, torch.from_numpy(inputs["x"]), eps, y=y)
     return float((recon.double() + kl.double()).mean())
@@ -161,7 +162,7 @@ def variant_quality(variant: str, vae, ckpt: dict, fp32: tuple, candidate: tuple
     gate = variants.GATES[variant]
     ref = graph_functions(vae, *(session(m) for m in fp32))
     new = graph_functions(vae, *(session(m) for m in candidate))
-    z = {"z": standard_normal(PARITY_SEED, (256, vae.latent_dim))}
+    z = {"z": standard_normal(PARITY_SEED, (256, *latent_shape_of(vae)))}
     if vae.conditional:
         z["y"] = np.arange(256, dtype=np.int64) % vae.num_classes
     psnr = quality.psnr(ref[1](z), new[1](z))

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from edgevae import spec as S
+from edgevae.train.elbo import latent_shape_of
 
 OPSET = 18
 _EXAMPLE_BATCH = 3  # traced batch size; 0 and 1 would be specialized by torch.export
@@ -73,8 +74,9 @@ def _to_onnx(module: nn.Module, args: tuple, input_names, output_names) -> onnx.
 
 def example_inputs(vae: nn.Module, role: str, n: int = _EXAMPLE_BATCH) -> tuple[torch.Tensor, ...]:
     """Random inputs of the right shapes and dtypes for a graph, in signature order."""
-    make = {"x": lambda: torch.rand(n, *vae.image_shape), "eps": lambda: torch.randn(n, vae.latent_dim),
-            "z": lambda: torch.randn(n, vae.latent_dim), "y": lambda: torch.arange(n) % max(vae.num_classes, 1)}
+    latent = latent_shape_of(vae)
+    make = {"x": lambda: torch.rand(n, *vae.image_shape), "eps": lambda: torch.randn(n, *latent),
+            "z": lambda: torch.randn(n, *latent), "y": lambda: torch.arange(n) % max(vae.num_classes, 1)}
     return tuple(make[name]() for name in S.signature(role, vae.kind, vae.conditional)[0])
 
 

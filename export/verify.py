@@ -15,6 +15,7 @@ from onnx.reference import ReferenceEvaluator
 
 import edgevae
 from edgevae.noise import standard_normal
+from edgevae.train.elbo import latent_shape_of
 
 from . import gates, quality, variants
 from .build import load_run
@@ -79,7 +80,7 @@ def verify_export(run_dir: str | Path, export_dir: str | Path, batch_sizes=BATCH
         inputs = gates.encoder_inputs(vae, ckpt, n, PARITY_SEED + n)
         want = gates.torch_run(vae, "encoder", inputs)
         want.update(gates.torch_run(vae, "decoder", gates.decoder_inputs(vae, want["z"], inputs)))
-        sample_eps = standard_normal(PARITY_SEED + n, (n, vae.latent_dim))
+        sample_eps = standard_normal(PARITY_SEED + n, (n, *latent_shape_of(vae)))
         y = inputs.get("y")
         want_sample = gates.torch_run(vae, "decoder", gates.decoder_inputs(vae, sample_eps, inputs))["x_hat"]
         for variant, model in models.items():

@@ -48,6 +48,8 @@ ALLOWED_OPS = frozenset({
     "Conv", "ConvTranspose",  # conv networks
     "Concat", "GatherND", "Unsqueeze",  # conditional models: one-hot y joined to features and z
     "Abs", "Div", "Expand", "Less", "Reciprocal", "Shape", "Sub", "Tanh", "Where",  # continuous-Bernoulli mean
+    "InstanceNormalization", "Pad", "Resize", "Slice",  # --arch resnet: GroupNorm, padding, upsampling, cropping
+    "Greater", "Neg", "Softplus",  # the discretized logistic's mean
     "Cast", "ConvInteger", "DynamicQuantizeLinear", "MatMulInteger",  # int8 and fp16 variants
 })
 

@@ -60,12 +60,12 @@ def _readme_ops() -> dict[tuple[str, str], set[str]]:
 
 def _allowed(spec: dict, role: str, listed: dict) -> set[str]:
     parts = {"every model", f"{spec['variant']} variant"}
-    if spec["arch"] == "conv":
-        parts.add("`--arch conv`")
+    if spec["arch"] in ("conv", "resnet"):
+        parts.add(f"`--arch {spec['arch']}`")
     if spec["classes"] is not None:
         parts.add("`--conditional`")
-    if spec["likelihood"] == "continuous-bernoulli":
-        parts.add("`--likelihood continuous-bernoulli`")
+    if spec["likelihood"] in ("continuous-bernoulli", "logistic"):
+        parts.add(f"`--likelihood {spec['likelihood']}`")
     return set().union(*(ops for (part, graph), ops in listed.items() if part in parts and graph in (role, "both")))
 
 
