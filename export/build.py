@@ -57,6 +57,7 @@ def make_spec(vae, ckpt: dict, pair_id: str, parity: dict, elbo: dict) -> dict:
         "preprocessing": preprocessing(ckpt),
         "likelihood": config["likelihood"],
         "likelihood_params": gates.likelihood_params(vae),
+        "diagnostics": ckpt.get("diagnostics") or None,  # the latent check training stored (train/diagnostics.py)
         "classes": list(ckpt["classes"]) if vae.conditional else None,  # the labels y indexes
         "dataset_classes": list(ckpt["classes"]),
         "noise": S.NOISE,
@@ -76,8 +77,9 @@ def preprocessing(ckpt: dict) -> dict:
     from edgevae.train.folder import MATTES
 
     config = ckpt["config"]
-    return {"mode": S.IMAGE_MODES[ckpt["image_shape"][0]], "fit": "crop", "resample": "lanczos", "alpha": "matte",
-            "matte": list(MATTES[config["matte"]])}
+    channels = ckpt["image_shape"][0]
+    return {"mode": S.IMAGE_MODES[channels], "fit": "crop", "resample": "lanczos",
+            "alpha": "keep" if channels == 4 else "matte", "matte": list(MATTES[config["matte"]])}
 
 
 def _check_destination(run_dir: Path, out: Path, force: bool) -> None:
@@ -97,15 +99,6 @@ def _check_destination(run_dir: Path, out: Path, force: bool) -> None:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _fmt_quality(q: dict) -> str:
-    gate = q["gate"]
-    text = f"PSNR {q['psnr_db']:.1f} dB (gate >= {gate['min_psnr_db']:g})"
-    if q["neg_elbo_change"] is None:
-        return text + ", -ELBO not computable through the graphs for this likelihood"
-    return text + (f", -ELBO {q['neg_elbo']:.3f} vs fp32 {q['neg_elbo_fp32']:.3f} "
-                   f"({q['neg_elbo_change']:.3%}, gate <= {gate['max_neg_elbo_change']:.2%})")
 
 
 def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = False, variants_: tuple = (),
@@ -130,7 +123,8 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
         + ", ".join(f"{k} {v:.1e}" for k, v in parity.items())
         + f" (bound {gates.PARITY_TOLERANCE:g}, batch {', '.join(map(str, gates.PARITY_BATCH_SIZES))})"
         + (f"; -ELBO torch {elbo['neg_elbo_torch']:.4f}, onnx {elbo['neg_elbo_onnx']:.4f}"
-           if elbo["neg_elbo_onnx"] is not None else f"; -ELBO through the graphs {elbo['note']}"))
+           if elbo["neg_elbo_onnx"] is not None else f"; -ELBO through the graphs {elbo['note']}")
+        + "; not collapsed")
     kept = {"fp32": (fp32, None)}
     for variant in variants_:
         candidate = tuple(variants.make(variant, proto) for proto in fp32)
@@ -139,9 +133,9 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
         q = gates.variant_quality(variant, vae, ckpt, fp32, candidate)
         if q["passed"]:
             kept[variant] = (candidate, q)
-            log(f"{variant}: {_fmt_quality(q)}")
+            log(f"{variant}: within its bounds: {gates.describe(q)}")
         else:
-            log(f"{variant}: NOT written, outside its gate: {_fmt_quality(q)}")
+            log(f"{variant}: NOT written, outside its bounds: {gates.describe(q)}")
 
     pair_id = uuid.uuid4().hex
     spec = make_spec(vae, ckpt, pair_id, parity, elbo)

@@ -142,19 +142,39 @@ def _info(args, model) -> str:
         f"ELBO parity -ELBO on {elbo.get('images')} test images, fixed eps: torch {elbo['neg_elbo_torch']:.4f}, "
         f"onnxruntime {elbo['neg_elbo_onnx']:.4f} nats/image" if elbo.get("neg_elbo_onnx") is not None else
         f"ELBO parity {elbo.get('note', 'not recorded')}",
+        _diagnostics(spec.get("diagnostics")),
         f"noise       {spec['noise']['algorithm']} v{spec['noise']['version']}",
         f"pair_id     {spec['pair_id']}",
     ]
     for variant, entry in model.manifest["variants"].items():
         sizes = " + ".join(f"{entry[r]} {model.manifest['files'][entry[r]]['bytes']:,} B"
                            for r in ("encoder", "decoder"))
-        q = entry.get("quality")
-        quality = "" if not q else f"; PSNR {q['psnr_db']:.1f} dB" + (
-            f", -ELBO {q['neg_elbo']:.3f} vs fp32 {q['neg_elbo_fp32']:.3f}" if q["neg_elbo"] is not None else "")
+        quality = _variant_quality(entry.get("quality"))
         lines.append(f"variant     {variant}{' (loaded)' if variant == model.variant else ''}: {sizes}{quality}")
     for role, role_spec in model.specs.items():
         lines.append(f"ops         {role}: {', '.join(role_spec['ops'])}")
     return "\n".join(lines)
+
+
+def _diagnostics(d: dict | None) -> str:
+    """The latent check training stored (spec "diagnostics"): active units, KL, z's scale, any warning."""
+    if not d:
+        return "latent use  no diagnostics recorded"
+    verdict = "COLLAPSED: " if d.get("collapsed") else ""
+    return (f"latent use  {verdict}{d['active_units']} of {d['latent_dim']} units active, KL {d['kl']:.2f} nats/image, "
+            f"z rms {d['latent_rms']:.2f} on {d['images']} validation images"
+            + (f"; {d['note']}" if d.get("collapsed") or d.get("far_from_prior") else ""))
+
+
+def _variant_quality(q: dict | None) -> str:
+    """A variant's measured quality: PSNR of x_hat against the source, the -ELBO change, the verdict."""
+    if not q:
+        return ""
+    if "checks" not in q:  # written before the bounds table (0.1 exports)
+        return f"; PSNR {q['psnr_db']:.1f} dB"
+    parts = [f"{c['check']} {c['metric']} {c['measured']:.3g}" for c in q["checks"]
+             if c["check"] in ("x_hat", "-ELBO vs torch")]
+    return "; " + ", ".join(parts) + ("" if q["passed"] else " (OUTSIDE its bounds)")
 
 
 def _positive(text: str) -> int:

@@ -37,8 +37,8 @@ def test_widths_and_blocks_follow_config_and_no_transposed_convolution():
     m = _model((3, 32, 32), widths=(4, 8, 12), blocks=2)
     assert not any(isinstance(mod, nn.ConvTranspose2d) for mod in m.modules())
     blocks = [mod for mod in m.encoder.modules() if isinstance(mod, ResBlock)]
-    assert [(b.conv1.in_channels, b.conv1.out_channels) for b in blocks] == [(4, 4), (4, 4), (4, 8), (8, 8),
-                                                                             (8, 12), (12, 12)]
+    # full resolution holds the stem conv only; each coarser level `blocks` blocks at its width
+    assert [(b.conv1.in_channels, b.conv1.out_channels) for b in blocks] == [(4, 8), (8, 8), (8, 12), (12, 12)]
     upsamples = [mod for mod in m.decoder.modules() if isinstance(mod, nn.Upsample)]
     assert len(upsamples) == 2 and all(u.mode == "nearest" and u.scale_factor == 2 for u in upsamples)
     norms = [mod for mod in m.modules() if isinstance(mod, nn.GroupNorm)]

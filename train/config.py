@@ -70,6 +70,8 @@ class TrainConfig:
     free_bits: float = arg(0.0, "nats per latent dimension: a dimension's batch-mean KL below this is not penalised "
                                 "(Kingma et al. 2016), against posterior collapse (0 = off; the reported -ELBO is "
                                 "always the plain one)", summary=True)
+    eval_every: int = arg(1, "evaluate, draw the grids and save the checkpoints every N epochs (and after the last); "
+                             "on small data sets epochs are short and this is most of the time")
     minutes: float = arg(0.0, "wall-clock training budget (0 = none): training stops at the first step past it, that "
                               "epoch is evaluated and saved, and --schedule cosine runs over the budget", summary=True)
     iwae_k: int = arg(1, "importance samples per image; k > 1 trains on the IWAE bound (Burda et al., 2016)",
@@ -97,7 +99,7 @@ class TrainConfig:
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"--{_flag(f.name)} must be one of {', '.join(map(str, choices))}, "
                                  f"got {getattr(self, f.name)!r}")
-        positive = ("epochs", "batch_size", "image_size", "num_train", "num_test", "iwae_k", "blocks")
+        positive = ("epochs", "batch_size", "image_size", "num_train", "num_test", "iwae_k", "blocks", "eval_every")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")

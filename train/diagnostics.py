@@ -22,8 +22,8 @@ from .elbo import kl_terms
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al.: a unit is active when Cov_x(E_q[z_u|x]) exceeds this
 LATENT_RMS_FAR = 3.0  # a dimension whose rms under the aggregate posterior exceeds 3 prior sds is far from N(0, 1)
-COLLAPSE_ADVICE = ("try --likelihood logistic (or gaussian with --sigma-fit optimal), --kl-warmup 10 or "
-                   "--free-bits 0.1; a fixed --sigma as large as the pixel noise or larger collapses too")
+COLLAPSE_ADVICE = ("try --kl-warmup 10 or --free-bits 0.1, --beta 1 or lower, and a calibrated likelihood "
+                   "(--likelihood logistic, or gaussian without a fixed --sigma)")
 FAR_ADVICE = "train with --beta 1 (the ELBO) or longer; sample at a lower temperature meanwhile"
 
 
