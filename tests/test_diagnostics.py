@@ -30,7 +30,8 @@ def test_verdicts_on_constructed_posteriors():
     spatial = diagnose(torch.randn(n, 2, 3, 3, generator=g), torch.zeros(n, 2, 3, 3))
     assert spatial.latent_dim == 18 and len(spatial.kl_per_dim) == 18
     # a unit just under Burda's threshold is inactive
-    mu = torch.cat([torch.randn(n, 1, generator=g), torch.randn(n, 1, generator=g) * math.sqrt(ACTIVE_THRESHOLD / 2)], 1)
+    quiet = torch.randn(n, 1, generator=g) * math.sqrt(ACTIVE_THRESHOLD / 2)
+    mu = torch.cat([torch.randn(n, 1, generator=g), quiet], 1)
     assert diagnose(mu, torch.zeros(n, 2)).active_units == 1
 
 
