@@ -1,6 +1,10 @@
-"""Export a run directory to an export directory: two graphs, their spec, a manifest; atomically.
+"""Export a VAE to an export directory: two graphs, their spec, a manifest; atomically.
 
-    edgevae export runs/shapes --out exports/shapes
+    edgevae export runs/shapes --out exports/shapes                    # a run of `edgevae train`
+    edgevae export --diffusers my-vae --out exports/my-vae             # any Source: export/api.py, __main__.py
+
+`write_export` is the one path every model takes (a `Source` from export/adapters.py); `export` reads a
+run directory and hands its model to it.
 """
 from __future__ import annotations
 
@@ -21,68 +25,80 @@ import edgevae
 from edgevae import spec as S
 from edgevae.train import checkpoint as checkpoint_io
 from edgevae.train.config import TrainConfig
-from edgevae.train.elbo import latent_shape_of
+from edgevae.train.folder import preprocessing
 
-from . import gates, graphs, variants
+from . import adapters, checks, gates, graphs, variants
 
 
 class ExportError(RuntimeError):
     """The run directory cannot be exported, or the destination is in the way."""
 
 
-def load_run(run_dir: Path, checkpoint: str = "auto") -> tuple[torch.nn.Module, dict]:
-    """The trained model and its checkpoint (train/checkpoint.py's load_run), errors as ExportError."""
+def load_run(run_dir: Path, checkpoint: str = "auto") -> tuple[adapters.EdgeVAESource, dict]:
+    """The trained model as a Source, and its checkpoint (train/checkpoint.py's load_run), errors as ExportError."""
     try:
         vae, ckpt, _ = checkpoint_io.load_run(run_dir, checkpoint)
     except (FileNotFoundError, ValueError) as e:
         raise ExportError(str(e)) from None
-    return vae, ckpt
+    return adapters.from_edgevae(vae), ckpt
 
 
-def make_spec(vae, ckpt: dict, pair_id: str, parity: dict, elbo: dict) -> dict:
+def make_spec(source, pair_id: str, parity: dict, extra: dict) -> dict:
     """The spec both graphs of every variant share; role, variant, ops and quality are added per file."""
-    config = ckpt["config"]
-    return {
+    mode = S.IMAGE_MODES[source.image_shape[0]]
+    spec = {
         "schema_version": S.SCHEMA_VERSION,
         "pair_id": pair_id,
-        "model": config["model"],
-        "arch": config["arch"],
-        "source": {"kind": "edgevae"},
-        "latent_shape": list(latent_shape_of(vae)),
-        "latent_dim": vae.latent_dim,
-        "image_shape": list(ckpt["image_shape"]),
-        "image_mode": S.IMAGE_MODES[ckpt["image_shape"][0]],
+        "model": source.kind,
+        "source": source.info,
+        "latent_shape": list(source.latent_shape),
+        "latent_dim": source.latent_dim,
+        "image_shape": list(source.image_shape),
+        "image_mode": mode,
         "pixel_range": [0.0, 1.0],
-        "prior": S.PRIOR if config["model"] == "vae" else None,
-        "preprocessing": preprocessing(ckpt),
+        "native_range": list(source.native_range),
+        "prior": source.prior,
+        "preprocessing": {"mode": mode, "fit": "crop", "resample": "lanczos",
+                          "alpha": "keep" if mode == "RGBA" else "matte", "matte": [0, 0, 0]},
+        "likelihood": None,
+        "likelihood_params": {},
+        "classes": None,
+        "noise": S.NOISE,
+        "training": None,  # an imported model: `source` says where it came from
+        "tileable": source.tileable,
+        "parity": {**parity, "torch": torch.__version__, "onnxruntime": ort.__version__},
+        "opset": graphs.OPSET,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "edgevae_version": edgevae.__version__,
+    }
+    if source.prior is None and source.prior_note:
+        spec["prior_note"] = source.prior_note
+    if source.latent_scaling is not None:
+        spec["latent_scaling"] = source.latent_scaling
+    if source.tileable:
+        spec["latent_scale"] = source.latent_scale
+    return {**spec, **extra}
+
+
+def edgevae_fields(vae, ckpt: dict, elbo: dict) -> dict:
+    """What a run of `edgevae train` adds to the spec: its likelihood, classes, training summary, ELBO parity."""
+    config = ckpt["config"]
+    return {
+        "arch": config["arch"],
+        # how an image file becomes x: what training's loaders did, so encode sees what training saw
+        "preprocessing": preprocessing(TrainConfig.from_dict(config), ckpt["image_shape"][0]).to_spec(),
         "likelihood": config["likelihood"],
         "likelihood_params": gates.likelihood_params(vae),
         "diagnostics": ckpt.get("diagnostics") or None,  # the latent check training stored (train/diagnostics.py)
         "classes": list(ckpt["classes"]) if vae.conditional else None,  # the labels y indexes
         "dataset_classes": list(ckpt["classes"]),
-        "noise": S.NOISE,
         "training": {"dataset": ckpt["dataset"], "epochs": ckpt["epoch"], "checkpoint": Path(ckpt["path"]).name,
                      "test_neg_elbo": ckpt["metrics"]["test_neg_elbo"],
                      "config": TrainConfig.from_dict(config).summary()},  # whitelisted: no local paths
-        "parity": {"batch_sizes": list(gates.PARITY_BATCH_SIZES), "tolerance": gates.PARITY_TOLERANCE,
-                   "max_abs_diff": parity, "elbo": elbo, "torch": torch.__version__, "onnxruntime": ort.__version__},
-        "opset": graphs.OPSET,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "edgevae_version": edgevae.__version__,
     }
 
 
-def preprocessing(ckpt: dict) -> dict:
-    """How an image file becomes x for this model: what training's image-folder loader did."""
-    from edgevae.train.folder import MATTES
-
-    config = ckpt["config"]
-    channels = ckpt["image_shape"][0]
-    return {"mode": S.IMAGE_MODES[channels], "fit": "crop", "resample": "lanczos",
-            "alpha": "keep" if channels == 4 else "matte", "matte": list(MATTES[config["matte"]])}
-
-
-def _check_destination(run_dir: Path, out: Path, force: bool) -> None:
+def _check_destination(run_dir: Path | None, out: Path, force: bool) -> None:
     """`out` may be new, or with --force an earlier export or an empty directory; never anything else."""
     for stale in out.parent.glob(f".{out.name}.tmp-*") if out.parent.is_dir() else []:
         shutil.rmtree(stale, ignore_errors=True)  # left by an export that was killed mid-write
@@ -90,8 +106,8 @@ def _check_destination(run_dir: Path, out: Path, force: bool) -> None:
         return
     if not force:
         raise ExportError(f"{out} already exists (pass --force to replace it)")
-    resolved, run = out.resolve(), run_dir.resolve()
-    if resolved == run or resolved in run.parents:
+    resolved = out.resolve()
+    if run_dir is not None and (resolved == run_dir.resolve() or resolved in run_dir.resolve().parents):
         raise ExportError(f"--out {out} is the run directory or contains it; --force would delete the run")
     if not out.is_dir() or not ((out / S.MANIFEST).is_file() or not any(out.iterdir())):
         raise ExportError(f"--force replaces only an earlier export or an empty directory; {out} is neither")
@@ -103,7 +119,7 @@ def _sha256(path: Path) -> str:
 
 def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = False, variants_: tuple = (),
            checkpoint: str = "auto", log=print) -> Path:
-    """Export, verify, and move the result into `out` in one rename; returns `out`.
+    """Export a run of `edgevae train`, verify, and move the result into `out` in one rename; returns `out`.
 
     variants_: any of "int8", "fp16"; each is written only if it passes its quality gate.
     checkpoint: "auto" (best.pt when the run has one, else checkpoint.pt), "best" or "last".
@@ -114,23 +130,46 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
     log(f"exporting {ckpt['path']} ({vae.kind}, {ckpt['config']['arch']}, "
         f"{'conditional on ' + str(vae.num_classes) + ' classes, ' if vae.conditional else ''}"
         f"{ckpt['config']['likelihood']}, epoch {ckpt['epoch']})")
-    fp32 = graphs.export_graphs(vae)
+    return write_export(vae, out, ckpt, force=force, variants_=variants_, log=log, protect=run_dir)
+
+
+def write_export(source, out: Path, reference: dict, *, force: bool = False, variants_: tuple = (),
+                 tolerance: float | None = None, log=print, protect: Path | None = None) -> Path:
+    """The generic path: graphs of a Source, every check, the spec, written atomically into `out`.
+
+    reference: {"reference_x": uint8 (N, C, H, W)} images for parity (a run's checkpoint has them, with its
+    labels and metrics; imported models get `checks.reference_images`). ELBO parity and variants need a
+    likelihood, so only EdgeVAE runs have them. tolerance: the family's parity bound (adapters.TOLERANCES).
+    """
+    out = Path(out)
+    _check_destination(protect, out, force)
+    own = isinstance(source, adapters.EdgeVAESource)
+    if variants_ and not own:
+        raise ExportError("--int8/--fp16 need a likelihood to gate them: only runs of `edgevae train` have one")
+    tolerance = adapters.TOLERANCES[source.family] if tolerance is None else tolerance
+    fp32 = graphs.export_graphs(source)
     for name, proto in zip((S.ENCODER_FILE, S.DECODER_FILE), fp32):
         gates.check_graph(proto, name)
-    parity = gates.parity(vae, ckpt, *fp32)
-    elbo = gates.elbo_parity(vae, ckpt, *fp32)
+    parity = checks.parity(source, reference, *fp32, tolerance)
+    if own:  # the run's fp32 row of the bounds table, as `edgevae verify` measures it; refuses a collapsed model
+        gates.check_bounds(source, reference, *fp32)
+    elbo = gates.elbo_parity(source, reference, *fp32) if own else None
     log("verified: onnx.checker ok, no random op, max |onnxruntime - torch| "
-        + ", ".join(f"{k} {v:.1e}" for k, v in parity.items())
-        + f" (bound {gates.PARITY_TOLERANCE:g}, batch {', '.join(map(str, gates.PARITY_BATCH_SIZES))})"
-        + (f"; -ELBO torch {elbo['neg_elbo_torch']:.4f}, onnx {elbo['neg_elbo_onnx']:.4f}"
+        + ", ".join(f"{k} {v:.1e}" for k, v in parity["max_abs_diff"].items())
+        + f" (bound {tolerance:g}, batch {', '.join(map(str, parity['batch_sizes']))}"
+        + (f" at {parity['image_shape'][1]}x{parity['image_shape'][2]}" if not own else "")
+        + (f"; tiles of {'x'.join(map(str, parity['tile_latent']))} latent cells" if source.tileable else "") + ")"
+        + ("" if elbo is None else f"; -ELBO torch {elbo['neg_elbo_torch']:.4f}, onnx {elbo['neg_elbo_onnx']:.4f}"
            if elbo["neg_elbo_onnx"] is not None else f"; -ELBO through the graphs {elbo['note']}")
-        + "; not collapsed")
+        + ("; within the bounds table, not collapsed" if own else ""))
+    if elbo is not None:
+        parity["elbo"] = elbo
     kept = {"fp32": (fp32, None)}
     for variant in variants_:
         candidate = tuple(variants.make(variant, proto) for proto in fp32)
         for role, proto in zip(("encoder", "decoder"), candidate):
             gates.check_graph(proto, variants.file_name(role, variant))
-        q = gates.variant_quality(variant, vae, ckpt, fp32, candidate)
+        q = gates.variant_quality(variant, source, reference, fp32, candidate)
         if q["passed"]:
             kept[variant] = (candidate, q)
             log(f"{variant}: within its bounds: {gates.describe(q)}")
@@ -138,7 +177,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
             log(f"{variant}: NOT written, outside its bounds: {gates.describe(q)}")
 
     pair_id = uuid.uuid4().hex
-    spec = make_spec(vae, ckpt, pair_id, parity, elbo)
+    spec = make_spec(source, pair_id, parity, edgevae_fields(source, reference, elbo) if own else {})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     umask = os.umask(0)
@@ -156,7 +195,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
                 manifest["files"][name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
             manifest["variants"][variant] = {**names, "quality": q}
         (tmp / S.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _check_written(tmp, vae, kept)
+        _check_written(tmp, source, kept, tolerance)
         if out.exists():  # --force: swap the old export out only once the new one is complete
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, trash / out.name)
@@ -172,16 +211,17 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
     return out
 
 
-def _check_written(directory: Path, vae: torch.nn.Module, kept: dict) -> None:
+def _check_written(directory: Path, vae: torch.nn.Module, kept: dict, tolerance: float) -> None:
     """The files as written load through the runtime (hashes, spec, pair) and still decode as verified."""
-    inputs = {"z": edgevae.standard_normal(gates.PARITY_SEED, (8, *latent_shape_of(vae)))}
+    n = 8 if vae.latent_dim * 8 <= 1 << 16 else 1  # a latent-diffusion VAE at full size: one image is plenty
+    inputs = {"z": edgevae.standard_normal(gates.PARITY_SEED, (n, *vae.latent_shape))}
     if vae.conditional:
-        inputs["y"] = np.arange(8, dtype=np.int64) % vae.num_classes
+        inputs["y"] = np.arange(n, dtype=np.int64) % vae.num_classes
     want = gates.torch_run(vae, "decoder", inputs)["x_hat"]
     for variant, (protos, _) in kept.items():
         got = edgevae.load(directory, threads=1, variant=variant).decode(inputs["z"], labels=inputs.get("y"))
         expected = want if variant == "fp32" else \
             gates.ort_run(gates.session(protos[1]), vae, "decoder", inputs)["x_hat"]
         diff = float(np.max(np.abs(got - expected)))
-        if not diff <= gates.PARITY_TOLERANCE:
+        if not diff <= tolerance:
             raise gates.ExportCheckError(f"written {variant} decoder differs from what was verified by {diff:.2e}")

@@ -1,12 +1,13 @@
 """The gates an export must pass before it is written: onnx.checker, allowed ops only, onnxruntime == torch,
-and for every variant the one table of bounds in export/bounds.py, measured as `edgevae verify` measures it.
+and for a run of `edgevae train` the one table of bounds in export/bounds.py -- fp32 and every variant,
+measured as `edgevae verify` measures it -- including the refusal of a collapsed model.
 
 Parity bound, 1e-5 max |difference|: both sides compute in float32 (unit roundoff 6e-8), but
 onnxruntime's MLAS and PyTorch's CPU kernels sum in different orders, so a dot product of a few
 hundred O(1) terms differs by a few 1e-7, and exp/sigmoid keep that scale. 1e-5 leaves ~10x
 headroom over what we measure while any real defect (a wrong op, noise frozen into a constant,
 a swapped head) shows up as differences of 1e-2 or more. A collapsed model (a decoder that ignores
-z) is refused too: its constant output would pass every parity bound.
+z) passes every parity bound, so it is checked on its own (bounds.COLLAPSE).
 """
 from __future__ import annotations
 
@@ -19,14 +20,13 @@ import torch
 
 from edgevae import spec as S
 from edgevae.noise import standard_normal
-from edgevae.train.elbo import latent_shape_of
 
 from . import bounds, quality
-from .bounds import BATCH_SIZES, PARITY_SEED  # noqa: F401  (re-exported: what export's checks use)
 from .graphs import DecoderGraph, EncoderGraph, op_types
 
 PARITY_TOLERANCE = bounds.BOUNDS["fp32"]["x_hat"][1]
-PARITY_BATCH_SIZES = bounds.BATCH_SIZES
+PARITY_BATCH_SIZES = (1, 7, 64)  # every model family's parity (export/checks.py); EdgeVAE runs: bounds.BATCH_SIZES
+PARITY_SEED = bounds.PARITY_SEED  # eps for the parity check: fixed, so an export is reproducible
 
 
 class ExportCheckError(RuntimeError):
@@ -64,7 +64,7 @@ def encoder_inputs(vae, ckpt: dict, n: int, seed: int) -> dict[str, np.ndarray]:
     """x (real test images from the checkpoint, repeated when n exceeds them), eps and y for n images."""
     idx = torch.arange(n) % len(ckpt["reference_x"])
     inputs = {"x": (ckpt["reference_x"][idx].float() / 255.0).numpy(),
-              "eps": standard_normal(seed, (n, *latent_shape_of(vae)))}
+              "eps": standard_normal(seed, (n, *vae.latent_shape))}
     if vae.conditional:
         inputs["y"] = ckpt["reference_y"][idx].numpy().astype(np.int64)
     return {k: v for k, v in inputs.items() if k in signature(vae, "encoder")[0]}
@@ -88,6 +88,33 @@ def decoder_inputs(vae, z: np.ndarray, enc_inputs: dict) -> dict[str, np.ndarray
     return {"z": z, **({"y": enc_inputs["y"]} if "y" in enc_inputs else {})}
 
 
+def parity(vae, ckpt: dict, encoder: onnx.ModelProto, decoder: onnx.ModelProto,
+           batch_sizes=PARITY_BATCH_SIZES, tolerance: float = PARITY_TOLERANCE) -> dict:
+    """Max |onnxruntime - torch| of every graph output over the batch sizes, same x, eps and y.
+
+    The decoder gets the torch z on both sides, so its difference is the decoder's own. `tolerance`
+    is the model family's bound (export/adapters.py TOLERANCES; PARITY_TOLERANCE for EdgeVAE's own).
+    """
+    enc, dec = session(encoder), session(decoder)
+    worst: dict[str, float] = {}
+    for n in batch_sizes:
+        inputs = encoder_inputs(vae, ckpt, n, PARITY_SEED + n)
+        want = torch_run(vae, "encoder", inputs)
+        dec_in = decoder_inputs(vae, want["z"], inputs)
+        want.update(torch_run(vae, "decoder", dec_in))
+        got = {**ort_run(enc, vae, "encoder", inputs), **ort_run(dec, vae, "decoder", dec_in)}
+        for name, value in want.items():
+            if got[name].shape != value.shape:
+                raise ExportCheckError(f"{name}: onnxruntime shape {got[name].shape} != torch {value.shape} "
+                                       f"at batch {n}")
+            worst[name] = max(worst.get(name, 0.0), float(np.max(np.abs(got[name] - value))))
+    broken = {k: v for k, v in worst.items() if not v <= tolerance}
+    if broken:
+        detail = ", ".join(f"{k} {v:.2e}" for k, v in broken.items())
+        raise ExportCheckError(f"parity with PyTorch broken (bound {tolerance:g}): max |diff| {detail}")
+    return worst
+
+
 def reference_function(encoder: onnx.ModelProto, decoder: onnx.ModelProto, vae):
     """inputs -> {z, mu, logvar, x_hat of z} through onnx's reference evaluator (numpy): an independent executor."""
     from onnx.reference import ReferenceEvaluator
@@ -101,23 +128,25 @@ def reference_function(encoder: onnx.ModelProto, decoder: onnx.ModelProto, vae):
     return run
 
 
-def parity(vae, ckpt: dict, encoder: onnx.ModelProto, decoder: onnx.ModelProto) -> dict:
-    """The fp32 graphs against PyTorch (bounds.BOUNDS["fp32"], every batch size) and not collapsed; returns the
-    max |onnxruntime - torch| of every output. Raises ExportCheckError naming what broke."""
+def check_bounds(vae, ckpt: dict, encoder: onnx.ModelProto, decoder: onnx.ModelProto) -> list:
+    """A run's fp32 graphs against its row of the bounds table (bounds.BOUNDS["fp32"] at bounds.BATCH_SIZES) and
+    not collapsed; returns the rows. Raises ExportCheckError naming what broke, and for collapse what to try."""
     rows = bounds.measure("fp32", vae, ckpt, *graph_functions(vae, session(encoder), session(decoder)),
                           reference=reference_function(encoder, decoder, vae), torch_elbo=elbo_parity_torch(vae, ckpt))
     collapsed = [r for r in rows if r.check in bounds.COLLAPSE and not r.ok]
     if collapsed:
+        from edgevae.train.diagnostics import COLLAPSE_ADVICE
+
         raise ExportCheckError(
             "the model has collapsed: " + "; ".join(f"{r.check} {r.measured:.3g} (needs >= {r.bound:g})"
                                                     for r in collapsed)
-            + " -- its decoder ignores z, so every sample is the same image. Retrain: "
-            + "try --likelihood logistic, --kl-warmup 10 or --free-bits 0.1 (`edgevae evaluate` shows KL per unit)")
+            + f" -- its decoder ignores z, so every sample is the same image. Retrain: {COLLAPSE_ADVICE} "
+            "(`edgevae evaluate` shows the KL of every unit)")
     broken = [r for r in rows if not r.ok]
     if broken:
-        detail = ", ".join(f"{r.check} {r.metric} {r.measured:.2e}" for r in broken)
-        raise ExportCheckError(f"parity with PyTorch broken (bounds in export/bounds.py): {detail}")
-    return {r.check: r.measured for r in rows if r.check in bounds.OUTPUTS and r.metric == "max_abs"}
+        detail = ", ".join(f"{r.check} {r.metric} {r.measured:.2e} (bound {r.bound:g})" for r in broken)
+        raise ExportCheckError(f"fp32 outside its bounds (export/bounds.py): {detail}")
+    return rows
 
 
 def likelihood_params(vae) -> dict:
@@ -144,7 +173,7 @@ def elbo_parity_torch(vae, ckpt: dict) -> float:
 
     inputs = encoder_inputs(vae, ckpt, len(ckpt["reference_x"]), PARITY_SEED)
     y = torch.from_numpy(inputs["y"]) if "y" in inputs else None
-    eps = torch.from_numpy(standard_normal(PARITY_SEED, (len(inputs["x"]), *latent_shape_of(vae))))
+    eps = torch.from_numpy(standard_normal(PARITY_SEED, (len(inputs["x"]), *vae.latent_shape)))
     with torch.no_grad():
         _, recon, kl = negative_elbo(vae, torch.from_numpy(inputs["x"]), eps, y=y)
     return float((recon.double() + kl.double()).mean())
@@ -152,7 +181,7 @@ def elbo_parity_torch(vae, ckpt: dict) -> float:
 
 def elbo_parity(vae, ckpt: dict, encoder: onnx.ModelProto, decoder: onnx.ModelProto) -> dict:
     """Mean test negative ELBO on the reference images with fixed eps: torch versus the ONNX graphs (a record for
-    the spec; parity() bounds the difference)."""
+    the spec; check_bounds() bounds the difference)."""
     want = elbo_parity_torch(vae, ckpt)
     got = graph_elbo(vae, *graph_functions(vae, session(encoder), session(decoder)), ckpt)
     dims = math.prod(vae.image_shape)
@@ -173,7 +202,5 @@ def variant_quality(variant: str, vae, ckpt: dict, fp32: tuple, candidate: tuple
 
 def describe(q: dict) -> str:
     """One line for a variant's quality record: the headline numbers, then any broken bound."""
-    checks = {(c["check"], c["metric"]): c for c in q["checks"]}
-    parts = [f"{c['check']} {c['metric']} {c['measured']:.3g}" + ("" if c["ok"] else f" (bound {c['bound']:g})")
-             for key, c in checks.items() if key[0] in bounds.OUTPUTS or key[0] == bounds.ELBO or not c["ok"]]
-    return ", ".join(parts)
+    return ", ".join(f"{c['check']} {c['metric']} {c['measured']:.3g}" + ("" if c["ok"] else f" (bound {c['bound']:g})")
+                     for c in q["checks"] if c["check"] in bounds.OUTPUTS or c["check"] == bounds.ELBO or not c["ok"])

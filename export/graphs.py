@@ -1,6 +1,7 @@
 """torch -> the two ONNX graphs of docs/design.md, as in-memory ModelProtos.
 
-Thin wrappers give each graph its named inputs and outputs; nothing in the model is patched.
+Thin wrappers give each graph its named inputs and outputs; nothing in the model is patched. They wrap a
+`Source` (export/adapters.py): any VAE, with pixels in [0, 1] at the boundary.
 Exporter: torch.onnx's dynamo path (torch.export). The TorchScript path is deprecated since
 PyTorch 2.9; torch.export gives a graph whose batch axis is a symbolic dim checked at export time,
 so a shape that would be frozen to the example batch is an error here, not a surprise on a device.
@@ -17,7 +18,6 @@ import torch
 from torch import nn
 
 from edgevae import spec as S
-from edgevae.train.elbo import latent_shape_of
 
 OPSET = 18
 _EXAMPLE_BATCH = 3  # traced batch size; 0 and 1 would be specialized by torch.export
@@ -35,7 +35,7 @@ class EncoderGraph(nn.Module):
 
     def forward(self, *inputs: torch.Tensor):
         named = dict(zip(S.signature("encoder", self.vae.kind, self.vae.conditional)[0], inputs))
-        mu, logvar = self.vae.encoder(named["x"], named.get("y"))
+        mu, logvar = self.vae.encode(named["x"], named.get("y"))
         if self.vae.kind == "ae":
             return mu
         return self.vae.reparameterize(mu, logvar, named["eps"]), mu, logvar
@@ -54,8 +54,19 @@ class DecoderGraph(nn.Module):
         return self.vae.decode(named["z"], named.get("y")).clamp(0.0, 1.0)
 
 
-def _to_onnx(module: nn.Module, args: tuple, input_names, output_names) -> onnx.ModelProto:
+def _dynamic_shapes(vae: nn.Module, names) -> tuple[dict, ...]:
+    """The batch axis of every input; for a tileable model also the latent's h and w (and x's H = scale * h)."""
     batch = torch.export.Dim(S.BATCH_AXIS, min=1, max=1 << 20)
+    if not getattr(vae, "tileable", False):
+        return tuple({0: batch} for _ in names)
+    scale = vae.latent_scale
+    h = torch.export.Dim(S.TILE_AXES[0], min=1, max=S.MAX_SIDE // scale)
+    w = torch.export.Dim(S.TILE_AXES[1], min=1, max=S.MAX_SIDE // scale)
+    axes = {"x": {0: batch, 2: scale * h, 3: scale * w}, "eps": {0: batch, 2: h, 3: w}, "z": {0: batch, 2: h, 3: w}}
+    return tuple(axes.get(name, {0: batch}) for name in names)
+
+
+def _to_onnx(module: nn.Module, args: tuple, input_names, output_names) -> onnx.ModelProto:
     # its "torchvision is not installed" note
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
@@ -67,21 +78,20 @@ def _to_onnx(module: nn.Module, args: tuple, input_names, output_names) -> onnx.
         program = torch.onnx.export(
             module.eval(), args, dynamo=True, opset_version=OPSET, verbose=False, optimize=True,
             input_names=list(input_names), output_names=list(output_names), external_data=False,
-            dynamic_shapes=({"inputs": tuple({0: batch} for _ in args)}),
+            dynamic_shapes=({"inputs": _dynamic_shapes(module.vae, input_names)}),
         )
     return program.model_proto
 
 
 def example_inputs(vae: nn.Module, role: str, n: int = _EXAMPLE_BATCH) -> tuple[torch.Tensor, ...]:
     """Random inputs of the right shapes and dtypes for a graph, in signature order."""
-    latent = latent_shape_of(vae)
-    make = {"x": lambda: torch.rand(n, *vae.image_shape), "eps": lambda: torch.randn(n, *latent),
-            "z": lambda: torch.randn(n, *latent), "y": lambda: torch.arange(n) % max(vae.num_classes, 1)}
+    make = {"x": lambda: torch.rand(n, *vae.image_shape), "eps": lambda: torch.randn(n, *vae.latent_shape),
+            "z": lambda: torch.randn(n, *vae.latent_shape), "y": lambda: torch.arange(n) % max(vae.num_classes, 1)}
     return tuple(make[name]() for name in S.signature(role, vae.kind, vae.conditional)[0])
 
 
 def export_graphs(vae: nn.Module) -> tuple[onnx.ModelProto, onnx.ModelProto]:
-    """(encoder, decoder) ModelProtos for a trained model, batch axis dynamic, no metadata yet."""
+    """(encoder, decoder) ModelProtos for a Source, batch axis dynamic (and h, w when tileable), no metadata yet."""
     protos = []
     for role, wrapper in (("encoder", EncoderGraph), ("decoder", DecoderGraph)):
         names = S.signature(role, vae.kind, vae.conditional)

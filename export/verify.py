@@ -18,13 +18,15 @@ from . import bounds, gates
 from .bounds import BATCH_SIZES, BOUNDS, Row  # noqa: F401  (re-exported: the table and its rows)
 from .build import load_run
 
+REFERENCE_TOLERANCE = BOUNDS["fp32"][bounds.REFERENCE][1]  # onnx.reference vs onnxruntime (verify_source uses it)
+
 
 def verify_export(run_dir: str | Path, export_dir: str | Path, batch_sizes=BATCH_SIZES) -> list[Row]:
     """Every check for every variant of the export; a Row each, worst case over the batch sizes."""
     fp32 = edgevae.load(export_dir)
     exported_from = {"best.pt": "best", "checkpoint.pt": "last"}[fp32.spec["training"]["checkpoint"]]
     vae, ckpt = load_run(Path(run_dir), exported_from)
-    if list(fp32.latent_shape) != list(gates.latent_shape_of(vae)) \
+    if list(fp32.latent_shape) != list(vae.latent_shape) \
             or list(fp32.image_shape) != list(ckpt["image_shape"]) \
             or fp32.kind != vae.kind or (fp32.classes is not None) != vae.conditional:
         raise ValueError(f"{export_dir} does not come from {run_dir}: model kind, latent or image shape differ")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._images import load_images, save_grid
+from ._images import save_grid
 from ._latent import METHODS
 from ._model import load
 from .errors import EdgeVAEError
@@ -49,12 +49,12 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 def _sample(args, model) -> str:
     images = model.sample(args.n, seed=args.seed, temperature=args.temperature, labels=_label(args, model))
-    path = save_grid(images, args.out, nrow=args.nrow, scale=args.scale)
+    path = save_grid(images, args.out, nrow=args.nrow, scale=args.scale, background=args.background)
     return f"wrote {path} ({args.n} samples, seed {args.seed}, temperature {args.temperature}"
 
 
 def _encode(args, model) -> str:
-    x = load_images(args.images, model.image_shape)
+    x = _images(args.images, model)
     label = _label(args, model)
     enc = model.encode(x, labels=label) if model.kind == "ae" else \
         model.encode(x, seed=args.seed, temperature=args.temperature, labels=label)
@@ -73,11 +73,25 @@ def _encode(args, model) -> str:
 
 
 def _reconstruct(args, model) -> str:
-    x = load_images(args.images, model.image_shape)
+    x = _images(args.images, model)
     recon = model.reconstruct(x, sampled=args.sampled, seed=args.seed if args.sampled else None,
                               labels=_label(args, model))
-    path = save_grid(np.concatenate([x, recon]), args.out, nrow=len(x), scale=args.scale)
+    path = save_grid(np.concatenate([x, recon]), args.out, nrow=len(x), scale=args.scale, background=args.background)
     return f"wrote {path} (top row: {len(x)} inputs, bottom row: reconstructions)"
+
+
+def _images(paths, model) -> np.ndarray:
+    """The files as the model's input, prepared as its spec says; what was done is said on stderr."""
+    notes: list[str] = []
+    x = model.load_images(paths, notes=notes)
+    for line in notes:
+        print(f"note: {line} (the model's preprocessing: {_describe(model.preprocessing)})", file=sys.stderr)
+    return x
+
+
+def _describe(pre: dict) -> str:
+    alpha = "alpha kept" if pre["alpha"] == "keep" else f"alpha onto {pre['matte']}"
+    return f"{pre['mode']}, {alpha}, {pre['fit']} with {pre['resample']}"
 
 
 def _label(args, model):
@@ -96,26 +110,26 @@ def _endpoint(text: str, model):
         except ValueError:
             raise EdgeVAEError(f"expected seed:<int>, got {text!r}") from None
         return standard_normal(seed, (1, *model.latent_shape))[0]
-    return load_images([text], model.image_shape)[0]
+    return _images([text], model)[0]
 
 
 def _interpolate(args, model) -> str:
     images = model.interpolate(_endpoint(args.a, model), _endpoint(args.b, model), args.steps, args.method,
                                labels=_label(args, model))
-    path = save_grid(images, args.out, nrow=args.steps, scale=args.scale)
+    path = save_grid(images, args.out, nrow=args.steps, scale=args.scale, background=args.background)
     return f"wrote {path} ({args.steps} steps, {args.method}, {args.a} -> {args.b})"
 
 
 def _traverse(args, model) -> str:
     dims = range(min(model.latent_dim, 8)) if args.dims is None else args.dims
     rows = [model.traverse(d, steps=args.steps, span=args.span, labels=_label(args, model)) for d in dims]
-    path = save_grid(np.concatenate(rows), args.out, nrow=args.steps, scale=args.scale)
+    path = save_grid(np.concatenate(rows), args.out, nrow=args.steps, scale=args.scale, background=args.background)
     return f"wrote {path} (dims {', '.join(map(str, dims))}, {args.steps} steps in [-{args.span}, {args.span}])"
 
 
 def _manifold(args, model) -> str:
     images = model.manifold(args.steps, labels=_label(args, model))
-    path = save_grid(images, args.out, nrow=args.steps, scale=args.scale)
+    path = save_grid(images, args.out, nrow=args.steps, scale=args.scale, background=args.background)
     return f"wrote {path} ({args.steps}x{args.steps} normal quantiles of the 2-D latent)"
 
 
@@ -128,14 +142,19 @@ def _info(args, model) -> str:
     elbo = parity.get("elbo", {})
     lines = [
         f"export      {model.path}",
-        f"model       {spec['model']} ({spec.get('arch', '?')}), likelihood {spec['likelihood']}",
-        f"image       {c}x{h}x{w}, pixels in {spec['pixel_range']}",
+        f"model       {spec['model']} ({spec.get('arch', spec.get('source', {}).get('kind', '?'))}), "
+        f"likelihood {spec['likelihood'] or 'not recorded (imported)'}",
+        f"image       {c}x{h}x{w}, pixels in {spec['pixel_range']}"
+        + (f" (the model's own range {spec['native_range']} is folded into the graphs)"
+           if spec.get("native_range", [0.0, 1.0]) != [0.0, 1.0] else ""),
         f"latent      {'x'.join(map(str, model.latent_shape))}"
         + ("" if len(model.latent_shape) == 1 else f" (spatial, {model.latent_dim} values)")
-        + ("" if model.prior else "; no prior: sample is refused, encode/decode work"),
+        + ("" if model.prior else "; no prior: sample is refused, encode/decode work")
+        + (f"; tileable, {spec['latent_scale']} px per latent cell" if spec.get("tileable") else ""),
         f"classes     {', '.join(spec['classes']) if spec['classes'] else 'none (unconditional)'}",
         f"trained on  {training.get('dataset')}, {training.get('epochs')} epochs, "
-        f"test -ELBO {training.get('test_neg_elbo'):.3f} nats/image",
+        f"test -ELBO {training.get('test_neg_elbo'):.3f} nats/image" if training else
+        f"imported    {_source_line(spec)}",
         f"parity      max |onnxruntime - torch| at batch {', '.join(map(str, parity.get('batch_sizes', [])))}: "
         + ", ".join(f"{k} {v:.1e}" for k, v in parity.get("max_abs_diff", {}).items())
         + f" (bound {parity.get('tolerance')})",
@@ -175,6 +194,17 @@ def _variant_quality(q: dict | None) -> str:
     parts = [f"{c['check']} {c['metric']} {c['measured']:.3g}" for c in q["checks"]
              if c["check"] in ("x_hat", "-ELBO vs torch")]
     return "; " + ", ".join(parts) + ("" if q["passed"] else " (OUTSIDE its bounds)")
+
+
+def _source_line(spec: dict) -> str:
+    """What an imported model's spec says of its origin: kind, class, factory, hashes, latent scaling."""
+    source = spec.get("source", {})
+    parts = [f"{source.get('kind')}"] + [f"{k} {str(v)[:16] if k.endswith('sha256') else v}"
+                                         for k, v in source.items() if k != "kind" and v is not None]
+    scaling = spec.get("latent_scaling")
+    if scaling:
+        parts.append(f"latent_scaling x{scaling['scaling_factor']:g} shift {scaling.get('shift_factor', 0):g}")
+    return ", ".join(parts)
 
 
 def _positive(text: str) -> int:
@@ -230,8 +260,15 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--temperature", type=float, default=1.0, help="scale of eps (default 1.0)")
         if scale:
             p.add_argument("--scale", type=_positive, default=1, help="enlarge each pixel to scale x scale (default 1)")
+            p.add_argument("--background", default=None,
+                           help="RGBA models: preview on 'checkerboard' or a colour (black, white, #rrggbb) "
+                                "instead of keeping the PNG's transparency")
         if name != "info":
             p.add_argument("--label", default=None, help="conditional models: the class, by name or index")
+            p.add_argument("--tile", type=_positive, default=None,
+                           help="tileable exports: decode/encode tile x tile latent cells at a time (less memory)")
+            p.add_argument("--overlap", type=int, default=None, help="with --tile: overlap of tiles in latent "
+                                                                      "cells, blended (default tile // 4)")
         p.set_defaults(run=run)
         return p
 
@@ -278,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     start = time.perf_counter()
     try:
-        model = load(args.export_dir, threads=args.threads, variant=args.variant)
+        model = load(args.export_dir, threads=args.threads, variant=args.variant, tile=getattr(args, "tile", None),
+                     overlap=getattr(args, "overlap", None))
         message = args.run(args, model)
     except EdgeVAEError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -15,7 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _latent
+from . import _latent, _tiles
+from ._images import load_images
 from ._load import open_export
 from .errors import EdgeVAEError, check_int
 from .noise import standard_normal
@@ -40,7 +41,7 @@ class Model:
     """A loaded export: two onnxruntime sessions and their spec. Create with `load`; thread-safe."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, spinning: bool = False,
-                 variant: str = "fp32"):
+                 variant: str = "fp32", tile: int | None = None, overlap: int | None = None):
         self.path = Path(path)
         self.variant = variant
         self.manifest, self.specs, sessions = open_export(self.path, threads, spinning, variant)
@@ -54,6 +55,13 @@ class Model:
         self.prior: str | None = self.spec["prior"]  # "standard_normal", or None: sample() refuses
         self.preprocessing: dict = self.spec["preprocessing"]  # how load_images prepares files for this model
         self._encoder, self._decoder = sessions["encoder"], sessions["decoder"]
+        # default tiling of decode/encode for tileable exports (runtime/_tiles.py); None: whole images
+        self.tiling = None if tile is None else _tiles.check(self.spec, tile, overlap, "linear", "load")
+
+    def load_images(self, paths, *, notes: list | None = None) -> np.ndarray:
+        """Image files as this model's input x (N, C, H, W) in [0, 1], prepared as its training images were
+        (the spec's `preprocessing`: mode, alpha, fit, resampling); see edgevae.load_images."""
+        return load_images(paths, self.image_shape, self.preprocessing, notes=notes)
 
     def __repr__(self) -> str:
         return (f"Model({str(self.path)!r}, kind={self.kind!r}, variant={self.variant!r}, "
@@ -131,14 +139,23 @@ class Model:
         n = len(next(a for a in arrays.values() if a is not None))
         return [{k: a[i:i + CHUNK] for k, a in arrays.items() if a is not None} for i in range(0, n, CHUNK)]
 
-    def decode(self, z, *, labels=None) -> np.ndarray:
-        """Decode latents z (N, *latent_shape) to the decoder's mean images (N, C, H, W), float32 in [0, 1]."""
-        z = self._array("decode", "z", z, (None, *self.latent_shape))
-        return self._decode(z, self._labels("decode", labels, len(z)))
+    def decode(self, z, *, labels=None, tile: int | None = None, overlap: int | None = None) -> np.ndarray:
+        """Decode latents z (N, *latent_shape) to the decoder's mean images (N, C, H, W), float32 in [0, 1].
 
-    def _decode(self, z: np.ndarray, y: np.ndarray | None) -> np.ndarray:
+        tile, overlap (tileable exports): decode tile x tile latent cells at a time, overlapping by `overlap`
+        (default tile // 4) and blended (runtime/_tiles.py), so memory is bounded by one tile's activations.
+        """
+        z = self._array("decode", "z", z, (None, *self.latent_shape))
+        tiling = self.tiling if tile is None else _tiles.check(self.spec, tile, overlap, "linear", "decode")
+        return self._decode(z, self._labels("decode", labels, len(z)), tiling)
+
+    def _decode(self, z: np.ndarray, y: np.ndarray | None, tiling=None) -> np.ndarray:
         """decode on checked inputs: z float32 C-contiguous (N, *latent_shape), y int64 (N,) or None."""
-        if len(z) <= CHUNK:
+        tiling = tiling or self.tiling
+        if tiling is not None:
+            out = _tiles.decode(lambda part: self._decoder.run(_X_HAT, {"z": part})[0], z, self.spec["latent_scale"],
+                                self.image_shape[0], *tiling)
+        elif len(z) <= CHUNK:
             out = self._decoder.run(_X_HAT, {"z": z} if y is None else {"z": z, "y": y})[0]
         else:
             out = np.concatenate([self._decoder.run(_X_HAT, feed)[0] for feed in self._feed(z=z, y=y)])
@@ -163,12 +180,15 @@ class Model:
         n = self._batch("sample", n)
         return self._decode(self._eps("sample", n, seed, eps, temperature), self._labels("sample", labels, n))
 
-    def encode(self, x, *, seed: int | None = None, eps=None, temperature: float = 1.0, labels=None) -> Encoding:
+    def encode(self, x, *, seed: int | None = None, eps=None, temperature: float = 1.0, labels=None,
+               tile: int | None = None, overlap: int | None = None) -> Encoding:
         """Encode images x (N, C, H, W) in [0, 1] to (z, mu, logvar), z = mu + exp(0.5 logvar) * eps.
 
         eps (N, *latent_shape) is drawn from `seed` as in `sample` unless given; temperature scales it. The plain
-        autoencoder takes no noise: its z is its code (pass neither seed nor eps).
+        autoencoder takes no noise: its z is its code (pass neither seed nor eps). tile, overlap: as in decode,
+        in latent cells (tileable exports).
         """
+        tiling = self.tiling if tile is None else _tiles.check(self.spec, tile, overlap, "linear", "encode")
         x = self._array("encode", "x", x, (None, *self.image_shape), 0.0, 1.0)
         y = self._labels("encode", labels, len(x))
         if self.kind == "ae":
@@ -177,6 +197,9 @@ class Model:
             z = np.concatenate([self._encoder.run(None, feed)[0] for feed in self._feed(x=x, y=y)])
             return Encoding(z, z, None)
         eps = self._eps("encode", len(x), seed, eps, temperature)
+        if tiling is not None:
+            return Encoding(*_tiles.encode(lambda xt, et: self._encoder.run(None, {"x": xt, "eps": et}), x, eps,
+                                           self.spec["latent_scale"], self.latent_shape[0], *tiling))
         parts = [self._encoder.run(None, feed) for feed in self._feed(x=x, eps=eps, y=y)]
         return Encoding(*(np.concatenate([p[k] for p in parts]) for k in range(3)))
 
@@ -248,12 +271,13 @@ class Model:
 
 
 def load(path: str | os.PathLike, *, threads: int | None = None, spinning: bool = False,
-         variant: str = "fp32") -> Model:
+         variant: str = "fp32", tile: int | None = None, overlap: int | None = None) -> Model:
     """Load an export directory, verifying each graph's sha256 and that both come from one export.
 
     variant: "fp32" (default), or "int8" / "fp16" when the export wrote them (`edgevae export --int8`).
     threads: onnxruntime intra-op threads (None: one per physical core). spinning: let idle worker
     threads spin for lower latency at the cost of CPU (off by default, right for desktop apps).
-    Raises EdgeVAEError for a missing, tampered or mismatched file.
+    tile, overlap: tileable exports decode and encode in tiles of tile x tile latent cells by default
+    (Model.decode). Raises EdgeVAEError for a missing, tampered or mismatched file.
     """
-    return Model(path, threads=threads, spinning=spinning, variant=variant)
+    return Model(path, threads=threads, spinning=spinning, variant=variant, tile=tile, overlap=overlap)

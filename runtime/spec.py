@@ -20,6 +20,7 @@ DECODER_FILE = "decoder.onnx"
 # Graph signatures (docs/design.md "The two graphs"). The batch axis is dynamic and named BATCH_AXIS.
 # These are the VAE's; `signature` gives every model kind's.
 BATCH_AXIS = "batch"
+TILE_AXES = ("h", "w")  # a tileable export's latent h and w are dynamic too; x's are named "{scale}*h", "{scale}*w"
 ENCODER_INPUTS = ("x", "eps")
 ENCODER_OUTPUTS = ("z", "mu", "logvar")
 DECODER_INPUTS = ("z",)
@@ -48,9 +49,15 @@ ALLOWED_OPS = frozenset({
     "Conv", "ConvTranspose",  # conv networks
     "Concat", "GatherND", "Unsqueeze",  # conditional models: one-hot y joined to features and z
     "Abs", "Div", "Expand", "Less", "Reciprocal", "Shape", "Sub", "Tanh", "Where",  # continuous-Bernoulli mean
-    "InstanceNormalization", "Pad", "Resize", "Slice",  # --arch resnet: GroupNorm, padding, upsampling, cropping
+    "Pad",  # --arch resnet: padding to a multiple of 2^(levels-1) (its GroupNorm, Resize, Slice: see below)
     "Greater", "Neg", "Softplus",  # the discretized logistic's mean
     "Cast", "ConvInteger", "DynamicQuantizeLinear", "MatMulInteger",  # int8 and fp16 variants
+    # imported VAEs (README "Ops"): what diffusers' AutoencoderKL and AntixK's models lower to
+    "InstanceNormalization",  # GroupNorm's lowering: InstanceNormalization on (N, groups, -1), then a Mul/Add
+    "MatMul", "Softmax", "Transpose", "Squeeze",  # attention: softmax(q k^T / sqrt(d)) v over the h*w positions
+    "Slice", "Split",  # h, w read from the input's Shape (dynamic sizes); the moments split into mu and logvar
+    "Resize",  # nearest-neighbour 2x upsampling in the decoder
+    "LeakyRelu",  # AntixK's conv stacks (their BatchNorm folds into the Conv)
 })
 
 NOISE = {  # how the runtime draws eps by default; runtime/noise.py implements it, README documents it
@@ -69,6 +76,7 @@ REQUIRED_FIELDS_V1 = ("schema_version", "role", "variant", "pair_id", "model", "
 
 IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # channels -> the Pillow mode images are read in and written as
 PRIOR = "standard_normal"  # spec "prior": decoding z ~ N(0, I) is meaningful; null: sample() refuses
+SOURCE_KINDS = ("edgevae", "module", "antixk", "diffusers", "pythae")  # spec "source" kind: where the model came from
 MAX_LATENT = 1 << 20  # elements per latent (a 4x128x128 spatial latent is 65,536); bounds what eps allocates
 MAX_SIDE = 8192  # pixels per image side
 MAX_PIXELS = 1 << 26  # C x H x W of one image (a 4x4096x4096 image)
@@ -147,6 +155,7 @@ def check(spec: dict[str, Any], source: str) -> None:
     if classes is not None and not (isinstance(classes, list) and 1 <= len(classes) <= 1 << 16
                                     and all(isinstance(c, str) for c in classes)):
         raise bad("classes", "null or a list of 1 to 65536 names")
+    _check_imported(spec, bad)
     pre = spec["preprocessing"]
     if not (isinstance(pre, dict) and pre.get("fit") in FITS and pre.get("resample") in RESAMPLING
             and pre.get("alpha") in ALPHAS and pre.get("mode") == spec["image_mode"]
@@ -155,3 +164,28 @@ def check(spec: dict[str, Any], source: str) -> None:
             and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in pre["matte"])):
         raise bad("preprocessing", f"an object with mode (the image mode), fit in {FITS}, resample in {RESAMPLING}, "
                                    f"alpha in {ALPHAS} (keep exactly for RGBA) and matte [r, g, b] in 0..255")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_imported(spec: dict[str, Any], bad) -> None:
+    """The fields imported models add (all optional): source, native_range, latent_scaling, tiling."""
+    source = spec.get("source", {"kind": "edgevae"})
+    if not (isinstance(source, dict) and source.get("kind") in SOURCE_KINDS):
+        raise bad("source", f"an object with kind in {SOURCE_KINDS}")
+    native = spec.get("native_range", [0.0, 1.0])
+    if not (isinstance(native, list) and len(native) == 2 and all(map(_number, native)) and native[0] < native[1]):
+        raise bad("native_range", "[lo, hi] with lo < hi")
+    scaling = spec.get("latent_scaling")
+    if scaling is not None and not (isinstance(scaling, dict) and _number(scaling.get("scaling_factor"))
+                                    and _number(scaling.get("shift_factor", 0.0))):
+        raise bad("latent_scaling", "null or {scaling_factor, shift_factor} numbers")
+    if spec.get("tileable", False):
+        latent, image = spec["latent_shape"], spec["image_shape"]
+        scale = spec.get("latent_scale")
+        if not (len(latent) == 3 and _positive_int(scale, 64)
+                and latent[1] * scale == image[1] and latent[2] * scale == image[2]):
+            raise bad("latent_scale", "an int in [1, 64] with latent h, w times it equal to the image's H, W "
+                                      "(tileable models have spatial latents)")

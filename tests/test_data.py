@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from edgevae._images import Preprocessing
 from edgevae.train.data import SHAPE_CLASSES, shapes
-from edgevae.train.dataset import resize, split, to_channels
+from edgevae.train.dataset import fit_images, split
 from edgevae.train.idx import idx_directory, read_idx
 
 
@@ -77,12 +78,14 @@ def test_hold_out_split_is_deterministic_and_disjoint():
     assert a[1].tolist() == sorted(kept)  # both parts keep the original order
 
 
-def test_resize_and_channels():
+def test_arrays_are_fitted_by_the_one_preprocessing():
     x = torch.full((2, 1, 28, 28), 200, dtype=torch.uint8)
-    small = resize(x, 16)
+    small = fit_images(x, (16, 16), Preprocessing(mode="L"))
     assert small.shape == (2, 1, 16, 16) and small.dtype == torch.uint8
-    assert (small == 200).all()  # a flat image stays flat: antialiased bilinear weights sum to 1
-    assert resize(x, 28) is x
-    rgb = to_channels(small, 3)
+    assert (small == 200).all()  # a flat image stays flat: the filter's weights sum to 1
+    assert fit_images(x, (28, 28), Preprocessing(mode="L")) is x
+    rgb = fit_images(small, (16, 16), Preprocessing(mode="RGB"))
     assert rgb.shape == (2, 3, 16, 16) and (rgb == 200).all()
-    assert torch.equal(to_channels(rgb, 1), small)  # BT.601 weights sum to 1: grey -> RGB -> grey round-trips
+    assert torch.equal(fit_images(rgb, (16, 16), Preprocessing(mode="L")), small)  # BT.601 weights sum to 1
+    tall = fit_images(x, (16, 8), Preprocessing(mode="L", fit="pad"))  # 28x28 into 16x8: letterboxed
+    assert tall.shape == (2, 1, 16, 8) and (tall[:, :, 4:12] == 200).all() and (tall[:, :, :4] == 0).all()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import TINY, run_cli
 
-from edgevae.train.diagnostics import ACTIVE_THRESHOLD, LATENT_RMS_FAR, diagnose
+from edgevae.train.diagnostics import ACTIVE_THRESHOLD, DIM_RMS_FAR, diagnose
 
 
 def test_verdicts_on_constructed_posteriors():
@@ -25,7 +25,7 @@ def test_verdicts_on_constructed_posteriors():
     assert "--kl-warmup" in collapsed.note  # says what to try
     # latents around +-10 (a KL weight far below 1): flagged, with the rms said
     far = diagnose(torch.randn(n, d, generator=g) * 10, torch.full((n, d), -6.0))
-    assert far.far_from_prior and far.max_dim_rms > LATENT_RMS_FAR and "latents far from N(0, I)" in far.note
+    assert far.far_from_prior and far.max_dim_rms > DIM_RMS_FAR and "latents far from N(0, I)" in far.note
     # spatial latents are judged per element
     spatial = diagnose(torch.randn(n, 2, 3, 3, generator=g), torch.zeros(n, 2, 3, 3))
     assert spatial.latent_dim == 18 and len(spatial.kl_per_dim) == 18

@@ -142,3 +142,40 @@ def test_missing_tool_skips_locally_and_fails_in_ci(monkeypatch):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI=true"):
         require_tools("no-such-tool-x", hint="nothing to install")
+
+
+@pytest.fixture(scope="module")
+def spatial_exports(tmp_path_factory):
+    """A hand-written conv VAE with a spatial latent (4x8x8), and the same exported without a prior."""
+    import sys
+
+    from edgevae.export import export_vae
+
+    sys.path.insert(0, str(ROOT / "tests" / "byo"))
+    import user_vaes
+
+    base = tmp_path_factory.mktemp("spatial-node")
+    quiet = dict(log=lambda *_: None)
+    return (export_vae(user_vaes.spatial(), (3, 32, 32), base / "prior", **quiet),
+            export_vae(user_vaes.spatial(), (3, 32, 32), base / "none", prior=None, prior_note="told so", **quiet))
+
+
+def test_node_spatial_latent_grid_equals_python_grid(node, spatial_exports, tmp_path):
+    export = spatial_exports[0]
+    assert edgevae.load(export).latent_shape == (4, 8, 8)
+    js_png, py_png = tmp_path / "node.png", tmp_path / "python.png"
+    result = subprocess.run([node, "sample.mjs", str(export), "--n", "9", "--seed", "5", "--out", str(js_png)],
+                            cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    edgevae.save_grid(edgevae.load(export).sample(9, seed=5), py_png)
+    diff = np.abs(_pixels(js_png).astype(int) - _pixels(py_png).astype(int))
+    # eps (9, 4, 8, 8) row-major from one Philox stream in both hosts; one level where x * 255 straddles a rounding
+    assert diff.max() <= 1 and (diff > 0).sum() <= diff.size // 1000
+    assert _pixels(py_png).std() > 10
+
+
+def test_node_refuses_to_sample_without_a_prior(node, spatial_exports, tmp_path):
+    result = subprocess.run([node, "sample.mjs", str(spatial_exports[1]), "--out", str(tmp_path / "s.png")],
+                            cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "no prior to sample from" in result.stderr and "told so" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "s.png").exists()

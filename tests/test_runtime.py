@@ -152,28 +152,6 @@ def test_manifold_grid(export_dir_2d, model):
         model.manifold()
 
 
-def test_load_images_converts_composites_and_resizes(tmp_path):
-    from PIL import Image
-
-    Image.new("RGB", (28, 28), (255, 0, 0)).save(tmp_path / "red.png")
-    rgba = Image.new("RGBA", (56, 56), (255, 255, 255, 0))  # fully transparent white -> black
-    rgba.paste((255, 255, 255, 255), (0, 0, 28, 56))  # left half opaque white
-    rgba.save(tmp_path / "half.png")
-    Image.new("L", (28, 28), 128).save(tmp_path / "grey.jpg", quality=100)
-    x = edgevae.load_images([tmp_path / n for n in ("red.png", "half.png", "grey.jpg")], (1, 28, 28))
-    assert x.shape == (3, 1, 28, 28) and x.dtype == np.float32
-    assert np.allclose(x[0], 76 / 255, atol=1 / 255)  # ITU-R 601 luma of pure red
-    assert np.allclose(x[1, 0, :, :13], 1.0) and np.allclose(x[1, 0, :, 15:], 0.0)  # resized 56 -> 28
-    assert np.allclose(x[2], 128 / 255, atol=2 / 255)
-    rgb = edgevae.load_images([tmp_path / "red.png"], (3, 28, 28))
-    assert np.allclose(rgb[0, 0], 1.0) and np.allclose(rgb[0, 1:], 0.0)
-    (tmp_path / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(EdgeVAEError, match="bad.png: not a readable image"):
-        edgevae.load_images([tmp_path / "bad.png"], (1, 28, 28))
-    with pytest.raises(EdgeVAEError, match="nope.png: no such file"):
-        edgevae.load_images([tmp_path / "nope.png"], (1, 28, 28))
-
-
 def test_cold_start_is_fast_and_light(export_dir, tmp_path):
     """A fresh process imports the runtime, loads the model and writes a 64-image PNG."""
     # Peak memory from VmHWM: ru_maxrss would carry over the (torch-loaded) parent's peak across fork.

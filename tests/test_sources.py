@@ -53,11 +53,15 @@ def test_image_folder_classes_channels_alpha_and_a_corrupt_file(tmp_path, capsys
     config = TrainConfig(data=str(tmp_path / "pets"), image_size=16, val_fraction=0, test_fraction=0.25)
     data = load(config, log=lambda *_: None)
     assert data.classes == ("cats", "dogs")
-    assert data.image_shape == (3, 16, 16)  # some images have colour: RGB for all
+    assert data.image_shape == (4, 16, 16)  # some images have transparency: RGBA for all, alpha kept
     assert len(data.train_x) + len(data.test_x) == 24  # 12 + 8 + 4 readable images
     err = capsys.readouterr().err
     assert "skipped 1 of 25 image files" in err and "broken.png" in err
-    alpha = [x for x, y in zip(data.train_x, data.train_y) if y == 1 and x[1:].sum() == 0 and x[0].max() == 255]
+
+    matte = load(TrainConfig(data=str(tmp_path / "pets"), image_size=16, alpha="matte", val_fraction=0,
+                             test_fraction=0.25), log=lambda *_: None)
+    assert matte.image_shape == (3, 16, 16)  # some images have colour: RGB for all
+    alpha = [x for x, y in zip(matte.train_x, matte.train_y) if y == 1 and x[1:].sum() == 0 and x[0].max() == 255]
     assert alpha and all((x[0, :, :4] == 0).all() for x in alpha)  # transparent left edge over black matte
 
     white = load(TrainConfig(data=str(tmp_path / "pets"), image_size=16, matte="white", channels=1, val_fraction=0),
@@ -69,7 +73,7 @@ def test_image_folder_trains_conditional_conv(tmp_path):
     _folder(tmp_path / "pets", np.random.default_rng(1))
     ckpt = _train(tmp_path, tmp_path / "pets", arch="conv", conv_channels=(4, 8), conditional=True,
                   likelihood="continuous-bernoulli")
-    assert ckpt["classes"] == ["cats", "dogs"] and ckpt["image_shape"] == [3, 16, 16]
+    assert ckpt["classes"] == ["cats", "dogs"] and ckpt["image_shape"] == [4, 16, 16]  # RGBA: alpha kept
 
 
 def test_folder_without_readable_images_is_a_clear_error(tmp_path):

@@ -6,7 +6,7 @@
     a single array                     (images, unlabelled)
 Optional `classes`: an array of class names. A .npy is one array of images, unlabelled.
 
-Image layouts: (N, H, W) grayscale; (N, H, W, C) or (N, C, H, W) with C in {1, 3, 4} (RGBA: alpha kept). uint8 pixels are
+Image layouts: (N, H, W) grayscale; (N, H, W, C) or (N, C, H, W) with C in {1, 3, 4}. uint8 pixels are
 used as they are; floats must lie in [0, 1] and are scaled to 0..255; other integers must lie in 0..255.
 
     edgevae train --data cifar.npz --arch conv --image-size 32 --likelihood gaussian --out runs/cifar
@@ -21,7 +21,7 @@ import torch
 from .dataset import Dataset
 
 SUFFIXES = (".npz", ".npy")
-CHANNEL_COUNTS = (1, 3, 4)
+CHANNEL_COUNTS = (1, 3, 4)  # L, RGB, RGBA
 MAX_PIXEL = 255
 
 

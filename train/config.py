@@ -12,6 +12,9 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 
+from edgevae._images import parse_colour
+from edgevae.spec import MAX_SIDE
+
 
 def arg(default, help: str, choices: tuple | None = None, summary: bool = False):
     """A config field with its --help text (and allowed values) for the generated CLI.
@@ -77,12 +80,24 @@ class TrainConfig:
     iwae_k: int = arg(1, "importance samples per image; k > 1 trains on the IWAE bound (Burda et al., 2016)",
                       summary=True)
     seed: int = arg(0, "seed for weights, batching, noise and generated data", summary=True)
-    image_size: int = arg(28, "side of the model's images: 'shapes' are generated at it, other sources resized to it",
-                          summary=True)
-    channels: int = arg(0, "image channels: 1 (grayscale) or 3 (RGB); 0 = as the source has them", (0, 1, 3),
-                        summary=True)
-    matte: str = arg("black", "image folders: transparent pixels are composited over this colour", ("black", "white"),
-                     summary=True)
+    image_size: str = arg("28", "the model's image size: N (square) or HxW, height x width as in the image shape "
+                                "[C, H, W], e.g. 56x68; 'shapes' are generated at it, other sources fitted to it "
+                                "(--fit)", summary=True)
+    channels: int = arg(0, "image channels: 1 (L, greyscale), 3 (RGB) or 4 (RGBA: alpha kept as a channel); 0 = from "
+                           "the data: 4 if any image has transparency (and --alpha is not matte), else 3 if any has "
+                           "colour, else 1", (0, 1, 3, 4), summary=True)
+    alpha: str = arg("auto", "transparency: keep (a 4th channel the model learns), matte (composited onto --matte), "
+                             "or auto (keep when the data has any)", ("auto", "keep", "matte"), summary=True)
+    matte: str = arg("black", "the colour transparent pixels are composited onto, and --fit pad's border colour: "
+                              "black, white, grey or #rrggbb", summary=True)
+    fit: str = arg("crop", "how images of another size or aspect become --image-size: crop (centre, keeps the "
+                           "aspect, loses edges), pad (letterbox, keeps everything) or stretch",
+                   ("crop", "pad", "stretch"), summary=True)
+    resample: str = arg("lanczos", "Pillow filter for resizing", ("nearest", "box", "bilinear", "hamming", "bicubic",
+                                                                  "lanczos"), summary=True)
+    layout: str = arg("auto", "image folders: classes (each sub-folder a class; loose images at the top form one "
+                              "more class), flat (every image, one class), or auto (classes when there are "
+                              "sub-folders with images)", ("auto", "classes", "flat"))
     num_train: int = arg(20_000, "'shapes': images generated for training")
     num_test: int = arg(2_000, "'shapes': images generated for testing")
     val_fraction: float = arg(0.1, "fraction of the training images held out for validation (picks best.pt)",
@@ -99,7 +114,13 @@ class TrainConfig:
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"--{_flag(f.name)} must be one of {', '.join(map(str, choices))}, "
                                  f"got {getattr(self, f.name)!r}")
-        positive = ("epochs", "batch_size", "image_size", "num_train", "num_test", "iwae_k", "blocks", "eval_every")
+        object.__setattr__(self, "image_size", str(self.image_size))  # 28 (an int, as older configs hold it) -> "28"
+        self.image_hw  # noqa: B018 -- parses --image-size now, so a bad value is a usage error
+        try:
+            parse_colour(self.matte)
+        except ValueError as e:
+            raise ValueError(f"--matte: {e}") from None
+        positive = ("epochs", "batch_size", "num_train", "num_test", "iwae_k", "blocks", "eval_every")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
@@ -132,6 +153,19 @@ class TrainConfig:
     def resolved(self) -> bool:
         """Whether every data-dependent choice (auto arch and likelihood, latent size) is made (train/auto.py)."""
         return self.arch != "auto" and self.likelihood != "auto" and (self.latent_dim > 0 or self.latent_channels > 0)
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(H, W) from --image-size: "28" -> (28, 28), "56x68" -> (56, 68)."""
+        parts = self.image_size.lower().split("x")
+        try:
+            hw = tuple(int(p) for p in parts) * (2 if len(parts) == 1 else 1)
+        except ValueError:
+            hw = ()
+        if len(hw) != 2 or not all(1 <= s <= MAX_SIDE for s in hw):
+            raise ValueError(f"--image-size must be N or HxW (height x width) with sides in [1, {MAX_SIDE}], "
+                             f"got {self.image_size!r}")
+        return hw
 
     def summary(self) -> dict:
         """The fields that describe the model (arg(summary=True)), for the exported graphs' spec."""

@@ -69,8 +69,11 @@ def load(config, log=print) -> Dataset:
     """The Dataset a TrainConfig names, prepared: test split, size, channels, limit, validation split."""
     source, path = config.data, Path(config.data)
     if source == "shapes":
-        train = shapes(config.num_train, config.image_size, seed=config.seed)
-        test = shapes(config.num_test, config.image_size, seed=config.seed + SHAPES_TEST_STREAM)
+        height, width = config.image_hw
+        if height != width:
+            raise ValueError(f"--data shapes makes square images; --image-size {config.image_size} is not square")
+        train = shapes(config.num_train, height, seed=config.seed)
+        test = shapes(config.num_test, height, seed=config.seed + SHAPES_TEST_STREAM)
         data = Dataset("shapes", *(torch.from_numpy(a) for a in (*train, *test)), SHAPE_CLASSES)
     elif source in download.DATASETS:
         data = idx.idx_directory(download.fetch(source, config.data_root, config.mirror, log=log), name=source)
@@ -83,4 +86,4 @@ def load(config, log=print) -> Dataset:
         why = f"not {' or '.join(arrays.SUFFIXES)}" if path.is_file() else "no such file or directory"
         raise ValueError(f"--data must be 'shapes', {', '.join(map(repr, download.DATASETS))}, a directory or an "
                          f"{'/'.join(arrays.SUFFIXES)} file, got {source!r} ({why})")
-    return prepare(data, config)
+    return prepare(data, config, log)

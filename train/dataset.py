@@ -2,7 +2,7 @@
 
 Images are uint8 tensors (N, C, H, W) held whole in memory; the training loop batches them by index
 (no per-item Python, no collate) and scales to [0, 1] on the fly. Here: the deterministic hold-out
-split, resizing to the model's size, and grayscale <-> RGB.
+split, and fitting arrays to the model's size and channels with the runtime's one preprocessing.
 """
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 SPLIT_SEED = 20_160_101  # the hold-out permutation's seed: one fixed split per dataset size, whatever --seed is
-LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 RGB -> grey weights, what Pillow's convert("L") uses
-RESIZE_CHUNK = 4096  # images resized per call, so memory stays bounded on large sets
 
 
 def _empty(like: torch.Tensor) -> torch.Tensor:
@@ -53,40 +50,43 @@ def split(x: torch.Tensor, y: torch.Tensor, fraction: float):
     return x[keep_idx], y[keep_idx], x[held_idx], y[held_idx]
 
 
-def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> uint8 (N, C, size, size), bilinear with antialiasing when shrinking."""
-    if tuple(x.shape[2:]) == (size, size):
+def fit_images(x: torch.Tensor, size_hw: tuple[int, int], pre, notes=None) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, C', *size_hw) through the runtime's one preprocessing, image by image,
+    as if each had been a file (so arrays and folders are fitted alike); untouched when nothing changes."""
+    from PIL import Image
+
+    from edgevae._images import MODES
+    from edgevae._images import prepare as prepare_image
+
+    channels = MODES[pre.mode]
+    if tuple(x.shape[1:]) == (channels, *size_hw):
         return x
-    out = torch.empty(len(x), x.shape[1], size, size, dtype=torch.uint8)
-    for i in range(0, len(x), RESIZE_CHUNK):
-        chunk = F.interpolate(x[i:i + RESIZE_CHUNK].float(), size=(size, size), mode="bilinear",
-                              antialias=True, align_corners=False)
-        out[i:i + RESIZE_CHUNK] = chunk.round().clamp(0, 255).to(torch.uint8)
+    modes = {1: "L", 3: "RGB", 4: "RGBA"}
+    out = torch.empty(len(x), channels, *size_hw, dtype=torch.uint8)
+    for i, image in enumerate(x.numpy()):
+        pixels = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)  # (H, W[, C])
+        out[i] = torch.from_numpy(prepare_image(Image.fromarray(pixels, modes[image.shape[0]]), size_hw, pre, notes))
     return out
 
 
-def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """uint8 (N, C, H, W) with C in {1, 3} -> `channels` channels (0 = unchanged)."""
-    have = x.shape[1]
-    if channels in (0, have):
-        return x
-    if have == 1 and channels == 3:
-        return x.expand(-1, 3, -1, -1).contiguous()
-    if have == 3 and channels == 1:
-        weights = torch.tensor(LUMA).view(1, 3, 1, 1)
-        return (x.float() * weights).sum(dim=1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    raise ValueError(f"cannot convert {have}-channel images to {channels} channels (supported: 1 <-> 3)")
-
-
-def prepare(data: Dataset, config) -> Dataset:
+def prepare(data: Dataset, config, log=print) -> Dataset:
     """Make a loaded Dataset what the config asks for: test split, size, channels, limit, validation split."""
     if len(data.test_x) == 0:
         data.train_x, data.train_y, data.test_x, data.test_y = split(data.train_x, data.train_y, config.test_fraction)
         if len(data.test_x) == 0:
             raise ValueError(f"{data.name}: no test split and --test-fraction {config.test_fraction} holds out "
                              f"no image of {len(data.train_x)}")
+    from edgevae._images import Notes
+
+    from .folder import preprocessing
+
+    have = data.image_shape[0]
+    channels = config.channels or (3 if have == 4 and config.alpha == "matte" else have)
+    pre, notes = preprocessing(config, channels), Notes()
     for name in ("train_x", "test_x"):
-        setattr(data, name, to_channels(resize(getattr(data, name), config.image_size), config.channels))
+        setattr(data, name, fit_images(getattr(data, name), config.image_hw, pre, notes))
+    for line in notes.summary():
+        log(f"  {line}")
     if config.limit:
         data.train_x, data.train_y = data.train_x[:config.limit], data.train_y[:config.limit]
     data.train_x, data.train_y, data.val_x, data.val_y = split(data.train_x, data.train_y, config.val_fraction)

@@ -1,15 +1,18 @@
-"""Image folders through Pillow: PNG, JPEG and whatever else Pillow reads; sub-folders are classes.
+"""Image folders through the runtime's one preprocessing (edgevae's runtime/_images.py): PNG, JPEG, ...
 
     photos/cat/001.jpg, photos/dog/002.png ...  -> classes ('cat', 'dog'), labels by sub-folder
     photos/001.jpg ...                          -> one class, named after the folder
+    photos/cat/..., photos/extra.png            -> --layout classes: the loose images form one more class;
+                                                   --layout flat: every image, one class
 
-Each image is EXIF-rotated, its transparency composited over --matte, converted to grayscale or RGB
-(--channels; 0 = RGB if any image has colour, else grayscale), centre-cropped to a square and resized
-to --image-size. Files with an image extension that Pillow cannot decode are skipped: one warning
-names how many and the first few, and loading stops only if nothing readable is left.
-Files without an image extension (notes, .DS_Store) are ignored.
+Each image is decoded, EXIF-rotated, put in the model's mode (--channels; alpha kept for RGBA or
+composited onto --matte) and fitted to --image-size (--fit crop/pad/stretch, --resample), exactly as
+`edgevae encode` will prepare files for the exported model. What was done is printed once, counted
+("cropped 68x56 to 56x56 at the centre ...: 1350 of 1350 image(s)"). Files with an image extension that
+cannot be decoded are skipped: one warning names how many and the first few, and loading stops only if
+nothing readable is left. Files without an image extension (notes, .DS_Store) are ignored.
 
-    edgevae train --data photos --arch conv --image-size 32 --likelihood continuous-bernoulli --out runs/photos
+    edgevae train --data photos --image-size 64 --out runs/photos
 """
 from __future__ import annotations
 
@@ -19,9 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgevae import EdgeVAEError
+from edgevae._images import Notes, Preprocessing, has_alpha, is_colour, open_image, parse_colour, read_image
+from edgevae.spec import IMAGE_MODES
+
 from .dataset import Dataset
 
-MATTES = {"black": (0, 0, 0), "white": (255, 255, 255)}
 SHOWN_SKIPPED = 3  # unreadable files named in the warning; the rest are counted
 
 
@@ -31,82 +37,88 @@ def _image_extensions() -> set[str]:
     return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
 
 
-def _is_colour(mode: str) -> bool:
-    return mode not in ("1", "L", "LA", "I", "I;16", "F", "La")
+def preprocessing(config, channels: int) -> Preprocessing:
+    """The one preprocessing a config asks for, for a model of `channels` channels (what the spec records)."""
+    return Preprocessing(mode=IMAGE_MODES[channels], fit=config.fit, resample=config.resample,
+                         alpha="keep" if channels == 4 else "matte", matte=parse_colour(config.matte))
 
 
-def _open(path: Path):
-    from PIL import Image, ImageOps
-
-    image = Image.open(path)
-    image.load()  # decode now, so a truncated or corrupt file fails here
-    return ImageOps.exif_transpose(image)
-
-
-def _convert(image, channels: int, size: int, matte: str) -> np.ndarray:
-    """One PIL image -> uint8 (C, size, size)."""
-    from PIL import Image, ImageOps
-
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*MATTES[matte], 255))
-        image = Image.alpha_composite(background, rgba)
-    image = image.convert("L" if channels == 1 else "RGB")
-    image = ImageOps.fit(image, (size, size), method=Image.Resampling.LANCZOS)  # centre crop + resize
-    array = np.asarray(image, dtype=np.uint8)
-    return array[None] if channels == 1 else array.transpose(2, 0, 1)  # (C, H, W)
-
-
-def list_images(root: Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
-    """(files, labels, classes) under root, in a sorted, reproducible order."""
+def list_images(root: Path, layout: str = "auto") -> tuple[list[Path], list[int], tuple[str, ...], str]:
+    """(files, labels, classes, what was done) under root, in a sorted, reproducible order."""
     extensions = _image_extensions()
+
+    def images(entries) -> list[Path]:
+        return sorted(p for p in entries if p.is_file() and p.suffix.lower() in extensions
+                      and not p.name.startswith("."))
+
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    groups = [(d.name, d.rglob("*")) for d in subdirs] if subdirs else [(root.name, root.iterdir())]
-    if subdirs and any(p.is_file() and p.suffix.lower() in extensions for p in root.iterdir()):
-        raise ValueError(f"{root}: has both images and class sub-folders; move the loose images into a sub-folder")
+    loose = images(root.iterdir())
+    groups = [(d.name, images(d.rglob("*"))) for d in subdirs]
+    groups = [(name, found) for name, found in groups if found]
+    if layout == "flat" or (layout == "auto" and not groups):
+        files = images(root.rglob("*"))
+        how = "one class" + (f" (all {len(groups)} sub-folders' images with the loose ones)" if groups else "")
+        groups = [(root.name, files)] if files else []
+    else:
+        how = f"{len(groups)} class(es) from the sub-folders"
+        if loose:
+            name = root.name if root.name not in {n for n, _ in groups} else f"{root.name} (top level)"
+            groups.append((name, loose))
+            how += (f", and the {len(loose)} loose image(s) at the top level as one more class {name!r} "
+                    f"(--layout flat: one class for everything)")
     files, labels, classes = [], [], []
-    for name, entries in groups:
-        found = sorted(p for p in entries if p.is_file() and p.suffix.lower() in extensions)
-        if found:
-            files += found
-            labels += [len(classes)] * len(found)
-            classes.append(name)
+    for name, found in groups:
+        files += found
+        labels += [len(classes)] * len(found)
+        classes.append(name)
     if not files:
         raise ValueError(f"{root}: no image files (looked for {', '.join(sorted(extensions)[:6])} ...)")
-    return files, labels, tuple(classes)
+    return files, labels, tuple(classes), how
+
+
+def _channels(files: list[Path], config) -> tuple[int, str]:
+    """--channels, or from the data when 0: (channels, why)."""
+    if config.channels:
+        return config.channels, "--channels"
+    transparent = colour = 0
+    for path in files:
+        try:
+            with open_image(path) as image:
+                colour += is_colour(image)
+                if has_alpha(image) and config.alpha != "matte":
+                    transparent += int(np.asarray(image.convert("RGBA"))[:, :, 3].min() < 255)
+        except EdgeVAEError:
+            continue  # reported when it is read for real
+    if transparent:
+        return 4, f"RGBA: {transparent} image(s) have transparency, kept as a 4th channel (--alpha matte " \
+                  f"composites it onto --matte instead)"
+    return (3, f"RGB: {colour} image(s) in colour") if colour else (1, "greyscale: no image has colour")
 
 
 def image_folder(root: Path, config, log=print) -> Dataset:
     """All images under root as one training set (the test split is held out later, by --test-fraction)."""
-    from PIL import Image, UnidentifiedImageError
-
-    files, labels, classes = list_images(root)
-    channels = config.channels
-    if channels == 0:  # headers only: Image.open does not decode pixels
-        channels = 1
-        for path in files:
-            try:
-                with Image.open(path) as image:
-                    if _is_colour(image.mode):
-                        channels = 3
-                        break
-            except (OSError, UnidentifiedImageError, ValueError):
-                continue  # reported below, when it is decoded
+    files, labels, classes, how = list_images(root, config.layout)
+    channels, why = _channels(files, config)
+    if config.alpha == "keep" and channels != 4:
+        raise ValueError(f"--alpha keep needs RGBA images (--channels 4 or 0), got --channels {channels}")
+    pre = preprocessing(config, channels)
+    notes = Notes()
     images, kept, skipped = [], [], []
     for path, label in zip(files, labels):
         try:
-            with _open(path) as image:
-                images.append(_convert(image, channels, config.image_size, config.matte))
+            images.append(read_image(path, config.image_hw, pre, notes))
             kept.append(label)
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-            skipped.append(f"{path} ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+        except EdgeVAEError as e:
+            skipped.append(f"{path} ({str(e).removeprefix(f'{path}: ')})")
     if skipped:
         more = f" and {len(skipped) - SHOWN_SKIPPED} more" if len(skipped) > SHOWN_SKIPPED else ""
-        print(f"warning: skipped {len(skipped)} of {len(files)} image files Pillow cannot read: "
+        print(f"warning: skipped {len(skipped)} of {len(files)} image files that cannot be read: "
               f"{'; '.join(skipped[:SHOWN_SKIPPED])}{more}", file=sys.stderr)
     if not images:
         raise ValueError(f"{root}: none of its {len(files)} image files could be read")
     x = torch.from_numpy(np.stack(images))  # (N, C, H, W)
     y = torch.tensor(kept, dtype=torch.int64)
-    log(f"read {len(images)} images of {len(classes)} class(es) from {root}, {channels} channel(s)")
+    log(f"read {len(images)} images from {root}: {how}; {why}")
+    for line in notes.summary():
+        log(f"  {line}")
     return Dataset(root.name, x, y, x[:0], y[:0], classes)

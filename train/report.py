@@ -26,23 +26,16 @@ PLOT_SIZE = (9, 3.5)  # loss.png, inches
 PLOT_DPI = 100
 
 
-def _shown(images: torch.Tensor):
-    """(N, C, H, W) as numpy for the runtime's grids; RGBA is shown over white (alpha composited)."""
-    images = images.detach().cpu().float()
-    if images.shape[1] == 4:
-        rgb, alpha = images[:, :3], images[:, 3:]
-        images = rgb * alpha + (1 - alpha)
-    return images.numpy()
-
-
 def make_grid(images: torch.Tensor, nrow: int = GRID_COLUMNS):
-    """(N, C, H, W) floats in [0, 1] -> uint8 pixels (rows, columns, C): the runtime's grid (edgevae.make_grid)."""
-    return edgevae.make_grid(_shown(images), nrow)
+    """(N, C, H, W) floats in [0, 1] -> uint8 pixels (rows, columns, C): the runtime's grid (edgevae.make_grid);
+    RGBA images are shown on a checkerboard, so transparency reads as such."""
+    return edgevae.make_grid(images.detach().cpu().float().numpy(), nrow, background="checkerboard")
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = GRID_COLUMNS) -> None:
-    """(N, C, H, W) floats in [0, 1] -> one PNG, nrow images a row: the runtime's grid (edgevae.save_grid)."""
-    edgevae.save_grid(_shown(images), path, nrow=nrow)
+    """(N, C, H, W) floats in [0, 1] -> one PNG, nrow images a row: the runtime's grid (edgevae.save_grid);
+    RGBA images on a checkerboard."""
+    edgevae.save_grid(images.detach().cpu().float().numpy(), path, nrow=nrow, background="checkerboard")
 
 
 def interleave_rows(originals: torch.Tensor, reconstructions: torch.Tensor, nrow: int = GRID_COLUMNS) -> torch.Tensor:

@@ -251,7 +251,7 @@ class App:
         self.error = ""
         if result.kind == "load":
             self.model = result.value
-            self.info.set(f"{Path(params['path']).name}: latent {self.model.latent_dim}, image "
+            self.info.set(f"{Path(params['path']).name}: latent {'x'.join(map(str, self.model.latent_shape))}, image "
                           f"{'x'.join(map(str, self.model.image_shape))}, {self.model.variant}")
             self._rebuild_for_model()
             self.generate()

@@ -33,8 +33,11 @@ def picture(images: np.ndarray, nrow: int | None = None, width: int = 420) -> Pi
 
 
 def base_latent(model: edgevae.Model, seed: int, temperature: float) -> np.ndarray:
-    """The latent of the first image of sample(n, seed, temperature): temperature * eps[0], float32 (D,)."""
-    return edgevae.standard_normal(seed, (1, model.latent_dim))[0] * np.float32(temperature)
+    """The latent of the first image of sample(n, seed, temperature): temperature * eps[0], flattened, float32 (D,).
+
+    A spatial latent (C, h, w) is flattened row-major: the sliders edit its first elements (channel 0, top row).
+    """
+    return edgevae.standard_normal(seed, (1, *model.latent_shape))[0].ravel() * np.float32(temperature)
 
 
 def grid(model: edgevae.Model, seed: int, temperature: float, n: int, y: int | None = None) -> Picture:
@@ -46,13 +49,13 @@ def grid(model: edgevae.Model, seed: int, temperature: float, n: int, y: int | N
 def latent(model: edgevae.Model, z: np.ndarray, y: int | None = None) -> Picture:
     """One image decoded from the latent the sliders edit, shown large."""
     cond = conditional.kwargs(y)
-    return picture(model.decode(np.asarray(z, np.float32)[None], **cond), width=200)
+    return picture(model.decode(np.asarray(z, np.float32).reshape(1, *model.latent_shape), **cond), width=200)
 
 
 def strip(model: edgevae.Model, seed_a: int, seed_b: int, temperature: float, steps: int, method: str,
           y: int | None = None) -> Picture:
     """Images along the path between the first samples of two seeds, in one row."""
-    a, b = (base_latent(model, s, temperature) for s in (seed_a, seed_b))
+    a, b = (base_latent(model, s, temperature).reshape(model.latent_shape) for s in (seed_a, seed_b))
     cond = conditional.kwargs(y)
     return picture(model.interpolate(a, b, steps=steps, method=method, **cond), nrow=steps, width=640)
 
