@@ -1,11 +1,13 @@
 """Quality on colour images: EdgeVAE's default colour recipe against AntixK's VanillaVAE, same data, same wall time.
 
-    python bench/quality_rgb.py                                  # ../shared/data/twemoji-64, 20 minutes each
+    python bench/quality_rgb.py                                  # ../shared/data/twemoji-64, RGBA, 20 minutes each
     python bench/quality_rgb.py --minutes 3 --cond-minutes 3     # a quick look
     python bench/quality_rgb.py --channels 3 --matte white       # RGB on a white matte instead of RGBA
 
-Protocol: the image folder is read with EdgeVAE's own loader (sub-folders are the classes), split 90/10
-with numpy's default_rng(0) into train and test, and written to WORK/data.npz. Then, one after the other
+Protocol: the image folder is read with EdgeVAE's own loader (sub-folders are the classes; RGBA keeps alpha
+as a 4th channel), the colour of fully transparent pixels -- invisible, and in Twemoji's PNGs whatever the
+drawing program left there -- is set to 0, the images are split 90/10 with numpy's default_rng(0) into
+train and test, and written to WORK/data.npz. Then, one after the other
 in this process and each for the same wall-clock budget (--minutes, which includes everything training
 does: data loading, per-epoch evaluation, checkpoints):
     ours          `edgevae train --data WORK/data.npz RECIPE --minutes M`: the defaults a user gets on a colour
@@ -13,7 +15,7 @@ does: data loading, per-epoch evaluation, checkpoints):
     conditional   the same with --conditional (the folder's categories), for --cond-minutes
     baseline      bench/antixk.py: AntixK/PyTorch-VAE's VanillaVAE as its configs/vae.yaml configures it
 Measured on the test split: PSNR of the mean reconstruction decode(mu) (peak 1, over all pixels and
-channels); NLL in bits per dimension by importance sampling (train/evaluate.py, k = --k) and the ELBO's.
+channels, alpha included); NLL in bits per dimension by importance sampling (train/evaluate.py, k = --k) and the ELBO's.
 The baseline, trained on MSE, has no likelihood of its own: it is scored as a Gaussian decoder with the
 per-channel sigma that best fits its training reconstructions (its calibrated reading; an ELBO, k = 1).
 Grids (first test images above their reconstructions; prior samples, seed 0; conditional samples one
@@ -34,9 +36,11 @@ import numpy as np
 
 # EdgeVAE's colour recipe: the auto choices (arch, likelihood, latent size) are left to the data.
 RECIPE = dict(batch_size=32, lr=2e-3, schedule="cosine", val_fraction=0.0, eval_every=5, seed=0)
+PREVIEW = "white"  # RGBA grids are shown composited onto white, as an app would put them on a page
 SPLIT_SEED, TEST_FRACTION = 0, 0.1
 GRID_IMAGES, GRID_COLUMNS = 32, 8
 PICTURES = C.ROOT / "bench" / "quality_rgb"
+WHERE = {"pictures": PICTURES, "results": C.ROOT / "bench"}  # --pictures, and the folder RESULTS.md links from
 SHOWN_CLASSES = ("smileys-emotion", "flags")
 
 
@@ -55,7 +59,9 @@ def split_folder(folder: str, channels: int, matte: str, size: int, work: Path) 
 
     config = TrainConfig(data=folder, channels=channels, matte=matte, image_size=size)
     data = image_folder(Path(folder), config, log=lambda *_: None)
-    x, y = data.train_x.numpy(), data.train_y.numpy()
+    x, y = data.train_x.numpy().copy(), data.train_y.numpy()
+    if x.shape[1] == 4:  # invisible colour carries nothing a viewer sees: zero it, so no model spends bits on it
+        x[:, :3] *= (x[:, 3:] > 0).astype(np.uint8)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
     test, train = np.sort(order[:round(TEST_FRACTION * len(x))]), np.sort(order[round(TEST_FRACTION * len(x)):])
     path = work / "data.npz"
@@ -70,11 +76,21 @@ def psnr(x, x_hat) -> float:
 
 
 def save_grid(images, name: str, nrow: int = GRID_COLUMNS) -> str:
-    from edgevae.train import report
+    """Write a grid into the pictures folder (--pictures); returns its path relative to RESULTS.md's folder."""
+    import os
 
-    PICTURES.mkdir(parents=True, exist_ok=True)
-    report.save_grid(images, PICTURES / name, nrow)
-    return f"quality_rgb/{name}"
+    import edgevae
+
+    WHERE["pictures"].mkdir(parents=True, exist_ok=True)
+    path = edgevae.save_grid(images.detach().float().cpu().numpy(), WHERE["pictures"] / name, nrow=nrow,
+                             background=PREVIEW)
+    return os.path.relpath(path, WHERE["results"])
+
+
+def _pairs(x, recon, report):
+    """Two rows of test images, each above the row of its reconstructions."""
+    cols = min(GRID_COLUMNS, len(x))
+    return report.interleave_rows(x[:2 * cols], recon[:2 * cols], cols)
 
 
 def ours(npz: Path, work: Path, name: str, minutes: float, k: int, conditional: bool = False) -> dict:
@@ -88,8 +104,10 @@ def ours(npz: Path, work: Path, name: str, minutes: float, k: int, conditional: 
     from edgevae.train.loop import to_unit, train
 
     out = work / name
+    with np.load(npz) as f:
+        size = "x".join(map(str, f["x_train"].shape[2:]))  # the data's own size: nothing is resized
     config = TrainConfig(**RECIPE, data=str(npz), out=str(out), epochs=100_000, minutes=minutes,
-                         conditional=conditional)
+                         conditional=conditional, image_size=size)
     start = time.perf_counter()
     train(config)
     seconds = time.perf_counter() - start
@@ -106,16 +124,15 @@ def ours(npz: Path, work: Path, name: str, minutes: float, k: int, conditional: 
         eval_minutes = (time.perf_counter() - start) / 60
         z = torch.randn(GRID_IMAGES, *model.latent_shape, generator=torch.Generator().manual_seed(0))
         if conditional:
-            rows = [classes.index(c) for c in SHOWN_CLASSES] + [i for i in range(len(classes))
-                                                                if classes[i] not in SHOWN_CLASSES]
+            rows = [classes.index(c) for c in SHOWN_CLASSES if c in classes] + \
+                [i for i in range(len(classes)) if classes[i] not in SHOWN_CLASSES]
             z = torch.randn(len(rows) * GRID_COLUMNS, *model.latent_shape, generator=torch.Generator().manual_seed(0))
             samples = model.decode(z, torch.tensor(rows).repeat_interleave(GRID_COLUMNS))
             grids = {"samples": save_grid(samples, f"{name}_samples.png")}
             grids["rows"] = [classes[r] for r in rows]
         else:
             grids = {"samples": save_grid(model.decode(z), f"{name}_samples.png")}
-        pairs = report.interleave_rows(x[:16], recon[:16], GRID_COLUMNS)
-        grids["recon"] = save_grid(pairs, f"{name}_recon.png")
+        grids["recon"] = save_grid(_pairs(x, recon, report), f"{name}_recon.png", min(GRID_COLUMNS, len(x)))
     return {"name": name, "seconds": seconds, "epochs": ckpt["epoch"], "steps": ckpt["step"],
             "psnr": psnr(x, recon), "bits_per_dim": result["bits_per_dim"],
             "bits_per_dim_stderr": result["bits_per_dim_stderr"], "elbo_bits_per_dim": result["neg_elbo_bits_per_dim"],
@@ -150,7 +167,7 @@ def baseline(npz: Path, minutes: float) -> dict:
         kl = -0.5 * (1 + log_var - mu**2 - log_var.exp()).sum(dim=1)
         elbo_bpd = bits_per_dim(float((nll + kl).mean()), int(np.prod(x.shape[1:])), "gaussian")
         grids = {"samples": save_grid(antixk.sample(model, GRID_IMAGES, 0), "antixk_samples.png"),
-                 "recon": save_grid(report.interleave_rows(x[:16], recon[:16], GRID_COLUMNS), "antixk_recon.png")}
+                 "recon": save_grid(_pairs(x, recon, report), "antixk_recon.png", min(GRID_COLUMNS, len(x)))}
         rms = float((mu.pow(2) + log_var.exp()).mean().sqrt())
     return {"name": "antixk", **record, "psnr": psnr(x, recon), "elbo_bits_per_dim": elbo_bpd, "grids": grids,
             "latent_rms": rms, "parameters": sum(p.numel() for p in model.parameters())}
@@ -205,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(C.ROOT.parent / "shared" / "data" / "twemoji-64"),
                         help="image folder, one sub-folder per class")
-    parser.add_argument("--channels", type=int, default=3, choices=(3, 4), help="3: RGB on --matte; 4: RGBA")
+    parser.add_argument("--channels", type=int, default=4, choices=(3, 4), help="4: RGBA (alpha kept); 3: RGB on "
+                                                                               "--matte")
     parser.add_argument("--matte", default="white", choices=("white", "black"), help="background for RGB")
     parser.add_argument("--size", type=int, default=64, help="image side")
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget of ours and of the baseline")
@@ -213,8 +231,11 @@ def main(argv: list[str] | None = None) -> int:
                                                                          "(0 skips it)")
     parser.add_argument("--k", type=int, default=100, help="importance samples per test image for the NLL")
     parser.add_argument("--work", default=str(C.ROOT / "runs" / "quality_rgb"), help="run directories go here")
+    parser.add_argument("--pictures", type=Path, default=PICTURES, help="folder for the grids (default "
+                                                                         "bench/quality_rgb, linked from RESULTS.md)")
     C.add_results_flag(parser)
     args = parser.parse_args(argv)
+    WHERE.update(pictures=args.pictures, results=args.results.resolve().parent)
     import torch
 
     torch.set_num_threads(min(2, torch.get_num_threads()))

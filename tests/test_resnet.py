@@ -62,10 +62,10 @@ def test_conditioning_changes_the_decoded_image_for_flat_and_spatial_latents():
 
 
 def test_auto_widths_by_image_size():
-    assert auto_widths((1, 28, 28)) == (32, 64, 128)  # 7 x 7 at the coarsest
-    assert auto_widths((3, 64, 64)) == (32, 64, 128, 256)  # 8 x 8
-    assert auto_widths((4, 56, 68)) == (32, 64, 128, 256)  # 7 x 9 after padding 68 to 72
-    assert auto_widths((3, 128, 128)) == (32, 64, 128, 256, 256)
+    assert auto_widths((1, 28, 28)) == (16, 32, 64)  # 7 x 7 at the coarsest
+    assert auto_widths((3, 64, 64)) == (16, 32, 64, 128)  # 8 x 8
+    assert auto_widths((4, 56, 68)) == (16, 32, 64, 128)  # 7 x 9 after padding 68 to 72
+    assert auto_widths((3, 128, 128)) == (16, 32, 64, 128, 256)
 
 
 def test_too_many_levels_for_the_image_is_an_error_naming_the_fix():
@@ -80,14 +80,14 @@ def test_auto_picks_bernoulli_mlp_for_binary_like_grey_and_logistic_resnet_for_c
     grey_levels = torch.randint(60, 200, (64, 1, 8, 8), generator=g, dtype=torch.uint8)
     said = []
     picked = auto.resolve(TrainConfig(), binary, log=said.append)
-    assert (picked.arch, picked.likelihood, picked.latent_dim) == ("mlp", "bernoulli", 16)
+    assert (picked.arch, picked.likelihood, picked.latent_dim, picked.kl_warmup) == ("mlp", "bernoulli", 16, 0)
     for images in (colour, grey_levels, colour[:, :1].expand(-1, 3, -1, -1)):  # grey stored as RGB counts as grey
         picked = auto.resolve(TrainConfig(), images, log=said.append)
-        assert (picked.arch, picked.likelihood, picked.latent_dim) == ("resnet", "logistic", 128)
+        assert (picked.arch, picked.likelihood, picked.latent_dim, picked.kl_warmup) == ("resnet", "logistic", 128, 5)
     assert len(said) == 4 and said[0].startswith("auto: binary-like grey images") and "--arch mlp" in said[0]
     assert "3-channel colour images" in said[1] and "--likelihood logistic" in said[1]
     # what the user gives is kept; a resolved config is left alone and nothing is printed
-    kept = auto.resolve(TrainConfig(arch="conv", latent_dim=8), colour, log=said.append)
+    kept = auto.resolve(TrainConfig(arch="conv", latent_dim=8, kl_warmup=0), colour, log=said.append)
     assert (kept.arch, kept.likelihood, kept.latent_dim) == ("conv", "logistic", 8)
     assert auto.resolve(kept, binary, log=said.append) is kept and len(said) == 5
     with pytest.raises(ValueError, match="resolve them"):

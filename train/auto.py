@@ -1,9 +1,11 @@
 """`--arch auto`, `--likelihood auto`, `--latent-dim 0`: the choices the training data makes, printed once.
 
     binary-like grey images (MNIST, shapes: >= BINARY_LIKE of pixels within 10% of black or white)
-        -> --arch mlp --likelihood bernoulli --latent-dim 16
+        -> --arch mlp --likelihood bernoulli --latent-dim 16 --kl-warmup 0
     anything else: colour, or grey photos and icons (Fashion-MNIST, emoji, sprites)
-        -> --arch resnet (widths by image size) --likelihood logistic --latent-dim 128
+        -> --arch resnet (widths by image size) --likelihood logistic --latent-dim 128 --kl-warmup 5
+
+(--kl-warmup 0 whenever --iwae-k > 1 or --model ae: neither has a KL term to ramp.)
 
 A Bernoulli likelihood on grey levels or colour has no calibrated noise level: it cannot say how sure it
 is of a colour and pulls every pixel towards grey. The discretized logistic (train/likelihood.py) learns a
@@ -20,6 +22,7 @@ BINARY_LIKE = 0.75  # fraction of pixels near 0 or 255: MNIST 0.91, shapes 0.84,
 NEAR = 0.1  # "near" black or white: within 10% of the range
 SAMPLE = 2048  # images looked at
 GREY_LATENT, COLOUR_LATENT = 16, 128
+COLOUR_WARMUP = 5  # epochs of KL warm-up: on Twemoji, 5 minutes, 15.0 dB / 4.96 bits/dim with it, 12.9 / 5.31 without
 
 
 def looks_binary_grey(x: torch.Tensor) -> tuple[bool, str]:
@@ -37,7 +40,7 @@ def looks_binary_grey(x: torch.Tensor) -> tuple[bool, str]:
 
 def resolve(config, train_x: torch.Tensor, log=print):
     """The config with auto choices made from the training images; logs what was chosen (once) when any was."""
-    if config.resolved:
+    if config.resolved and config.kl_warmup >= 0:
         return config
     binary, why = looks_binary_grey(train_x)
     chosen = {}
@@ -47,6 +50,8 @@ def resolve(config, train_x: torch.Tensor, log=print):
         chosen["arch"] = "resnet" if config.latent_channels or not binary else "mlp"
     if not config.latent_dim and not config.latent_channels:
         chosen["latent_dim"] = GREY_LATENT if binary else COLOUR_LATENT
+    if config.kl_warmup < 0:
+        chosen["kl_warmup"] = 0 if binary or config.iwae_k > 1 or config.model == "ae" else COLOUR_WARMUP
     resolved = dataclasses.replace(config, **chosen)
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in chosen.items())
     log(f"auto: {why} -> {flags}")

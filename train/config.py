@@ -69,7 +69,9 @@ class TrainConfig:
                         summary=True)
     grad_clip: float = arg(0.0, "clip the gradient's global L2 norm to this (0 = off)", summary=True)
     beta: float = arg(1.0, "weight of the KL term (1 = the ELBO)", summary=True)
-    kl_warmup: int = arg(0, "epochs over which the KL weight ramps linearly from 0 to --beta (0 = off)", summary=True)
+    kl_warmup: int = arg(-1, "epochs over which the KL weight ramps linearly from 0 to --beta (0 = off); -1 = by the "
+                             "data: 5 for colour or grey-level images, 0 for binary-like ones and for --iwae-k > 1",
+                         summary=True)
     free_bits: float = arg(0.0, "nats per latent dimension: a dimension's batch-mean KL below this is not penalised "
                                 "(Kingma et al. 2016), against posterior collapse (0 = off; the reported -ELBO is "
                                 "always the plain one)", summary=True)
@@ -128,7 +130,7 @@ class TrainConfig:
             value = getattr(self, name)
             if (not value and name != "widths") or (value and min(value) < 1):
                 raise ValueError(f"--{_flag(name)} must be positive widths like 64,32, got {value}")
-        nonnegative = ("beta", "limit", "grad_clip", "sigma", "kl_warmup", "latent_dim", "latent_channels", "free_bits",
+        nonnegative = ("beta", "limit", "grad_clip", "sigma", "latent_dim", "latent_channels", "free_bits",
                        "minutes")
         for name in nonnegative:
             if getattr(self, name) < 0:
@@ -144,14 +146,16 @@ class TrainConfig:
             raise ValueError(f"--sigma needs --likelihood gaussian, got {self.likelihood}")
         if self.latent_channels and self.arch not in ("resnet", "auto"):
             raise ValueError(f"--latent-channels (a spatial latent) needs --arch resnet, got {self.arch}")
-        if self.iwae_k > 1 and (self.model != "vae" or self.beta != 1 or self.kl_warmup or self.free_bits):
+        if self.kl_warmup < -1:
+            raise ValueError(f"--kl-warmup must be >= 0 (or -1: by the data), got {self.kl_warmup}")
+        if self.iwae_k > 1 and (self.model != "vae" or self.beta != 1 or self.kl_warmup > 0 or self.free_bits):
             raise ValueError("--iwae-k > 1 needs --model vae, --beta 1, no --kl-warmup and no --free-bits (the IWAE "
                              f"bound has no separate KL term); got model={self.model}, beta={self.beta}, "
                              f"kl_warmup={self.kl_warmup}, free_bits={self.free_bits}")
 
     @property
     def resolved(self) -> bool:
-        """Whether every data-dependent choice (auto arch and likelihood, latent size) is made (train/auto.py)."""
+        """Whether the model's data-dependent choices (arch, likelihood, latent size) are made (train/auto.py)."""
         return self.arch != "auto" and self.likelihood != "auto" and (self.latent_dim > 0 or self.latent_channels > 0)
 
     @property

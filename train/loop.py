@@ -89,7 +89,7 @@ def lr_at(config, epoch: int, progress: float | None = None) -> float:
 
 def beta_at(config, step: int, steps_per_epoch: int) -> float:
     """KL weight for optimizer step `step` (0-based): linear warm-up over --kl-warmup epochs, then --beta."""
-    if not config.kl_warmup:
+    if config.kl_warmup <= 0:
         return config.beta
     return config.beta * min(1.0, step / (config.kl_warmup * steps_per_epoch))
 
