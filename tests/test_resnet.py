@@ -92,3 +92,19 @@ def test_auto_picks_bernoulli_mlp_for_binary_like_grey_and_logistic_resnet_for_c
     assert auto.resolve(kept, binary, log=said.append) is kept and len(said) == 5
     with pytest.raises(ValueError, match="resolve them"):
         build(TrainConfig(), (3, 8, 8))
+
+
+def test_exported_decoder_has_no_transposed_convolution_and_keeps_the_layout():
+    """The ONNX decoder of the family: Conv and Resize (nearest) only, any H x W, flat and spatial latents."""
+    from edgevae.export.adapters import from_edgevae
+    from edgevae.export.graphs import export_graphs, op_types
+
+    for latent_channels in (0, 3):
+        source = from_edgevae(_model((4, 20, 28), latent_channels=latent_channels, widths=(4, 8, 8)))
+        encoder, decoder = export_graphs(source)
+        ops = op_types(decoder)
+        assert "ConvTranspose" not in ops and {"Conv", "Resize"} <= ops
+        resize = [n for n in decoder.graph.node if n.op_type == "Resize"]
+        assert all(a.s == b"nearest" for n in resize for a in n.attribute if a.name == "mode")
+        out = decoder.graph.output[0].type.tensor_type.shape.dim
+        assert [d.dim_value for d in out[1:]] == [4, 20, 28]
