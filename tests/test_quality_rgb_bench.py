@@ -48,4 +48,9 @@ def test_quality_rgb_bench_writes_its_section_and_grids(tmp_path):
         x = np.concatenate([f["x_train"], f["x_test"]])
         assert x.shape[1] == 4 and len(f["x_test"]) == round(0.1 * 48)  # RGBA, 90/10
         assert not (x[:, :3] * (x[:, 3:] == 0)).any()  # no colour left under alpha 0
-    assert "CC BY 4.0" in text
+    assert "CC BY 4.0" in text and "shrunk to a side of 8 px" in text and rows["ours"]["curve"]
+    # --reuse rewrites the section from the saved runs without training again
+    out = run_bench("quality_rgb.py", "--data", str(tmp_path / "icons"), "--size", "32", "--k", "4", "--reuse",
+                    "--work", str(work), "--pictures", str(pictures), "--results", str(results)).stdout
+    assert "reusing" in out and "baseline epoch" not in out
+    assert results.read_text().count("<!-- begin quality_rgb -->") == 1
