@@ -11,7 +11,8 @@ train and test, and written to WORK/data.npz. Then, one after the other
 in this process and each for the same wall-clock budget (--minutes, which includes everything training
 does: data loading, per-epoch evaluation, checkpoints):
     ours          `edgevae train --data WORK/data.npz RECIPE --minutes M`: the defaults a user gets on a colour
-                  folder (auto: resnet, discretized logistic, 128-d flat latent) plus the flags in RECIPE
+                  folder (auto: resnet, discretized logistic, 128-d flat latent, batch 32, lr 2e-3 cosine) plus the
+                  measurement's flags in RECIPE
     conditional   the same with --conditional (the folder's categories), for --cond-minutes
     baseline      bench/antixk.py: AntixK/PyTorch-VAE's VanillaVAE as its configs/vae.yaml configures it
 Measured on the test split: PSNR of the mean reconstruction decode(mu) (peak 1, over all pixels and
@@ -34,8 +35,9 @@ from pathlib import Path
 import _common as C  # noqa: E402
 import numpy as np
 
-# EdgeVAE's colour recipe: the auto choices (arch, likelihood, latent size) are left to the data.
-RECIPE = dict(batch_size=32, lr=2e-3, schedule="cosine", val_fraction=0.0, eval_every=5, seed=0)
+# EdgeVAE's colour recipe is what a user gets: every model and optimizer choice is left to the data (train/auto.py).
+# Only the measurement is set: no validation split (the test split is scored), grids and checkpoints every 5 epochs.
+RECIPE = dict(val_fraction=0.0, eval_every=5, seed=0)
 PREVIEW = "white"  # RGBA grids are shown composited onto white, as an app would put them on a page
 SPLIT_SEED, TEST_FRACTION = 0, 0.1
 GRID_IMAGES, GRID_COLUMNS = 32, 8
@@ -139,7 +141,8 @@ def ours(npz: Path, work: Path, name: str, minutes: float, k: int, conditional: 
             "k": k, "eval_minutes": eval_minutes, "active_units": result["active_units"],
             "latent_dim": model.latent_dim, "latent_rms": result["latent_rms"], "warnings": result["warnings"],
             "config": {k_: v for k_, v in ckpt["config"].items() if k_ in ("arch", "likelihood", "latent_dim", "widths",
-                                                                          "blocks", "batch_size", "lr")},
+                                                                          "blocks", "batch_size", "lr",
+                                                                          "schedule")},
             "grids": grids, "parameters": sum(p.numel() for p in model.parameters()), **progress(npz, out)}
 
 

@@ -59,14 +59,17 @@ class TrainConfig:
                                                    "the decoder mirrors them with kernel-4 stride-2 transposed convs",
                                                    summary=True)
     widths: tuple[int, ...] = arg((), "'resnet': channels per level, finest first, comma-separated (each level "
-                                      "after the first halves the image); empty = by image size (32 doubling per "
+                                      "after the first halves the image); empty = by image size (16 doubling per "
                                       "level to a 4-8 pixel grid, at most 256)", summary=True)
     blocks: int = arg(1, "'resnet': residual blocks per level, in the encoder and in the decoder", summary=True)
     epochs: int = arg(10, "passes over the training set (with --resume: the new total)", summary=True)
-    batch_size: int = arg(128, "images per optimizer step (summed over all processes under torchrun)", summary=True)
-    lr: float = arg(1e-3, "Adam learning rate", summary=True)
-    schedule: str = arg("constant", "learning rate per epoch: constant, or cosine decay to 0", ("constant", "cosine"),
-                        summary=True)
+    batch_size: int = arg(0, "images per optimizer step (summed over all processes under torchrun); 0 = by the "
+                             "data: 128 for binary-like grey images, 32 otherwise", summary=True)
+    lr: float = arg(0.0, "Adam learning rate; 0 = by the data: 1e-3 for binary-like grey images, 2e-3 otherwise",
+                    summary=True)
+    schedule: str = arg("auto", "learning rate: constant, or cosine decay to 0 over --epochs (over the time budget "
+                                "with --minutes); auto = by the data: constant for binary-like grey images, cosine "
+                                "otherwise", ("auto", "constant", "cosine"), summary=True)
     grad_clip: float = arg(0.0, "clip the gradient's global L2 norm to this (0 = off)", summary=True)
     beta: float = arg(1.0, "weight of the KL term (1 = the ELBO)", summary=True)
     kl_warmup: int = arg(-1, "epochs over which the KL weight ramps linearly from 0 to --beta (0 = off); -1 = by the "
@@ -122,7 +125,7 @@ class TrainConfig:
             parse_colour(self.matte)
         except ValueError as e:
             raise ValueError(f"--matte: {e}") from None
-        positive = ("epochs", "batch_size", "num_train", "num_test", "iwae_k", "blocks", "eval_every")
+        positive = ("epochs", "num_train", "num_test", "iwae_k", "blocks", "eval_every")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
@@ -130,13 +133,13 @@ class TrainConfig:
             value = getattr(self, name)
             if (not value and name != "widths") or (value and min(value) < 1):
                 raise ValueError(f"--{_flag(name)} must be positive widths like 64,32, got {value}")
-        nonnegative = ("beta", "limit", "grad_clip", "sigma", "latent_dim", "latent_channels", "free_bits",
-                       "minutes")
+        nonnegative = ("batch_size", "beta", "limit", "grad_clip", "sigma", "latent_dim", "latent_channels",
+                       "free_bits", "minutes")
         for name in nonnegative:
             if getattr(self, name) < 0:
                 raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if self.lr < 0:
+            raise ValueError(f"--lr must be > 0 (or 0: by the data), got {self.lr}")
         for name in ("val_fraction", "test_fraction"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
