@@ -49,6 +49,12 @@ def test_quality_rgb_bench_writes_its_section_and_grids(tmp_path):
         assert x.shape[1] == 4 and len(f["x_test"]) == round(0.1 * 48)  # RGBA, 90/10
         assert not (x[:, :3] * (x[:, 3:] == 0)).any()  # no colour left under alpha 0
     assert "CC BY 4.0" in text and "shrunk to a side of 8 px" in text and rows["ours"]["curve"]
+    # each goal is called met or missed by what the default recipe's run measured
+    goal = next(line for line in text.splitlines() if "Goals (EdgeVAE default recipe)" in line)
+    ours = rows["ours"]
+    assert f"({ours['psnr']:.2f} dB measured" in goal and f"({ours['bits_per_dim']:.3f} measured)" in goal
+    assert ("24 dB -- **met**" if ours["psnr"] >= 24 else "24 dB -- **missed**") in goal
+    assert ("5 bits/dim -- **met**" if ours["bits_per_dim"] <= 5 else "5 bits/dim -- **missed**") in goal
     # --reuse rewrites the section from the saved runs without training again
     out = run_bench("quality_rgb.py", "--data", str(tmp_path / "icons"), "--size", "32", "--k", "4", "--reuse",
                     "--work", str(work), "--pictures", str(pictures), "--results", str(results)).stdout
