@@ -269,6 +269,9 @@ def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
         + ". Train PSNR equal to test PSNR means the model is underfitted: the time budget, not the data, "
         "is what stops it.",
     ]
+    if args.reuse:
+        notes.append("This section was rewritten by `--reuse` from the runs and measurements an earlier invocation "
+                     "saved (WORK/rows.json), without training again: the load average above is the rewrite's.")
     lines += [f"- {n}" for n in notes]
     lines.append("")
     for r in rows:
