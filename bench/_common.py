@@ -72,9 +72,12 @@ def run_child(args: list[str], env: dict | None = None) -> dict:
 
 
 def prepare_export(workdir: Path, arch: str, data: str = "shapes", epochs: int = 1, latent_dim: int = 16,
-                   extra: tuple = ()) -> tuple[Path, Path]:
-    """Train a small real model with the project's CLI and export it with int8 and fp16 variants."""
-    run, exp = workdir / f"run-{arch}", workdir / f"export-{arch}"
+                   extra: tuple = (), name: str | None = None) -> tuple[Path, Path]:
+    """Train a small real model with the project's CLI and export it with int8 and fp16 variants.
+
+    Kept in workdir/run-NAME and workdir/export-NAME (NAME defaults to arch) and reused by later runs.
+    """
+    run, exp = workdir / f"run-{name or arch}", workdir / f"export-{name or arch}"
     if not (run / "checkpoint.pt").exists():
         subprocess.run([sys.executable, "-m", "edgevae", "train", "--data", data, "--arch", arch,
                         "--epochs", str(epochs), "--latent-dim", str(latent_dim), "--num-train", "4000",
@@ -85,6 +88,42 @@ def prepare_export(workdir: Path, arch: str, data: str = "shapes", epochs: int =
                         "--int8", "--fp16", "--force"],
                        cwd=ROOT, check=True, capture_output=True)
     return run, exp
+
+
+# The models the speed benches time, by name: the README demo's MLP (784-512-256-8, 30 epochs on shapes)
+# and the conv model (stride-2 convs, transposed-conv decoder). Speed depends on the layers, not the weights.
+MODELS = {
+    "mlp": {"arch": "mlp", "latent_dim": 8, "epochs": 30},
+    "conv": {"arch": "conv", "latent_dim": 16, "epochs": 3},
+}
+
+
+def prepare_model(workdir: Path, name: str) -> tuple[Path, Path]:
+    """(run directory, export directory) of one of MODELS, trained and exported on first use."""
+    if name not in MODELS:
+        raise SystemExit(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
+    return prepare_export(workdir, name=f"bench-{name}", **MODELS[name])
+
+
+def interleaved(cases: dict, min_rounds: int = 5, min_seconds: float = 1.0, block: int = 10) -> dict[str, float]:
+    """Median seconds per call of each case, timed side by side.
+
+    Every round runs each case in turn for `block` consecutive calls, so whatever else runs on the
+    machine slows all cases alike, while each case is timed in its steady state, as a loop calling it
+    sees it: the first call of a block (whose weights another case has just pushed out of the CPU's
+    caches) is not counted.
+    """
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    start, rounds = time.perf_counter(), 0
+    while rounds < min_rounds or time.perf_counter() - start < min_seconds:
+        for name, fn in cases.items():
+            fn()
+            for _ in range(block):
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
+        rounds += 1
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def add_results_flag(parser) -> None:

@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 
+from edgevae.errors import argument_parser, one_line
+
 SOURCES = ("module", "antixk", "diffusers", "pythae")
 
 
@@ -89,7 +91,7 @@ def _source(args, parser):
 
 
 def _export(argv) -> int:
-    parser = argparse.ArgumentParser(prog="edgevae export",
+    parser = argument_parser(prog="edgevae export",
                                      description="Export a trained run, or your own VAE, to two verified ONNX "
                                                  "graphs. (`edgevae verify` checks an export.)")
     parser.add_argument("run_dir", nargs="?", help="run directory written by `edgevae train`")
@@ -128,7 +130,7 @@ def _export(argv) -> int:
 
 
 def _verify(argv) -> int:
-    parser = argparse.ArgumentParser(prog="edgevae verify",
+    parser = argument_parser(prog="edgevae verify",
                                      description="Check an export against the model it came from: a run "
                                                  "(RUN_DIR EXPORT_DIR) or your own VAE, given as at export.")
     parser.add_argument("dirs", nargs="+", metavar="[RUN_DIR] EXPORT_DIR",
@@ -168,6 +170,8 @@ def _verify(argv) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done; 1 a check failed (an export gate, a bound `verify` measures, the written files);
+    2 bad input or usage (not a run directory, --out in the way, an unreadable export); one line on stderr."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         from edgevae import EdgeVAEError
@@ -179,20 +183,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e.name} is not installed; install the train extra: pip install 'edgevae[train]'",
               file=sys.stderr)
         return 2
+    verify = argv[:1] == ["verify"]
     try:
-        return _verify(argv[1:]) if argv[:1] == ["verify"] else _export(argv)
-    except argparse.ArgumentTypeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except SourceError as e:  # the model named on the command line cannot be used: bad input
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (ExportError, ExportCheckError, EdgeVAEError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        return _verify(argv[1:]) if verify else _export(argv)
+    except ExportCheckError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
+    except EdgeVAEError as e:  # export: the files as written do not load; verify: the export given does not
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2 if verify else 1
+    except (ExportError, SourceError, ValueError, argparse.ArgumentTypeError) as e:  # the model named, --out: bad input
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
     except OSError as e:  # an unwritable or impossible --out
-        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return 1
+        print(f"error: {one_line(e.filename or '')}: {one_line(e.strerror or e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # the temporary directory is already gone (build.export's finally)
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

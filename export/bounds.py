@@ -14,9 +14,9 @@ Why these bounds (measured values in README "Parity"):
     -ELBO through the graphs against PyTorch in bits per dimension (so a bound means the same for a
           28 x 28 and a 64 x 64 x 4 model): fp32 2e-5 (0.01 nats on 28 x 28), fp16 1e-4, int8 2e-3
           (1% of an MNIST -ELBO); skipped where x_hat does not determine the likelihood (quality.NO_GRAPH_ELBO).
-    reference: onnx's ReferenceEvaluator against onnxruntime, 1e-5 (float32, summation order); int8 2e-2: the
-          two quantize activations with their own rounding, so one can land one 8-bit step apart (6e-3 measured
-          on a residual decoder through its output).
+    reference: onnx's ReferenceEvaluator against onnxruntime, 1e-5 (float32, summation order); int8 5e-2: the
+          two requantize activations with their own rounding, so one can land one 8-bit step apart and later
+          layers carry it (0.031 measured on a static-QDQ residual model; ~4e-3 on the MLP).
     collapse: at least one active unit on the reference images (a VAE), and decoded samples that differ
           (a mean per-pixel std over z of at least 1e-3, a quarter of one 8-bit level): a decoder with
           constant output would pass every parity bound, so it is checked on its own.
@@ -54,7 +54,7 @@ BOUNDS = {
              "x_hat": ("max_abs", 2 * LEVEL), SAMPLES: ("max_levels", 2), ELBO: ("bits_per_dim", 1e-4),
              REFERENCE: ("max_abs", 1e-5)},
     "int8": {"z": ("rms_rel", 0.05), "mu": ("rms_rel", 0.05), "logvar": ("rms_rel", 0.05), "x_hat": ("psnr_db", 30.0),
-             SAMPLES: ("max_levels", None), ELBO: ("bits_per_dim", 2e-3), REFERENCE: ("max_abs", 2e-2)},
+             SAMPLES: ("max_levels", None), ELBO: ("bits_per_dim", 2e-3), REFERENCE: ("max_abs", 5e-2)},
 }
 COLLAPSE = {ACTIVE: ("count", 1), SPREAD: ("mean_std", 1e-3)}  # every variant: the model is not collapsed
 AT_LEAST = {"psnr_db", "count", "mean_std"}  # metrics whose bound is a minimum

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -22,12 +21,13 @@ import onnxruntime as ort
 import torch
 
 import edgevae
+from edgevae import _units
 from edgevae import spec as S
 from edgevae.train import checkpoint as checkpoint_io
 from edgevae.train.config import TrainConfig
 from edgevae.train.folder import preprocessing
 
-from . import adapters, checks, gates, graphs, variants
+from . import adapters, checks, destination, gates, graphs, tiled, variants
 
 
 class ExportError(RuntimeError):
@@ -98,23 +98,16 @@ def edgevae_fields(vae, ckpt: dict, elbo: dict) -> dict:
     }
 
 
-def _check_destination(run_dir: Path | None, out: Path, force: bool) -> None:
-    """`out` may be new, or with --force an earlier export or an empty directory; never anything else."""
-    for stale in out.parent.glob(f".{out.name}.tmp-*") if out.parent.is_dir() else []:
-        shutil.rmtree(stale, ignore_errors=True)  # left by an export that was killed mid-write
-    if not out.exists():
-        return
-    if not force:
-        raise ExportError(f"{out} already exists (pass --force to replace it)")
-    resolved = out.resolve()
-    if run_dir is not None and (resolved == run_dir.resolve() or resolved in run_dir.resolve().parents):
-        raise ExportError(f"--out {out} is the run directory or contains it; --force would delete the run")
-    if not out.is_dir() or not ((out / S.MANIFEST).is_file() or not any(out.iterdir())):
-        raise ExportError(f"--force replaces only an earlier export or an empty directory; {out} is neither")
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _check_destination(protect: Path | None, out: Path, force: bool) -> None:
+    """export/destination.py's rules (what --force may replace), its refusals as ExportError."""
+    try:
+        destination.check(out, protect, force)
+    except destination.DestinationError as e:
+        raise ExportError(str(e)) from None
 
 
 def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = False, variants_: tuple = (),
@@ -125,7 +118,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
     checkpoint: "auto" (best.pt when the run has one, else checkpoint.pt), "best" or "last".
     """
     run_dir, out = Path(run_dir), Path(out)
-    _check_destination(run_dir, out, force)
+    _check_destination(run_dir, out, force)  # before reading the run: a destination in the way is said first
     vae, ckpt = load_run(run_dir, checkpoint)
     log(f"exporting {ckpt['path']} ({vae.kind}, {ckpt['config']['arch']}, "
         f"{'conditional on ' + str(vae.num_classes) + ' classes, ' if vae.conditional else ''}"
@@ -143,6 +136,7 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
     """
     out = Path(out)
     _check_destination(protect, out, force)
+    destination.clear_stale(out)
     own = isinstance(source, adapters.EdgeVAESource)
     if variants_ and not own:
         raise ExportError("--int8/--fp16 need a likelihood to gate them: only runs of `edgevae train` have one")
@@ -164,9 +158,23 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
         + ("; within the bounds table, not collapsed" if own else ""))
     if elbo is not None:
         parity["elbo"] = elbo
+    tiled_graphs = {}  # role -> [(proto, record)]: the tiled decoder and encoder (export/tiled.py), if known
+    for role, cut in (("decoder", tiled.decoder_units), ("encoder", tiled.encoder_units)):
+        units = cut(source) if not own else None
+        if not units:
+            continue
+        tiled_graphs[role] = tiled.export_units(units, role)
+        for proto, record in tiled_graphs[role]:
+            gates.check_graph(proto, record["file"])
+        check = parity[_units.PLANS[role]] = tiled.parity(source, role, tiled_graphs[role], tolerance)
+        log(f"tiled {role}: {len(units)} units, max |tiled - torch| {check['max_abs_diff']:.1e} (bound "
+            f"{tolerance:g}; latent {'x'.join(map(str, check['latent']))}, tiles of "
+            f"{' and '.join(map(str, check['tiles']))} cells)")
     kept = {"fp32": (fp32, None)}
+    feeds = variants.calibration(source, reference, fp32[0]) if "int8" in variants_ else {}
     for variant in variants_:
-        candidate = tuple(variants.make(variant, proto) for proto in fp32)
+        candidate = tuple(variants.make(variant, proto, feeds.get(role))
+                          for role, proto in zip(("encoder", "decoder"), fp32))
         for role, proto in zip(("encoder", "decoder"), candidate):
             gates.check_graph(proto, variants.file_name(role, variant))
         q = gates.variant_quality(variant, source, reference, fp32, candidate)
@@ -177,12 +185,11 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
             log(f"{variant}: NOT written, outside its bounds: {gates.describe(q)}")
 
     pair_id = uuid.uuid4().hex
-    spec = make_spec(source, pair_id, parity, edgevae_fields(source, reference, elbo) if own else {})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the export should read like any directory
+    extra = edgevae_fields(source, reference, elbo) if own else {}
+    for role, unit_graphs in tiled_graphs.items():
+        extra[_units.PLANS[role]] = {"units": [record for _, record in unit_graphs]}
+    spec = make_spec(source, pair_id, parity, extra)
+    tmp = destination.stage(out)
     try:
         manifest = {"schema_version": S.SCHEMA_VERSION, "pair_id": pair_id, "files": {}, "variants": {}}
         for variant, (protos, q) in kept.items():
@@ -194,15 +201,20 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
                 (tmp / name).write_bytes(proto.SerializeToString())
                 manifest["files"][name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
             manifest["variants"][variant] = {**names, "quality": q}
+        for role, unit_graphs in tiled_graphs.items():
+            for k, (proto, record) in enumerate(unit_graphs):
+                name = record["file"]
+                graphs.set_spec(proto, S.dumps({**spec, "role": f"{_units.ROLES[role]}.{k:02d}", "variant": "fp32",
+                                                "quality": None, "ops": sorted(graphs.op_types(proto))}))
+                (tmp / name).write_bytes(proto.SerializeToString())
+                manifest["files"][name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
+            manifest["variants"]["fp32"][_units.ROLES[role]] = [record["file"] for _, record in unit_graphs]
         (tmp / S.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _check_written(tmp, source, kept, tolerance)
-        if out.exists():  # --force: swap the old export out only once the new one is complete
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, out)
+        try:  # --force: the old export is swapped out only once the new one is complete
+            destination.commit(tmp, out, protect, force)
+        except destination.DestinationError as e:
+            raise ExportError(str(e)) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for name, entry in manifest["files"].items():
@@ -225,3 +237,8 @@ def _check_written(directory: Path, vae: torch.nn.Module, kept: dict, tolerance:
         diff = float(np.max(np.abs(got - expected)))
         if not diff <= tolerance:
             raise gates.ExportCheckError(f"written {variant} decoder differs from what was verified by {diff:.2e}")
+        if variant == "fp32" and getattr(vae, "tileable", False) and "tiled_decoder" in edgevae.load(directory).spec:
+            got = edgevae.load(directory, threads=1).decode(inputs["z"], tile=max(1, vae.latent_shape[1] // 3))
+            diff = float(np.max(np.abs(got - want)))
+            if not diff <= tolerance:
+                raise gates.ExportCheckError(f"written tiled decoder differs from the model by {diff:.2e}")

@@ -119,7 +119,9 @@ def reference_function(encoder: onnx.ModelProto, decoder: onnx.ModelProto, vae):
     """inputs -> {z, mu, logvar, x_hat of z} through onnx's reference evaluator (numpy): an independent executor."""
     from onnx.reference import ReferenceEvaluator
 
-    enc, dec = ReferenceEvaluator(encoder), ReferenceEvaluator(decoder)
+    from .reference_ops import OPS  # DequantizeLinear at opset 18: the int8 graphs with convolutions
+
+    enc, dec = ReferenceEvaluator(encoder, new_ops=OPS), ReferenceEvaluator(decoder, new_ops=OPS)
 
     def run(inputs: dict) -> dict:
         out = ort_run(enc, vae, "encoder", inputs)

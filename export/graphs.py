@@ -66,7 +66,10 @@ def _dynamic_shapes(vae: nn.Module, names) -> tuple[dict, ...]:
     return tuple(axes.get(name, {0: batch}) for name in names)
 
 
-def _to_onnx(module: nn.Module, args: tuple, input_names, output_names) -> onnx.ModelProto:
+def to_onnx(module: nn.Module, args: tuple, input_names, output_names, dynamic_shapes=None) -> onnx.ModelProto:
+    """One module's graph by the dynamo exporter; dynamic_shapes by input name (default: a Source wrapper's)."""
+    if dynamic_shapes is None:
+        dynamic_shapes = dict(zip(input_names, _dynamic_shapes(module.vae, input_names)))
     # its "torchvision is not installed" note
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
@@ -78,9 +81,19 @@ def _to_onnx(module: nn.Module, args: tuple, input_names, output_names) -> onnx.
         program = torch.onnx.export(
             module.eval(), args, dynamo=True, opset_version=OPSET, verbose=False, optimize=True,
             input_names=list(input_names), output_names=list(output_names), external_data=False,
-            dynamic_shapes=({"inputs": _dynamic_shapes(module.vae, input_names)}),
+            dynamic_shapes=_as_args(module, dynamic_shapes, input_names),
         )
     return program.model_proto
+
+
+def _as_args(module: nn.Module, shapes: dict, input_names) -> dict | tuple:
+    """dynamic_shapes in the form torch.export wants for the module's forward signature."""
+    import inspect
+
+    params = list(inspect.signature(module.forward).parameters.values())
+    if params and params[0].kind is inspect.Parameter.VAR_POSITIONAL:  # forward(*inputs)
+        return {params[0].name: tuple(shapes.get(n) for n in input_names)}
+    return {p.name: shapes.get(n) for p, n in zip(params, input_names)}
 
 
 def example_inputs(vae: nn.Module, role: str, n: int = _EXAMPLE_BATCH) -> tuple[torch.Tensor, ...]:
@@ -95,7 +108,7 @@ def export_graphs(vae: nn.Module) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     protos = []
     for role, wrapper in (("encoder", EncoderGraph), ("decoder", DecoderGraph)):
         names = S.signature(role, vae.kind, vae.conditional)
-        protos.append(_to_onnx(wrapper(vae), example_inputs(vae, role), *names))
+        protos.append(to_onnx(wrapper(vae), example_inputs(vae, role), *names))
     return protos[0], protos[1]
 
 

@@ -13,23 +13,32 @@
 
 The runtime's own commands (sample ... info) need only numpy, onnxruntime and Pillow; the stages in
 STAGES are imported on demand, and without torch they print the install command instead of a traceback.
-Bad input exits with status 2 and one line on stderr, never a traceback.
+
+Exit status, for every command: 0 done; 2 bad input or usage (one line on stderr, never a traceback);
+1 a check failed (an export gate, `verify`, a parity bound); 130 interrupted (Ctrl-C), one line.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ._images import save_grid
+from ._images import MAX_IMAGE_PIXELS, save_grid
 from ._latent import METHODS
 from ._model import load
-from .errors import EdgeVAEError
+from .errors import EdgeVAEError, argument_parser, one_line
 from .noise import standard_normal
+
+MAX_DIMS = 64  # latent dimensions `traverse` sweeps in one grid
+_PADDING = 2  # make_grid's black border around and between images
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -47,7 +56,22 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _check_grid(model, n: int, nrow: int | None, scale: int) -> None:
+    """Refuse, before any work, a grid of n images that save_grid would refuse (make_grid's layout, its limit)."""
+    _, h, w = model.image_shape
+    n, scale = max(n, 1), max(scale, 1)  # bad counts are the model's to refuse, with their own message
+    cols = min(max(nrow, 1), n) if nrow is not None else math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    pixels = (rows * (h + _PADDING) + _PADDING) * (cols * (w + _PADDING) + _PADDING) * scale * scale
+    if pixels > MAX_IMAGE_PIXELS:
+        raise EdgeVAEError(f"the grid of {n:,} images ({rows:,} x {cols:,}, scale {scale}) would have {pixels:,} "
+                           f"pixels, more than {MAX_IMAGE_PIXELS:,}; use fewer images, a smaller --scale or --nrow")
+
+
 def _sample(args, model) -> str:
+    if args.nrow is not None and args.nrow > max(args.n, 1):
+        raise EdgeVAEError(f"--nrow {args.nrow} is more than the {args.n} images")
+    _check_grid(model, args.n, args.nrow, args.scale)
     images = model.sample(args.n, seed=args.seed, temperature=args.temperature, labels=_label(args, model))
     path = save_grid(images, args.out, nrow=args.nrow, scale=args.scale, background=args.background)
     return f"wrote {path} ({args.n} samples, seed {args.seed}, temperature {args.temperature}"
@@ -73,6 +97,7 @@ def _encode(args, model) -> str:
 
 
 def _reconstruct(args, model) -> str:
+    _check_grid(model, 2 * len(args.images), len(args.images), args.scale)
     x = _images(args.images, model)
     recon = model.reconstruct(x, sampled=args.sampled, seed=args.seed if args.sampled else None,
                               labels=_label(args, model))
@@ -83,10 +108,26 @@ def _reconstruct(args, model) -> str:
 def _images(paths, model) -> np.ndarray:
     """The files as the model's input, prepared as its spec says; what was done is said on stderr."""
     notes: list[str] = []
-    x = model.load_images(paths, notes=notes)
+    with _decoders_quiet():
+        x = model.load_images(paths, notes=notes)
     for line in notes:
         print(f"note: {line} (the model's preprocessing: {_describe(model.preprocessing)})", file=sys.stderr)
     return x
+
+
+@contextlib.contextmanager
+def _decoders_quiet():
+    """Image decoders in C (libtiff) print about damaged files on stderr themselves; while they run, stderr goes
+    to /dev/null: the file then loads, or is refused in one line, either way."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _describe(pre: dict) -> str:
@@ -114,6 +155,7 @@ def _endpoint(text: str, model):
 
 
 def _interpolate(args, model) -> str:
+    _check_grid(model, args.steps, args.steps, args.scale)
     images = model.interpolate(_endpoint(args.a, model), _endpoint(args.b, model), args.steps, args.method,
                                labels=_label(args, model))
     path = save_grid(images, args.out, nrow=args.steps, scale=args.scale, background=args.background)
@@ -122,15 +164,40 @@ def _interpolate(args, model) -> str:
 
 def _traverse(args, model) -> str:
     dims = range(min(model.latent_dim, 8)) if args.dims is None else args.dims
+    if len(dims) > MAX_DIMS:
+        raise EdgeVAEError(f"--dims lists {len(dims)} dimensions; at most {MAX_DIMS} per grid")
+    _check_grid(model, len(dims) * max(args.steps, 1), max(args.steps, 1), args.scale)
     rows = [model.traverse(d, steps=args.steps, span=args.span, labels=_label(args, model)) for d in dims]
     path = save_grid(np.concatenate(rows), args.out, nrow=args.steps, scale=args.scale, background=args.background)
     return f"wrote {path} (dims {', '.join(map(str, dims))}, {args.steps} steps in [-{args.span}, {args.span}])"
 
 
 def _manifold(args, model) -> str:
+    _check_grid(model, args.steps * args.steps, args.steps, args.scale)
     images = model.manifold(args.steps, labels=_label(args, model))
     path = save_grid(images, args.out, nrow=args.steps, scale=args.scale, background=args.background)
     return f"wrote {path} ({args.steps}x{args.steps} normal quantiles of the 2-D latent)"
+
+
+def _fmt(value, spec: str = "") -> str:
+    """A spec's informational value for `info`: a number formatted, anything else shown short, never an error."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return format(value, spec)
+        except (TypeError, ValueError):
+            pass
+    text = "?" if value is None else one_line(value if isinstance(value, str) else json.dumps(value))
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value, limit: int = 20) -> str:
+    items = value if isinstance(value, list) else [value]
+    shown = ", ".join(_fmt(v) for v in items[:limit])
+    return shown + (f", ... ({len(items):,} in all)" if len(items) > limit else "")
 
 
 def _info(args, model) -> str:
@@ -138,62 +205,70 @@ def _info(args, model) -> str:
     if args.json:
         return json.dumps(model.specs, indent=2, sort_keys=True)
     c, h, w = model.image_shape
-    training, parity = spec["training"], spec["parity"]
-    elbo = parity.get("elbo", {})
+    training, parity = _dict(spec["training"]), _dict(spec["parity"])
+    elbo = _dict(parity.get("elbo"))
+    diffs = _dict(parity.get("max_abs_diff"))
     lines = [
         f"export      {model.path}",
-        f"model       {spec['model']} ({spec.get('arch', spec.get('source', {}).get('kind', '?'))}), "
-        f"likelihood {spec['likelihood'] or 'not recorded (imported)'}",
-        f"image       {c}x{h}x{w}, pixels in {spec['pixel_range']}"
-        + (f" (the model's own range {spec['native_range']} is folded into the graphs)"
+        f"model       {spec['model']} ({_fmt(spec.get('arch') or _dict(spec.get('source')).get('kind'))}), "
+        f"likelihood {_fmt(spec['likelihood']) if spec['likelihood'] else 'not recorded (imported)'}",
+        f"image       {c}x{h}x{w} ({model.image_mode}), pixels in [0, 1]"
+        + (f" (the model's own range {_fmt(spec['native_range'])} is folded into the graphs)"
            if spec.get("native_range", [0.0, 1.0]) != [0.0, 1.0] else ""),
         f"latent      {'x'.join(map(str, model.latent_shape))}"
         + ("" if len(model.latent_shape) == 1 else f" (spatial, {model.latent_dim} values)")
         + ("" if model.prior else "; no prior: sample is refused, encode/decode work")
-        + (f"; tileable, {spec['latent_scale']} px per latent cell" if spec.get("tileable") else ""),
-        f"classes     {', '.join(spec['classes']) if spec['classes'] else 'none (unconditional)'}",
-        f"trained on  {training.get('dataset')}, {training.get('epochs')} epochs, "
-        f"test -ELBO {training.get('test_neg_elbo'):.3f} nats/image" if training else
-        f"imported    {_source_line(spec)}",
-        f"parity      max |onnxruntime - torch| at batch {', '.join(map(str, parity.get('batch_sizes', [])))}: "
-        + ", ".join(f"{k} {v:.1e}" for k, v in parity.get("max_abs_diff", {}).items())
-        + f" (bound {parity.get('tolerance')})",
-        f"ELBO parity -ELBO on {elbo.get('images')} test images, fixed eps: torch {elbo['neg_elbo_torch']:.4f}, "
-        f"onnxruntime {elbo['neg_elbo_onnx']:.4f} nats/image" if elbo.get("neg_elbo_onnx") is not None else
-        f"ELBO parity {elbo.get('note', 'not recorded')}",
-        _diagnostics(spec.get("diagnostics")),
+        + (f"; tileable, {spec['latent_scale']} px per latent cell" if spec.get("tileable") else "")
+        + "".join(f"; tiled {role} of {len(spec[f'tiled_{role}']['units'])} units (exact)"
+                  for role in ("decoder", "encoder") if spec.get(f"tiled_{role}")),
+        f"classes     {_list(spec['classes']) if spec['classes'] else 'none (unconditional)'}",
+        f"trained on  {_fmt(training.get('dataset'))}, {_fmt(training.get('epochs'))} epochs, "
+        f"test -ELBO {_fmt(training.get('test_neg_elbo'), '.3f')} nats/image" if training else
+        f"imported    {one_line(_source_line(spec))}",
+        f"parity      max |onnxruntime - torch| at batch {_list(parity.get('batch_sizes'))}: "
+        + ", ".join(f"{_fmt(k)} {_fmt(v, '.1e')}" for k, v in list(diffs.items())[:8])
+        + f" (bound {_fmt(parity.get('tolerance'))})",
+        f"ELBO parity -ELBO on {_fmt(elbo.get('images'))} test images, fixed eps: torch "
+        f"{_fmt(elbo.get('neg_elbo_torch'), '.4f')}, onnxruntime {_fmt(elbo.get('neg_elbo_onnx'), '.4f')} nats/image"
+        if elbo.get("neg_elbo_onnx") is not None else f"ELBO parity {_fmt(elbo.get('note', 'not recorded'))}",
+        _diagnostics(_dict(spec.get("diagnostics"))),
         f"noise       {spec['noise']['algorithm']} v{spec['noise']['version']}",
         f"pair_id     {spec['pair_id']}",
+        f"manifest    sha256 {model.manifest_sha256} (pin it: --expect, or load(..., expect_sha256=...))",
     ]
     for variant, entry in model.manifest["variants"].items():
         sizes = " + ".join(f"{entry[r]} {model.manifest['files'][entry[r]]['bytes']:,} B"
                            for r in ("encoder", "decoder"))
-        quality = _variant_quality(entry.get("quality"))
+        quality = _variant_quality(_dict(entry.get("quality")))
         lines.append(f"variant     {variant}{' (loaded)' if variant == model.variant else ''}: {sizes}{quality}")
     for role, role_spec in model.specs.items():
-        lines.append(f"ops         {role}: {', '.join(role_spec['ops'])}")
+        lines.append(f"ops         {role}: {_list(role_spec['ops'], 64)}")
     return "\n".join(lines)
 
 
-def _diagnostics(d: dict | None) -> str:
+def _diagnostics(d: dict) -> str:
     """The latent check training stored (spec "diagnostics"): active units, KL, z's scale, any warning."""
     if not d:
         return "latent use  no diagnostics recorded"
-    verdict = "COLLAPSED: " if d.get("collapsed") else ""
-    return (f"latent use  {verdict}{d['active_units']} of {d['latent_dim']} units active, KL {d['kl']:.2f} nats/image, "
-            f"z rms {d['latent_rms']:.2f} on {d['images']} validation images"
-            + (f"; {d['note']}" if d.get("collapsed") or d.get("far_from_prior") else ""))
+    verdict = "COLLAPSED: " if d.get("collapsed") is True else ""
+    return (f"latent use  {verdict}{_fmt(d.get('active_units'))} of {_fmt(d.get('latent_dim'))} units active, "
+            f"KL {_fmt(d.get('kl'), '.2f')} nats/image, z rms {_fmt(d.get('latent_rms'), '.2f')} on "
+            f"{_fmt(d.get('images'))} validation images"
+            + (f"; {_fmt(d.get('note'))}" if d.get("collapsed") is True or d.get("far_from_prior") is True else ""))
 
 
-def _variant_quality(q: dict | None) -> str:
+def _variant_quality(q: dict) -> str:
     """A variant's measured quality: PSNR of x_hat against the source, the -ELBO change, the verdict."""
     if not q:
         return ""
     if "checks" not in q:  # written before the bounds table (0.1 exports)
-        return f"; PSNR {q['psnr_db']:.1f} dB"
-    parts = [f"{c['check']} {c['metric']} {c['measured']:.3g}" for c in q["checks"]
-             if c["check"] in ("x_hat", "-ELBO vs torch")]
-    return "; " + ", ".join(parts) + ("" if q["passed"] else " (OUTSIDE its bounds)")
+        return f"; PSNR {_fmt(q.get('psnr_db'), '.1f')} dB" + (
+            f", -ELBO {_fmt(q.get('neg_elbo'), '.3f')} vs fp32 {_fmt(q.get('neg_elbo_fp32'), '.3f')}"
+            if q.get("neg_elbo") is not None else "")
+    checks = [_dict(c) for c in q["checks"]] if isinstance(q["checks"], list) else []
+    parts = [f"{_fmt(c.get('check'))} {_fmt(c.get('metric'))} {_fmt(c.get('measured'), '.3g')}" for c in checks
+             if c.get("check") in ("x_hat", "-ELBO vs torch")]
+    return "; " + ", ".join(parts[:8]) + ("" if q.get("passed") is not False else " (OUTSIDE its bounds)")
 
 
 def _source_line(spec: dict) -> str:
@@ -212,6 +287,14 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _out_path(text: str) -> str:
+    if not text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"must be a file path, got {text!r}")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file path")
+    return text
 
 
 # Stages that need the train extra: command -> (module whose main(argv) runs it, argv prefix, what it does).
@@ -242,7 +325,7 @@ def _stage(command: str, argv: list[str]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgevae", description="Train, export and run VAEs as two ONNX graphs. "
+    parser = argument_parser(prog="edgevae", description="Train, export and run VAEs as two ONNX graphs. "
                                      "`edgevae COMMAND --help` for one command's flags.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, _, help_text) in STAGES.items():  # listed for --help; main() hands them on before parsing
@@ -253,8 +336,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("export_dir", help="directory written by `edgevae export`")
         p.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default: cores)")
         p.add_argument("--variant", default="fp32", help="fp32 (default), int8 or fp16, if the export has it")
+        p.add_argument("--expect", default=None, metavar="SHA256",
+                       help="refuse any export whose manifest.json does not have this sha256 (`info` prints it)")
         if out:
-            p.add_argument("--out", default=out, help=f"output path (default {out})")
+            p.add_argument("--out", type=_out_path, default=out, help=f"output path (default {out})")
         if seed:
             p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
             p.add_argument("--temperature", type=float, default=1.0, help="scale of eps (default 1.0)")
@@ -267,8 +352,12 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--label", default=None, help="conditional models: the class, by name or index")
             p.add_argument("--tile", type=_positive, default=None,
                            help="tileable exports: decode/encode tile x tile latent cells at a time (less memory)")
-            p.add_argument("--overlap", type=int, default=None, help="with --tile: overlap of tiles in latent "
-                                                                      "cells, blended (default tile // 4)")
+            p.add_argument("--overlap", type=int, default=None,
+                           help="with --tile: overlap of blended tiles in latent cells (default tile // 4); an "
+                                "export with a tiled decoder and encoder (diffusers) tiles exactly, without it")
+            p.add_argument("--low-memory", action="store_true",
+                           help="with --tile and a tiled decoder/encoder: hold one unit's weights at a time "
+                                "(sessions built as each unit runs; slower)")
         p.set_defaults(run=run)
         return p
 
@@ -309,20 +398,47 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Run one command; whatever happens, the process ends with one line on stderr and the documented status."""
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `edgevae info | head -1`: the reader left; say nothing more
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 1
+    except MemoryError:
+        print("error: out of memory", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - the last line of defence: never a traceback
+        if os.environ.get("EDGEVAE_DEBUG"):
+            raise
+        print(f"error: unexpected {type(e).__name__}: {one_line(e)} (EDGEVAE_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] in STAGES:
         return _stage(argv[0], argv[1:])
     args = _parser().parse_args(argv)
+    # Pillow warns about damaged files (TIFF tags, EXIF, its own size limit) before the file is read or
+    # refused; here that is said in one line either way.
+    warnings.filterwarnings("ignore", module="PIL")
     start = time.perf_counter()
     try:
-        model = load(args.export_dir, threads=args.threads, variant=args.variant, tile=getattr(args, "tile", None),
-                     overlap=getattr(args, "overlap", None))
+        model = load(args.export_dir, threads=args.threads, variant=args.variant, expect_sha256=args.expect,
+                     tile=getattr(args, "tile", None), overlap=getattr(args, "overlap", None),
+                     low_memory=getattr(args, "low_memory", False))
         message = args.run(args, model)
-    except EdgeVAEError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (EdgeVAEError, ValueError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        print(f"error: {one_line(e.filename or '')}: {one_line(e.strerror or e)}", file=sys.stderr)
         return 2
     if args.command == "sample":
         message += f", {(time.perf_counter() - start) * 1000:.0f} ms)"

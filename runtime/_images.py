@@ -20,6 +20,7 @@ import math
 import os
 import re
 import stat
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,7 +140,10 @@ def open_image(path):
         return EdgeVAEError(f"{path}: {size} pixels is more than the {MAX_IMAGE_PIXELS:,}-pixel limit for an "
                             f"image file")
 
-    with _open_regular(path) as f:
+    with _open_regular(path) as f, warnings.catch_warnings():
+        # Pillow warns about damaged metadata (TIFF tags, EXIF) it skips; the image either decodes or is
+        # refused in one line below, so its warnings are noise on an app's stderr
+        warnings.simplefilter("ignore")
         try:
             image = Image.open(f)
             width, height = image.size
@@ -323,7 +327,7 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = No
 
     RGBA images keep their transparency unless `background` ("checkerboard" or a colour) is given.
     """
-    from PIL import Image
+    from ._png import write_png  # zlib: no Pillow import for writing (bench/cold_start.py)
 
     scale = check_int(scale, "scale", 1, 64)
     grid = make_grid(images, nrow, background=background)
@@ -333,9 +337,8 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = No
     if scale > 1:
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     path = Path(path)
-    image = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)  # "L", "RGB" or "RGBA"
     try:
-        image.save(path, format="PNG")
+        write_png(path, grid)  # "L", "RGB" or "RGBA" by the channel count
     except (OSError, ValueError) as e:
         raise EdgeVAEError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}") from None
     return path

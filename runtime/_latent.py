@@ -1,8 +1,6 @@
 """Paths through latent space: lerp and slerp between two points, one-dimension traversals, the 2-D manifold grid."""
 from __future__ import annotations
 
-from statistics import NormalDist
-
 import numpy as np
 
 from .errors import EdgeVAEError, check_int
@@ -49,6 +47,8 @@ def manifold(steps: int, low: float = 0.05, high: float = 0.95) -> np.ndarray:
     running from high to low so that "up" in the picture is +z2.
     """
     steps = check_int(steps, "manifold: steps", 2, 100)
+    from statistics import NormalDist  # imported here: only the manifold needs it
+
     q = np.array([NormalDist().inv_cdf(p) for p in np.linspace(low, high, int(steps))])
     z2, z1 = np.meshgrid(q[::-1], q, indexing="ij")  # (steps, steps): rows = z2 descending, cols = z1
     return np.stack([z1.ravel(), z2.ravel()], axis=1).astype(np.float32)

@@ -1,19 +1,36 @@
 """Tiled decoding and encoding for tileable exports (spec `tileable`: the graphs' h and w are dynamic).
 
-    x = model.decode(z, tile=16, overlap=4)     # 16x16-cell latent tiles overlapping by 4 cells
+    x = model.decode(z, tile=16)                # 16x16-cell latent tiles
     enc = model.encode(x, tile=16, seed=0)      # the same for the encoder, in latent cells too
 
 A convolutional decoder's activations grow with the image: Stable Diffusion's VAE decoding a 64x64x4
-latent holds several 128-channel 512x512 float32 tensors at once. Decoding overlapping tiles one at a
-time bounds that to one tile's activations. Tiles overlap by at least `overlap` latent cells and are blended with
-weights that ramp across the overlap (a partition of unity after normalisation): inside a tile the
-weight is 1; towards an edge shared with a neighbour it falls to near 0, so each pixel near a seam is
-mostly taken from the tile where it lies deepest. Without overlap the seams show: each tile's border
-sees zero padding where the whole image had content, and GroupNorm and attention see only the tile.
-With overlap the result approaches the untiled one (bench/tiled.py measures it) but is not equal to it.
+latent holds several 128-channel 512x512 float32 tensors at once. Decoding tiles bounds that to one
+tile's activations. Two ways, chosen by the export:
 
-Encoding tiles blends mu and logvar the same way (latent cells, ramps over the overlap) and then forms
-z = mu + exp(0.5 * logvar) * eps in numpy, so the contract's relation holds for what is returned.
+- Exact: an export with a tiled decoder and encoder (spec `tiled_decoder`, `tiled_encoder`, files
+  decoder.tiled.NN.onnx, encoder.tiled.NN.onnx; diffusers' AutoencoderKL gets them, export/tiled.py)
+  runs them (runtime/_units.py). Each network is cut into units; the part at latent resolution with the
+  attention (the decoder's conv_in and mid block, the encoder's mid block to z) runs on the whole latent,
+  and every other unit (a resnet block, with its upsampler or downsampler) runs tile by tile on the
+  previous unit's output, stored whole. Every tile carries the unit's halo (its receptive field, a few
+  pixels), so its core is exact, and every GroupNorm is given the whole image's statistics: from the
+  stored input, or gathered over all tiles' cores in an extra pass. The result is the whole decode
+  (encode) up to float32 rounding; `overlap` is not used (halos come from the graphs). Why not per-tile
+  or iterated statistics: with each tile normalising by its own statistics, or with all norms'
+  statistics re-estimated together pass after pass (tiles in lockstep), a deep decoder amplifies the
+  error instead of converging, and a tile needs a halo as wide as the whole decoder's receptive field
+  (~12 latent cells for SD's VAE) — docs/design.md "Exact tiled decoding".
+- Blended (here): other tileable exports decode overlapping tiles of decoder.onnx one at a time and
+  blend them. Tiles overlap by at least `overlap` latent cells (default tile // 4) and are blended with
+  weights that ramp across the overlap (a partition of unity after normalisation): inside a tile the
+  weight is 1; towards an edge shared with a neighbour it falls to near 0, so each pixel near a seam is
+  mostly taken from the tile where it lies deepest. Without overlap the seams show: each tile's border
+  sees zero padding where the whole image had content, and GroupNorm and attention see only the tile.
+  With overlap the result approaches the untiled one but is not equal to it.
+
+Blended encoding (exports without a tiled encoder): mu and logvar are blended the same way (latent cells,
+ramps over the overlap) and z = mu + exp(0.5 * logvar) * eps is formed in numpy, so the contract's relation
+holds for what is returned; like blended decoding it is close to, not equal to, the whole encode.
 """
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ def test_spatial_latents_through_every_runtime_call(spatial_export):
 def test_verify_cli_on_an_imported_module(spatial_export):
     r = run_cli("verify", "--module", f"{USER}:spatial", "--image-shape", "3,32,32", str(spatial_export[0]))
     assert r.returncode == 0, r.stderr
-    assert "tiled vs whole decode" in r.stdout and "checks within bounds" in r.stdout
+    assert "blended tiles vs whole decode" in r.stdout and "checks within bounds" in r.stdout
     # a different model (other weights) is caught
     r = run_cli("verify", "--module", f"{USER}:SpatialVAE", "--image-shape", "3,32,32", "--batch-sizes", "1",
                 str(spatial_export[0]))

@@ -59,7 +59,7 @@ def test_idx_rejects_wrong_magic_and_truncation(tmp_path):
         read_idx(bad)
     short = tmp_path / "short"
     short.write_bytes(_idx_bytes(np.zeros((4, 3, 3)))[:-5])
-    with pytest.raises(ValueError, match="does not match its header"):
+    with pytest.raises(ValueError, match="truncated: 31 of the 36 bytes its header declares"):
         read_idx(short)
 
 

@@ -1,6 +1,8 @@
 """The graph contract of docs/design.md, checked with onnx and plain onnxruntime (not through the runtime)."""
 import hashlib
 import json
+import os
+import shutil
 
 import numpy as np
 import onnx
@@ -108,12 +110,72 @@ def test_existing_destination_needs_force_and_force_replaces_only_an_export(run_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e2", "exp"]  # no temporary directories left behind
 
 
-def test_stale_temp_directory_of_a_killed_export_is_cleared(run_dir, tmp_path):
-    stale = tmp_path / ".exp.tmp-abc123"  # what a SIGKILL mid-write leaves
-    stale.mkdir()
-    (stale / "encoder.onnx").write_bytes(b"half")
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid  # reaped: no process has this pid now (short of a reuse within microseconds)
+
+
+def test_stale_temp_directory_of_a_killed_export_is_cleared_and_nothing_else(run_dir, tmp_path):
+    import socket
+
+    from edgevae.export import destination
+
+    def leftover(name: str, pid: int | None, host: str | None = None):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "encoder.onnx").write_bytes(b"half")  # what a SIGKILL mid-write leaves
+        if pid is not None:
+            (d / destination.LOCK).write_text(f"{host or socket.gethostname()} {pid}\n")
+        return d
+
+    leftover(f".exp.tmp-{_dead_pid()}-0a1b", _dead_pid())  # killed: removed
+    kept = [leftover(".exp.tmp-1-live", os.getppid()),  # an export in progress in a live process
+            leftover(".exp.tmp-no-lock", None),  # not provably ours
+            leftover(".exp.tmp-other-host", _dead_pid(), host="another-host"),  # a shared disk: not ours to judge
+            leftover(".other.tmp-1-x", _dead_pid())]  # another export's name
     export(run_dir, tmp_path / "exp", log=lambda *_: None)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["exp", *(k.name for k in kept)])
+
+
+def test_out_names_are_literal_not_globs(run_dir, tmp_path):
+    """--out 'dir/*' exports to a directory named '*', and clears nothing but its own leftovers."""
+    import socket
+
+    from edgevae.export import destination
+
+    other = tmp_path / ".X.tmp-1-2"  # what `.*.tmp-*` would have matched
+    other.mkdir()
+    (other / destination.LOCK).write_text(f"{socket.gethostname()} {_dead_pid()}\n")
+    out = export(run_dir, tmp_path / "*", log=lambda *_: None)
+    assert out.name == "*" and (out / S.MANIFEST).is_file() and other.is_dir()
+
+
+def test_force_replaces_only_exactly_an_export(run_dir, export_dir, tmp_path):
+    site = tmp_path / "site"  # a user's web app that happens to hold a manifest.json
+    (site / "src").mkdir(parents=True)
+    (site / "index.html").write_text("<html>")
+    (site / "src" / "app.js").write_text("app()")
+    (site / S.MANIFEST).write_text(json.dumps({"name": "my-app", "files": {}}))
+    with pytest.raises(ExportError, match="replaces only an earlier export"):
+        export(run_dir, site, force=True, log=lambda *_: None)
+    assert (site / "index.html").read_text() == "<html>" and (site / "src" / "app.js").read_text() == "app()"
+    extra = shutil.copytree(export_dir, tmp_path / "extra")  # an export plus one file of the user's
+    (extra / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="replaces only an earlier export"):
+        export(run_dir, extra, force=True, log=lambda *_: None)
+    assert (extra / "notes.txt").read_text() == "mine"
+    link = tmp_path / "link"
+    link.symlink_to(shutil.copytree(export_dir, tmp_path / "target"))
+    with pytest.raises(ExportError, match="symbolic link"):
+        export(run_dir, link, force=True, log=lambda *_: None)
+    exact = shutil.copytree(export_dir, tmp_path / "exact")
+    export(run_dir, exact, force=True, log=lambda *_: None)  # exactly an export: replaced
+    assert json.loads((exact / S.MANIFEST).read_text())["pair_id"] != \
+        json.loads((export_dir / S.MANIFEST).read_text())["pair_id"]
 
 
 def test_not_a_run_directory(tmp_path):

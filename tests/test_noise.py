@@ -98,13 +98,21 @@ def test_bad_seed_is_refused(seed):
 
 
 def test_small_and_large_paths_agree():
-    """Up to 16 blocks Philox runs on Python ints, beyond on numpy arrays: same words, same normals."""
-    from edgevae.noise import _SMALL, _philox_block
+    """A few blocks run on Python scalars (Philox in 64-bit lanes of one int), more on numpy arrays in
+    chunks: the same words and the same normals, bit for bit, at every length and across chunk edges."""
+    from edgevae.noise import _CHUNK, _SMALL, _bulk, _small
 
     rng = np.random.default_rng(0)
-    for block, key in [(0, (0, 0)), (2**32 + 5, (1, 2)), *((int(b), tuple(map(int, k))) for b, k in
-                        zip(rng.integers(0, 2**63, 20), rng.integers(0, 2**32, (20, 2))))]:
-        counter = np.array([[block & 0xFFFFFFFF, block >> 32, 0, 0]], dtype=np.uint32)
-        assert _philox_block(block, key) == tuple(philox4x32(counter, key)[0])
-    large = standard_normal(99, (4 * _SMALL + 8,))  # numpy path
-    assert np.array_equal(standard_normal(99, (4 * _SMALL,)), large[:4 * _SMALL])  # Python-int path
+    keys = [(0, 0), (0xFFFFFFFF, 0xFFFFFFFF), *(tuple(map(int, k)) for k in rng.integers(0, 2**32, (6, 2)))]
+    for key in keys:
+        for count in range(4 * _SMALL + 1):
+            assert _small(count, key).view(np.uint32).tolist() == _bulk(count, key).view(np.uint32).tolist()
+        seed = key[0] + (key[1] << 32)
+        big = standard_normal(seed, (4 * _CHUNK + 9,))  # two chunks, the second partial
+        assert np.array_equal(standard_normal(seed, (4 * _SMALL,)), big[:4 * _SMALL])  # Python-scalar path
+        assert np.array_equal(standard_normal(seed, (4 * _CHUNK - 1,)), big[:4 * _CHUNK - 1])  # one chunk
+        counter = np.zeros((_CHUNK + 3, 4), np.uint32)
+        counter[:, 0] = np.arange(_CHUNK + 3)
+        words = philox4x32(counter, key)  # the standalone function: same words as the scalar transcription
+        for b in (0, 1, _CHUNK - 1, _CHUNK, _CHUNK + 2):
+            assert tuple(words[b]) == _scalar_philox((b, 0, 0, 0), key)

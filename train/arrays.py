@@ -13,16 +13,21 @@ used as they are; floats must lie in [0, 1] and are scaled to 0..255; other inte
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import files
 from .dataset import Dataset
 
 SUFFIXES = (".npz", ".npy")
 CHANNEL_COUNTS = (1, 3, 4)  # L, RGB, RGBA
 MAX_PIXEL = 255
+MAX_MEMBERS = 64  # arrays in one .npz
+MAX_HEADER = 4096  # bytes of an .npy header
 
 
 def images_from_array(a: np.ndarray, source: str) -> torch.Tensor:
@@ -56,19 +61,56 @@ def labels_from_array(y: np.ndarray | None, n: int, source: str) -> torch.Tensor
         y = y[:, 0]
     if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer) or (n and y.min() < 0):
         raise ValueError(f"{source}: labels must be non-negative integers of shape ({n},), got {y.dtype} {y.shape}")
+    files.check_labels(y, source)
     return torch.from_numpy(y.astype(np.int64))
+
+
+def read_npy(f, source: str) -> np.ndarray:
+    """One .npy array from a stream: its header (format 1 or 2, a numeric or string dtype, the bytes its
+    shape needs) checked before anything is allocated, then exactly that many bytes read."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"{source}: .npy format version {version} is not supported (1.0 or 2.0)")
+    read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    shape, fortran, dtype = read_header(f, max_header_size=MAX_HEADER)
+    if dtype.hasobject or dtype.kind not in "biufUS" or dtype.fields is not None or dtype.subdtype is not None:
+        raise ValueError(f"{source}: dtype {dtype} is not a plain number or string type")
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    files.check_size(nbytes, source, f"its header (shape {shape}, {dtype})")
+    data = files.read_exact(f, nbytes, source).view(dtype)
+    return data.reshape(shape[::-1]).T if fortran else data.reshape(shape)
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npy (as "x") or .npz file, every header checked before its data is read."""
+    with files.open_regular(path) as f:
+        if path.suffix == ".npy":
+            return {"x": read_npy(f, str(path))}
+        with zipfile.ZipFile(f) as z:
+            members = [m for m in z.infolist() if m.filename.endswith(".npy")]
+            names = [m.filename[:-4] for m in members]
+            if len(members) > MAX_MEMBERS or len(set(names)) != len(names):
+                raise ValueError(f"{path}: {len(members)} arrays (at most {MAX_MEMBERS}, each name once)")
+            arrays = {}
+            for name, member in zip(names, members):
+                with z.open(member) as stream:
+                    arrays[name] = read_npy(stream, f"{path}[{name}]")
+            return arrays
 
 
 def load_arrays(path: Path) -> Dataset:
     """A Dataset from an .npz or .npy file; an empty test set when the file has none."""
     try:
-        if path.suffix == ".npy":
-            arrays = {"x": np.load(path, allow_pickle=False)}
-        else:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable {path.suffix} file ({str(e).splitlines()[0]})") from None
+        arrays = _read_arrays(path)
+    except ValueError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a readable {path.suffix} file ({(str(e).splitlines() or [''])[0]})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError,
+            RuntimeError) as e:  # RuntimeError: an encrypted member; NotImplementedError: an unknown compression
+        raise ValueError(f"{path}: not a readable {path.suffix} file "
+                         f"({(str(e).splitlines() or [type(e).__name__])[0]})") from None
     if "x_train" in arrays:
         train, test = ("x_train", "y_train"), ("x_test", "y_test")
     elif "x" in arrays:
@@ -91,8 +133,11 @@ def load_arrays(path: Path) -> Dataset:
     if test_part and test_x.shape[1:] != train_x.shape[1:]:
         raise ValueError(f"{path}: test images {tuple(test_x.shape[1:])} differ from the training images "
                          f"{tuple(train_x.shape[1:])}")
-    n_classes = int(max(train_y.max(), test_y.max() if len(test_y) else 0)) + 1 if len(train_y) else 1
+    n_classes = max(files.check_labels(y.numpy(), str(path)) for y in (train_y, test_y))
     names = arrays.get("classes")
+    if names is not None and (names.ndim != 1 or len(names) > files.MAX_CLASSES or names.dtype.itemsize > 4096):
+        raise ValueError(f"{path}[classes]: must be a list of at most {files.MAX_CLASSES} names, got {names.dtype} "
+                         f"{names.shape}")
     classes = tuple(str(c) for c in names) if names is not None else tuple(str(i) for i in range(n_classes))
     if len(classes) < n_classes:
         raise ValueError(f"{path}: {len(classes)} class names for labels up to {n_classes - 1}")

@@ -37,8 +37,11 @@ def load(path: Path) -> dict:
         raise FileNotFoundError(f"{path}: no checkpoint to resume from (train without --resume first)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
-        raise ValueError(f"{path}: not a readable EdgeVAE checkpoint ({str(e).splitlines()[0]})") from None
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path}: not a readable EdgeVAE checkpoint (torch.load(weights_only=True) refuses it: it "
+                         f"holds objects other than tensors and plain data, which would run code)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: not a readable EdgeVAE checkpoint ({(str(e).splitlines() or [''])[0]})") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path}: not a readable EdgeVAE checkpoint (holds a {type(ckpt).__name__}, not a dict)")
     return ckpt
@@ -62,7 +65,11 @@ def load_run(run_dir: str | Path, which: str = "auto"):
     ckpt = load(path)
     try:
         config = TrainConfig.from_dict(ckpt["config"])
-        model = build(config, tuple(ckpt["image_shape"]), num_classes=len(ckpt["classes"]))
+        shape, classes = tuple(ckpt["image_shape"]), ckpt["classes"]
+        if shape[0] not in (1, 3, 4) or shape[1:] != tuple(config.image_hw) \
+                or not 1 <= len(classes) <= 1 << 16:
+            raise ValueError(f"image_shape {shape} and {len(classes)} classes do not fit its config")
+        model = build(config, shape, num_classes=len(classes))
         model.load_state_dict(ckpt["model"])
     except (KeyError, RuntimeError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: not a readable EdgeVAE checkpoint ({str(e).splitlines()[0]})") from None

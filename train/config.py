@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass, field
 
 from edgevae._images import parse_colour
+from edgevae.errors import argument_parser, one_line
 from edgevae.spec import MAX_SIDE
 
 
@@ -23,6 +24,14 @@ def arg(default, help: str, choices: tuple | None = None, summary: bool = False)
     Only such fields do: nothing local -- paths, devices -- leaves the machine inside a graph.
     """
     return field(default=default, metadata={"help": help, "choices": choices, "summary": summary})
+
+
+# Upper bounds of the size fields (a run holds its data and model in memory).
+UPPER = {"latent_dim": 1 << 16, "epochs": 1 << 20, "batch_size": 1 << 16, "num_train": 1 << 24, "num_test": 1 << 24,
+         "iwae_k": 1 << 12, "kl_warmup": 1 << 20, "limit": 1 << 31, "latent_channels": 1 << 12, "blocks": 64}
+MAX_LAYERS, MAX_WIDTH = 16, 1 << 14  # --hidden, --conv-channels and --widths
+MAX_FIRST_LAYER = 1 << 27  # weights of an MLP's first layer, 4 channels assumed (512 MiB of float32)
+MAX_GENERATED_PIXELS = 1 << 30  # 'shapes' images x pixels generated (1 GiB of uint8)
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,20 @@ class TrainConfig:
             raise ValueError(f"--binarize needs --likelihood bernoulli, got {self.likelihood}")
         if self.sigma and self.likelihood not in ("gaussian", "auto"):
             raise ValueError(f"--sigma needs --likelihood gaussian, got {self.likelihood}")
+        for name, high in UPPER.items():  # sizes a run can hold in memory; beyond them is a typo or an attack
+            if getattr(self, name) > high:
+                raise ValueError(f"--{_flag(name)} must be <= {high:,}, got {getattr(self, name):,}")
+        for name in ("hidden", "conv_channels", "widths"):
+            if len(getattr(self, name)) > MAX_LAYERS or max(getattr(self, name), default=0) > MAX_WIDTH:
+                raise ValueError(f"--{_flag(name)} must be at most {MAX_LAYERS} widths of at most {MAX_WIDTH:,}, "
+                                 f"got {getattr(self, name)}")
+        pixels = self.image_hw[0] * self.image_hw[1]
+        if 4 * pixels * (self.hidden[0] if self.arch == "mlp" else 1) > MAX_FIRST_LAYER:
+            raise ValueError(f"--image-size {self.image_size} with --hidden {self.hidden[0]} makes a first layer of "
+                             f"more than {MAX_FIRST_LAYER:,} weights; use --arch conv or a smaller size")
+        if (self.num_train + self.num_test) * pixels > MAX_GENERATED_PIXELS:
+            raise ValueError(f"--num-train + --num-test images of {self.image_size} are more than "
+                             f"{MAX_GENERATED_PIXELS:,} pixels to generate")
         if self.latent_channels and self.arch not in ("resnet", "auto"):
             raise ValueError(f"--latent-channels (a spatial latent) needs --arch resnet, got {self.arch}")
         if self.kl_warmup < -1:
@@ -234,7 +257,7 @@ def run_dir_main(argv: list[str] | None, prog: str, description: str, config_cls
     """
     import sys
 
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = argument_parser(prog=prog, description=description)
     parser.add_argument("run_dir", help="a run directory written by `edgevae train`")
     add_arguments(parser, config_cls)
     args = parser.parse_args(argv)
@@ -245,6 +268,12 @@ def run_dir_main(argv: list[str] | None, prog: str, description: str, config_cls
     try:
         action(args.run_dir, config)
     except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("error: out of memory", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0

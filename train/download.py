@@ -12,10 +12,10 @@ the files by hand.
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import http.client
+import io
 import os
 import sys
 import urllib.error
@@ -24,7 +24,13 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgevae.errors import argument_parser, one_line
+
+from .files import open_regular
+
 TIMEOUT = 30.0  # seconds per connection attempt / read
+MAX_DOWNLOAD = 64 << 20  # bytes of one .gz file (MNIST's largest is 9.9 MB)
+MAX_CONTENT = 128 << 20  # bytes it may decompress to (MNIST's largest IDX file is 47 MB)
 
 
 @dataclass(frozen=True)
@@ -59,16 +65,27 @@ class DownloadError(RuntimeError):
 
 
 def content_sha256(gz_bytes: bytes) -> str:
-    """sha256 of the decompressed bytes; raises ValueError if they are not gzip."""
+    """sha256 of the decompressed bytes, decompressed in pieces and at most MAX_CONTENT of them (a bomb stops
+    there); raises ValueError if they are not gzip."""
+    digest, total = hashlib.sha256(), 0
     try:
-        return hashlib.sha256(gzip.decompress(gz_bytes)).hexdigest()
-    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-        raise ValueError(f"not a gzip file ({e})") from None
+        with gzip.GzipFile(fileobj=io.BytesIO(gz_bytes)) as f:
+            while piece := f.read(1 << 20):
+                total += len(piece)
+                if total > MAX_CONTENT:
+                    raise ValueError(f"decompresses to more than {MAX_CONTENT:,} bytes, more than any known file")
+                digest.update(piece)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"not a gzip file ({e or type(e).__name__})") from None
+    return digest.hexdigest()
 
 
 def _get(url: str, timeout: float) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.read()
+        data = response.read(MAX_DOWNLOAD + 1)
+    if len(data) > MAX_DOWNLOAD:
+        raise ValueError(f"more than {MAX_DOWNLOAD:,} bytes, more than any known file")
+    return data
 
 
 def fetch_file(stem: str, digest: str, mirrors: tuple[str, ...], target: Path, log=print,
@@ -105,11 +122,12 @@ def fetch(name: str, root: str | os.PathLike, mirror: str = "", log=print, sourc
     mirrors = (mirror,) if mirror else source.mirrors
     for stem, digest in source.files.items():
         path = target / f"{stem}.gz"
-        if path.exists():
+        if os.path.lexists(path):
             try:
-                got = content_sha256(path.read_bytes())
+                with open_regular(path) as f:
+                    got = content_sha256(f.read(MAX_DOWNLOAD + 1))
             except ValueError as e:
-                got = str(e)
+                raise DownloadError(f"{path}: {e}; delete it to download again") from None
             if got != digest:
                 raise DownloadError(f"{path}: content sha256 {got[:12]}... is not {name}'s {digest[:12]}...; "
                                     f"delete it to download again")
@@ -119,15 +137,15 @@ def fetch(name: str, root: str | os.PathLike, mirror: str = "", log=print, sourc
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgevae download", description="Download and verify a dataset.")
+    parser = argument_parser(prog="edgevae download", description="Download and verify a dataset.")
     parser.add_argument("name", choices=sorted(DATASETS))
     parser.add_argument("--root", default="data", help="directory to download into (default: data)")
     parser.add_argument("--mirror", default="", help="base URL to use instead of the canonical locations")
     args = parser.parse_args(argv)
     try:
         target = fetch(args.name, args.root, args.mirror)
-    except DownloadError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (DownloadError, OSError) as e:  # OSError: a --root that cannot be made or written
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     print(f"verified {args.name} in {target}")
     return 0
