@@ -231,14 +231,15 @@ def _check_written(directory: Path, vae: torch.nn.Module, kept: dict, tolerance:
         inputs["y"] = np.arange(n, dtype=np.int64) % vae.num_classes
     want = gates.torch_run(vae, "decoder", inputs)["x_hat"]
     for variant, (protos, _) in kept.items():
-        got = edgevae.load(directory, threads=1, variant=variant).decode(inputs["z"], labels=inputs.get("y"))
+        model = gates.load_export(directory, threads=1, variant=variant)
+        got = model.decode(inputs["z"], labels=inputs.get("y"))
         expected = want if variant == "fp32" else \
             gates.ort_run(gates.session(protos[1]), vae, "decoder", inputs)["x_hat"]
         diff = float(np.max(np.abs(got - expected)))
         if not diff <= tolerance:
             raise gates.ExportCheckError(f"written {variant} decoder differs from what was verified by {diff:.2e}")
-        if variant == "fp32" and getattr(vae, "tileable", False) and "tiled_decoder" in edgevae.load(directory).spec:
-            got = edgevae.load(directory, threads=1).decode(inputs["z"], tile=max(1, vae.latent_shape[1] // 3))
+        if variant == "fp32" and getattr(vae, "tileable", False) and "tiled_decoder" in model.spec:
+            got = model.decode(inputs["z"], tile=max(1, vae.latent_shape[1] // 3))
             diff = float(np.max(np.abs(got - want)))
             if not diff <= tolerance:
                 raise gates.ExportCheckError(f"written tiled decoder differs from the model by {diff:.2e}")

@@ -206,3 +206,11 @@ def describe(q: dict) -> str:
     """One line for a variant's quality record: the headline numbers, then any broken bound."""
     return ", ".join(f"{c['check']} {c['metric']} {c['measured']:.3g}" + ("" if c["ok"] else f" (bound {c['bound']:g})")
                      for c in q["checks"] if c["check"] in bounds.OUTPUTS or c["check"] == bounds.ELBO or not c["ok"])
+
+
+def load_export(directory, **kwargs):
+    """The export as the runtime loads it, with load's bounds on one run lifted: export and verify check
+    models of any size whole (an app's `edgevae.load` keeps the defaults and decodes large ones in tiles)."""
+    import edgevae
+
+    return edgevae.load(directory, max_run_bytes=1 << 40, max_image_macs=10**15, **kwargs)

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import onnx
 
-import edgevae
-
 from . import bounds, gates
 from .bounds import BATCH_SIZES, BOUNDS, Row  # noqa: F401  (re-exported: the table and its rows)
 from .build import load_run
@@ -23,7 +21,7 @@ REFERENCE_TOLERANCE = BOUNDS["fp32"][bounds.REFERENCE][1]  # onnx.reference vs o
 
 def verify_export(run_dir: str | Path, export_dir: str | Path, batch_sizes=BATCH_SIZES) -> list[Row]:
     """Every check for every variant of the export; a Row each, worst case over the batch sizes."""
-    fp32 = edgevae.load(export_dir)
+    fp32 = gates.load_export(export_dir)
     exported_from = {"best.pt": "best", "checkpoint.pt": "last"}[fp32.spec["training"]["checkpoint"]]
     vae, ckpt = load_run(Path(run_dir), exported_from)
     if list(fp32.latent_shape) != list(vae.latent_shape) \
@@ -33,7 +31,7 @@ def verify_export(run_dir: str | Path, export_dir: str | Path, batch_sizes=BATCH
     torch_elbo = gates.elbo_parity_torch(vae, ckpt)
     rows = []
     for variant in fp32.manifest["variants"]:
-        model = edgevae.load(export_dir, variant=variant)
+        model = gates.load_export(export_dir, variant=variant)
         files = model.manifest["variants"][variant]
         reference = gates.reference_function(*(onnx.load(model.path / files[role]) for role in ("encoder", "decoder")),
                                              vae)

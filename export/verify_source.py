@@ -34,7 +34,7 @@ def default_batch_sizes(source) -> tuple[int, ...]:
 
 def verify_source(source, export_dir: str | Path, batch_sizes=None) -> list[Row]:
     """Every check of an imported export against its Source; a Row each, worst case over the batch sizes."""
-    model = edgevae.load(export_dir)
+    model = gates.load_export(export_dir)
     spec = model.spec
     if spec.get("source", {}).get("kind") != source.family or tuple(spec["latent_shape"]) != source.latent_shape \
             or tuple(spec["image_shape"]) != source.image_shape:
