@@ -92,7 +92,8 @@ def latent(export: Path, workdir: Path) -> Path:
     path = workdir / "sd-z.npy"
     if not path.exists():
         x = reference_images(1, (3, 512, 512), seed=7).numpy().astype(np.float32) / 255
-        np.save(path, edgevae.load(export, tile=32, overlap=8).encode_mean(x))
+        model = edgevae.load(export, tile=32, overlap=8, max_run_bytes=16 << 30, max_image_macs=10**14)
+        np.save(path, model.encode_mean(x))
     return path
 
 

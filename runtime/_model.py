@@ -254,10 +254,11 @@ class Model:
         if tiling is not None and self._units["decoder"] is not None and y is None:
             out = self._units_run("decoder", tiling, lambda units, run, release: _units.decode(
                 units, run, z, tiling[0], release))
-            if out.shape != (len(z), *self.image_shape) or not (out.min() >= 0 and out.max() <= 1):  # NaN fails
+            s = self.spec["latent_scale"]  # a tileable model decodes latents of any h, w: s pixels per cell
+            want = (len(z), self.image_shape[0], z.shape[2] * s, z.shape[3] * s)
+            if out.shape != want or not (out.min() >= 0 and out.max() <= 1):  # NaN fails
                 raise EdgeVAEError(f"{self.path}: the tiled decoder returned {out.shape} values in "
-                                   f"[{out.min():.4g}, {out.max():.4g}], not images (N, *{self.image_shape}) in "
-                                   f"[0, 1]")
+                                   f"[{out.min():.4g}, {out.max():.4g}], not images {want} in [0, 1]")
             return out
         if tiling is not None:
             return _tiles.decode(lambda part: self._decoder.run(_X_HAT, {"z": part})[0], z,
@@ -304,9 +305,10 @@ class Model:
         if tiling is not None and self._units["encoder"] is not None and y is None:
             parts = self._units_run("encoder", tiling, lambda units, run, release: _units.encode(
                 units, run, x, eps, tiling[0], release))
-            if len(parts) != 3 or any(p.shape != (len(x), *self.latent_shape) for p in parts):
-                raise EdgeVAEError(f"{self.path}: the tiled encoder's outputs are not z, mu, logvar "
-                                   f"(N, *{self.latent_shape})")
+            s = self.spec["latent_scale"]
+            want = (len(x), self.latent_shape[0], x.shape[2] // s, x.shape[3] // s)
+            if len(parts) != 3 or any(p.shape != want for p in parts):
+                raise EdgeVAEError(f"{self.path}: the tiled encoder's outputs are not z, mu, logvar {want}")
             return Encoding(*parts)
         if tiling is not None:
             return Encoding(*_tiles.encode(lambda xt, et: self._encoder.run(None, {"x": xt, "eps": et}), x, eps,
