@@ -89,14 +89,13 @@ def edgevae_fields(vae, ckpt: dict, elbo: dict) -> dict:
         "preprocessing": preprocessing(TrainConfig.from_dict(config), ckpt["image_shape"][0]).to_spec(),
         "likelihood": config["likelihood"],
         "likelihood_params": gates.likelihood_params(vae),
+        "diagnostics": ckpt.get("diagnostics") or None,  # the latent check training stored (train/diagnostics.py)
         "classes": list(ckpt["classes"]) if vae.conditional else None,  # the labels y indexes
         "dataset_classes": list(ckpt["classes"]),
         "training": {"dataset": ckpt["dataset"], "epochs": ckpt["epoch"], "checkpoint": Path(ckpt["path"]).name,
                      "test_neg_elbo": ckpt["metrics"]["test_neg_elbo"],
                      "config": TrainConfig.from_dict(config).summary()},  # whitelisted: no local paths
     }
-
-
 
 
 def _sha256(path: Path) -> str:
@@ -109,15 +108,6 @@ def _check_destination(protect: Path | None, out: Path, force: bool) -> None:
         destination.check(out, protect, force)
     except destination.DestinationError as e:
         raise ExportError(str(e)) from None
-
-
-def _fmt_quality(q: dict) -> str:
-    gate = q["gate"]
-    text = f"PSNR {q['psnr_db']:.1f} dB (gate >= {gate['min_psnr_db']:g})"
-    if q["neg_elbo_change"] is None:
-        return text + ", -ELBO not computable through the graphs for this likelihood"
-    return text + (f", -ELBO {q['neg_elbo']:.3f} vs fp32 {q['neg_elbo_fp32']:.3f} "
-                   f"({q['neg_elbo_change']:.3%}, gate <= {gate['max_neg_elbo_change']:.2%})")
 
 
 def export(run_dir: str | os.PathLike, out: str | os.PathLike, force: bool = False, variants_: tuple = (),
@@ -155,6 +145,8 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
     for name, proto in zip((S.ENCODER_FILE, S.DECODER_FILE), fp32):
         gates.check_graph(proto, name)
     parity = checks.parity(source, reference, *fp32, tolerance)
+    if own:  # the run's fp32 row of the bounds table, as `edgevae verify` measures it; refuses a collapsed model
+        gates.check_bounds(source, reference, *fp32)
     elbo = gates.elbo_parity(source, reference, *fp32) if own else None
     log("verified: onnx.checker ok, no random op, max |onnxruntime - torch| "
         + ", ".join(f"{k} {v:.1e}" for k, v in parity["max_abs_diff"].items())
@@ -162,7 +154,8 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
         + (f" at {parity['image_shape'][1]}x{parity['image_shape'][2]}" if not own else "")
         + (f"; tiles of {'x'.join(map(str, parity['tile_latent']))} latent cells" if source.tileable else "") + ")"
         + ("" if elbo is None else f"; -ELBO torch {elbo['neg_elbo_torch']:.4f}, onnx {elbo['neg_elbo_onnx']:.4f}"
-           if elbo["neg_elbo_onnx"] is not None else f"; -ELBO through the graphs {elbo['note']}"))
+           if elbo["neg_elbo_onnx"] is not None else f"; -ELBO through the graphs {elbo['note']}")
+        + ("; within the bounds table, not collapsed" if own else ""))
     if elbo is not None:
         parity["elbo"] = elbo
     tiled_graphs = {}  # role -> [(proto, record)]: the tiled decoder and encoder (export/tiled.py), if known
@@ -187,9 +180,9 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
         q = gates.variant_quality(variant, source, reference, fp32, candidate)
         if q["passed"]:
             kept[variant] = (candidate, q)
-            log(f"{variant}: {_fmt_quality(q)}")
+            log(f"{variant}: within its bounds: {gates.describe(q)}")
         else:
-            log(f"{variant}: NOT written, outside its gate: {_fmt_quality(q)}")
+            log(f"{variant}: NOT written, outside its bounds: {gates.describe(q)}")
 
     pair_id = uuid.uuid4().hex
     extra = edgevae_fields(source, reference, elbo) if own else {}

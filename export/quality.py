@@ -16,6 +16,8 @@ _P_MIN = 1e-7  # Bernoulli x_hat is clipped to [_P_MIN, 1 - _P_MIN] before log, 
 NO_GRAPH_ELBO = {  # likelihoods whose -log p(x|z) the graphs' outputs do not determine
     "continuous-bernoulli": "not computed: x_hat is the continuous Bernoulli's mean, which fixes its "
                             "parameter too loosely in float32 to score a likelihood to 0.01 nats",
+    "logistic": "not computed: the discretized logistic's scale is per subpixel, computed inside the decoder and "
+                "not a graph output; x_hat alone does not determine the likelihood",
 }
 
 

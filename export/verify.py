@@ -2,66 +2,21 @@
 
 For every variant in the export, the graphs run through the runtime (the files as written, hashes
 checked) against PyTorch with identical x and eps at several batch sizes, and through onnx's
-reference evaluator (an independent executor) against onnxruntime. Bounds, and why (README "Parity"):
+reference evaluator (an independent executor) against onnxruntime, and the model is checked for
+collapse. The bounds are export/bounds.py's one table, measured by the same function export uses
+before it writes a variant, so what export wrote passes here (README "Parity" gives the numbers).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnx
-from onnx.reference import ReferenceEvaluator
-from onnx.reference.op_run import OpRun
 
-import edgevae
-from edgevae.noise import standard_normal
-
-from . import gates, quality, variants
+from . import bounds, gates
+from .bounds import BATCH_SIZES, BOUNDS, Row  # noqa: F401  (re-exported: the table and its rows)
 from .build import load_run
-from .gates import ELBO_TOLERANCE, PARITY_SEED, PARITY_TOLERANCE
 
-BATCH_SIZES = (1, 7, 64, 256)
-# (metric, bound) per variant and output; max_abs and rms are in output units, psnr_db in dB.
-TOLERANCES = {
-    # float32 both sides; GEMM summation order differs (~1e-6 measured); a real defect is >= 1e-2.
-    "fp32": {name: ("max_abs", PARITY_TOLERANCE) for name in ("z", "mu", "logvar", "x_hat")},
-    # weights rounded to float16 (relative 2^-11 = 4.9e-4) through 2-3 layers: ~1e-3 measured.
-    "fp16": {name: ("max_abs", 5e-3) for name in ("z", "mu", "logvar", "x_hat")},
-    # 8-bit weights and per-batch 8-bit activations: ~0.02 RMS on latents of scale ~1 measured;
-    # images are judged like the export gate, by PSNR.
-    "int8": {"z": ("rms", 0.05), "mu": ("rms", 0.05), "logvar": ("rms", 0.05), "x_hat": ("psnr_db", 30.0)},
-}
-REFERENCE_TOLERANCE = 1e-5  # onnx.reference (numpy) vs onnxruntime (MLAS): float32, different summation order
-# int8 graphs with convolutions (static QDQ): onnxruntime's integer kernels requantize a layer's output with
-# their own rounding, the reference simulates it in float32, so an activation can land one uint8 step apart;
-# one step of the last quantized layer through the output's sigmoid is ~4e-3 measured.
-REFERENCE_TOLERANCE_INT8 = 2e-2
-PIXEL_LEVELS = {"fp32": 1, "fp16": 2, "int8": None}  # max |uint8 difference| of sample pixels vs torch; int8: reported
-
-
-@dataclass
-class Row:
-    variant: str
-    check: str
-    metric: str
-    measured: float
-    bound: float | None  # None: reported, not bounded
-
-    @property
-    def ok(self) -> bool:
-        if self.bound is None:
-            return True
-        return self.measured >= self.bound if self.metric == "psnr_db" else self.measured <= self.bound
-
-
-def _metric(metric: str, got: np.ndarray, want: np.ndarray) -> float:
-    d = got.astype(np.float64) - want.astype(np.float64)
-    if metric == "max_abs":
-        return float(np.max(np.abs(d)))
-    if metric == "rms":
-        return float(np.sqrt(np.mean(d**2)))
-    return quality.psnr(want, got)
+REFERENCE_TOLERANCE = BOUNDS["fp32"][bounds.REFERENCE][1]  # onnx.reference vs onnxruntime (verify_source uses it)
 
 
 def verify_export(run_dir: str | Path, export_dir: str | Path, batch_sizes=BATCH_SIZES) -> list[Row]:
@@ -69,50 +24,19 @@ def verify_export(run_dir: str | Path, export_dir: str | Path, batch_sizes=BATCH
     fp32 = gates.load_export(export_dir)
     exported_from = {"best.pt": "best", "checkpoint.pt": "last"}[fp32.spec["training"]["checkpoint"]]
     vae, ckpt = load_run(Path(run_dir), exported_from)
-    if fp32.spec["latent_dim"] != vae.latent_dim or list(fp32.image_shape) != list(ckpt["image_shape"]) \
+    if list(fp32.latent_shape) != list(vae.latent_shape) \
+            or list(fp32.image_shape) != list(ckpt["image_shape"]) \
             or fp32.kind != vae.kind or (fp32.classes is not None) != vae.conditional:
         raise ValueError(f"{export_dir} does not come from {run_dir}: model kind, latent or image shape differ")
-    models = {v: gates.load_export(export_dir, variant=v) for v in fp32.manifest["variants"]}
-    worst: dict[tuple, float] = {}
-
-    def keep(variant, check, metric, value):
-        key = (variant, check, metric)
-        if key not in worst or (value < worst[key] if metric == "psnr_db" else value > worst[key]):
-            worst[key] = value
-
-    for n in batch_sizes:
-        inputs = gates.encoder_inputs(vae, ckpt, n, PARITY_SEED + n)
-        want = gates.torch_run(vae, "encoder", inputs)
-        want.update(gates.torch_run(vae, "decoder", gates.decoder_inputs(vae, want["z"], inputs)))
-        sample_eps = standard_normal(PARITY_SEED + n, (n, vae.latent_dim))
-        y = inputs.get("y")
-        want_sample = gates.torch_run(vae, "decoder", gates.decoder_inputs(vae, sample_eps, inputs))["x_hat"]
-        for variant, model in models.items():
-            enc = model.encode(inputs["x"], eps=inputs.get("eps"), labels=y)
-            got = {"z": enc.z, "mu": enc.mu, "logvar": enc.logvar, "x_hat": model.decode(want["z"], labels=y)}
-            for name, (metric, _) in TOLERANCES[variant].items():
-                if name in want:  # the autoencoder has no mu or logvar output
-                    keep(variant, name, metric, _metric(metric, got[name], want[name]))
-            sampled = model.sample(n, eps=sample_eps, labels=y) if model.prior else model.decode(sample_eps, labels=y)
-            pixels = np.abs(edgevae.to_uint8(sampled).astype(int)
-                            - edgevae.to_uint8(want_sample))
-            keep(variant, "sample pixels (uint8)", "max_levels", float(pixels.max()))
-            keep(variant, "sample pixels (uint8)", "fraction_differing", float((pixels > 0).mean()))
-
-    rows = [Row(v, c, m, value, _bound(v, c, m)) for (v, c, m), value in worst.items()]
-    elbo = gates.elbo_parity_torch(vae, ckpt)
-    for variant, model in models.items():
-        onnx_elbo = gates.graph_elbo(vae, *_model_functions(model), ckpt)
-        if onnx_elbo is None:
-            pass  # this likelihood's -log p(x|z) is not determined by the graphs (quality.NO_GRAPH_ELBO)
-        elif variant == "fp32":
-            rows.append(Row(variant, "-ELBO vs torch (nats/image)", "abs_diff", abs(onnx_elbo - elbo), ELBO_TOLERANCE))
-        else:
-            rows.append(Row(variant, "-ELBO vs torch", "relative_change", abs(onnx_elbo - elbo) / abs(elbo),
-                            variants.GATES[variant]["max_neg_elbo_change"]))
-        rows.append(Row(variant, "onnx.reference vs onnxruntime", "max_abs",
-                        _reference_diff(vae, model, gates.encoder_inputs(vae, ckpt, 7, PARITY_SEED)),
-                        REFERENCE_TOLERANCE_INT8 if variant == "int8" else REFERENCE_TOLERANCE))
+    torch_elbo = gates.elbo_parity_torch(vae, ckpt)
+    rows = []
+    for variant in fp32.manifest["variants"]:
+        model = gates.load_export(export_dir, variant=variant)
+        files = model.manifest["variants"][variant]
+        reference = gates.reference_function(*(onnx.load(model.path / files[role]) for role in ("encoder", "decoder")),
+                                             vae)
+        rows += bounds.measure(variant, vae, ckpt, *_model_functions(model), reference=reference,
+                               torch_elbo=torch_elbo, batch_sizes=batch_sizes)
     return rows
 
 
@@ -122,39 +46,6 @@ def _model_functions(model):
         enc = model.encode(inputs["x"], eps=inputs.get("eps"), labels=inputs.get("y"))
         return {"z": enc.z} if enc.logvar is None else enc._asdict()
     return encode, lambda inputs: model.decode(inputs["z"], labels=inputs.get("y"))
-
-
-def _bound(variant: str, check: str, metric: str) -> float | None:
-    if check in TOLERANCES[variant]:
-        return TOLERANCES[variant][check][1]
-    return PIXEL_LEVELS[variant] if metric == "max_levels" else None  # the fraction is reported, not bounded
-
-
-def _reference_diff(vae, model, inputs: dict) -> float:
-    """Max |onnx.reference.ReferenceEvaluator - onnxruntime| over both graphs of a variant."""
-    files = model.manifest["variants"][model.variant]
-    reference = {role: ReferenceEvaluator(onnx.load(model.path / files[role]), new_ops=[DequantizeLinear])
-                 for role in ("encoder", "decoder")}
-    want = gates.ort_run(reference["encoder"], vae, "encoder", inputs)
-    dec_inputs = gates.decoder_inputs(vae, want["z"], inputs)
-    want.update(gates.ort_run(reference["decoder"], vae, "decoder", dec_inputs))
-    encode, decode = _model_functions(model)
-    got = {**encode(inputs), "x_hat": decode(dec_inputs)}
-    return float(max(np.abs(got[k] - want[k]).max() for k in want))
-
-
-class DequantizeLinear(OpRun):  # the class name is the op type it implements
-    """DequantizeLinear as opsets 13 to 18 define it, (x - zero_point) * scale, per tensor or along `axis`:
-    onnx.reference implements it only from opset 19 on, and the int8 graphs are opset 18."""
-
-    op_domain = ""
-
-    def _run(self, x, scale, zero_point=None, axis=None, block_size=None, output_dtype=None):
-        shape = [1] * x.ndim
-        if scale.size > 1:
-            shape[1 if axis is None else axis] = -1
-        zero = 0 if zero_point is None else zero_point.astype(np.float32).reshape(shape)
-        return ((x.astype(np.float32) - zero) * scale.reshape(shape)).astype(scale.dtype),
 
 
 def format_table(rows: list[Row]) -> str:

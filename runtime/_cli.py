@@ -231,6 +231,7 @@ def _info(args, model) -> str:
         f"ELBO parity -ELBO on {_fmt(elbo.get('images'))} test images, fixed eps: torch "
         f"{_fmt(elbo.get('neg_elbo_torch'), '.4f')}, onnxruntime {_fmt(elbo.get('neg_elbo_onnx'), '.4f')} nats/image"
         if elbo.get("neg_elbo_onnx") is not None else f"ELBO parity {_fmt(elbo.get('note', 'not recorded'))}",
+        _diagnostics(_dict(spec.get("diagnostics"))),
         f"noise       {spec['noise']['algorithm']} v{spec['noise']['version']}",
         f"pair_id     {spec['pair_id']}",
         f"manifest    sha256 {model.manifest_sha256} (pin it: --expect, or load(..., expect_sha256=...))",
@@ -238,14 +239,36 @@ def _info(args, model) -> str:
     for variant, entry in model.manifest["variants"].items():
         sizes = " + ".join(f"{entry[r]} {model.manifest['files'][entry[r]]['bytes']:,} B"
                            for r in ("encoder", "decoder"))
-        q = _dict(entry.get("quality"))
-        quality = "" if not q else f"; PSNR {_fmt(q.get('psnr_db'), '.1f')} dB" + (
-            f", -ELBO {_fmt(q.get('neg_elbo'), '.3f')} vs fp32 {_fmt(q.get('neg_elbo_fp32'), '.3f')}"
-            if q.get("neg_elbo") is not None else "")
+        quality = _variant_quality(_dict(entry.get("quality")))
         lines.append(f"variant     {variant}{' (loaded)' if variant == model.variant else ''}: {sizes}{quality}")
     for role, role_spec in model.specs.items():
         lines.append(f"ops         {role}: {_list(role_spec['ops'], 64)}")
     return "\n".join(lines)
+
+
+def _diagnostics(d: dict) -> str:
+    """The latent check training stored (spec "diagnostics"): active units, KL, z's scale, any warning."""
+    if not d:
+        return "latent use  no diagnostics recorded"
+    verdict = "COLLAPSED: " if d.get("collapsed") is True else ""
+    return (f"latent use  {verdict}{_fmt(d.get('active_units'))} of {_fmt(d.get('latent_dim'))} units active, "
+            f"KL {_fmt(d.get('kl'), '.2f')} nats/image, z rms {_fmt(d.get('latent_rms'), '.2f')} on "
+            f"{_fmt(d.get('images'))} validation images"
+            + (f"; {_fmt(d.get('note'))}" if d.get("collapsed") is True or d.get("far_from_prior") is True else ""))
+
+
+def _variant_quality(q: dict) -> str:
+    """A variant's measured quality: PSNR of x_hat against the source, the -ELBO change, the verdict."""
+    if not q:
+        return ""
+    if "checks" not in q:  # written before the bounds table (0.1 exports)
+        return f"; PSNR {_fmt(q.get('psnr_db'), '.1f')} dB" + (
+            f", -ELBO {_fmt(q.get('neg_elbo'), '.3f')} vs fp32 {_fmt(q.get('neg_elbo_fp32'), '.3f')}"
+            if q.get("neg_elbo") is not None else "")
+    checks = [_dict(c) for c in q["checks"]] if isinstance(q["checks"], list) else []
+    parts = [f"{_fmt(c.get('check'))} {_fmt(c.get('metric'))} {_fmt(c.get('measured'), '.3g')}" for c in checks
+             if c.get("check") in ("x_hat", "-ELBO vs torch")]
+    return "; " + ", ".join(parts[:8]) + ("" if q.get("passed") is not False else " (OUTSIDE its bounds)")
 
 
 def _source_line(spec: dict) -> str:

@@ -85,7 +85,7 @@ def _elementwise(node, args):
 
 def _binary(node, args):
     a, b = _need(args, 2)
-    itemsize = 1 if node.op_type == "Less" else a.itemsize
+    itemsize = 1 if node.op_type in ("Less", "Greater") else a.itemsize
     shape = _broadcast(a.shape, b.shape)
     return [Info(shape, itemsize, _arithmetic(node.op_type, a, b, shape), _const(args))], 0
 
@@ -353,6 +353,21 @@ def _slice(node, args):
     return [Info(tuple(dims), x.itemsize, value if len(x.shape) == 1 else None, _const(args))], 0
 
 
+def _pad(node, args):
+    """Pad (opset 11+): pads as an input, [begin of every axis (or of `axes`), then end of each]; sizes only grow
+    by constant amounts, negative pads (cropping) are refused."""
+    x, pads, _, axes = _need(args, 2, 2)
+    pads = _ints_of(pads, "pads")
+    axes = [_axis(a, len(x.shape), "axis") for a in _ints_of(axes, "axes")] if axes is not None \
+        else list(range(len(x.shape)))
+    if len(pads) != 2 * len(axes) or min(pads, default=0) < 0 or not pads or not _const([args[1]]):
+        raise Bad(f"pads must be 2 constant non-negative sizes per padded axis, got {pads}")
+    dims = list(x.shape)
+    for i, axis in enumerate(axes):
+        dims[axis] += pads[i] + pads[i + len(axes)]
+    return [Info(tuple(dims), x.itemsize, None, x.const)], 0
+
+
 def _split(node, args):
     x, split = _need(args, 1, 1)
     axis = _axis(_ints(node, "axis", 0), len(x.shape), "axis")
@@ -396,8 +411,9 @@ def _normalization(node, args):
 
 
 RULES = {
-    **{op: _elementwise for op in ("Abs", "Exp", "Relu", "Sigmoid", "Tanh", "Reciprocal")},
-    **{op: _binary for op in ("Add", "Sub", "Mul", "Div", "Less")},
+    **{op: _elementwise for op in ("Abs", "Exp", "Relu", "Sigmoid", "Tanh", "Reciprocal", "Neg", "Softplus")},
+    **{op: _binary for op in ("Add", "Sub", "Mul", "Div", "Less", "Greater")},
+    "Pad": _pad,  # --arch resnet: sides padded to a multiple of 2^(levels - 1)
     "Where": _where, "Clip": _clip, "Cast": _cast, "Gemm": _gemm, "MatMulInteger": _matmul_integer,
     "Conv": _conv, "ConvInteger": _conv, "ConvTranspose": _conv, "Reshape": _reshape, "Expand": _expand,
     "Unsqueeze": _unsqueeze, "Concat": _concat, "GatherND": _gather_nd, "Shape": _shape,

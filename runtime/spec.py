@@ -51,6 +51,8 @@ ALLOWED_OPS = frozenset({
     "Conv", "ConvTranspose",  # conv networks
     "Concat", "GatherND", "Unsqueeze",  # conditional models: one-hot y joined to features and z
     "Abs", "Div", "Expand", "Less", "Reciprocal", "Shape", "Sub", "Tanh", "Where",  # continuous-Bernoulli mean
+    "Pad",  # --arch resnet: padding to a multiple of 2^(levels-1) (its GroupNorm, Resize, Slice: see below)
+    "Greater", "Neg", "Softplus",  # the discretized logistic's mean
     "Cast", "ConvInteger", "DynamicQuantizeLinear", "MatMulInteger",  # int8 and fp16 variants
     "DequantizeLinear", "QuantizeLinear",  # int8 variants of graphs with convolutions (static QDQ)
     # imported VAEs (README "Ops"): what diffusers' AutoencoderKL and AntixK's models lower to

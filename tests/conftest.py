@@ -31,6 +31,48 @@ def export_dir(run_dir, tmp_path_factory) -> Path:
     return export(run_dir, tmp_path_factory.mktemp("export") / "tiny", log=lambda *_: None)
 
 
+COLOUR3, COLOUR4 = "<colour-rgb>", "<colour-rgba>"  # placeholders for coloured_shapes .npz files (kind_export)
+
+
+def coloured_shapes(n: int, size: int, channels: int, seed: int):
+    """(uint8 images (n, C, size, size), labels): the `shapes` set in colour, one hue family per class, on white
+    (C = 3) or on a transparent background (C = 4, alpha = coverage); deterministic by seed."""
+    import numpy as np
+
+    from edgevae.train.data import shapes
+
+    grey, labels = shapes(n, size, seed)
+    cover = grey[:, 0].astype(np.float64) / grey.max(axis=(1, 2, 3), keepdims=True)[:, 0]  # (n, H, W) in [0, 1]
+    rng = np.random.default_rng(seed)
+    base = np.array([[220, 60, 50], [60, 170, 80], [60, 90, 210]], np.float64)[labels]  # red, green, blue families
+    colour = np.clip(base + rng.uniform(-30, 30, (n, 3)), 0, 255)[:, :, None, None]  # (n, 3, 1, 1)
+    if channels == 3:
+        rgb = 255 * (1 - cover[:, None]) + colour * cover[:, None]
+        return np.rint(rgb).astype(np.uint8), labels
+    alpha = np.rint(255 * cover[:, None]).astype(np.uint8)
+    rgb = np.where(alpha > 0, colour, 0).astype(np.uint8) * np.ones_like(alpha)
+    return np.concatenate([rgb, alpha], axis=1), labels
+
+
+@pytest.fixture(scope="session")
+def colour_npz(tmp_path_factory):
+    """colour_npz(channels) -> an .npz of 16 x 16 coloured shapes (train 512, test 128), written once per session."""
+    import numpy as np
+
+    made = {}
+
+    def get(channels: int) -> Path:
+        if channels not in made:
+            path = tmp_path_factory.mktemp(f"colour{channels}") / "shapes.npz"
+            x, y = coloured_shapes(640, 16, channels, seed=0)
+            np.savez(path, x_train=x[:512], y_train=y[:512], x_test=x[512:], y_test=y[512:],
+                     classes=np.array(["circle", "square", "triangle"]))
+            made[channels] = path
+        return made[channels]
+
+    return get
+
+
 # Every other model kind, trained tiny and exported with its int8 and fp16 variants, on demand.
 KINDS = {
     "conv": dict(arch="conv", conv_channels=(8, 16)),
@@ -39,22 +81,28 @@ KINDS = {
     "ae": dict(model="ae"),
     "gaussian": dict(likelihood="gaussian"),
     "continuous-bernoulli": dict(likelihood="continuous-bernoulli"),
+    # the residual family on colour: RGB with the discretized logistic; RGBA, spatial latent, conditional, Gaussian
+    "resnet": dict(data=COLOUR3, image_size=16, arch="resnet", widths=(8, 16), likelihood="logistic", epochs=3),
+    "resnet-rgba": dict(data=COLOUR4, image_size="12x20", arch="resnet", widths=(8, 16), likelihood="gaussian",
+                        latent_channels=2, conditional=True, epochs=3),  # non-square: 16 x 16 cropped and resized
 }
 
 
 @pytest.fixture(scope="session")
-def kind_export(tmp_path_factory):
+def kind_export(tmp_path_factory, colour_npz):
     """kind_export(name) -> (run_dir, export_dir) for a KINDS entry; each is built once per session."""
     from edgevae.export.build import export
     from edgevae.train.config import TrainConfig
     from edgevae.train.loop import train
 
     built = {}
+    data = {COLOUR3: lambda: str(colour_npz(3)), COLOUR4: lambda: str(colour_npz(4))}
 
     def get(name: str) -> tuple[Path, Path]:
         if name not in built:
             base = tmp_path_factory.mktemp(name)
-            run = train(TrainConfig(out=str(base / "run"), **{**TINY, **KINDS[name]}))
+            kind = {k: data[v]() if isinstance(v, str) and v in data else v for k, v in KINDS[name].items()}
+            run = train(TrainConfig(out=str(base / "run"), **{**TINY, **kind}))
             built[name] = run, export(run, base / "export", variants_=("int8", "fp16"), log=lambda *_: None)
         return built[name]
 

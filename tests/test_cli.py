@@ -51,7 +51,7 @@ def test_errors_are_one_line(tmp_path, export_dir):
     _one_line_error(run_cli("verify", str(garbage), str(export_dir), "--batch-sizes", "-1"),
                     "--batch-sizes must be comma-separated ints >= 1")
     _one_line_error(run_cli("train", "--data", str(tmp_path / "nope")), "--data must be 'shapes'")
-    _one_line_error(run_cli("train", "--latent-dim", "0"), "--latent-dim must be >= 1")
+    _one_line_error(run_cli("train", "--latent-dim", "-1"), "--latent-dim must be >= 0")
     _one_line_error(run_cli("train", "--no-such-flag"), "unrecognized arguments")
 
 

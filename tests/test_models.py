@@ -16,7 +16,8 @@ SHAPE, D, K = (3, 16, 16), 4, 5
 
 
 def _model(**overrides):
-    config = TrainConfig(**{"hidden": (32,), "conv_channels": (4, 8), "latent_dim": D, **overrides})
+    config = TrainConfig(**{"hidden": (32,), "conv_channels": (4, 8), "latent_dim": D, "arch": "mlp",
+                            "likelihood": "bernoulli", **overrides})
     torch.manual_seed(0)
     return build(config, SHAPE, num_classes=K)
 
@@ -58,7 +59,7 @@ def test_conv_decoder_is_kernel_4_stride_2_padding_1_and_sizes_follow_config():
     assert [(l.in_channels, l.out_channels) for l in transposed] == [(10, 6), (6, 3)]
     assert all((l.kernel_size, l.stride, l.padding) == ((4, 4), (2, 2), (1, 1)) for l in transposed + convs)
     with pytest.raises(ValueError, match="divisible by 8"):
-        build(TrainConfig(arch="conv", conv_channels=(4, 4, 4)), (1, 28, 28))
+        build(TrainConfig(arch="conv", conv_channels=(4, 4, 4), likelihood="bernoulli", latent_dim=2), (1, 28, 28))
 
 
 def test_mlp_widths_follow_config():
@@ -99,7 +100,7 @@ def test_gaussian_nll_matches_torch_distributions():
 
 
 def test_learned_sigma_is_a_parameter_fixed_sigma_is_not():
-    learned, fixed = _model(likelihood="gaussian"), _model(likelihood="gaussian", sigma=0.2)
+    learned, fixed = _model(likelihood="gaussian", sigma_fit="learned"), _model(likelihood="gaussian", sigma=0.2)
     assert any(n == "likelihood.log_sigma" for n, _ in learned.named_parameters())
     assert not any(n == "likelihood.log_sigma" for n, _ in fixed.named_parameters())
     assert math.isclose(fixed.likelihood.log_sigma.exp().flatten()[0].item(), 0.2, rel_tol=1e-6)

@@ -18,4 +18,4 @@ def test_quality_bench_writes_its_section_from_the_run(tmp_path):
         assert row["k"] == 8 and row["test_images"] == 24 and row["epochs"] == 1
         assert f"**{row['nll']:.2f}** ± {row['nll_stderr']:.2f}" in text  # the table holds what the run measured
     assert "| 86.76 |" in text and "| 84.78 |" in text  # the published numbers beside them
-    assert "--iwae-k 5" in text  # the recipe's flags, as a user would type them
+    assert "--arch resnet --widths 8,16,32" in text and "--minutes" in text  # the recipe, as a user would type it

@@ -65,8 +65,8 @@ def test_conv_continuous_bernoulli_run_exports_with_parity(tmp_path):
     from edgevae.export.build import export
     from edgevae.train.loop import train
 
-    run = train(TrainConfig(data="shapes", num_train=96, num_test=32, image_size=16, conv_channels=(4, 8),
-                            latent_dim=2, epochs=1, batch_size=32, arch="conv", likelihood="continuous-bernoulli",
+    run = train(TrainConfig(data="shapes", num_train=640, num_test=32, image_size=16, conv_channels=(4, 8),
+                            latent_dim=2, epochs=6, batch_size=32, arch="conv", likelihood="continuous-bernoulli",
                             out=str(tmp_path / "run")))
     out = export(run, tmp_path / "exp", log=lambda *_: None)  # export verifies parity <= 1e-5 itself, or raises
     spec = json.loads((out / "manifest.json").read_text())

@@ -2,6 +2,7 @@
 import json
 import re
 
+import numpy as np
 import onnx
 import pytest
 from conftest import ROOT
@@ -18,16 +19,24 @@ def test_variants_are_written_listed_and_loadable(variants_dir):
     out, lines = variants_dir
     manifest = json.loads((out / S.MANIFEST).read_text())
     assert list(manifest["variants"]) == ["fp32", "int8", "fp16"]
-    assert any(line.startswith("int8: PSNR") for line in lines) and any(line.startswith("fp16: PSNR") for line in lines)
+    assert any(line.startswith("int8: within its bounds") for line in lines)
+    assert any(line.startswith("fp16: within its bounds") for line in lines)
     fp32 = edgevae.load(out)
     z = edgevae.standard_normal(0, (64, fp32.latent_dim))
     for variant in ("int8", "fp16"):
         model = edgevae.load(out, variant=variant)
         q = model.spec["quality"]
         assert q["passed"] and q == manifest["variants"][variant]["quality"]
-        assert q["psnr_db"] >= variants.GATES[variant]["min_psnr_db"]
-        # The gate was measured at export on other latents; it must hold on these too, with 3 dB slack.
-        assert psnr(fp32.decode(z), model.decode(z)) >= variants.GATES[variant]["min_psnr_db"] - 3
+        table = variants.GATES[variant]
+        checked = {(c["check"], c["metric"]) for c in q["checks"] if c["bound"] is not None}
+        assert {(check, m) for check, (m, bound) in table.items() if bound is not None} <= checked  # all bounded
+        assert all(c["ok"] for c in q["checks"])
+        # The bound was measured at export on other latents; it must hold on these too (3 dB / 1 level of slack).
+        metric, bound = table["x_hat"]
+        if metric == "psnr_db":
+            assert psnr(fp32.decode(z), model.decode(z)) >= bound - 3
+        else:
+            assert np.abs(fp32.decode(z) - model.decode(z)).max() <= bound + 1 / 255
         for role in ("encoder", "decoder"):
             name = variants.file_name(role, variant)
             assert (out / name).stat().st_size < 0.6 * (out / f"{role}.onnx").stat().st_size  # int8 ~1/4, fp16 ~1/2
@@ -43,10 +52,10 @@ def test_fp16_keeps_float32_io_and_compute(variants_dir):
 
 
 def test_a_variant_outside_its_gate_is_reported_not_written(run_dir, tmp_path, monkeypatch):
-    monkeypatch.setitem(variants.GATES, "int8", {"min_psnr_db": 500.0, "max_neg_elbo_change": 0.0})
+    monkeypatch.setitem(variants.GATES["int8"], "x_hat", ("psnr_db", 500.0))
     lines = []
     out = export(run_dir, tmp_path / "e", variants_=("int8",), log=lines.append)
-    assert any(line.startswith("int8: NOT written, outside its gate: PSNR") for line in lines)
+    assert any(line.startswith("int8: NOT written, outside its bounds:") and "(bound 500)" in line for line in lines)
     assert not (out / "encoder.int8.onnx").exists()
     assert list(json.loads((out / S.MANIFEST).read_text())["variants"]) == ["fp32"]
 
@@ -60,16 +69,17 @@ def _readme_ops() -> dict[tuple[str, str], set[str]]:
 
 def _allowed(spec: dict, role: str, listed: dict) -> set[str]:
     parts = {"every model", f"{spec['variant']} variant"}
-    if spec["arch"] == "conv":
-        parts.add("`--arch conv`")
+    if spec["arch"] in ("conv", "resnet"):
+        parts.add(f"`--arch {spec['arch']}`")
     if spec["classes"] is not None:
         parts.add("`--conditional`")
-    if spec["likelihood"] == "continuous-bernoulli":
-        parts.add("`--likelihood continuous-bernoulli`")
+    if spec["likelihood"] in ("continuous-bernoulli", "logistic"):
+        parts.add(f"`--likelihood {spec['likelihood']}`")
     return set().union(*(ops for (part, graph), ops in listed.items() if part in parts and graph in (role, "both")))
 
 
-@pytest.mark.parametrize("kind", ["mlp", "conv", "conv-conditional", "ae", "continuous-bernoulli"])
+@pytest.mark.parametrize("kind", ["mlp", "conv", "conv-conditional", "ae", "continuous-bernoulli", "resnet",
+                                  "resnet-rgba"])
 def test_graph_ops_are_the_ones_the_readme_lists(kind, variants_dir, kind_export):
     out = variants_dir[0] if kind == "mlp" else kind_export(kind)[1]
     listed = _readme_ops()

@@ -20,7 +20,8 @@ import torch
 LAST, BEST = "checkpoint.pt", "best.pt"
 # What --checkpoint names: best (lowest validation -ELBO), last, or auto (best when the run wrote one).
 CHOICES = {"best": (BEST,), "last": (LAST,), "auto": (BEST, LAST)}
-RESUMABLE = ("epochs", "device", "resume")  # config fields --resume may change; the rest must match
+# config fields --resume may change; the rest must match
+RESUMABLE = ("epochs", "device", "resume", "eval_every", "minutes")
 
 
 def save(state: dict, path: Path) -> None:

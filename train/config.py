@@ -28,8 +28,8 @@ def arg(default, help: str, choices: tuple | None = None, summary: bool = False)
 
 # Upper bounds of the size fields (a run holds its data and model in memory).
 UPPER = {"latent_dim": 1 << 16, "epochs": 1 << 20, "batch_size": 1 << 16, "num_train": 1 << 24, "num_test": 1 << 24,
-         "iwae_k": 1 << 12, "kl_warmup": 1 << 20, "limit": 1 << 31}
-MAX_LAYERS, MAX_WIDTH = 16, 1 << 14  # --hidden and --conv-channels
+         "iwae_k": 1 << 12, "kl_warmup": 1 << 20, "limit": 1 << 31, "latent_channels": 1 << 12, "blocks": 64}
+MAX_LAYERS, MAX_WIDTH = 16, 1 << 14  # --hidden, --conv-channels and --widths
 MAX_FIRST_LAYER = 1 << 27  # weights of an MLP's first layer, 4 channels assumed (512 MiB of float32)
 MAX_GENERATED_PIXELS = 1 << 30  # 'shapes' images x pixels generated (1 GiB of uint8)
 
@@ -43,28 +43,54 @@ class TrainConfig:
     out: str = arg("runs/vae", "run directory: checkpoints, metrics.jsonl, sample and reconstruction grids, loss.png")
     model: str = arg("vae", "vae, or ae: the plain autoencoder baseline on the same networks (no sampling, no KL)",
                      ("vae", "ae"), summary=True)
-    arch: str = arg("mlp", "network architecture", ("mlp", "conv"), summary=True)
+    arch: str = arg("auto", "network: auto (by the data: mlp for binary-like grey images, resnet otherwise), mlp, "
+                            "conv (stride-2 convs, transposed-conv decoder) or resnet (residual GroupNorm/SiLU blocks, "
+                            "nearest-neighbour upsampling)", ("auto", "mlp", "conv", "resnet"), summary=True)
     conditional: bool = arg(False, "condition encoder and decoder on the class label (one-hot)", summary=True)
-    likelihood: str = arg("bernoulli", "p(x|z): bernoulli (binary-like data), continuous-bernoulli or gaussian "
-                                       "(grayscale/RGB)", ("bernoulli", "continuous-bernoulli", "gaussian"),
-                                       summary=True)
+    likelihood: str = arg("auto", "p(x|z): auto (by the data: bernoulli for binary-like grey images, logistic "
+                                  "otherwise), bernoulli (binary-like data), continuous-bernoulli, gaussian "
+                                  "(calibrated sigma) or logistic (discretized, 256 levels, for 8-bit grey/colour)",
+                          ("auto", "bernoulli", "continuous-bernoulli", "gaussian", "logistic"), summary=True)
     binarize: bool = arg(False, "'bernoulli': dynamic binarization, a fresh binary sample of each image every step",
                          summary=True)
-    sigma: float = arg(0.0, "'gaussian': fixed std of p(x|z) per pixel; 0 = learned (one per channel)", summary=True)
-    latent_dim: int = arg(16, "size D of the latent z", summary=True)
+    sigma: float = arg(0.0, "'gaussian': fixed std of p(x|z) per pixel; 0 = fitted per channel (--sigma-fit)",
+                       summary=True)
+    sigma_fit: str = arg("optimal", "'gaussian' with --sigma 0: optimal (sigma^2 = the batch's MSE per channel, a "
+                                    "running average for evaluation and export) or learned (a trained parameter)",
+                         ("optimal", "learned"), summary=True)
+    latent_dim: int = arg(0, "size D of a flat latent z; 0 = by the data: 16 for binary-like grey images, "
+                             "128 otherwise", summary=True)
+    latent_channels: int = arg(0, "'resnet': 0 = a flat latent of --latent-dim; C > 0 = a spatial latent of C x h x w "
+                                  "(the image's size halved once per level after the first)", summary=True)
     hidden: tuple[int, ...] = arg((512, 256), "'mlp': hidden layer widths of the encoder, comma-separated; "
                                               "the decoder mirrors them", summary=True)
     conv_channels: tuple[int, ...] = arg((32, 64), "'conv': channels of the stride-2 conv layers, comma-separated; "
                                                    "the decoder mirrors them with kernel-4 stride-2 transposed convs",
                                                    summary=True)
+    widths: tuple[int, ...] = arg((), "'resnet': channels per level, finest first, comma-separated (each level "
+                                      "after the first halves the image); empty = by image size (16 doubling per "
+                                      "level to a 4-8 pixel grid, at most 256)", summary=True)
+    blocks: int = arg(1, "'resnet': residual blocks per level, in the encoder and in the decoder", summary=True)
     epochs: int = arg(10, "passes over the training set (with --resume: the new total)", summary=True)
-    batch_size: int = arg(128, "images per optimizer step (summed over all processes under torchrun)", summary=True)
-    lr: float = arg(1e-3, "Adam learning rate", summary=True)
-    schedule: str = arg("constant", "learning rate per epoch: constant, or cosine decay to 0", ("constant", "cosine"),
-                        summary=True)
+    batch_size: int = arg(0, "images per optimizer step (summed over all processes under torchrun); 0 = by the "
+                             "data: 128 for binary-like grey images, 32 otherwise", summary=True)
+    lr: float = arg(0.0, "Adam learning rate; 0 = by the data: 1e-3 for binary-like grey images, 2e-3 otherwise",
+                    summary=True)
+    schedule: str = arg("auto", "learning rate: constant, or cosine decay to 0 over --epochs (over the time budget "
+                                "with --minutes); auto = by the data: constant for binary-like grey images, cosine "
+                                "otherwise", ("auto", "constant", "cosine"), summary=True)
     grad_clip: float = arg(0.0, "clip the gradient's global L2 norm to this (0 = off)", summary=True)
     beta: float = arg(1.0, "weight of the KL term (1 = the ELBO)", summary=True)
-    kl_warmup: int = arg(0, "epochs over which the KL weight ramps linearly from 0 to --beta (0 = off)", summary=True)
+    kl_warmup: int = arg(-1, "epochs over which the KL weight ramps linearly from 0 to --beta (0 = off); -1 = by the "
+                             "data: 5 for colour or grey-level images, 0 for binary-like ones and for --iwae-k > 1",
+                         summary=True)
+    free_bits: float = arg(0.0, "nats per latent dimension: a dimension's batch-mean KL below this is not penalised "
+                                "(Kingma et al. 2016), against posterior collapse (0 = off; the reported -ELBO is "
+                                "always the plain one)", summary=True)
+    eval_every: int = arg(1, "evaluate, draw the grids and save the checkpoints every N epochs (and after the last); "
+                             "on small data sets epochs are short and this is most of the time")
+    minutes: float = arg(0.0, "wall-clock training budget (0 = none): training stops at the first step past it, that "
+                              "epoch is evaluated and saved, and --schedule cosine runs over the budget", summary=True)
     iwae_k: int = arg(1, "importance samples per image; k > 1 trains on the IWAE bound (Burda et al., 2016)",
                       summary=True)
     seed: int = arg(0, "seed for weights, batching, noise and generated data", summary=True)
@@ -108,31 +134,33 @@ class TrainConfig:
             parse_colour(self.matte)
         except ValueError as e:
             raise ValueError(f"--matte: {e}") from None
-        positive = ("latent_dim", "epochs", "batch_size", "num_train", "num_test", "iwae_k")
+        positive = ("epochs", "num_train", "num_test", "iwae_k", "blocks", "eval_every")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
-        for name in ("hidden", "conv_channels"):
-            if not getattr(self, name) or min(getattr(self, name)) < 1:
-                raise ValueError(f"--{_flag(name)} must be positive widths like 64,32, got {getattr(self, name)}")
-        nonnegative = ("beta", "limit", "grad_clip", "sigma", "kl_warmup")
+        for name in ("hidden", "conv_channels", "widths"):
+            value = getattr(self, name)
+            if (not value and name != "widths") or (value and min(value) < 1):
+                raise ValueError(f"--{_flag(name)} must be positive widths like 64,32, got {value}")
+        nonnegative = ("batch_size", "beta", "limit", "grad_clip", "sigma", "latent_dim", "latent_channels",
+                       "free_bits", "minutes")
         for name in nonnegative:
             if getattr(self, name) < 0:
                 raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if self.lr < 0:
+            raise ValueError(f"--lr must be > 0 (or 0: by the data), got {self.lr}")
         for name in ("val_fraction", "test_fraction"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
-        if self.binarize and self.likelihood != "bernoulli":
+        if self.binarize and self.likelihood not in ("bernoulli", "auto"):
             raise ValueError(f"--binarize needs --likelihood bernoulli, got {self.likelihood}")
-        if self.sigma and self.likelihood != "gaussian":
+        if self.sigma and self.likelihood not in ("gaussian", "auto"):
             raise ValueError(f"--sigma needs --likelihood gaussian, got {self.likelihood}")
         for name, high in UPPER.items():  # sizes a run can hold in memory; beyond them is a typo or an attack
             if getattr(self, name) > high:
                 raise ValueError(f"--{_flag(name)} must be <= {high:,}, got {getattr(self, name):,}")
-        for name in ("hidden", "conv_channels"):
-            if len(getattr(self, name)) > MAX_LAYERS or max(getattr(self, name)) > MAX_WIDTH:
+        for name in ("hidden", "conv_channels", "widths"):
+            if len(getattr(self, name)) > MAX_LAYERS or max(getattr(self, name), default=0) > MAX_WIDTH:
                 raise ValueError(f"--{_flag(name)} must be at most {MAX_LAYERS} widths of at most {MAX_WIDTH:,}, "
                                  f"got {getattr(self, name)}")
         pixels = self.image_hw[0] * self.image_hw[1]
@@ -142,9 +170,19 @@ class TrainConfig:
         if (self.num_train + self.num_test) * pixels > MAX_GENERATED_PIXELS:
             raise ValueError(f"--num-train + --num-test images of {self.image_size} are more than "
                              f"{MAX_GENERATED_PIXELS:,} pixels to generate")
-        if self.iwae_k > 1 and (self.model != "vae" or self.beta != 1 or self.kl_warmup):
-            raise ValueError("--iwae-k > 1 needs --model vae, --beta 1 and no --kl-warmup (the IWAE bound has no "
-                             f"separate KL term); got model={self.model}, beta={self.beta}, kl_warmup={self.kl_warmup}")
+        if self.latent_channels and self.arch not in ("resnet", "auto"):
+            raise ValueError(f"--latent-channels (a spatial latent) needs --arch resnet, got {self.arch}")
+        if self.kl_warmup < -1:
+            raise ValueError(f"--kl-warmup must be >= 0 (or -1: by the data), got {self.kl_warmup}")
+        if self.iwae_k > 1 and (self.model != "vae" or self.beta != 1 or self.kl_warmup > 0 or self.free_bits):
+            raise ValueError("--iwae-k > 1 needs --model vae, --beta 1, no --kl-warmup and no --free-bits (the IWAE "
+                             f"bound has no separate KL term); got model={self.model}, beta={self.beta}, "
+                             f"kl_warmup={self.kl_warmup}, free_bits={self.free_bits}")
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the model's data-dependent choices (arch, likelihood, latent size) are made (train/auto.py)."""
+        return self.arch != "auto" and self.likelihood != "auto" and (self.latent_dim > 0 or self.latent_channels > 0)
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -170,6 +208,8 @@ class TrainConfig:
         unknown = sorted(set(values) - set(hints))
         if unknown:
             raise ValueError(f"unknown config key(s) {', '.join(unknown)}")
+        if values.get("likelihood") == "gaussian" and "sigma_fit" not in values:
+            values = {**values, "sigma_fit": "learned"}  # saved before sigma_fit existed: sigma 0 meant learned
         return cls(**{k: tuple(v) if hints[k] == tuple[int, ...] else v for k, v in values.items()})
 
 

@@ -7,7 +7,10 @@
     IWAE NLL       -log (1/k) sum_i p(x, z_i) / q(z_i|x), z_i ~ q(z|x) (Burda, Grosse & Salakhutdinov, 2016,
                    k = 5000 as in their Table 1): an upper bound on -log p(x) that tightens as k grows.
                    The log-sum-exp is taken in float64; the standard error is across test images.
-    active units   dimensions u with Cov_x(E_q[z_u|x]) > 0.01 (Burda et al., Section 5.2)
+    bits/dim       the NLL per dimension in bits, as the literature reports 8-bit images:
+                   nll / (C*H*W ln 2) for a probability mass (logistic over 256 levels, bernoulli on binary
+                   pixels), + 8 for a density over [0, 1] (gaussian, continuous-bernoulli); likelihood.bits_per_dim
+    active units   dimensions u with Cov_x(E_q[z_u|x]) > 0.01 (Burda et al., Section 5.2); train/diagnostics.py
     KL per dim     the closed-form KL(q(z_u|x) || N(0, 1)) averaged over test images
 
 Bernoulli models are scored on one FIXED binarization of the test set (pixel ~ Bernoulli(grey level), drawn
@@ -16,7 +19,8 @@ of binary images, comparable with the literature on dynamically binarized MNIST.
 scored on the images as given (their NLL is a density and can be negative). The plain autoencoder has no
 posterior: it gets its reconstruction NLL -log p(x|z = code) only (no ELBO, no IWAE, no active units).
 The noise of image i comes from a generator seeded NOISE_SEED + i, so results do not depend on --chunk
-or --limit. Writes RUN_DIR/evaluation.json (or --out) and prints a table.
+or --limit. A progress bar (tqdm: images done, rate, time left) runs on stderr; the first line says how
+many decoder passes the estimate takes. Writes RUN_DIR/evaluation.json (or --out) and prints a table.
 """
 from __future__ import annotations
 
@@ -31,13 +35,15 @@ from pathlib import Path
 import torch
 
 from .config import arg, run_dir_main
-from .elbo import kl_divergence, kl_terms
+from .diagnostics import ACTIVE_THRESHOLD, activity, diagnose, kl_per_dim  # noqa: F401  (re-exported)
+from .elbo import kl_divergence, latent_shape_of
+from .likelihood import bits_per_dim
 
 BINARIZATION_SEED = 2015  # the test set's one fixed binarization (the IWAE paper's year)
 NOISE_SEED = 5_000  # eps of test image i: torch.Generator seeded NOISE_SEED + i
-ACTIVE_THRESHOLD = 0.01  # Burda et al.: a unit is active when Cov_x(E_q[z_u|x]) exceeds this
 ENCODE_BATCH = 1024  # images per encoder pass
 TABLE_DIMS = 10  # latent dimensions per row of the printed KL / activity table
+TABLE_MAX_DIMS = 200  # dimensions printed at most (a spatial latent has thousands); the JSON has them all
 
 
 @dataclass(frozen=True)
@@ -91,31 +97,27 @@ def encode(model, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor
     return mu, (torch.cat([p[1] for p in parts]) if parts[0][1] is not None else None)
 
 
-def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(q(z_u|x) || N(0, 1)) per dimension u, averaged over images, (D,) (Kingma & Welling, Appendix B)."""
-    return kl_terms(mu.double(), logvar.double()).mean(dim=0)
-
-
-def activity(mu: torch.Tensor) -> torch.Tensor:
-    """Cov_x(E_q[z_u|x]) per dimension u, (D,): the variance of mu over images."""
-    return mu.double().var(dim=0) if len(mu) > 1 else torch.zeros(mu.shape[1], dtype=torch.float64)
-
-
-def importance_weighted(model, x: torch.Tensor, y: torch.Tensor | None, k: int, chunk: int) -> dict:
+def importance_weighted(model, x: torch.Tensor, y: torch.Tensor | None, k: int, chunk: int,
+                        progress: bool = False) -> dict:
     """Per image (N,) float64: IWAE NLL estimate with k samples, MC reconstruction NLL; and mu, logvar.
 
     Images go through in groups and their k samples in slices, at most `chunk` decoder rows at a time.
+    progress: a tqdm bar over images on stderr (rate and time left).
     """
+    from tqdm import tqdm
+
     from .elbo import log_weights
 
     mu, logvar = encode(model, x, y)
+    shape = latent_shape_of(model)
     images = max(1, chunk // k)  # images per pass when k is small
     samples = min(k, chunk)  # samples per pass when k is large
     nll, recon = torch.empty(len(x), dtype=torch.float64), torch.empty(len(x), dtype=torch.float64)
+    bar = tqdm(total=len(x), desc=f"IWAE k={k}", unit="image", disable=not progress, smoothing=0.1)
     for start in range(0, len(x), images):
         stop = min(start + images, len(x))
-        eps = torch.stack([torch.randn(k, model.latent_dim, generator=torch.Generator().manual_seed(NOISE_SEED + i))
-                           for i in range(start, stop)], dim=1)  # (k, n, D)
+        eps = torch.stack([torch.randn(k, *shape, generator=torch.Generator().manual_seed(NOISE_SEED + i))
+                           for i in range(start, stop)], dim=1)  # (k, n, *latent_shape)
         log_w = torch.empty(k, stop - start, dtype=torch.float64)
         recon_sum = torch.zeros(stop - start, dtype=torch.float64)
         for s in range(0, k, samples):
@@ -125,6 +127,8 @@ def importance_weighted(model, x: torch.Tensor, y: torch.Tensor | None, k: int, 
             recon_sum += part_recon.double().sum(dim=0)
         nll[start:stop] = math.log(k) - torch.logsumexp(log_w, dim=0)
         recon[start:stop] = recon_sum / k
+        bar.update(stop - start)
+    bar.close()
     return {"nll": nll, "recon": recon, "mu": mu, "logvar": logvar}
 
 
@@ -134,8 +138,12 @@ def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
     return values.mean().item(), (values.std().item() / math.sqrt(n) if n > 1 else math.nan)
 
 
-def evaluate_model(model, x: torch.Tensor, y: torch.Tensor | None, k: int = 5000, chunk: int = 1024) -> dict:
-    """Every metric of this module for one model on (x, y); plain numbers and lists, ready for JSON."""
+def evaluate_model(model, x: torch.Tensor, y: torch.Tensor | None, k: int = 5000, chunk: int = 1024,
+                   progress: bool = False) -> dict:
+    """Every metric of this module for one model on (x, y); plain numbers and lists, ready for JSON.
+
+    With a likelihood name (model.likelihood.name), the NLL and -ELBO are also given in bits per dimension.
+    """
     if model.kind == "ae":
         code, _ = encode(model, x, y)
         recon = torch.cat([model.nll(model.decoder(code[i:i + chunk], None if y is None else y[i:i + chunk]),
@@ -144,16 +152,23 @@ def evaluate_model(model, x: torch.Tensor, y: torch.Tensor | None, k: int = 5000
         return {"recon_nll": mean, "recon_nll_stderr": se,
                 "note": "plain autoencoder: reconstruction NLL -log p(x|z = code) only; it has no posterior "
                         "q(z|x), so no ELBO, no importance-weighted NLL and no active units"}
-    iw = importance_weighted(model, x, y, k, chunk)
-    kl_dims = kl_per_dim(iw["mu"], iw["logvar"])
+    iw = importance_weighted(model, x, y, k, chunk, progress)
     per_image_kl = kl_divergence(iw["mu"].double(), iw["logvar"].double())
     neg_elbo, neg_elbo_se = mean_and_stderr(iw["recon"] + per_image_kl)
     nll, nll_se = mean_and_stderr(iw["nll"])
-    act = activity(iw["mu"])
-    return {"neg_elbo": neg_elbo, "neg_elbo_stderr": neg_elbo_se, "recon": iw["recon"].mean().item(),
-            "kl": per_image_kl.mean().item(), "nll": nll, "nll_stderr": nll_se, "k": k,
-            "active_units": int((act > ACTIVE_THRESHOLD).sum()), "active_threshold": ACTIVE_THRESHOLD,
-            "activity": act.tolist(), "kl_per_dim": kl_dims.tolist()}
+    found = diagnose(iw["mu"], iw["logvar"])
+    result = {"neg_elbo": neg_elbo, "neg_elbo_stderr": neg_elbo_se, "recon": iw["recon"].mean().item(),
+              "kl": per_image_kl.mean().item(), "nll": nll, "nll_stderr": nll_se, "k": k,
+              "active_units": found.active_units, "active_threshold": ACTIVE_THRESHOLD,
+              "activity": activity(iw["mu"]).tolist(), "kl_per_dim": found.kl_per_dim,
+              "latent_rms": found.latent_rms, "collapsed": found.collapsed, "far_from_prior": found.far_from_prior,
+              "warnings": found.warnings()}
+    name = getattr(getattr(model, "likelihood", None), "name", None)
+    if name is not None:
+        dims = math.prod(x.shape[1:])
+        result.update(bits_per_dim=bits_per_dim(nll, dims, name), bits_per_dim_stderr=nll_se / (dims * math.log(2)),
+                      neg_elbo_bits_per_dim=bits_per_dim(neg_elbo, dims, name))
+    return result
 
 
 def evaluate_run(run_dir: str | Path, cfg: EvalConfig, log=print) -> dict:
@@ -165,15 +180,18 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig, log=print) -> dict:
     x, y, _ = load_test_set(config, cfg.data, cfg.limit)
     y = y if model.conditional else None
     bits = config.likelihood == "bernoulli"
+    passes = len(x) * (1 if config.model == "ae" else cfg.k)
     log(f"evaluating {ckpt['path']} ({config.model}, {config.arch}, {config.likelihood}, epoch {ckpt['epoch']}) on "
         f"{len(x)} test images" + (f" binarized with seed {BINARIZATION_SEED}" if bits else "")
-        + ("" if config.model == "ae" else f", k = {cfg.k}") + f", {torch.get_num_threads()} threads")
+        + ("" if config.model == "ae" else f", k = {cfg.k}") + f", {torch.get_num_threads()} threads: "
+        f"{passes:,} decoder passes" + ("" if config.model == "ae" or cfg.k <= 100 else
+                                        " (--k 100 for a quicker, looser bound)"))
     start = time.perf_counter()
     with torch.inference_mode():
-        result = evaluate_model(model, x, y, cfg.k, cfg.chunk)
+        result = evaluate_model(model, x, y, cfg.k, cfg.chunk, progress=True)
     result = {"run": str(run_dir), "checkpoint": ckpt["path"], "epoch": ckpt["epoch"], "model": config.model,
               "arch": config.arch, "likelihood": config.likelihood, "dataset": ckpt["dataset"],
-              "latent_dim": config.latent_dim, "test_images": len(x),
+              "latent_dim": model.latent_dim, "latent_shape": list(latent_shape_of(model)), "test_images": len(x),
               "test_data": f"binarized once, seed {BINARIZATION_SEED}" if bits else "as given",
               "noise_seed": NOISE_SEED, **result, "seconds": round(time.perf_counter() - start, 1)}
     if model.conditional:
@@ -194,13 +212,20 @@ def format_table(r: dict) -> str:
     else:
         rows += [("test -ELBO", f"{r['neg_elbo']:.2f} ± {r['neg_elbo_stderr']:.2f} nats "
                                 f"(recon {r['recon']:.2f} + KL {r['kl']:.2f})"),
-                 (f"IWAE NLL, k = {r['k']}", f"{r['nll']:.2f} ± {r['nll_stderr']:.2f} nats"),
-                 ("active units", f"{r['active_units']} of {r['latent_dim']} (Cov_x(E_q[z|x]) > "
-                                  f"{r['active_threshold']})")]
+                 (f"IWAE NLL, k = {r['k']}", f"{r['nll']:.2f} ± {r['nll_stderr']:.2f} nats")]
+        if "bits_per_dim" in r:
+            rows.append((f"NLL, k = {r['k']}", f"{r['bits_per_dim']:.3f} ± {r['bits_per_dim_stderr']:.3f} bits/dim "
+                                               f"(-ELBO {r['neg_elbo_bits_per_dim']:.3f})"))
+        rows.append(("active units", f"{r['active_units']} of {r['latent_dim']} (Cov_x(E_q[z|x]) > "
+                                     f"{r['active_threshold']}), z rms {r['latent_rms']:.2f}"))
+        rows += [("warning", w) for w in r.get("warnings", [])]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
-    for start in range(0, r["latent_dim"] if r["model"] != "ae" else 0, TABLE_DIMS):
-        dims = range(start, min(start + TABLE_DIMS, r["latent_dim"]))
+    shown = min(r["latent_dim"], TABLE_MAX_DIMS)
+    if r["model"] != "ae" and shown < r["latent_dim"]:
+        lines.append(f"first {shown} of {r['latent_dim']} dimensions (all in the JSON):")
+    for start in range(0, shown if r["model"] != "ae" else 0, TABLE_DIMS):
+        dims = range(start, min(start + TABLE_DIMS, shown))
         lines.append("dim   " + " ".join(f"{u:>6d}" for u in dims))
         lines.append("KL    " + " ".join(f"{r['kl_per_dim'][u]:6.2f}" for u in dims))
         lines.append("Cov   " + " ".join(f"{r['activity'][u]:6.2f}" for u in dims))

@@ -11,6 +11,11 @@ generator for image order, noise eps and binarization, drawn for the whole globa
 process (each keeps its share), so one process and N processes see the same numbers. Ctrl-C (or
 SIGTERM) finishes the current step, saves checkpoint.pt mid-epoch and exits; `--resume` continues
 from exactly there. A non-finite loss stops before the step is taken, leaving the last checkpoint.
+With --minutes, the first step past the budget ends the epoch early; it is evaluated and saved as usual.
+
+Every epoch the latent is checked on the validation images (train/diagnostics.py): posterior collapse
+and latents far from N(0, I) print a one-line warning with what to try; the check is saved in the
+checkpoint as "diagnostics".
 """
 from __future__ import annotations
 
@@ -27,16 +32,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import checkpoint, ddp, report
+from . import auto, checkpoint, ddp, report
 from . import data as data_sources
 from . import model as models
-from .elbo import Objective
+from .diagnostics import diagnose
+from .elbo import Objective, latent_shape_of
 
 REFERENCE_IMAGES = 256  # test images (and labels) stored in the checkpoint, so export can verify on real data
 GRID_IMAGES = 64  # images per sample / reconstruction grid
 EVAL_BATCH = 1024  # images per evaluation forward pass
 EVAL_SEED = 7_777  # evaluation noise: batch b uses a generator seeded EVAL_SEED + b, the same every epoch and run
 FIXED_Z_STREAM = 1  # added to --seed for the sample grids' fixed z
+DIAGNOSIS_IMAGES = 2048  # validation (or test) images the per-epoch latent check encodes
 
 
 class Interrupted(KeyboardInterrupt):
@@ -71,31 +78,33 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0)
 
 
-def lr_at(config, epoch: int) -> float:
-    """Learning rate for epoch (1-based): constant, or cosine from lr to 0 over --epochs."""
+def lr_at(config, epoch: int, progress: float | None = None) -> float:
+    """Learning rate for epoch (1-based): constant, or cosine from lr to 0 over --epochs -- or, with --minutes,
+    over the time budget, `progress` being the fraction of it used."""
     if config.schedule == "cosine":
-        return config.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / config.epochs))
+        done = min(progress, 1.0) if config.minutes and progress is not None else (epoch - 1) / config.epochs
+        return config.lr * 0.5 * (1 + math.cos(math.pi * done))
     return config.lr
 
 
 def beta_at(config, step: int, steps_per_epoch: int) -> float:
     """KL weight for optimizer step `step` (0-based): linear warm-up over --kl-warmup epochs, then --beta."""
-    if not config.kl_warmup:
+    if config.kl_warmup <= 0:
         return config.beta
     return config.beta * min(1.0, step / (config.kl_warmup * steps_per_epoch))
 
 
 def draw_batch(config, images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, gen: torch.Generator,
-               dist: ddp.Dist, latent_dim: int):
+               dist: ddp.Dist, latent_shape: tuple[int, ...]):
     """This process's (x, y, eps) of the global batch idx; noise is drawn for all of idx, then shared out."""
-    shape = (config.iwae_k, len(idx), latent_dim) if config.iwae_k > 1 else (len(idx), latent_dim)
-    eps = torch.randn(shape, generator=gen)
+    iwae = config.iwae_k > 1
+    eps = torch.randn(((config.iwae_k,) if iwae else ()) + (len(idx), *latent_shape), generator=gen)
     uniform = torch.rand(len(idx), *images.shape[1:], generator=gen) if config.binarize else None
     mine = torch.arange(dist.rank, len(idx), dist.world)
-    x = to_unit(images[idx[mine]])  # (b, C, H, W)
+    x = to_unit(images[idx[mine]]).contiguous(memory_format=torch.channels_last)  # (b, C, H, W), NHWC in memory
     if uniform is not None:
         x = (uniform[mine] < x).float()  # dynamic binarization: a Bernoulli(x) sample
-    return x.to(dist.device), labels[idx[mine]].to(dist.device), eps.index_select(-2, mine).to(dist.device)
+    return x.to(dist.device), labels[idx[mine]].to(dist.device), eps.index_select(int(iwae), mine).to(dist.device)
 
 
 @torch.no_grad()
@@ -106,7 +115,7 @@ def evaluate(objective: Objective, config, x: torch.Tensor, y: torch.Tensor, dis
     """
     objective.eval()
     totals = torch.zeros(4, dtype=torch.float64)
-    latent_dim = objective.model.latent_dim
+    latent_shape = latent_shape_of(objective.model)
     for b, start in enumerate(range(0, len(x), EVAL_BATCH)):
         if b % dist.world != dist.rank:
             continue
@@ -115,10 +124,10 @@ def evaluate(objective: Objective, config, x: torch.Tensor, y: torch.Tensor, dis
         if config.binarize:
             xb = (torch.rand(xb.shape, generator=gen) < xb).float()
         xb, yb = xb.to(dist.device), y[start:start + EVAL_BATCH].to(dist.device)
-        _, neg_elbo, recon, kl = objective(xb, torch.randn(len(xb), latent_dim, generator=gen).to(dist.device), yb)
+        _, neg_elbo, recon, kl = objective(xb, torch.randn(len(xb), *latent_shape, generator=gen).to(dist.device), yb)
         totals[:3] += torch.stack([neg_elbo.sum(), recon.sum(), kl.sum()]).double().cpu()
         if config.iwae_k > 1:
-            eps = torch.randn(config.iwae_k, len(xb), latent_dim, generator=gen).to(dist.device)
+            eps = torch.randn(config.iwae_k, len(xb), *latent_shape, generator=gen).to(dist.device)
             totals[3] += objective(xb, eps, yb)[0].sum().double().cpu()
     objective.train()
     totals = dist.all_sum(totals) / max(len(x), 1)
@@ -166,6 +175,14 @@ class Run:
     out: Path
     reference_x: torch.Tensor  # test images (and labels) kept in the checkpoint for export's checks
     reference_y: torch.Tensor
+    started: float = field(default_factory=time.perf_counter)  # when training began: --minutes counts from here
+    diagnostics: dict = field(default_factory=dict)  # the last latent check (train/diagnostics.py)
+    spent: bool = False  # the --minutes budget is used up (the main process's clock, shared by all)
+    warned: set = field(default_factory=set)  # latent problems already warned about
+
+    def progress(self) -> float:
+        """Fraction of the --minutes budget used (0 without a budget)."""
+        return (time.perf_counter() - self.started) / (60 * self.config.minutes) if self.config.minutes else 0.0
 
     @property
     def batches(self) -> int:
@@ -178,7 +195,7 @@ class Run:
                 "metrics": state.history[-1] if state.history else {}, "dataset": self.data.name,
                 "image_shape": list(self.data.image_shape), "classes": list(self.data.classes),
                 "reference_x": self.reference_x, "reference_y": self.reference_y, "kind": self.config.model,
-                **state.to_checkpoint()}
+                "diagnostics": self.diagnostics, **state.to_checkpoint()}
 
 
 def train(config, on_step=None) -> Path:
@@ -197,7 +214,10 @@ def train(config, on_step=None) -> Path:
 
 def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
     log = print if dist.is_main else (lambda *args, **kwargs: None)
+    started = time.perf_counter()
     run = build_run(config, dist, log)
+    run.started = started
+    config = run.config  # auto choices made
     state = resume(run, log) if config.resume else TrainState()
     if state.epoch == config.epochs and not state.next_batch:  # resuming a finished run: say so, change nothing
         log(f"nothing to do: {run.out} already has {state.epoch} of {config.epochs} epochs; "
@@ -216,7 +236,11 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
     for epoch in range(state.epoch + 1, config.epochs + 1):
         start, first = time.perf_counter(), state.next_batch
         train_epoch(run, state, epoch, stop, on_step)
+        if not (epoch % config.eval_every == 0 or epoch == config.epochs or run.spent):
+            state.epoch, state.next_batch = epoch, 0
+            continue  # evaluated, drawn and saved every --eval-every epochs, and at the end
         row = epoch_metrics(run, state, epoch, time.perf_counter() - start, first)
+        warnings = check_latent(run, row, settled=row["beta"] >= config.beta)
         row["seconds"] = round(time.perf_counter() - start, 3)
         state.history.append(row)
         state.epoch, state.next_batch = epoch, 0
@@ -225,9 +249,19 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
         if dist.is_main:
             write_epoch(run, state, row, improved)
         dist.barrier()
+        psnr = row.get("val_psnr_db", row.get("test_psnr_db"))
         log(f"epoch {epoch:3d}/{config.epochs}  train loss {row['train_loss']:8.3f}  "
-            f"test -ELBO {row['test_neg_elbo']:8.3f}  KL {row['test_kl']:6.3f}  ({row['seconds']:.1f} s)"
+            f"test -ELBO {row['test_neg_elbo']:8.3f}  KL {row['test_kl']:6.3f}  "
+            + ("" if psnr is None else f"PSNR {psnr:5.2f} dB  ") + f"({row['seconds']:.1f} s)"
             + ("  *best" if improved and "val_neg_elbo" in row else ""))
+        for line in warnings:
+            log(f"warning: {line}")
+        if run.spent:
+            log(f"time budget of {config.minutes:g} minutes reached: stopped after epoch {epoch} "
+                f"({state.step} steps, {time.perf_counter() - run.started:.0f} s)")
+            break
+    if run.diagnostics:
+        log(f"latent: {run.diagnostics['note']}")
     out = run.out
     log(f"wrote {out / checkpoint.LAST}, {out / checkpoint.BEST}, {out / 'metrics.jsonl'}, {out / 'loss.png'}, "
         f"{out / 'samples'}/epoch_*.png, {out / 'recon'}/epoch_*.png")
@@ -239,7 +273,11 @@ def build_run(config, dist: ddp.Dist, log) -> Run:
     torch.manual_seed(config.seed)
     with dist.main_first():
         data = data_sources.load(config, log=log)
+    config = auto.resolve(config, data.train_x, log=log)
+    torch.manual_seed(config.seed)  # the same weights whether or not choices were made from the data
     model = models.build(config, data.image_shape, len(data.classes)).to(dist.device)
+    if config.arch in ("conv", "resnet"):  # oneDNN's convolutions run 1.1-3x faster on NHWC tensors (measured)
+        model = model.to(memory_format=torch.channels_last)
     objective = Objective(model)
     fused = dist.device.type in ("cpu", "cuda")  # one kernel for all parameters where torch has it
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
@@ -272,25 +310,27 @@ def resume(run: Run, log) -> TrainState:
 def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_step) -> None:
     """The optimizer steps of one epoch, from state.next_batch on; saves and raises Interrupted on Ctrl-C."""
     config, dist, model = run.config, run.dist, run.model
-    lr = lr_at(config, epoch)
-    for group in run.optimizer.param_groups:
-        group["lr"] = lr
+    _set_lr(run.optimizer, lr_at(config, epoch, run.progress()))
     state.start_epoch(len(run.data.train_x), run.gen)
     batches, first = run.batches, state.next_batch
     bar = tqdm(total=batches, initial=first, desc=f"epoch {epoch}/{config.epochs}", leave=False,
                disable=None if dist.is_main else True)
     for b in range(first, batches):
         idx = state.order[b * config.batch_size:(b + 1) * config.batch_size]
-        x, y, eps = draw_batch(config, run.data.train_x, run.data.train_y, idx, run.gen, dist, config.latent_dim)
+        x, y, eps = draw_batch(config, run.data.train_x, run.data.train_y, idx, run.gen, dist, latent_shape_of(model))
         beta = beta_at(config, state.step, batches)
-        loss, neg_elbo, _, kl = run.trainer(x, eps, y if model.conditional else None, None, beta)
+        loss, neg_elbo, _, kl = run.trainer(x, eps, y if model.conditional else None, None, beta, config.free_bits)
         total = loss.sum() * dist.world / len(idx)  # the global batch's mean once DDP averages gradients
-        flags = dist.all_sum(torch.tensor([float(not torch.isfinite(total)), float(stop.requested)]))
+        # one all-reduce: a non-finite loss anywhere, a stop request, and the main process's budget clock
+        flags = dist.all_sum(torch.tensor([float(not torch.isfinite(total)), float(stop.requested),
+                                           run.progress() if dist.is_main else 0.0]))
         if flags[0]:
             raise FloatingPointError(
                 f"loss is not finite at epoch {epoch}, batch {b + 1}/{batches}; stopped without saving: the last "
                 f"good checkpoint is {run.out / checkpoint.LAST} ({state.epoch} epochs). Try a lower --lr or "
                 f"--grad-clip")
+        if config.minutes and config.schedule == "cosine":
+            _set_lr(run.optimizer, lr_at(config, epoch, float(flags[2])))
         run.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if config.grad_clip:
@@ -304,6 +344,9 @@ def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_st
             bar.update()
         if on_step is not None:
             on_step(epoch, b, model)
+        run.spent = bool(config.minutes and flags[2] >= 1)
+        if run.spent and b + 1 < batches:  # budget used up: this epoch ends here
+            break
         if flags[1] or stop.requested:
             bar.close()
             state.next_batch = b + 1  # state.epoch is still epoch - 1: this one is not done
@@ -314,18 +357,57 @@ def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_st
     bar.close()
 
 
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def epoch_metrics(run: Run, state: TrainState, epoch: int, train_seconds: float, first: int) -> dict:
     """The epoch's metrics row: training totals, validation and test -ELBO, speed."""
     config, dist, data = run.config, run.dist, run.data
     loss_sum, neg_elbo_sum, kl_sum, seen = dist.all_sum(state.sums).tolist()
-    row = {"epoch": epoch, "step": state.step, "lr": lr_at(config, epoch),
+    row = {"epoch": epoch, "step": state.step, "lr": run.optimizer.param_groups[0]["lr"],
            "beta": beta_at(config, state.step - 1, run.batches),
            "train_loss": loss_sum / seen, "train_neg_elbo": neg_elbo_sum / seen, "train_kl": kl_sum / seen}
     if len(data.val_x):
         row["val_neg_elbo"] = evaluate(run.objective, config, data.val_x, data.val_y, dist)["neg_elbo"]
     row.update({f"test_{k}": v for k, v in evaluate(run.objective, config, data.test_x, data.test_y, dist).items()})
-    row["train_images_per_second"] = round(len(data.train_x) * (1 - first / run.batches) / train_seconds, 1)
+    # images trained on in this call: a resumed epoch's sums include the batches run before the interruption
+    row["train_images_per_second"] = round((seen - first * config.batch_size) / train_seconds, 1)
     return row
+
+
+def check_latent(run: Run, row: dict, settled: bool) -> list[str]:
+    """Diagnose the latent on up to DIAGNOSIS_IMAGES validation (else test) images, keep the result in
+    run.diagnostics (for the checkpoint) and the row; returns problems not warned about before, once
+    `settled` (the KL warm-up over)."""
+    model, data = run.model, run.data
+    if model.kind != "vae" or not run.dist.is_main:
+        return []
+    x, y = (data.val_x, data.val_y) if len(data.val_x) else (data.test_x, data.test_y)
+    x, y = x[:DIAGNOSIS_IMAGES], y[:DIAGNOSIS_IMAGES]
+    mus, logvars, squared = [], [], 0.0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(x), EVAL_BATCH):
+            xb = to_unit(x[i:i + EVAL_BATCH]).to(run.dist.device)
+            yb = y[i:i + EVAL_BATCH].to(run.dist.device) if model.conditional else None
+            mu, logvar = model.encoder(xb, yb)
+            squared += float((model.decode(mu, yb) - xb).double().pow(2).sum())
+            mus.append(mu.cpu())
+            logvars.append(logvar.cpu())
+    model.train()
+    found = diagnose(torch.cat(mus), torch.cat(logvars))
+    run.diagnostics = found.to_dict()
+    mse = squared / max(x.numel(), 1)
+    name = "val" if len(data.val_x) else "test"  # PSNR of decode(mu), the mean reconstruction, peak 1
+    row.update(active_units=found.active_units, latent_rms=round(found.latent_rms, 4),
+               **{f"{name}_psnr_db": round(10 * math.log10(1 / mse), 3) if mse > 0 else math.inf})
+    if not settled:
+        return []
+    new = [w for w in found.warnings() if w.split(":")[0] not in run.warned]
+    run.warned.update(w.split(":")[0] for w in new)
+    return new
 
 
 def write_epoch(run: Run, state: TrainState, row: dict, improved: bool) -> None:
@@ -344,7 +426,8 @@ def write_epoch(run: Run, state: TrainState, row: dict, improved: bool) -> None:
 def write_grids(run: Run, epoch: int) -> None:
     """samples/epoch_NNN.png (the same z every epoch) and recon/epoch_NNN.png (test images above their decodes)."""
     model, device, seed = run.model, run.dist.device, run.config.seed
-    fixed_z = torch.randn(GRID_IMAGES, model.latent_dim, generator=torch.Generator().manual_seed(seed + FIXED_Z_STREAM))
+    fixed_z = torch.randn(GRID_IMAGES, *latent_shape_of(model),
+                          generator=torch.Generator().manual_seed(seed + FIXED_Z_STREAM))
     fixed_y = (torch.arange(GRID_IMAGES) // report.GRID_COLUMNS % max(model.num_classes, 1)).to(device)
     model.eval()
     with torch.no_grad():

@@ -9,42 +9,58 @@ encoder's features and to z.
 The interface export/ relies on (`m = build(config, image_shape, num_classes)`):
     m.kind                       "vae" or "ae"
     m.conditional, m.num_classes whether encoder and decoder take y (int64 (N,)), and how many classes
-    m.latent_dim, m.image_shape  D and (C, H, W)
-    m.encoder(x[, y])            -> (mu, logvar), each (N, D). For the AE: (code, None) -- there is no
-                                 variance; its code z is mu itself and no noise is ever added.
+    m.latent_shape, m.latent_dim (D,) or (Cz, h, w) for a spatial latent; D = its product
+    m.image_shape                (C, H, W)
+    m.encoder(x[, y])            -> (mu, logvar), each (N, *latent_shape). For the AE: (code, None) -- there is
+                                 no variance; its code z is mu itself and no noise is ever added.
     m.reparameterize(mu, logvar, eps)  static: mu + exp(0.5 * logvar) * eps (mu itself when logvar is None)
     m.decode(z[, y])             the decoder's MEAN image in [0, 1] under the likelihood (for the
                                  continuous Bernoulli that is its mean, not sigmoid(logits))
-    m(x, eps[, y])               -> (logits, mu, logvar): what the loss needs
+    m(x, eps[, y])               -> (out, mu, logvar): what the loss needs; out holds the likelihood's
+                                 parameters, (N, P*C, H, W)
+
+Heads: a flat latent takes dense layers on the encoder body's flattened features (the one-hot label
+appended); a spatial latent (--arch resnet --latent-channels Cz) takes 1x1 convs on its feature map (the
+one-hot label appended as constant planes), so z keeps the image's layout at 1/2^(levels-1) of its size.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
 from .likelihood import Likelihood
 from .nets import bodies
+from .resnet import ResNetDecoderBody, ResNetEncoderBody, auto_widths
 
 KINDS = ("vae", "ae")
 
 
 class Encoder(nn.Module):
-    """q(z|x[, y]): x (N, C, H, W) -> mu, logvar (N, D); the AE has no logvar head."""
+    """q(z|x[, y]): x (N, C, H, W) -> mu, logvar (N, *latent_shape); the AE has no logvar head."""
 
-    def __init__(self, body: nn.Module, latent_dim: int, num_classes: int, variational: bool):
+    def __init__(self, body: nn.Module, latent_channels: int, num_classes: int, variational: bool,
+                 spatial: bool = False):
         super().__init__()
         self.body, self.num_classes = body, num_classes
-        self.mu = nn.Linear(body.out_features + num_classes, latent_dim)
-        self.logvar = nn.Linear(body.out_features + num_classes, latent_dim) if variational else None
+        if spatial:  # 1x1 convs on the feature map (N, F [+ K], h, w)
+            def head():
+                return nn.Conv2d(body.out_channels + num_classes, latent_channels, 1)
+        else:  # dense layers on the features (N, F [+ K])
+            def head():
+                return nn.Linear(body.out_features + num_classes, latent_channels)
+        self.mu = head()
+        self.logvar = head() if variational else None
         self.register_buffer("one_hot", torch.eye(num_classes), persistent=False)  # row y = one-hot of y
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        h = _with_label(self.body(x), y, self.one_hot)  # (N, F [+ K])
+        h = _with_label(self.body(x), y, self.one_hot)  # (N, F [+ K]) or (N, F [+ K], h, w)
         return self.mu(h), (self.logvar(h) if self.logvar is not None else None)
 
 
 class Decoder(nn.Module):
-    """p(x|z[, y]): z (N, D) -> logits (N, C, H, W)."""
+    """p(x|z[, y]): z (N, *latent_shape) -> the likelihood's parameters (N, P*C, H, W)."""
 
     def __init__(self, body: nn.Module, num_classes: int):
         super().__init__()
@@ -56,11 +72,15 @@ class Decoder(nn.Module):
 
 
 def _with_label(h: torch.Tensor, y: torch.Tensor | None, one_hot: torch.Tensor) -> torch.Tensor:
+    """h with the one-hot label appended: as features (N, F) or as constant planes (N, F, h, w)."""
     if not len(one_hot):
         return h
     if y is None:
         raise ValueError("this model is conditional: pass the class labels y (int64, (N,))")
-    return torch.cat([h, one_hot[y]], dim=1)
+    label = one_hot[y]  # (N, K)
+    if h.dim() == 4:
+        label = label[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
+    return torch.cat([h, label], dim=1)
 
 
 class VAE(nn.Module):
@@ -68,17 +88,40 @@ class VAE(nn.Module):
 
     def __init__(self, image_shape: tuple[int, int, int], hidden: tuple[int, ...] = (512, 256), latent_dim: int = 16,
                  *, arch: str = "mlp", conv_channels: tuple[int, ...] = (32, 64), kind: str = "vae",
-                 num_classes: int = 0, likelihood: str = "bernoulli", sigma: float = 0.0):
+                 num_classes: int = 0, likelihood: str = "bernoulli", sigma: float = 0.0, sigma_fit: str = "optimal",
+                 widths: tuple[int, ...] = (), blocks: int = 1, latent_channels: int = 0):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"model kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        self.image_shape, self.latent_dim, self.kind = tuple(image_shape), latent_dim, kind
+        if latent_channels and arch != "resnet":
+            raise ValueError(f"a spatial latent (--latent-channels {latent_channels}) needs --arch resnet, got {arch}")
+        self.image_shape, self.kind = tuple(image_shape), kind
         self.conditional, self.num_classes = num_classes > 0, num_classes
-        widths = conv_channels if arch == "conv" else hidden
-        encoder_body, decoder_body = bodies(arch, widths, self.image_shape, latent_dim + num_classes)
-        self.encoder = Encoder(encoder_body, latent_dim, num_classes, variational=kind == "vae")
+        likelihood = Likelihood(likelihood, self.image_shape[0], sigma, sigma_fit)
+        c, h, w = self.image_shape
+        out_shape = (c * likelihood.params, h, w)  # what the decoder body produces
+        variational = kind == "vae"
+        if arch == "resnet":
+            widths = widths or auto_widths(self.image_shape)
+            spatial = latent_channels > 0
+            encoder_body = ResNetEncoderBody(self.image_shape, widths, blocks, flat=not spatial)
+            if spatial:
+                self.latent_shape = (latent_channels, *encoder_body.geometry.grid)
+                decoder_body = ResNetDecoderBody(self.image_shape, widths, blocks, out_shape[0],
+                                                 in_channels=latent_channels + num_classes)
+            else:
+                self.latent_shape = (latent_dim,)
+                decoder_body = ResNetDecoderBody(self.image_shape, widths, blocks, out_shape[0],
+                                                 in_features=latent_dim + num_classes)
+            self.encoder = Encoder(encoder_body, self.latent_shape[0], num_classes, variational, spatial)
+        else:
+            self.latent_shape = (latent_dim,)
+            encoder_body, decoder_body = bodies(arch, conv_channels if arch == "conv" else hidden, self.image_shape,
+                                                latent_dim + num_classes, out_shape)
+            self.encoder = Encoder(encoder_body, latent_dim, num_classes, variational)
+        self.latent_dim = math.prod(self.latent_shape)
         self.decoder = Decoder(decoder_body, num_classes)
-        self.likelihood = Likelihood(likelihood, self.image_shape[0], sigma)
+        self.likelihood = likelihood  # registered last: parameter order (and saved optimizer state) as before
 
     @staticmethod
     def reparameterize(mu: torch.Tensor, logvar: torch.Tensor | None, eps: torch.Tensor) -> torch.Tensor:
@@ -86,7 +129,7 @@ class VAE(nn.Module):
         return mu if logvar is None else mu + torch.exp(0.5 * logvar) * eps
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor, y: torch.Tensor | None = None):
-        """Returns decoder logits (N, C, H, W), mu and logvar (N, D) (logvar None for the AE)."""
+        """Returns the decoder's output (N, P*C, H, W), mu and logvar (N, *latent_shape) (logvar None for the AE)."""
         mu, logvar = self.encoder(x, y)
         return self.decoder(self.reparameterize(mu, logvar, eps), y), mu, logvar
 
@@ -103,7 +146,13 @@ def build(config, image_shape: tuple[int, int, int], num_classes: int = 0) -> VA
     """The model a TrainConfig describes, for images of image_shape (C, H, W).
 
     num_classes: the dataset's class count; used only when config.conditional (len(checkpoint['classes'])).
+    The config's auto choices must be made (train/auto.py resolve, which the training loop calls).
     """
+    if not config.resolved:
+        raise ValueError(f"the config still has data-dependent choices (arch {config.arch}, likelihood "
+                         f"{config.likelihood}, latent_dim {config.latent_dim}); resolve them with "
+                         f"edgevae.train.auto.resolve(config, images) first")
     return VAE(image_shape, config.hidden, config.latent_dim, arch=config.arch, conv_channels=config.conv_channels,
                kind=config.model, num_classes=num_classes if config.conditional else 0,
-               likelihood=config.likelihood, sigma=config.sigma)
+               likelihood=config.likelihood, sigma=config.sigma, sigma_fit=config.sigma_fit, widths=config.widths,
+               blocks=config.blocks, latent_channels=config.latent_channels)

@@ -1,8 +1,9 @@
 """The networks a VAE (or the AE baseline) is built from, sized by config: MLP or convolutional.
 
-An encoder body maps x (N, C, H, W) to features (N, F); a decoder body maps a vector (N, D') to
-logits (N, C, H, W). The conv decoder upsamples with ConvTranspose2d(kernel 4, stride 2, padding 1):
-the kernel is a multiple of the stride, so every output pixel gets the same number of taps and no
+An encoder body maps x (N, C, H, W) to features (N, F); a decoder body maps a vector (N, D') to the
+likelihood's parameters (N, P*C, H, W); train/resnet.py holds the residual family, `--arch resnet`.
+The conv decoder upsamples with ConvTranspose2d(kernel 4, stride 2, padding 1): the kernel is a multiple of the
+stride, so every output pixel gets the same number of taps and no
 checkerboard pattern is built in (Odena et al., "Deconvolution and Checkerboard Artifacts", 2016).
 """
 from __future__ import annotations
@@ -32,13 +33,13 @@ class MLPEncoderBody(nn.Sequential):
 
 
 class MLPDecoderBody(nn.Module):
-    def __init__(self, image_shape: tuple[int, int, int], hidden: tuple[int, ...], in_features: int):
+    def __init__(self, out_shape: tuple[int, int, int], hidden: tuple[int, ...], in_features: int):
         super().__init__()
-        self.image_shape = tuple(image_shape)
-        self.net = mlp([in_features, *reversed(hidden), math.prod(image_shape)])
+        self.out_shape = tuple(out_shape)
+        self.net = mlp([in_features, *reversed(hidden), math.prod(out_shape)])
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        return self.net(v).view(-1, *self.image_shape)  # (N, C, H, W)
+        return self.net(v).view(-1, *self.out_shape)  # (N, P*C, H, W)
 
 
 def conv_grid(image_shape: tuple[int, int, int], channels: tuple[int, ...]) -> tuple[int, int]:
@@ -62,13 +63,13 @@ class ConvEncoderBody(nn.Sequential):
 
 
 class ConvDecoderBody(nn.Module):
-    def __init__(self, image_shape: tuple[int, int, int], channels: tuple[int, ...], in_features: int):
+    def __init__(self, out_shape: tuple[int, int, int], channels: tuple[int, ...], in_features: int):
         super().__init__()
-        h, w = conv_grid(image_shape, channels)
+        h, w = conv_grid(out_shape, channels)
         self.grid = (channels[-1], h, w)
         self.project = nn.Sequential(nn.Linear(in_features, math.prod(self.grid)), nn.ReLU())
         layers: list[nn.Module] = []
-        widths = (*reversed(channels), image_shape[0])
+        widths = (*reversed(channels), out_shape[0])
         for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
             layers.append(nn.ConvTranspose2d(c_in, c_out, KERNEL, STRIDE, PADDING))
             if i < len(widths) - 2:
@@ -82,10 +83,13 @@ class ConvDecoderBody(nn.Module):
 ARCHS = {"mlp": (MLPEncoderBody, MLPDecoderBody), "conv": (ConvEncoderBody, ConvDecoderBody)}
 
 
-def bodies(arch: str, widths: tuple[int, ...], image_shape: tuple[int, int, int],
-           decoder_in: int) -> tuple[nn.Module, nn.Module]:
-    """(encoder body, decoder body): widths are the MLP's hidden widths or the conv layers' channels."""
+def bodies(arch: str, widths: tuple[int, ...], image_shape: tuple[int, int, int], decoder_in: int,
+           out_shape: tuple[int, int, int] | None = None) -> tuple[nn.Module, nn.Module]:
+    """(encoder body, decoder body): widths are the MLP's hidden widths or the conv layers' channels.
+
+    out_shape: what the decoder body produces, (P*C, H, W) for a likelihood with P parameters per channel.
+    """
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
     encoder, decoder = ARCHS[arch]
-    return encoder(image_shape, widths), decoder(image_shape, widths, decoder_in)
+    return encoder(image_shape, widths), decoder(out_shape or image_shape, widths, decoder_in)

@@ -1,0 +1,336 @@
+"""Quality on colour images: EdgeVAE's default colour recipe against AntixK's VanillaVAE, same data, same wall time.
+
+    python bench/quality_rgb.py                                  # ../shared/data/twemoji-64, RGBA, 20 minutes each
+    python bench/quality_rgb.py --minutes 3 --cond-minutes 3     # a quick look
+    python bench/quality_rgb.py --channels 3 --matte white       # RGB on a white matte instead of RGBA
+
+Protocol: the image folder is read with EdgeVAE's own loader (sub-folders are the classes; RGBA keeps alpha
+as a 4th channel), the colour of fully transparent pixels -- invisible, and in Twemoji's PNGs whatever the
+drawing program left there -- is set to 0, the images are split 90/10 with numpy's default_rng(0) into
+train and test, and written to WORK/data.npz. Then, one after the other
+in this process and each for the same wall-clock budget (--minutes, which includes everything training
+does: data loading, per-epoch evaluation, checkpoints):
+    ours          `edgevae train --data WORK/data.npz RECIPE --minutes M`: the defaults a user gets on a colour
+                  folder (auto: resnet, discretized logistic, 128-d flat latent, batch 32, lr 2e-3 cosine) plus the
+                  measurement's flags in RECIPE
+    conditional   the same with --conditional (the folder's categories), for --cond-minutes
+    baseline      bench/antixk.py: AntixK/PyTorch-VAE's VanillaVAE as its configs/vae.yaml configures it
+Measured on the test split: PSNR of the mean reconstruction decode(mu) (peak 1, over all pixels and
+channels, alpha included); NLL in bits per dimension by importance sampling (train/evaluate.py, k = --k) and the ELBO's.
+The baseline, trained on MSE, has no likelihood of its own: it is scored as a Gaussian decoder with the
+per-channel sigma that best fits its training reconstructions (its calibrated reading; an ELBO, k = 1).
+Grids (first test images above their reconstructions; prior samples, seed 0; conditional samples one
+class a row) are written to bench/quality_rgb/ and shown in RESULTS.md.
+
+Twemoji graphics by Twitter, Inc. and other contributors, CC BY 4.0 (the default data).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import _common as C  # noqa: E402
+import numpy as np
+
+# EdgeVAE's colour recipe is what a user gets: every model and optimizer choice is left to the data (train/auto.py).
+# Only the measurement is set: no validation split (the test split is scored), grids and checkpoints every 5 epochs.
+RECIPE = dict(val_fraction=0.0, eval_every=5, seed=0)
+PREVIEW = "white"  # RGBA grids are shown composited onto white, as an app would put them on a page
+SPLIT_SEED, TEST_FRACTION = 0, 0.1
+GRID_IMAGES, GRID_COLUMNS = 32, 8
+PICTURES = C.ROOT / "bench" / "quality_rgb"
+WHERE = {"pictures": PICTURES, "results": C.ROOT / "bench"}  # --pictures, and the folder RESULTS.md links from
+SHOWN_CLASSES = ("smileys-emotion", "flags")
+
+
+def recipe_flags(extra: dict | None = None) -> str:
+    parts = []
+    for key, value in {**RECIPE, **(extra or {})}.items():
+        flag = "--" + key.replace("_", "-")
+        parts.append(flag if value is True else f"{flag} {value}")
+    return " ".join(parts)
+
+
+def split_folder(folder: str, channels: int, matte: str, size: int, work: Path) -> tuple[Path, dict]:
+    """Read the folder with EdgeVAE's loader, split 90/10 with default_rng(SPLIT_SEED), save WORK/data.npz."""
+    from edgevae.train.config import TrainConfig
+    from edgevae.train.folder import image_folder
+
+    config = TrainConfig(data=folder, channels=channels, matte=matte, image_size=size)
+    data = image_folder(Path(folder), config, log=lambda *_: None)
+    x, y = data.train_x.numpy().copy(), data.train_y.numpy()
+    if x.shape[1] == 4:  # invisible colour carries nothing a viewer sees: zero it, so no model spends bits on it
+        x[:, :3] *= (x[:, 3:] > 0).astype(np.uint8)
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
+    test, train = np.sort(order[:round(TEST_FRACTION * len(x))]), np.sort(order[round(TEST_FRACTION * len(x)):])
+    path = work / "data.npz"
+    np.savez(path, x_train=x[train], y_train=y[train], x_test=x[test], y_test=y[test], classes=np.array(data.classes))
+    return path, {"images": len(x), "train": len(train), "test": len(test), "classes": list(data.classes),
+                  "shape": list(x.shape[1:])}
+
+
+def psnr(x, x_hat) -> float:
+    mse = float(((x.double() - x_hat.double()) ** 2).mean())
+    return 10 * math.log10(1 / mse)
+
+
+def save_grid(images, name: str, nrow: int = GRID_COLUMNS) -> str:
+    """Write a grid into the pictures folder (--pictures); returns its path relative to RESULTS.md's folder."""
+    import os
+
+    import edgevae
+
+    WHERE["pictures"].mkdir(parents=True, exist_ok=True)
+    path = edgevae.save_grid(images.detach().float().cpu().numpy(), WHERE["pictures"] / name, nrow=nrow,
+                             background=PREVIEW)
+    return os.path.relpath(path, WHERE["results"])
+
+
+def _pairs(x, recon, report):
+    """Two rows of test images, each above the row of its reconstructions."""
+    cols = min(GRID_COLUMNS, len(x))
+    return report.interleave_rows(x[:2 * cols], recon[:2 * cols], cols)
+
+
+def ours(npz: Path, work: Path, name: str, minutes: float, k: int, conditional: bool = False) -> dict:
+    """Train the recipe for `minutes`, then measure it on the test split and draw its grids."""
+    import torch
+
+    from edgevae.train import report
+    from edgevae.train.checkpoint import load_run
+    from edgevae.train.config import TrainConfig
+    from edgevae.train.evaluate import evaluate_model
+    from edgevae.train.loop import to_unit, train
+
+    out = work / name
+    with np.load(npz) as f:
+        size = "x".join(map(str, f["x_train"].shape[2:]))  # the data's own size: nothing is resized
+    config = TrainConfig(**RECIPE, data=str(npz), out=str(out), epochs=100_000, minutes=minutes,
+                         conditional=conditional, image_size=size)
+    start = time.perf_counter()
+    train(config)
+    seconds = time.perf_counter() - start
+    model, ckpt, config = load_run(out, "last")
+    with np.load(npz) as f:
+        x, y = to_unit(torch.from_numpy(f["x_test"])), torch.from_numpy(f["y_test"])
+        classes = [str(c) for c in f["classes"]]
+    labels = y if conditional else None
+    start = time.perf_counter()
+    with torch.inference_mode():
+        recon = torch.cat([model.decode(model.encoder(x[i:i + 256], None if labels is None else labels[i:i + 256])[0],
+                                        None if labels is None else labels[i:i + 256]) for i in range(0, len(x), 256)])
+        result = evaluate_model(model, x, labels, k=k, chunk=512, progress=True)
+        eval_minutes = (time.perf_counter() - start) / 60
+        z = torch.randn(GRID_IMAGES, *model.latent_shape, generator=torch.Generator().manual_seed(0))
+        if conditional:
+            rows = [classes.index(c) for c in SHOWN_CLASSES if c in classes] + \
+                [i for i in range(len(classes)) if classes[i] not in SHOWN_CLASSES]
+            z = torch.randn(len(rows) * GRID_COLUMNS, *model.latent_shape, generator=torch.Generator().manual_seed(0))
+            samples = model.decode(z, torch.tensor(rows).repeat_interleave(GRID_COLUMNS))
+            grids = {"samples": save_grid(samples, f"{name}_samples.png")}
+            grids["rows"] = [classes[r] for r in rows]
+        else:
+            grids = {"samples": save_grid(model.decode(z), f"{name}_samples.png")}
+        grids["recon"] = save_grid(_pairs(x, recon, report), f"{name}_recon.png", min(GRID_COLUMNS, len(x)))
+    return {"name": name, "seconds": seconds, "epochs": ckpt["epoch"], "steps": ckpt["step"],
+            "psnr": psnr(x, recon), "bits_per_dim": result["bits_per_dim"],
+            "bits_per_dim_stderr": result["bits_per_dim_stderr"], "elbo_bits_per_dim": result["neg_elbo_bits_per_dim"],
+            "k": k, "eval_minutes": eval_minutes, "active_units": result["active_units"],
+            "latent_dim": model.latent_dim, "latent_rms": result["latent_rms"], "warnings": result["warnings"],
+            "config": {k_: v for k_, v in ckpt["config"].items() if k_ in ("arch", "likelihood", "latent_dim", "widths",
+                                                                          "blocks", "batch_size", "lr",
+                                                                          "schedule")},
+            "grids": grids, "parameters": sum(p.numel() for p in model.parameters()), **progress(npz, out)}
+
+
+def progress(npz: Path, out: Path) -> dict:
+    """What limits a run's PSNR, from its saved run: PSNR on the training images beside the test images'
+    (equal: underfitted, the budget is what stops it; far above: overfitted), and test PSNR along the way."""
+    import json as json_
+
+    import torch
+
+    from edgevae.train.checkpoint import load_run
+    from edgevae.train.loop import to_unit
+
+    model, ckpt, config = load_run(out, "last")
+    with np.load(npz) as f:
+        x, y = to_unit(torch.from_numpy(f["x_train"][:512])), torch.from_numpy(f["y_train"][:512])
+    labels = y if config.conditional else None
+    with torch.inference_mode():
+        recon = model.decode(model.encoder(x, labels)[0], labels)
+    rows = [json_.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    curve = [(r["epoch"], r["step"], r["test_psnr_db"]) for r in rows if "test_psnr_db" in r]
+    return {"train_psnr": psnr(x, recon), "curve": curve}
+
+
+def thumbnails(npz: Path) -> dict:
+    """PSNR of the test images shrunk to a side of 8, 16, 32 pixels and scaled back up (bilinear): what a
+    reconstruction's PSNR means in resolution."""
+    import torch
+    import torch.nn.functional as F
+
+    with np.load(npz) as f:
+        x = torch.from_numpy(f["x_test"]).float() / 255
+    side = x.shape[-1]
+    out = {}
+    for s in (8, 16, 32):
+        small = F.interpolate(x, size=(s, s * x.shape[-1] // x.shape[-2]), mode="bilinear", antialias=True)
+        out[s] = psnr(x, F.interpolate(small, size=x.shape[-2:], mode="bilinear").clamp(0, 1)) if s < side else None
+    return out
+
+
+def baseline(npz: Path, minutes: float) -> dict:
+    """AntixK's VanillaVAE for `minutes` on the same training split; measured like ours."""
+    import antixk
+    import torch
+
+    from edgevae.train import report
+    from edgevae.train.likelihood import bits_per_dim, gaussian_nll
+
+    with np.load(npz) as f:
+        train_x, test_x = torch.from_numpy(f["x_train"]), torch.from_numpy(f["x_test"])
+    model, record = antixk.train_for(train_x, minutes)
+    x = test_x.float() / 255
+    with torch.inference_mode():
+        recon = antixk.reconstruct(model, x)
+        train_recon = antixk.reconstruct(model, train_x.float() / 255)
+        mse = ((train_recon - train_x.float() / 255) ** 2).mean(dim=(0, 2, 3))  # per channel
+        train_psnr = psnr(train_x.float() / 255, train_recon)
+        log_sigma = 0.5 * mse.clamp(min=1e-6).log().view(-1, 1, 1)
+        gen = torch.Generator().manual_seed(0)
+        mu, log_var = model.encode(x)
+        z = mu + torch.randn(mu.shape, generator=gen) * torch.exp(0.5 * log_var)
+        nll = gaussian_nll(model.decode(z).clamp(0, 1), x, log_sigma)
+        kl = -0.5 * (1 + log_var - mu**2 - log_var.exp()).sum(dim=1)
+        elbo_bpd = bits_per_dim(float((nll + kl).mean()), int(np.prod(x.shape[1:])), "gaussian")
+        grids = {"samples": save_grid(antixk.sample(model, GRID_IMAGES, 0), "antixk_samples.png"),
+                 "recon": save_grid(_pairs(x, recon, report), "antixk_recon.png", min(GRID_COLUMNS, len(x)))}
+        rms = float((mu.pow(2) + log_var.exp()).mean().sqrt())
+    return {"name": "antixk", **record, "psnr": psnr(x, recon), "train_psnr": train_psnr,
+            "elbo_bits_per_dim": elbo_bpd, "grids": grids,
+            "latent_rms": rms, "parameters": sum(p.numel() for p in model.parameters())}
+
+
+GOAL_PSNR, GOAL_BITS = 24.0, 5.0  # test PSNR of decode(mu) in dB (at least), test NLL in bits/dim (at most)
+
+
+def goals(r: dict, thumbs: dict) -> str:
+    """The goals, each met or missed by the default recipe's run, with what was measured against them."""
+    psnr_ok, bits_ok = r["psnr"] >= GOAL_PSNR, r["bits_per_dim"] <= GOAL_BITS
+    sides = [s for s, v in thumbs.items() if v is not None and v <= r["psnr"]]
+    like = f"the test images shrunk to {max(sides)} px a side score as much" if sides else \
+        f"below what the test images shrunk to {min(thumbs)} px a side score"
+    return (f"Goals (EdgeVAE default recipe): test PSNR >= {GOAL_PSNR:g} dB -- "
+            + ("**met**" if psnr_ok else "**missed**") + f" ({r['psnr']:.2f} dB measured; {like}); "
+            + f"test NLL <= {GOAL_BITS:g} bits/dim -- " + ("**met**" if bits_ok else "**missed**")
+            + f" ({r['bits_per_dim']:.3f} measured).")
+
+
+def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
+    header = ["model", "training (wall clock)", "epochs", "test PSNR, decode(mu)", "train PSNR",
+              "test NLL (bits/dim)", "test -ELBO (bits/dim)", "z rms", "parameters"]
+    table = []
+    for r in rows:
+        nll = f"**{r['bits_per_dim']:.3f}** ± {r['bits_per_dim_stderr']:.3f} (k = {r['k']})" if "k" in r else "—"
+        what = {"ours": "EdgeVAE default colour recipe", "conditional": "EdgeVAE, `--conditional` (9 categories)",
+                "antixk": "AntixK VanillaVAE (configs/vae.yaml)"}[r["name"]]
+        train = f"{r['train_psnr']:.2f} dB" if "train_psnr" in r else "—"
+        table.append([what, f"{r['seconds'] / 60:.1f} min", f"{r['epochs']}", f"**{r['psnr']:.2f} dB**", train, nll,
+                      f"{r['elbo_bits_per_dim']:.3f}", f"{r['latent_rms']:.2f}", f"{r['parameters']:,}"])
+    by = {r["name"]: r for r in rows}
+    lines = [C.table(header, table), ""]
+    notes = [
+        f"Data: `{args.data}`, {meta['images']:,} images {'x'.join(map(str, meta['shape']))} "
+        f"({'RGBA, alpha kept' if meta['shape'][0] == 4 else 'RGB on a ' + args.matte + ' matte'}), "
+        f"{len(meta['classes'])} categories; split 90/10 with numpy default_rng({SPLIT_SEED}): "
+        f"{meta['train']:,} train, {meta['test']:,} test. Twemoji graphics by Twitter, Inc. and other contributors, "
+        "CC BY 4.0.",
+        f"Ours: `edgevae train --data WORK/data.npz {recipe_flags()} --minutes {args.minutes:g}` "
+        f"(auto chose {', '.join(f'{k} {v}' for k, v in by['ours']['config'].items())}); "
+        "evaluated on the last checkpoint. Conditional: the same with `--conditional`"
+        + (f" for {args.cond_minutes:g} minutes" if "conditional" in by else " (not run)") + ".",
+        "Baseline: bench/antixk.py, a plain-PyTorch re-implementation of AntixK/PyTorch-VAE's VanillaVAE with "
+        "configs/vae.yaml (conv 32-64-128-256-512 + BatchNorm + LeakyReLU, latent 128, MSE + 0.00025 KL, Adam "
+        "0.005, ExponentialLR 0.95, batch 64, pixels in [0, 1]), trained for the same wall time. Its -ELBO is "
+        "scored with a Gaussian decoder of the per-channel sigma that fits its training reconstructions best.",
+        f"NLL: importance-weighted with k = {args.k} samples per test image (an upper bound that k = 5000 "
+        "would tighten slightly); the discretized logistic's NLL is a probability mass over the 256 levels, so "
+        "bits/dim need no offset. Evaluation took "
+        + ", ".join(f"{r['eval_minutes']:.1f} min ({r['name']})" for r in rows if "eval_minutes" in r) + ".",
+        goals(by["ours"], thumbs),
+        "What a PSNR means here: the test images shrunk to a side of "
+        + ", ".join(f"{s} px and scaled back up score {v:.2f} dB" for s, v in thumbs.items() if v is not None)
+        + ". Ours along the way (epoch: test PSNR): "
+        + ", ".join(f"{e}: {p:.2f} dB" for e, _, p in by["ours"].get("curve", [])[::3][-5:])
+        + ". Train PSNR equal to test PSNR means the model is underfitted: the time budget, not the data, "
+        "is what stops it.",
+    ]
+    if args.reuse:
+        notes.append("This section was rewritten by `--reuse` from the runs and measurements an earlier invocation "
+                     "saved (WORK/rows.json), without training again: the load average above is the rewrite's.")
+    lines += [f"- {n}" for n in notes]
+    lines.append("")
+    for r in rows:
+        title = {"ours": "EdgeVAE", "conditional": "EdgeVAE conditional", "antixk": "AntixK VanillaVAE"}[r["name"]]
+        lines.append(f"{title}: test images (odd rows) above their reconstructions, and "
+                     + ("samples, one category a row: " + ", ".join(r["grids"]["rows"]) if "rows" in r["grids"]
+                        else "samples of N(0, I), seed 0") + ".")
+        lines.append("")
+        lines.append(f"![{title} reconstructions]({r['grids']['recon']}) ![{title} samples]({r['grids']['samples']})")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(C.ROOT.parent / "shared" / "data" / "twemoji-64"),
+                        help="image folder, one sub-folder per class")
+    parser.add_argument("--channels", type=int, default=4, choices=(3, 4), help="4: RGBA (alpha kept); 3: RGB on "
+                                                                               "--matte")
+    parser.add_argument("--matte", default="white", choices=("white", "black"), help="background for RGB")
+    parser.add_argument("--size", type=int, default=64, help="image side")
+    parser.add_argument("--minutes", type=float, default=20.0, help="training budget of ours and of the baseline")
+    parser.add_argument("--cond-minutes", type=float, default=20.0, help="training budget of the conditional run "
+                                                                         "(0 skips it)")
+    parser.add_argument("--k", type=int, default=100, help="importance samples per test image for the NLL")
+    parser.add_argument("--work", default=str(C.ROOT / "runs" / "quality_rgb"), help="run directories go here")
+    parser.add_argument("--reuse", action="store_true", help="take the runs and measurements of an earlier "
+                                                             "invocation (WORK/rows.json) and rewrite the section")
+    parser.add_argument("--pictures", type=Path, default=PICTURES, help="folder for the grids (default "
+                                                                         "bench/quality_rgb, linked from RESULTS.md)")
+    C.add_results_flag(parser)
+    args = parser.parse_args(argv)
+    WHERE.update(pictures=args.pictures, results=args.results.resolve().parent)
+    import torch
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    npz, meta = split_folder(args.data, args.channels, args.matte, args.size, work)
+    print(f"data: {meta['train']} train / {meta['test']} test images {meta['shape']}, {len(meta['classes'])} classes")
+    saved = work / "rows.json"
+    if args.reuse and saved.is_file():  # the runs of an earlier invocation, with what it did not yet measure
+        rows = json.loads(saved.read_text())
+        for r in rows:
+            if r["name"] != "antixk" and "curve" not in r:
+                r.update(progress(npz, work / r["name"]))
+        print(f"reusing {saved}: " + ", ".join(r["name"] for r in rows))
+    else:
+        rows = [ours(npz, work, "ours", args.minutes, args.k)]
+        if args.cond_minutes:
+            rows.append(ours(npz, work, "conditional", args.cond_minutes, args.k, conditional=True))
+        rows.append(baseline(npz, args.minutes))
+    saved.write_text(json.dumps(rows, indent=2) + "\n")
+    body = section(rows, meta, args, thumbnails(npz))
+    print("\n" + body)
+    C.write_section("quality_rgb", "Quality on colour images: Twemoji 64 x 64, EdgeVAE against AntixK's VanillaVAE",
+                    body, args.results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""bench/quality_rgb.py end to end on a tiny RGBA folder: splits, trains ours, the conditional run and the baseline
+for seconds each, evaluates, draws its grids and writes its RESULTS.md section from the run."""
+import json
+
+import numpy as np
+from PIL import Image
+from test_bench import run_bench
+
+
+def _folder(root, n=24, size=32):
+    """Two classes of coloured discs and bars on transparency, with junk colour under alpha 0 (as real PNGs have)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    for cls in ("smileys-emotion", "flags"):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            rgba = np.zeros((size, size, 4), np.uint8)
+            rgba[..., :3] = rng.integers(0, 256, 3)  # invisible colour everywhere
+            inside = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2 if cls[0] == "s" else \
+                (np.abs(yy - size / 2) < size / 4)
+            rgba[inside, :3] = (250, 200, 40) if cls[0] == "s" else rng.integers(0, 256, 3)
+            rgba[inside, 3] = 255
+            Image.fromarray(rgba, "RGBA").save(root / cls / f"{i}.png")
+    return root
+
+
+def test_quality_rgb_bench_writes_its_section_and_grids(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n## Another bench\n\nkeep me\n")
+    pictures, work = tmp_path / "pictures", tmp_path / "work"
+    run_bench("quality_rgb.py", "--data", str(_folder(tmp_path / "icons")), "--size", "32", "--minutes", "0.05",
+              "--cond-minutes", "0.05", "--k", "4", "--work", str(work), "--pictures", str(pictures),
+              "--results", str(results))
+    text = results.read_text()
+    assert "keep me" in text and text.count("<!-- begin quality_rgb -->") == 1
+    rows = {r["name"]: r for r in json.loads((work / "rows.json").read_text())}
+    assert set(rows) == {"ours", "conditional", "antixk"}
+    for r in rows.values():
+        assert f"**{r['psnr']:.2f} dB**" in text  # the table holds what the run measured
+        for grid in r["grids"].values():
+            if isinstance(grid, str):
+                assert (tmp_path / grid).is_file() and f"]({grid})" in text  # linked relative to RESULTS.md
+    assert rows["ours"]["k"] == 4 and rows["ours"]["config"]["likelihood"] == "logistic"
+    assert rows["conditional"]["grids"]["rows"][:2] == ["smileys-emotion", "flags"]  # the categories asked for first
+    # training stopped at the budget: 3 s plus at most one epoch and its evaluation
+    assert rows["ours"]["seconds"] < 60 and rows["antixk"]["seconds"] < 10
+    with np.load(work / "data.npz") as f:
+        x = np.concatenate([f["x_train"], f["x_test"]])
+        assert x.shape[1] == 4 and len(f["x_test"]) == round(0.1 * 48)  # RGBA, 90/10
+        assert not (x[:, :3] * (x[:, 3:] == 0)).any()  # no colour left under alpha 0
+    assert "CC BY 4.0" in text and "shrunk to a side of 8 px" in text and rows["ours"]["curve"]
+    # each goal is called met or missed by what the default recipe's run measured
+    goal = next(line for line in text.splitlines() if "Goals (EdgeVAE default recipe)" in line)
+    ours = rows["ours"]
+    assert f"({ours['psnr']:.2f} dB measured" in goal and f"({ours['bits_per_dim']:.3f} measured)" in goal
+    assert ("24 dB -- **met**" if ours["psnr"] >= 24 else "24 dB -- **missed**") in goal
+    assert ("5 bits/dim -- **met**" if ours["bits_per_dim"] <= 5 else "5 bits/dim -- **missed**") in goal
+    # --reuse rewrites the section from the saved runs without training again
+    out = run_bench("quality_rgb.py", "--data", str(tmp_path / "icons"), "--size", "32", "--k", "4", "--reuse",
+                    "--work", str(work), "--pictures", str(pictures), "--results", str(results)).stdout
+    assert "reusing" in out and "baseline epoch" not in out
+    assert results.read_text().count("<!-- begin quality_rgb -->") == 1

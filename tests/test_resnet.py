@@ -1,0 +1,112 @@
+"""The residual family (--arch resnet): shapes for 1, 3 and 4 channels and non-square sizes, flat and spatial
+latents, conditioning, no transposed convolution anywhere, and the auto choices from the data."""
+import pytest
+import torch
+from torch import nn
+
+from edgevae.train import auto
+from edgevae.train.config import TrainConfig
+from edgevae.train.model import build
+from edgevae.train.resnet import ResBlock, auto_widths
+
+
+def _model(shape, **overrides):
+    config = TrainConfig(**{"arch": "resnet", "likelihood": "logistic", "latent_dim": 6, "widths": (8, 16, 16),
+                            **overrides})
+    torch.manual_seed(0)
+    return build(config, shape, num_classes=3).eval()
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (4, 56, 68), (3, 21, 27), (4, 17, 40)])
+@pytest.mark.parametrize("latent_channels", [0, 5])
+@pytest.mark.parametrize("conditional", [False, True])
+def test_shapes_for_every_channel_count_and_non_square_sizes(shape, latent_channels, conditional):
+    m = _model(shape, latent_channels=latent_channels, conditional=conditional)
+    grid = tuple(-(-side // 4) for side in shape[1:])  # two halvings, padded up: ceil(side / 4)
+    assert m.latent_shape == ((latent_channels, *grid) if latent_channels else (6,))
+    x, y = torch.rand(2, *shape), (torch.tensor([0, 2]) if conditional else None)
+    mu, logvar = m.encoder(x, y)
+    assert mu.shape == logvar.shape == (2, *m.latent_shape)
+    out, _, _ = m(x, torch.randn(2, *m.latent_shape), y)
+    assert out.shape == (2, 2 * shape[0], *shape[1:])  # the logistic's location and log scale per channel
+    x_hat = m.decode(mu, y)
+    assert x_hat.shape == (2, *shape) and x_hat.min() >= 0 and x_hat.max() <= 1
+
+
+def test_widths_and_blocks_follow_config_and_no_transposed_convolution():
+    m = _model((3, 32, 32), widths=(4, 8, 12), blocks=2)
+    assert not any(isinstance(mod, nn.ConvTranspose2d) for mod in m.modules())
+    blocks = [mod for mod in m.encoder.modules() if isinstance(mod, ResBlock)]
+    # full resolution holds the stem conv only; each coarser level `blocks` blocks at its width
+    assert [(b.conv1.in_channels, b.conv1.out_channels) for b in blocks] == [(4, 8), (8, 8), (8, 12), (12, 12)]
+    upsamples = [mod for mod in m.decoder.modules() if isinstance(mod, nn.Upsample)]
+    assert len(upsamples) == 2 and all(u.mode == "nearest" and u.scale_factor == 2 for u in upsamples)
+    norms = [mod for mod in m.modules() if isinstance(mod, nn.GroupNorm)]
+    assert norms and all(n.num_channels % n.num_groups == 0 for n in norms)
+
+
+def test_a_residual_block_starts_as_the_identity():
+    block = ResBlock(8, 8)
+    x = torch.randn(2, 8, 5, 5)
+    assert torch.equal(block(x), x)  # the last conv starts at zero: deep stacks train from an identity map
+
+
+def test_conditioning_changes_the_decoded_image_for_flat_and_spatial_latents():
+    for latent_channels in (0, 2):
+        m = _model((3, 16, 16), latent_channels=latent_channels, conditional=True)
+        for p in m.decoder.parameters():  # move off the zero-initialised start, so labels can show
+            p.data += 0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1))
+        z = torch.randn(1, *m.latent_shape).expand(2, *m.latent_shape)
+        a, b = m.decode(z, torch.tensor([0, 1])).unbind(0)
+        assert not torch.allclose(a, b)
+
+
+def test_auto_widths_by_image_size():
+    assert auto_widths((1, 28, 28)) == (16, 32, 64)  # 7 x 7 at the coarsest
+    assert auto_widths((3, 64, 64)) == (16, 32, 64, 128)  # 8 x 8
+    assert auto_widths((4, 56, 68)) == (16, 32, 64, 128)  # 7 x 9 after padding 68 to 72
+    assert auto_widths((3, 128, 128)) == (16, 32, 64, 128, 256)
+
+
+def test_too_many_levels_for_the_image_is_an_error_naming_the_fix():
+    with pytest.raises(ValueError, match="too small.*use fewer widths"):
+        _model((3, 8, 8), widths=(4, 8, 8, 8, 8))
+
+
+def test_auto_picks_bernoulli_mlp_for_binary_like_grey_and_logistic_resnet_for_colour_and_grey_levels():
+    g = torch.Generator().manual_seed(0)
+    binary = (torch.rand(64, 1, 8, 8, generator=g) < 0.3).to(torch.uint8) * 255
+    colour = torch.randint(0, 256, (64, 3, 8, 8), generator=g, dtype=torch.uint8)
+    grey_levels = torch.randint(60, 200, (64, 1, 8, 8), generator=g, dtype=torch.uint8)
+    said = []
+    picked = auto.resolve(TrainConfig(), binary, log=said.append)
+    assert (picked.arch, picked.likelihood, picked.latent_dim, picked.kl_warmup) == ("mlp", "bernoulli", 16, 0)
+    assert (picked.batch_size, picked.lr, picked.schedule) == (128, 1e-3, "constant")
+    for images in (colour, grey_levels, colour[:, :1].expand(-1, 3, -1, -1)):  # grey stored as RGB counts as grey
+        picked = auto.resolve(TrainConfig(), images, log=said.append)
+        assert (picked.arch, picked.likelihood, picked.latent_dim, picked.kl_warmup) == ("resnet", "logistic", 128, 5)
+        assert (picked.batch_size, picked.lr, picked.schedule) == (32, 2e-3, "cosine")
+    assert len(said) == 4 and said[0].startswith("auto: binary-like grey images") and "--arch mlp" in said[0]
+    assert "3-channel colour images" in said[1] and "--likelihood logistic" in said[1]
+    # what the user gives is kept; a resolved config is left alone and nothing is printed
+    kept = auto.resolve(TrainConfig(arch="conv", latent_dim=8, kl_warmup=0, lr=5e-4), colour, log=said.append)
+    assert (kept.arch, kept.likelihood, kept.latent_dim, kept.lr, kept.batch_size) == ("conv", "logistic", 8, 5e-4, 32)
+    assert auto.resolve(kept, binary, log=said.append) is kept and len(said) == 5
+    with pytest.raises(ValueError, match="resolve them"):
+        build(TrainConfig(), (3, 8, 8))
+
+
+def test_exported_decoder_has_no_transposed_convolution_and_keeps_the_layout():
+    """The ONNX decoder of the family: Conv and Resize (nearest) only, any H x W, flat and spatial latents."""
+    from edgevae.export.adapters import from_edgevae
+    from edgevae.export.graphs import export_graphs, op_types
+
+    for latent_channels in (0, 3):
+        source = from_edgevae(_model((4, 20, 28), latent_channels=latent_channels, widths=(4, 8, 8)))
+        encoder, decoder = export_graphs(source)
+        ops = op_types(decoder)
+        assert "ConvTranspose" not in ops and {"Conv", "Resize"} <= ops
+        resize = [n for n in decoder.graph.node if n.op_type == "Resize"]
+        assert all(a.s == b"nearest" for n in resize for a in n.attribute if a.name == "mode")
+        out = decoder.graph.output[0].type.tensor_type.shape.dim
+        assert [d.dim_value for d in out[1:]] == [4, 20, 28]
