@@ -90,11 +90,13 @@ def prepare_export(workdir: Path, arch: str, data: str = "shapes", epochs: int =
     return run, exp
 
 
-# The models the speed benches time, by name: the README demo's MLP (784-512-256-8, 30 epochs on shapes)
-# and the conv model (stride-2 convs, transposed-conv decoder). Speed depends on the layers, not the weights.
+# The models the speed benches time, by name: the README demo's MLP (784-512-256-8, 30 epochs on shapes),
+# the conv model (stride-2 convs, transposed-conv decoder) and the residual family (GroupNorm, SiLU).
+# Speed depends on the layers, not the weights.
 MODELS = {
     "mlp": {"arch": "mlp", "latent_dim": 8, "epochs": 30},
     "conv": {"arch": "conv", "latent_dim": 16, "epochs": 3},
+    "resnet": {"arch": "resnet", "latent_dim": 16, "epochs": 2},  # the residual family: nearest upsampling + Conv
 }
 
 

@@ -1,6 +1,6 @@
 """Size and variants: file sizes, speed and quality of the fp32, int8 and fp16 exports of the same model.
 
-    python bench/variants.py [--models mlp,conv] [--batches 1,64] [--threads 1]
+    python bench/variants.py [--models mlp,conv,resnet] [--batches 1,64] [--threads 1]
 
 Speed is `edgevae.sample(n, eps=...)` of every variant, loaded side by side in one process with the
 same thread count and the same eps, timed interleaved (each round runs every variant in turn for a
@@ -43,9 +43,20 @@ def child(export_dir: str, threads: int, batches: list[int]) -> dict:
     return out
 
 
+def _elbo_change(q: dict | None) -> str:
+    """The variant's -ELBO change against fp32 as its export recorded it: relative, or in bits/dim."""
+    if q is None:
+        return "-"
+    if q.get("neg_elbo_change") is not None:
+        return f"{q['neg_elbo_change']:.3%}"
+    if q.get("neg_elbo_bits_per_dim_change") is not None:
+        return f"{q['neg_elbo_bits_per_dim_change']:.2g} bits/dim"
+    return "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="mlp,conv", help=f"models, of {', '.join(C.MODELS)} (default mlp,conv)")
+    parser.add_argument("--models", default="mlp,conv,resnet", help=f"models, of {', '.join(C.MODELS)} (default all)")
     parser.add_argument("--batches", default="1,64", help="batch sizes (default 1,64)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default 1)")
     parser.add_argument("--workdir", default=str(C.ROOT / "bench" / ".work"), help="where models are trained")
@@ -67,7 +78,7 @@ def main() -> None:
             gain = [f"{base['times'][str(n)] / r['times'][str(n)]:.2f}x" for n in batches]
             rows.append([name, variant, f"{r['bytes']:,}", f"{r['bytes'] / base['bytes']:.2f}", *speed, *gain,
                          "-" if q is None else f"{q['psnr_db']:.1f}",
-                         "-" if q is None or q["neg_elbo_change"] is None else f"{q['neg_elbo_change']:.3%}"])
+                         _elbo_change(q)])
         for variant in VARIANTS:
             if variant not in result:
                 notes.append(f"{name}: {variant} was outside its gate and not written")
