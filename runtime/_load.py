@@ -217,9 +217,7 @@ class LazyGraph(_Lazy):
 
     def __init__(self, path: Path, name: str, manifest: dict, label: str, signature: tuple,
                  threads: int | None, spinning: bool):
-        if name not in manifest["files"]:
-            raise EdgeVAEError(f"{path / S.MANIFEST}: {name} is not listed in 'files'")
-        self.path, self.name, self.manifest, self.label = path, name, manifest, label
+        self.path, self.name, self.manifest, self.label = path, name, manifest, label  # name: listed (check_units)
         self.signature, self.threads, self.spinning = signature, threads, spinning
         super().__init__()
 
