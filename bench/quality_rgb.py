@@ -11,16 +11,16 @@ train and test, and written to WORK/data.npz. Then, one after the other
 in this process and each for the same wall-clock budget (--minutes, which includes everything training
 does: data loading, per-epoch evaluation, checkpoints):
     ours          `edgevae train --data WORK/data.npz RECIPE --minutes M`: the defaults a user gets on a colour
-                  folder (auto: resnet, discretized logistic, 128-d flat latent, batch 32, lr 2e-3 cosine) plus the
-                  measurement's flags in RECIPE
+                  folder (auto: resnet, discretized logistic, 128-d flat latent, batch 32, lr 2e-3 cosine, a
+                  Gaussian prior fitted after training) plus the measurement's flags in RECIPE
     conditional   the same with --conditional (the folder's categories), for --cond-minutes
     baseline      bench/antixk.py: AntixK/PyTorch-VAE's VanillaVAE as its configs/vae.yaml configures it
 Measured on the test split: PSNR of the mean reconstruction decode(mu) (peak 1, over all pixels and
 channels, alpha included); NLL in bits per dimension by importance sampling (train/evaluate.py, k = --k) and the ELBO's.
 The baseline, trained on MSE, has no likelihood of its own: it is scored as a Gaussian decoder with the
 per-channel sigma that best fits its training reconstructions (its calibrated reading; an ELBO, k = 1).
-Grids (first test images above their reconstructions; prior samples, seed 0; conditional samples one
-class a row) are written to bench/quality_rgb/ and shown in RESULTS.md.
+Grids (first test images above their reconstructions; prior samples of N(0, I), seed 0, through the fitted prior
+when the run fitted one; conditional samples one class a row) are written to bench/quality_rgb/ and shown in RESULTS.md.
 
 Twemoji graphics by Twitter, Inc. and other contributors, CC BY 4.0 (the default data).
 """
@@ -104,6 +104,7 @@ def ours(npz: Path, work: Path, name: str, minutes: float, k: int, conditional: 
     from edgevae.train.config import TrainConfig
     from edgevae.train.evaluate import evaluate_model
     from edgevae.train.loop import to_unit, train
+    from edgevae.train.prior import describe
 
     out = work / name
     with np.load(npz) as f:
@@ -134,6 +135,10 @@ def ours(npz: Path, work: Path, name: str, minutes: float, k: int, conditional: 
             grids["rows"] = [classes[r] for r in rows]
         else:
             grids = {"samples": save_grid(model.decode(z), f"{name}_samples.png")}
+            if model.prior_fit is not None:  # the same z decoded as if no prior had been fitted: what it changes
+                fitted, model.decoder.latent_map = model.decoder.latent_map, None
+                grids["unfitted"] = save_grid(model.decode(z), f"{name}_samples_unfitted.png")
+                model.decoder.latent_map = fitted
         grids["recon"] = save_grid(_pairs(x, recon, report), f"{name}_recon.png", min(GRID_COLUMNS, len(x)))
     return {"name": name, "seconds": seconds, "epochs": ckpt["epoch"], "steps": ckpt["step"],
             "psnr": psnr(x, recon), "bits_per_dim": result["bits_per_dim"],
@@ -142,8 +147,9 @@ def ours(npz: Path, work: Path, name: str, minutes: float, k: int, conditional: 
             "latent_dim": model.latent_dim, "latent_rms": result["latent_rms"], "warnings": result["warnings"],
             "config": {k_: v for k_, v in ckpt["config"].items() if k_ in ("arch", "likelihood", "latent_dim", "widths",
                                                                           "blocks", "batch_size", "lr",
-                                                                          "schedule")},
-            "grids": grids, "parameters": sum(p.numel() for p in model.parameters()), **progress(npz, out)}
+                                                                          "schedule", "prior_fit")},
+            "grids": grids, "parameters": sum(p.numel() for p in model.parameters()),
+            "prior_fit": describe(ckpt["prior_fit"]) if ckpt.get("prior_fit") else None, **progress(npz, out)}
 
 
 def progress(npz: Path, out: Path) -> dict:
@@ -261,6 +267,8 @@ def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
         "would tighten slightly); the discretized logistic's NLL is a probability mass over the 256 levels, so "
         "bits/dim need no offset. Evaluation took "
         + ", ".join(f"{r['eval_minutes']:.1f} min ({r['name']})" for r in rows if "eval_minutes" in r) + ".",
+        *(f"Prior ({title}): {by[n]['prior_fit']}; the sample grids decode N(0, I) through it."
+          for n, title in (("ours", "ours"), ("conditional", "conditional")) if by.get(n, {}).get("prior_fit")),
         goals(by["ours"], thumbs),
         "What a PSNR means here: the test images shrunk to a side of "
         + ", ".join(f"{s} px and scaled back up score {v:.2f} dB" for s, v in thumbs.items() if v is not None)
@@ -282,6 +290,12 @@ def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
         lines.append("")
         lines.append(f"![{title} reconstructions]({r['grids']['recon']}) ![{title} samples]({r['grids']['samples']})")
         lines.append("")
+        if "unfitted" in r["grids"]:
+            lines.append(f"{title}, the same N(0, I) samples decoded without the fitted prior (what the trained "
+                         "decoder makes of the standard normal it was trained towards):")
+            lines.append("")
+            lines.append(f"![{title} samples without the fitted prior]({r['grids']['unfitted']})")
+            lines.append("")
     return "\n".join(lines)
 
 

@@ -90,12 +90,23 @@ def edgevae_fields(vae, ckpt: dict, elbo: dict) -> dict:
         "likelihood": config["likelihood"],
         "likelihood_params": gates.likelihood_params(vae),
         "diagnostics": ckpt.get("diagnostics") or None,  # the latent check training stored (train/diagnostics.py)
+        "prior_fit": _prior_fit(ckpt.get("prior_fit")),  # the fitted prior folded into both graphs (train/prior.py)
         "classes": list(ckpt["classes"]) if vae.conditional else None,  # the labels y indexes
         "dataset_classes": list(ckpt["classes"]),
         "training": {"dataset": ckpt["dataset"], "epochs": ckpt["epoch"], "checkpoint": Path(ckpt["path"]).name,
                      "test_neg_elbo": ckpt["metrics"]["test_neg_elbo"],
                      "config": TrainConfig.from_dict(config).summary()},  # whitelisted: no local paths
     }
+
+
+def _prior_fit(entry: dict | None) -> dict | None:
+    """The spec's record of a fitted prior: what was fitted, on how many images, how far from N(0, I) it was."""
+    if not entry:
+        return None
+    from edgevae.train.prior import describe
+
+    return {"kind": "gaussian", "images": int(entry["images"]), "eigenvalues": list(entry["eigenvalues"]),
+            "note": describe(entry)}
 
 
 def _sha256(path: Path) -> str:

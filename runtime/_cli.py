@@ -232,6 +232,8 @@ def _info(args, model) -> str:
         f"{_fmt(elbo.get('neg_elbo_torch'), '.4f')}, onnxruntime {_fmt(elbo.get('neg_elbo_onnx'), '.4f')} nats/image"
         if elbo.get("neg_elbo_onnx") is not None else f"ELBO parity {_fmt(elbo.get('note', 'not recorded'))}",
         _diagnostics(_dict(spec.get("diagnostics"))),
+        *([f"prior       {one_line(str(_dict(spec['prior_fit']).get('note', '?')))[:200]}"]
+          if spec.get("prior_fit") else []),
         f"noise       {spec['noise']['algorithm']} v{spec['noise']['version']}",
         f"pair_id     {spec['pair_id']}",
         f"manifest    sha256 {model.manifest_sha256} (pin it: --expect, or load(..., expect_sha256=...))",

@@ -411,7 +411,7 @@ def _normalization(node, args):
 
 
 RULES = {
-    **{op: _elementwise for op in ("Abs", "Exp", "Relu", "Sigmoid", "Tanh", "Reciprocal", "Neg", "Softplus")},
+    **{op: _elementwise for op in ("Abs", "Exp", "Log", "Relu", "Sigmoid", "Tanh", "Reciprocal", "Neg", "Softplus")},
     **{op: _binary for op in ("Add", "Sub", "Mul", "Div", "Less", "Greater")},
     "Pad": _pad,  # --arch resnet: sides padded to a multiple of 2^(levels - 1)
     "Where": _where, "Clip": _clip, "Cast": _cast, "Gemm": _gemm, "MatMulInteger": _matmul_integer,

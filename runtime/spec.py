@@ -62,6 +62,7 @@ ALLOWED_OPS = frozenset({
     "Resize",  # nearest-neighbour 2x upsampling in the decoder
     "Sqrt",  # the tiled decoder's GroupNorm with given statistics: (x - mean) / sqrt(var + eps)
     "LeakyRelu",  # AntixK's conv stacks (their BatchNorm folds into the Conv)
+    "Log",  # a fitted prior (train/prior.py): the encoder's logvar of u = -log(exp(-logvar) @ (L * L))
 })
 
 NOISE = {  # how the runtime draws eps by default; runtime/noise.py implements it, README documents it
@@ -284,7 +285,7 @@ def check(spec: dict[str, Any], source: str) -> None:
         raise bad("parity", "an object")
     if spec["training"] is not None and not isinstance(spec["training"], dict):
         raise bad("training", "an object, or null (an imported model)")
-    for field in ("quality", "likelihood_params", "source", "diagnostics", "latent_scaling"):
+    for field in ("quality", "likelihood_params", "source", "diagnostics", "latent_scaling", "prior_fit"):
         if spec.get(field) is not None and not isinstance(spec[field], dict):
             raise bad(field, "an object or null")
     if not (isinstance(spec["ops"], list) and all(_name(op, 128) for op in spec["ops"])):

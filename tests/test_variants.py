@@ -75,17 +75,22 @@ def _allowed(spec: dict, role: str, listed: dict) -> set[str]:
         parts.add("`--conditional`")
     if spec["likelihood"] in ("continuous-bernoulli", "logistic"):
         parts.add(f"`--likelihood {spec['likelihood']}`")
+    if spec.get("prior_fit"):
+        parts.add("`--prior-fit gaussian` (the default on colour images)")
     return set().union(*(ops for (part, graph), ops in listed.items() if part in parts and graph in (role, "both")))
 
 
 @pytest.mark.parametrize("kind", ["mlp", "conv", "conv-conditional", "ae", "continuous-bernoulli", "resnet",
-                                  "resnet-rgba"])
+                                  "resnet-rgba", "resnet-fitted"])
 def test_graph_ops_are_the_ones_the_readme_lists(kind, variants_dir, kind_export):
     out = variants_dir[0] if kind == "mlp" else kind_export(kind)[1]
     listed = _readme_ops()
     assert set().union(*listed.values()) == S.ALLOWED_OPS
     manifest = json.loads((out / S.MANIFEST).read_text())
-    assert list(manifest["variants"]) == ["fp32", "int8", "fp16"]
+    # A fitted prior's int8 encoder misses its bounds (the whitening magnifies 8-bit steps of the encoder's
+    # features along the latent's narrow directions: z rms_rel 0.076, bound 0.05), so export does not write it.
+    expected = ["fp32", "fp16"] if kind == "resnet-fitted" else ["fp32", "int8", "fp16"]
+    assert list(manifest["variants"]) == expected
     for variant, files in manifest["variants"].items():
         for role in ("encoder", "decoder"):
             model = onnx.load(out / files[role])

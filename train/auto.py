@@ -45,7 +45,8 @@ def looks_binary_grey(x: torch.Tensor) -> tuple[bool, str]:
 
 def resolve(config, train_x: torch.Tensor, log=print):
     """The config with auto choices made from the training images; logs what was chosen (once) when any was."""
-    if config.resolved and config.kl_warmup >= 0 and config.batch_size and config.lr and config.schedule != "auto":
+    if config.resolved and config.kl_warmup >= 0 and config.batch_size and config.lr and config.schedule != "auto" \
+            and config.prior_fit != "auto":
         return config
     binary, why = looks_binary_grey(train_x)
     chosen = {}
@@ -57,6 +58,9 @@ def resolve(config, train_x: torch.Tensor, log=print):
         chosen["latent_dim"] = GREY_LATENT if binary else COLOUR_LATENT
     if config.kl_warmup < 0:
         chosen["kl_warmup"] = 0 if binary or config.iwae_k > 1 or config.model == "ae" else COLOUR_WARMUP
+    if config.prior_fit == "auto":
+        flat_vae = config.model == "vae" and not config.latent_channels
+        chosen["prior_fit"] = "none" if binary or not flat_vae else "gaussian"
     unset = {"batch_size": 0, "lr": 0.0, "schedule": "auto"}
     for key, value in (GREY_OPTIMIZER if binary else COLOUR_OPTIMIZER).items():
         if getattr(config, key) == unset[key]:

@@ -2,7 +2,8 @@
 
 checkpoint.pt (the last state) and best.pt (lowest validation negative ELBO) hold:
     config, model, optimizer, epoch (completed), metrics (the last epoch's row), dataset, image_shape,
-    classes, reference_x, reference_y (256 test images and labels, for export's checks), kind,
+    classes, reference_x, reference_y (256 test images and labels, for export's checks), kind, prior_fit
+    (the fitted prior, train/prior.py: when the run fits one; load_run folds it into the model),
     step (optimizer steps so far), next_batch (0, or the batch to continue from after Ctrl-C),
     order (that epoch's image order), generator (the batching/noise RNG state), sums (running
     train totals of a partial epoch), best (the best score so far), history (every epoch's row).
@@ -71,6 +72,8 @@ def load_run(run_dir: str | Path, which: str = "auto"):
             raise ValueError(f"image_shape {shape} and {len(classes)} classes do not fit its config")
         model = build(config, shape, num_classes=len(classes))
         model.load_state_dict(ckpt["model"])
+        if ckpt.get("prior_fit"):  # the fitted prior (train/prior.py), folded into encoder and decoder
+            model.attach_prior(ckpt["prior_fit"])
     except (KeyError, RuntimeError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: not a readable EdgeVAE checkpoint ({str(e).splitlines()[0]})") from None
     ckpt["path"] = str(path)

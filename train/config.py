@@ -87,6 +87,11 @@ class TrainConfig:
     free_bits: float = arg(0.0, "nats per latent dimension: a dimension's batch-mean KL below this is not penalised "
                                 "(Kingma et al. 2016), against posterior collapse (0 = off; the reported -ELBO is "
                                 "always the plain one)", summary=True)
+    prior_fit: str = arg("auto", "after training, fit a Gaussian to the training images' latents and fold it into "
+                                 "the model (z = m + L u, u ~ N(0, I)), so that samples come from where the images' "
+                                 "latents are (train/prior.py); reconstructions are unchanged. gaussian, none, or auto "
+                                 "(by the data: gaussian for colour or grey-level images, none for binary-like ones); "
+                                 "flat-latent VAEs only", ("auto", "gaussian", "none"), summary=True)
     eval_every: int = arg(1, "evaluate, draw the grids and save the checkpoints every N epochs (and after the last); "
                              "on small data sets epochs are short and this is most of the time")
     minutes: float = arg(0.0, "wall-clock training budget (0 = none): training stops at the first step past it, that "

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import auto, checkpoint, ddp, report
+from . import auto, checkpoint, ddp, prior, report
 from . import data as data_sources
 from . import model as models
 from .diagnostics import diagnose
@@ -179,6 +179,7 @@ class Run:
     diagnostics: dict = field(default_factory=dict)  # the last latent check (train/diagnostics.py)
     spent: bool = False  # the --minutes budget is used up (the main process's clock, shared by all)
     warned: set = field(default_factory=set)  # latent problems already warned about
+    prior_fit: dict | None = None  # the last fitted prior (train/prior.py), saved beside the trained weights
 
     def progress(self) -> float:
         """Fraction of the --minutes budget used (0 without a budget)."""
@@ -195,7 +196,8 @@ class Run:
                 "metrics": state.history[-1] if state.history else {}, "dataset": self.data.name,
                 "image_shape": list(self.data.image_shape), "classes": list(self.data.classes),
                 "reference_x": self.reference_x, "reference_y": self.reference_y, "kind": self.config.model,
-                "diagnostics": self.diagnostics, **state.to_checkpoint()}
+                "diagnostics": self.diagnostics, **({"prior_fit": self.prior_fit} if self.prior_fit else {}),
+                **state.to_checkpoint()}
 
 
 def train(config, on_step=None) -> Path:
@@ -262,6 +264,8 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
             break
     if run.diagnostics:
         log(f"latent: {run.diagnostics['note']}")
+    if run.prior_fit:
+        log(f"prior: {prior.describe(run.prior_fit)}")
     out = run.out
     log(f"wrote {out / checkpoint.LAST}, {out / checkpoint.BEST}, {out / 'metrics.jsonl'}, {out / 'loss.png'}, "
         f"{out / 'samples'}/epoch_*.png, {out / 'recon'}/epoch_*.png")
@@ -298,6 +302,7 @@ def resume(run: Run, log) -> TrainState:
     run.optimizer.load_state_dict(saved["optimizer"])
     run.gen.set_state(saved["generator"])
     state = TrainState.from_checkpoint(saved)
+    run.prior_fit = saved.get("prior_fit")
     if state.epoch > run.config.epochs:
         raise ValueError(f"cannot resume: {run.out / checkpoint.LAST} has {state.epoch} epoch(s) done and --epochs "
                          f"is {run.config.epochs}; --epochs is the new total, so pass more than {state.epoch}")
@@ -405,7 +410,9 @@ def check_latent(run: Run, row: dict, settled: bool) -> list[str]:
                **{f"{name}_psnr_db": round(10 * math.log10(1 / mse), 3) if mse > 0 else math.inf})
     if not settled:
         return []
-    new = [w for w in found.warnings() if w.split(":")[0] not in run.warned]
+    fitted = prior.wanted(run.config)  # the fitted prior moves samples to where the latents are: nothing to warn
+    new = [w for w in found.warnings() if w.split(":")[0] not in run.warned
+           and not (fitted and w.startswith("latents far from"))]
     run.warned.update(w.split(":")[0] for w in new)
     return new
 
@@ -415,6 +422,8 @@ def write_epoch(run: Run, state: TrainState, row: dict, improved: bool) -> None:
     out = run.out
     with (out / "metrics.jsonl").open("a") as f:
         f.write(json.dumps(row) + "\n")
+    if prior.wanted(run.config):  # fitted to the weights being saved; checkpoint.load_run folds it in
+        run.prior_fit = prior.fit(run.model, run.data.train_x, run.data.train_y, seed=run.config.seed)
     write_grids(run, row["epoch"])
     report.loss_curve(state.history, out / "loss.png")
     saved = run.checkpoint(state)
@@ -431,7 +440,10 @@ def write_grids(run: Run, epoch: int) -> None:
     fixed_y = (torch.arange(GRID_IMAGES) // report.GRID_COLUMNS % max(model.num_classes, 1)).to(device)
     model.eval()
     with torch.no_grad():
-        report.save_grid(model.decode(fixed_z.to(device), fixed_y if model.conditional else None),
+        fixed_z = fixed_z.to(device)
+        if run.prior_fit:  # samples as the export will draw them: u ~ N(0, I) through the fitted prior
+            fixed_z = prior.LatentMap(run.prior_fit["mean"], run.prior_fit["scale"]).to(device).from_latent(fixed_z)
+        report.save_grid(model.decode(fixed_z, fixed_y if model.conditional else None),
                          run.out / "samples" / f"epoch_{epoch:03d}.png")
         ref_x = to_unit(run.reference_x[:GRID_IMAGES // 2]).to(device)
         ref_y = run.reference_y[:GRID_IMAGES // 2].to(device) if model.conditional else None

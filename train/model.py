@@ -53,8 +53,14 @@ class Encoder(nn.Module):
         self.mu = head()
         self.logvar = head() if variational else None
         self.register_buffer("one_hot", torch.eye(num_classes), persistent=False)  # row y = one-hot of y
+        self.latent_map = None  # the fitted prior's change of variable (train/prior.py), once attached
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        mu, logvar = self.unmapped(x, y)
+        return (mu, logvar) if self.latent_map is None else self.latent_map.to_latent(mu, logvar)
+
+    def unmapped(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        """mu, logvar of the trained latent z, before a fitted prior's change of variable."""
         h = _with_label(self.body(x), y, self.one_hot)  # (N, F [+ K]) or (N, F [+ K], h, w)
         return self.mu(h), (self.logvar(h) if self.logvar is not None else None)
 
@@ -66,8 +72,11 @@ class Decoder(nn.Module):
         super().__init__()
         self.body = body
         self.register_buffer("one_hot", torch.eye(num_classes), persistent=False)
+        self.latent_map = None  # the fitted prior's change of variable (train/prior.py), once attached
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.latent_map is not None:
+            z = self.latent_map.from_latent(z)
         return self.body(_with_label(z, y, self.one_hot))
 
 
@@ -122,6 +131,18 @@ class VAE(nn.Module):
         self.latent_dim = math.prod(self.latent_shape)
         self.decoder = Decoder(decoder_body, num_classes)
         self.likelihood = likelihood  # registered last: parameter order (and saved optimizer state) as before
+        self.prior_fit = None  # the fitted prior's checkpoint entry, once attached
+
+    def attach_prior(self, entry: dict) -> None:
+        """Fold a fitted Gaussian prior (train/prior.py) into encoder and decoder: z = m + L u, u ~ N(0, I)."""
+        from .prior import LatentMap, check
+
+        if self.kind != "vae" or len(self.latent_shape) != 1:
+            raise ValueError("a fitted prior needs a VAE with a flat latent")
+        check(entry, self.latent_dim)
+        latent_map = LatentMap(entry["mean"], entry["scale"]).to(self.encoder.one_hot.device)
+        self.encoder.latent_map = self.decoder.latent_map = latent_map
+        self.prior_fit = entry
 
     @staticmethod
     def reparameterize(mu: torch.Tensor, logvar: torch.Tensor | None, eps: torch.Tensor) -> torch.Tensor:
