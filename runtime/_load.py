@@ -33,6 +33,7 @@ from ._graphcheck import IMAGE_MACS, RUN_BYTES, Facts, check_graph, check_initia
 from .errors import EdgeVAEError, shorten
 
 _RUN_OPTIONS = ort.RunOptions()
+_X_HAT = ["x_hat"]
 _RUN_OPTIONS.log_severity_level = 4  # a failed run raises EdgeVAEError; onnxruntime prints nothing of its own
 SHARED_FIELDS = ("model", "latent_shape", "image_shape", "image_mode", "classes", "prior", "preprocessing", "noise")
 
@@ -144,6 +145,25 @@ class Graph(_Lazy):
             return (n, tail[0], h * s, w * s)
         h, w = feed["x"].shape[2:]
         return (n, tail[0], h // s, w // s)
+
+    def x_hat_of(self, z: np.ndarray, shape: tuple) -> np.ndarray:
+        """run(["x_hat"], {"z": z})[0] for a decoder fed z alone, whose x_hat must be `shape`: the same
+        checks in fewer steps, for batch 1 where the steps cost as much as the network (bench/generate.py).
+        Anything unexpected goes through run, which says what is wrong."""
+        run = self._run
+        if run is not None:
+            try:
+                out = run(_X_HAT, {"z": z}, _RUN_OPTIONS)[0]
+            except Exception:  # noqa: BLE001 (run raises it again, as EdgeVAEError with onnxruntime's message)
+                out = None
+            if type(out) is np.ndarray and out.dtype == np.float32 and out.shape == shape:
+                if "x_hat" in self.unit_range:  # Clip(0, 1) made it: only NaN can be wrong; max() propagates NaN
+                    top = out.max()
+                    if top == top:
+                        return out
+                elif out.min() >= 0 and out.max() <= 1:  # NaN fails both
+                    return out
+        return self.run(_X_HAT, {"z": z})[0]
 
     def run(self, names, feed: dict) -> list[np.ndarray]:
         if self.max_cells is not None:

@@ -103,6 +103,11 @@ class Model:
         self._units = {role: self._tiled(role, threads, spinning) for role in _units.ROLES}
         # default tiling of decode/encode for tileable exports (runtime/_tiles.py); None: whole images
         self.tiling = None if tile is None else _tiles.check(self.spec, tile, overlap, "linear", "load")
+        # sample(1, seed=s) of an unconditional model decoding whole latents: the steps of the general path that
+        # do nothing at batch 1 left out (same noise, same checks); None where any of them matters
+        plain = (self.prior is not None and self.classes is None and self.tiling is None
+                 and self._decoder.tile_scale is None and self._decoder.max_cells is None)
+        self._one_shape = ((1, *self.latent_shape), (1, *self.image_shape)) if plain else None
 
     def _tiled(self, role: str, threads, spinning) -> list[LazyGraph] | None:
         """The tiled decoder's or encoder's units (spec `tiled_decoder` / `tiled_encoder`) as Graphs opened
@@ -281,6 +286,10 @@ class Model:
                                                   if self.kind == "ae" else "its spec says so")
             raise EdgeVAEError(f"sample: this model has no prior to sample from ({why}); encode images and decode, "
                                f"interpolate or traverse their latents instead")
+        if (n == 1 and type(seed) is int and self._one_shape is not None and eps is None and labels is None
+                and type(temperature) is float and temperature == 1.0 and 0 <= seed <= _MAX_SEED):
+            latent, image = self._one_shape  # the noise as normals(seed, ...) draws it; x_hat checked as run does
+            return self._decoder.x_hat_of(normals(seed, self.latent_dim).reshape(latent), image)
         n = self._batch("sample", n)
         return self._decode(self._eps("sample", n, seed, eps, temperature), self._labels("sample", labels, n))
 
