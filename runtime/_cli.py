@@ -231,7 +231,7 @@ def _info(args, model) -> str:
         f"ELBO parity -ELBO on {_fmt(elbo.get('images'))} test images, fixed eps: torch "
         f"{_fmt(elbo.get('neg_elbo_torch'), '.4f')}, onnxruntime {_fmt(elbo.get('neg_elbo_onnx'), '.4f')} nats/image"
         if elbo.get("neg_elbo_onnx") is not None else f"ELBO parity {_fmt(elbo.get('note', 'not recorded'))}",
-        _diagnostics(_dict(spec.get("diagnostics"))),
+        _diagnostics(_dict(spec.get("diagnostics")), fitted=bool(spec.get("prior_fit"))),
         *([f"prior       {one_line(str(_dict(spec['prior_fit']).get('note', '?')))[:200]}"]
           if spec.get("prior_fit") else []),
         f"noise       {spec['noise']['algorithm']} v{spec['noise']['version']}",
@@ -248,15 +248,17 @@ def _info(args, model) -> str:
     return "\n".join(lines)
 
 
-def _diagnostics(d: dict) -> str:
-    """The latent check training stored (spec "diagnostics"): active units, KL, z's scale, any warning."""
+def _diagnostics(d: dict, fitted: bool = False) -> str:
+    """The latent check training stored (spec "diagnostics"): active units, KL, z's scale, any warning (none
+    for latents far from N(0, I) when a fitted prior brings the samples to them)."""
     if not d:
         return "latent use  no diagnostics recorded"
     verdict = "COLLAPSED: " if d.get("collapsed") is True else ""
     return (f"latent use  {verdict}{_fmt(d.get('active_units'))} of {_fmt(d.get('latent_dim'))} units active, "
             f"KL {_fmt(d.get('kl'), '.2f')} nats/image, z rms {_fmt(d.get('latent_rms'), '.2f')} on "
             f"{_fmt(d.get('images'))} validation images"
-            + (f"; {_fmt(d.get('note'))}" if d.get("collapsed") is True or d.get("far_from_prior") is True else ""))
+            + (f"; {_fmt(d.get('note'))}" if d.get("collapsed") is True
+               or (d.get("far_from_prior") is True and not fitted) else ""))
 
 
 def _variant_quality(q: dict) -> str:

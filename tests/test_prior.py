@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 import edgevae
 from edgevae.train import prior
@@ -85,6 +86,9 @@ def test_a_colour_run_fits_it_by_default_and_the_export_carries_it(kind_export):
     with torch.no_grad():
         expected = vae.decode(torch.from_numpy(eps)).numpy()
     assert np.abs(model.sample(4, seed=0) - expected).max() < 1e-5  # float32 graph vs eager, same ops
+    info = run_cli("info", str(out)).stdout
+    assert "prior       Gaussian fitted to the latents of 461 training images" in info
+    assert "latents far from" not in info  # the fit is what that warning asks for
 
 
 def test_binary_like_data_and_none_fit_nothing(run_dir):

@@ -53,6 +53,32 @@ def test_sample_is_decode_of_seeded_noise(model):
     assert np.array_equal(model.sample(6, seed=9, temperature=0.5), model.decode(eps * np.float32(0.5)))
 
 
+
+def test_one_seeded_image_is_the_general_paths_image(export_dir):
+    # sample(1, seed=s) takes a shorter path (runtime/_model.py): the same noise, the same checks
+    model = edgevae.load(export_dir)
+    for seed in (0, 1, 2**32 + 5, 2**64 - 1):
+        one = model.sample(1, seed=seed)
+        assert one.shape == (1, *SHAPE) and one.dtype == np.float32
+        assert np.array_equal(one, model.sample(3, seed=seed)[:1])
+        assert np.array_equal(one, model.decode(edgevae.standard_normal(seed, (1, D))))
+    for bad in (-1, 2**64, 1.5, True):
+        with pytest.raises(EdgeVAEError, match="seed"):
+            model.sample(1, seed=bad)
+
+
+@pytest.mark.parametrize("returned, fragment", [
+    (lambda shape: [np.full(shape, np.nan, np.float32)], "decoder overflowed"),
+    (lambda shape: [np.zeros((2, *shape[1:]), np.float32)], "must be float32 (1, 1, 28, 28)"),
+    (lambda shape: [np.zeros(shape, np.float64)], "must be float32"),
+])
+def test_one_seeded_image_is_checked_as_any_output(export_dir, returned, fragment):
+    model = edgevae.load(export_dir)
+    model.sample(1, seed=0)  # the session exists; now its runs return what the graph must never return
+    model._decoder._run = lambda names, feed, options: returned((1, *SHAPE))
+    with pytest.raises(EdgeVAEError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        model.sample(1, seed=0)
+
 def test_encode_with_seed_or_eps(model):
     x = model.sample(8, seed=1)
     enc = model.encode(x, seed=2)
