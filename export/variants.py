@@ -101,8 +101,8 @@ def _float_nodes(model: onnx.ModelProto) -> list[str]:
     *.latent_map.*). Its matrix products act on the latent itself, where one 8-bit step is a visible change of
     image, and on exp(-logvar), which spans decades: quantized, the int8 graphs fall outside their bounds."""
     mapped = [node for node in model.graph.node if any(".latent_map." in name for name in node.input)]
-    feeding = {name for node in mapped for name in node.input}  # ... and the heads whose outputs it maps: the
-    # whitening L^-1 magnifies their 8-bit steps along the latent's narrow directions (measured: mu 2x its bound)
+    feeding = {name for node in mapped for name in node.input}  # ... and the nodes it maps the outputs of (the
+    # mu head's Gemm): the whitening L^-1 magnifies their 8-bit steps along the latent's narrow directions
     return [node.name for node in model.graph.node if node in mapped or set(node.output) & feeding]
 
 

@@ -286,8 +286,8 @@ class Model:
                                                   if self.kind == "ae" else "its spec says so")
             raise EdgeVAEError(f"sample: this model has no prior to sample from ({why}); encode images and decode, "
                                f"interpolate or traverse their latents instead")
-        if (n == 1 and type(seed) is int and self._one_shape is not None and eps is None and labels is None
-                and type(temperature) is float and temperature == 1.0 and 0 <= seed <= _MAX_SEED):
+        if (type(n) is int and n == 1 and type(seed) is int and self._one_shape is not None and eps is None
+                and labels is None and type(temperature) is float and temperature == 1.0 and 0 <= seed <= _MAX_SEED):
             latent, image = self._one_shape  # the noise as normals(seed, ...) draws it; x_hat checked as run does
             return self._decoder.x_hat_of(normals(seed, self.latent_dim).reshape(latent), image)
         n = self._batch("sample", n)

@@ -2,8 +2,6 @@
 export and runtime."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -112,9 +110,66 @@ def test_a_broken_fit_in_a_checkpoint_is_one_line(kind_export, tmp_path):
 
 
 def test_spatial_latents_and_autoencoders_refuse_a_fit():
+    from edgevae.train.config import TrainConfig
+
     torch.manual_seed(0)
     spatial = VAE((3, 16, 16), arch="resnet", widths=(8, 16), latent_channels=2, likelihood="logistic")
-    with pytest.raises(ValueError, match="flat latent"):
-        spatial.attach_prior({"mean": torch.zeros(2), "scale": torch.eye(2)})
-    config = json.loads(json.dumps({"prior_fit": "gaussian", "model": "vae", "latent_channels": 2}))
-    assert not prior.wanted(type("C", (), config))
+    autoencoder = VAE((3, 16, 16), latent_dim=2, arch="resnet", widths=(8, 16), kind="ae", likelihood="logistic")
+    for model in (spatial, autoencoder):
+        with pytest.raises(ValueError, match="flat latent"):
+            model.attach_prior({"mean": torch.zeros(2), "scale": torch.eye(2)})
+    for flags in (dict(model="ae"), dict(arch="resnet", latent_channels=2)):
+        with pytest.raises(ValueError, match="--prior-fit gaussian needs a VAE with a flat latent"):
+            TrainConfig(prior_fit="gaussian", **flags)
+
+
+def test_extreme_posterior_variances_stay_finite():
+    entry = prior.fit(_vae(), _images(), None)
+    latent_map = prior.LatentMap(entry["mean"], entry["scale"])
+    mu = torch.zeros(3, 6)
+    logvar = torch.tensor([-100.0, 100.0, 0.0]).repeat_interleave(2).reshape(1, 6).repeat(3, 1)
+    _, logvar_u = latent_map.to_latent(mu, logvar)  # unclipped, exp(100) is inf and inf * 0 is NaN
+    assert torch.isfinite(logvar_u).all()
+
+
+def test_int8_keeps_the_latent_map_float(kind_export):
+    import onnx
+
+    from edgevae.export.variants import _float_nodes
+
+    _, out = kind_export("resnet-fitted")
+    for role, ops in (("encoder", {"Sub", "MatMul", "Gemm"}), ("decoder", {"MatMul"})):
+        graph = onnx.load(out / f"{role}.onnx").graph
+        kept = {node.op_type for node in graph.node if node.name in _float_nodes(onnx.load(out / f"{role}.onnx"))}
+        assert ops <= kept, (role, kept)  # the initializers' names (*.latent_map.*) are what finds them
+
+
+def test_ctrl_c_saves_a_fit_of_the_weights_it_saves(tmp_path, colour_npz):
+    import signal
+
+    from edgevae.train.checkpoint import load
+    from edgevae.train.config import TrainConfig
+    from edgevae.train.loop import Interrupted, train
+
+    def interrupt(epoch, batch, model):
+        if (epoch, batch) == (1, 3):  # before the first evaluation: no fit has been made yet
+            signal.raise_signal(signal.SIGINT)
+
+    config = TrainConfig(data=str(colour_npz(3)), image_size=16, arch="resnet", widths=(8, 16), latent_dim=4,
+                         epochs=2, batch_size=32, out=str(tmp_path / "run"))
+    with pytest.raises(Interrupted):
+        train(config, on_step=interrupt)
+    saved = load(tmp_path / "run" / "checkpoint.pt")
+    assert saved["config"]["prior_fit"] == "gaussian" and saved["next_batch"] == 4
+    vae, _, _ = load_run(tmp_path / "run", "last")
+    expected = prior.fit(vae, *_train_split(colour_npz(3)), seed=0)  # the saved weights' own fit
+    assert torch.allclose(saved["prior_fit"]["scale"], expected["scale"], atol=1e-5)
+
+
+def _train_split(npz):
+    """The training images and labels of the run above (train/data.py's split of the .npz: its own 10% held out)."""
+    from edgevae.train import data as data_sources
+    from edgevae.train.config import TrainConfig
+
+    data = data_sources.load(TrainConfig(data=str(npz), image_size=16), log=lambda *_: None)
+    return data.train_x, data.train_y

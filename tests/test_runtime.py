@@ -54,17 +54,26 @@ def test_sample_is_decode_of_seeded_noise(model):
 
 
 
-def test_one_seeded_image_is_the_general_paths_image(export_dir):
+def test_one_seeded_image_is_the_general_paths_image(export_dir, monkeypatch):
     # sample(1, seed=s) takes a shorter path (runtime/_model.py): the same noise, the same checks
+    from edgevae._load import Graph
+
     model = edgevae.load(export_dir)
+    calls = []
+    shorter = Graph.x_hat_of
+    monkeypatch.setattr(Graph, "x_hat_of", lambda self, *args: calls.append(1) or shorter(self, *args))
     for seed in (0, 1, 2**32 + 5, 2**64 - 1):
         one = model.sample(1, seed=seed)
         assert one.shape == (1, *SHAPE) and one.dtype == np.float32
         assert np.array_equal(one, model.sample(3, seed=seed)[:1])
         assert np.array_equal(one, model.decode(edgevae.standard_normal(seed, (1, D))))
+    assert len(calls) == 4  # the shorter path ran for every seed above
     for bad in (-1, 2**64, 1.5, True):
         with pytest.raises(EdgeVAEError, match="seed"):
             model.sample(1, seed=bad)
+    for bad in (True, 1.0, np.float64(1)):  # what the general path refuses, the shorter one does not take
+        with pytest.raises(EdgeVAEError, match="n must be an int"):
+            model.sample(bad, seed=0)
 
 
 @pytest.mark.parametrize("returned, fragment", [

@@ -177,6 +177,9 @@ class TrainConfig:
                              f"{MAX_GENERATED_PIXELS:,} pixels to generate")
         if self.latent_channels and self.arch not in ("resnet", "auto"):
             raise ValueError(f"--latent-channels (a spatial latent) needs --arch resnet, got {self.arch}")
+        if self.prior_fit == "gaussian" and (self.model != "vae" or self.latent_channels):
+            raise ValueError("--prior-fit gaussian needs a VAE with a flat latent (--model vae, no --latent-channels): "
+                             "a plain autoencoder has no prior, and a spatial latent's cells would be mixed")
         if self.kl_warmup < -1:
             raise ValueError(f"--kl-warmup must be >= 0 (or -1: by the data), got {self.kl_warmup}")
         if self.iwae_k > 1 and (self.model != "vae" or self.beta != 1 or self.kl_warmup > 0 or self.free_bits):

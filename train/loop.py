@@ -356,6 +356,9 @@ def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_st
             bar.close()
             state.next_batch = b + 1  # state.epoch is still epoch - 1: this one is not done
             if dist.is_main:
+                if prior.wanted(config):  # the fit goes with the weights it is saved beside
+                    run.prior_fit = prior.fit(model, run.data.train_x, run.data.train_y, seed=config.seed,
+                                              binarize=config.binarize)
                 checkpoint.save(run.checkpoint(state), run.out / checkpoint.LAST)
             raise Interrupted(f"stopped at epoch {epoch}, batch {b + 1}/{batches}; saved {run.out / checkpoint.LAST}; "
                               f"continue with --resume")
@@ -423,7 +426,8 @@ def write_epoch(run: Run, state: TrainState, row: dict, improved: bool) -> None:
     with (out / "metrics.jsonl").open("a") as f:
         f.write(json.dumps(row) + "\n")
     if prior.wanted(run.config):  # fitted to the weights being saved; checkpoint.load_run folds it in
-        run.prior_fit = prior.fit(run.model, run.data.train_x, run.data.train_y, seed=run.config.seed)
+        run.prior_fit = prior.fit(run.model, run.data.train_x, run.data.train_y, seed=run.config.seed,
+                                  binarize=run.config.binarize)
     write_grids(run, row["epoch"])
     report.loss_curve(state.history, out / "loss.png")
     saved = run.checkpoint(state)

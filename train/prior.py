@@ -26,6 +26,8 @@ import math
 import torch
 from torch import nn
 
+LOGVAR_CLIP = 60.0  # logvar is clipped to +-this before exp(-logvar): finite in float32 (e^60 ~ 1e26; sigma
+# ~ 1e-13 is a point mass in practice), where an unclipped -89 would overflow and make NaN of inf * 0
 FIT_IMAGES = 4096  # training images the fit reads (a fixed, seeded choice when the set is larger)
 JITTER = 1e-6  # added to S's diagonal, relative to its mean eigenvalue, should S be singular
 CHOICES = ("auto", "gaussian", "none")
@@ -47,7 +49,7 @@ class LatentMap(nn.Module):
         mu_u = (mu - self.mean) @ self.inverse_t
         if logvar is None:
             return mu_u, None
-        return mu_u, -torch.log(torch.exp(-logvar) @ self.squared)
+        return mu_u, -torch.log(torch.exp(-logvar.clamp(-LOGVAR_CLIP, LOGVAR_CLIP)) @ self.squared)
 
     def from_latent(self, u: torch.Tensor) -> torch.Tensor:
         """u -> the trained decoder's z."""
@@ -60,8 +62,10 @@ def wanted(config) -> bool:
 
 
 @torch.no_grad()
-def fit(model, x: torch.Tensor, y: torch.Tensor | None, batch: int = 256, seed: int = 0) -> dict:
+def fit(model, x: torch.Tensor, y: torch.Tensor | None, batch: int = 256, seed: int = 0,
+        binarize: bool = False) -> dict:
     """The Gaussian fitted to the aggregate posterior of `model` (unfitted) on uint8 images x; a checkpoint entry.
+    binarize: the images as training saw them, one Bernoulli sample each (seeded).
 
     Returns {"mean": (D,), "scale": (D, D) lower-triangular, "images": n, "eigenvalues": [min, max] of S}.
     """
@@ -72,9 +76,12 @@ def fit(model, x: torch.Tensor, y: torch.Tensor | None, batch: int = 256, seed: 
     was_training = model.training
     model.eval()
     mus, variances = [], []
+    gen = torch.Generator().manual_seed(seed)
     for i in range(0, len(x), batch):
         xb = x[i:i + batch].to(device).float()
         xb = xb.div(255) if x.dtype == torch.uint8 else xb
+        if binarize:
+            xb = (torch.rand(xb.shape, generator=gen) < xb.cpu()).float().to(device)
         yb = y[i:i + batch].to(device) if y is not None and model.conditional else None
         mu, logvar = model.encoder.unmapped(xb, yb)
         mus.append(mu.double().cpu())
@@ -106,5 +113,5 @@ def check(entry: dict, latent_dim: int) -> None:
             and bool(torch.isfinite(mean).all()) and bool(torch.isfinite(scale).all())
             and bool((torch.diagonal(scale) > 0).all())):
         raise ValueError(f"its prior_fit is not a fit for a {latent_dim}-d latent")
-    if not math.isfinite(float(torch.linalg.det(scale.double()).abs().log())):
+    if not math.isfinite(float(torch.diagonal(scale.double()).log().sum())):  # log det of a triangular matrix
         raise ValueError("its prior_fit's scale is singular")
