@@ -263,7 +263,12 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
                 f"({state.step} steps, {time.perf_counter() - run.started:.0f} s)")
             break
     if run.diagnostics:
-        log(f"latent: {run.diagnostics['note']}")
+        d = run.diagnostics
+        if run.prior_fit and d.get("far_from_prior") and not d.get("collapsed"):  # what the fit below is for
+            log(f"latent: {d['active_units']} of {d['latent_dim']} latent units active, KL {d['kl']:.2f} nats/image, "
+                f"z rms {d['latent_rms']:.2f}: far from N(0, I), which the fitted prior below takes samples to")
+        else:
+            log(f"latent: {d['note']}")
     if run.prior_fit:
         log(f"prior: {prior.describe(run.prior_fit)}")
     out = run.out
