@@ -156,14 +156,16 @@ class Graph(_Lazy):
                 out = run(_X_HAT, {"z": z}, _RUN_OPTIONS)[0]
             except Exception:  # noqa: BLE001 (run raises it again, as EdgeVAEError with onnxruntime's message)
                 out = None
-            if type(out) is np.ndarray and out.dtype == np.float32 and out.shape == shape:
-                if "x_hat" in self.unit_range:  # Clip(0, 1) made it: only NaN can be wrong; max() propagates NaN
-                    top = out.max()
-                    if top == top:
-                        return out
-                elif out.min() >= 0 and out.max() <= 1:  # NaN fails both
-                    return out
+            if type(out) is np.ndarray and out.dtype == np.float32 and out.shape == shape and self._x_hat_ok(out):
+                return out
         return self.run(_X_HAT, {"z": z})[0]
+
+    def _x_hat_ok(self, out: np.ndarray) -> bool:
+        """Whether x_hat holds no NaN and lies in [0, 1]."""
+        if "x_hat" in self.unit_range:  # Clip(0, 1) made it: only NaN can be wrong, and max() propagates NaN
+            top = out.max()
+            return bool(top == top)
+        return bool(out.min() >= 0 and out.max() <= 1)  # NaN fails both comparisons
 
     def run(self, names, feed: dict) -> list[np.ndarray]:
         if self.max_cells is not None:
@@ -185,16 +187,11 @@ class Graph(_Lazy):
                 raise EdgeVAEError(f"{self.label}: output {name} must be float32 {shape}, got {got} "
                                    f"(the graph breaks its spec)")
             if name == "x_hat":
-                if name in self.unit_range:  # Clip(0, 1) made it: only NaN can be wrong, and max() propagates NaN
-                    top = out.max()
-                    ok = top == top
-                else:
-                    lo, hi = out.min(), out.max()  # NaN fails both comparisons
-                    ok = lo >= 0 and hi <= 1
-                    if not ok and np.isfinite(lo) and np.isfinite(hi):
+                if not self._x_hat_ok(out):
+                    lo, hi = out.min(), out.max()
+                    if np.isfinite(lo) and np.isfinite(hi):
                         raise EdgeVAEError(f"{self.label}: x_hat must lie in [0, 1], got values in [{lo:.4g}, "
                                            f"{hi:.4g}] (the graph breaks its spec)")
-                if not ok:
                     raise EdgeVAEError(f"decode: the decoder overflowed for latents this far from the prior (max |z| "
                                        f"= {np.abs(feed['z']).max():.3g}); decode values of typical N(0, I) scale")
             elif not np.isfinite(out).all():

@@ -189,6 +189,12 @@ class Run:
     def batches(self) -> int:
         return math.ceil(len(self.data.train_x) / self.config.batch_size)
 
+    def fit_prior(self) -> None:
+        """With --prior-fit gaussian, fit the prior to the current weights (train/prior.py), for the next save."""
+        if prior.wanted(self.config):
+            self.prior_fit = prior.fit(self.model, self.data.train_x, self.data.train_y, seed=self.config.seed,
+                                       binarize=self.config.binarize)
+
     def checkpoint(self, state: TrainState) -> dict:
         """Everything checkpoint.pt holds (train/checkpoint.py lists it)."""
         return {"config": dataclasses.asdict(self.config), "model": self.model.state_dict(),
@@ -361,9 +367,7 @@ def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_st
             bar.close()
             state.next_batch = b + 1  # state.epoch is still epoch - 1: this one is not done
             if dist.is_main:
-                if prior.wanted(config):  # the fit goes with the weights it is saved beside
-                    run.prior_fit = prior.fit(model, run.data.train_x, run.data.train_y, seed=config.seed,
-                                              binarize=config.binarize)
+                run.fit_prior()  # the fit goes with the weights it is saved beside
                 checkpoint.save(run.checkpoint(state), run.out / checkpoint.LAST)
             raise Interrupted(f"stopped at epoch {epoch}, batch {b + 1}/{batches}; saved {run.out / checkpoint.LAST}; "
                               f"continue with --resume")
@@ -430,9 +434,7 @@ def write_epoch(run: Run, state: TrainState, row: dict, improved: bool) -> None:
     out = run.out
     with (out / "metrics.jsonl").open("a") as f:
         f.write(json.dumps(row) + "\n")
-    if prior.wanted(run.config):  # fitted to the weights being saved; checkpoint.load_run folds it in
-        run.prior_fit = prior.fit(run.model, run.data.train_x, run.data.train_y, seed=run.config.seed,
-                                  binarize=run.config.binarize)
+    run.fit_prior()  # fitted to the weights being saved; checkpoint.load_run folds it in
     write_grids(run, row["epoch"])
     report.loss_curve(state.history, out / "loss.png")
     saved = run.checkpoint(state)
