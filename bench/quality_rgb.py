@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -73,8 +72,10 @@ def split_folder(folder: str, channels: int, matte: str, size: int, work: Path) 
 
 
 def psnr(x, x_hat) -> float:
-    mse = float(((x.double() - x_hat.double()) ** 2).mean())
-    return 10 * math.log10(1 / mse)
+    """PSNR in dB (peak 1) of image tensors: export/quality.py's, the one the export's bounds use."""
+    from edgevae.export.quality import psnr as psnr_
+
+    return psnr_(x.detach().cpu().numpy(), x_hat.detach().cpu().numpy())
 
 
 def save_grid(images, name: str, nrow: int = GRID_COLUMNS) -> str:
