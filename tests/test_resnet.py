@@ -81,19 +81,24 @@ def test_auto_picks_bernoulli_mlp_for_binary_like_grey_and_logistic_resnet_for_c
     said = []
     picked = auto.resolve(TrainConfig(), binary, log=said.append)
     assert (picked.arch, picked.likelihood, picked.latent_dim, picked.kl_warmup) == ("mlp", "bernoulli", 16, 0)
-    assert (picked.batch_size, picked.lr, picked.schedule) == (128, 1e-3, "constant")
+    assert (picked.batch_size, picked.lr, picked.schedule, picked.grad_clip) == (128, 1e-3, "constant", 0.0)
+    assert "--grad-clip 0 " in said[0]
     for images in (colour, grey_levels, colour[:, :1].expand(-1, 3, -1, -1)):  # grey stored as RGB counts as grey
         picked = auto.resolve(TrainConfig(), images, log=said.append)
         assert (picked.arch, picked.likelihood, picked.latent_dim, picked.kl_warmup) == ("resnet", "logistic", 128, 5)
-        assert (picked.batch_size, picked.lr, picked.schedule) == (32, 2e-3, "cosine")
+        assert (picked.batch_size, picked.lr, picked.schedule, picked.grad_clip) == (32, 2e-3, "cosine", 1.0)
     assert len(said) == 4 and said[0].startswith("auto: binary-like grey images") and "--arch mlp" in said[0]
     assert "3-channel colour images" in said[1] and "--likelihood logistic" in said[1]
     # what the user gives is kept; a resolved config is left alone and nothing is printed
-    kept = auto.resolve(TrainConfig(arch="conv", latent_dim=8, kl_warmup=0, lr=5e-4), colour, log=said.append)
-    assert (kept.arch, kept.likelihood, kept.latent_dim, kept.lr, kept.batch_size) == ("conv", "logistic", 8, 5e-4, 32)
+    kept = auto.resolve(TrainConfig(arch="conv", latent_dim=8, kl_warmup=0, lr=5e-4, grad_clip=0), colour,
+                        log=said.append)
+    assert (kept.arch, kept.likelihood, kept.latent_dim, kept.lr, kept.batch_size, kept.grad_clip) == (
+        "conv", "logistic", 8, 5e-4, 32, 0.0)
     assert auto.resolve(kept, binary, log=said.append) is kept and len(said) == 5
     with pytest.raises(ValueError, match="resolve them"):
         build(TrainConfig(), (3, 8, 8))
+    with pytest.raises(ValueError, match=r"--grad-clip must be >= 0 \(or -1: by the data\), got -2"):
+        TrainConfig(grad_clip=-2)
 
 
 def test_exported_decoder_has_no_transposed_convolution_and_keeps_the_layout():

@@ -79,7 +79,8 @@ class TrainConfig:
     schedule: str = arg("auto", "learning rate: constant, or cosine decay to 0 over --epochs (over the time budget "
                                 "with --minutes); auto = by the data: constant for binary-like grey images, cosine "
                                 "otherwise", ("auto", "constant", "cosine"), summary=True)
-    grad_clip: float = arg(0.0, "clip the gradient's global L2 norm to this (0 = off)", summary=True)
+    grad_clip: float = arg(-1.0, "clip the gradient's global L2 norm to this (0 = off); -1 = by the data: 1 for colour "
+                                 "or grey-level images, off for binary-like ones", summary=True)
     beta: float = arg(1.0, "weight of the KL term (1 = the ELBO)", summary=True)
     kl_warmup: int = arg(-1, "epochs over which the KL weight ramps linearly from 0 to --beta (0 = off); -1 = by the "
                              "data: 5 for colour or grey-level images, 0 for binary-like ones and for --iwae-k > 1",
@@ -147,7 +148,7 @@ class TrainConfig:
             value = getattr(self, name)
             if (not value and name != "widths") or (value and min(value) < 1):
                 raise ValueError(f"--{_flag(name)} must be positive widths like 64,32, got {value}")
-        nonnegative = ("batch_size", "beta", "limit", "grad_clip", "sigma", "latent_dim", "latent_channels",
+        nonnegative = ("batch_size", "beta", "limit", "sigma", "latent_dim", "latent_channels",
                        "free_bits", "minutes")
         for name in nonnegative:
             if getattr(self, name) < 0:
@@ -180,6 +181,8 @@ class TrainConfig:
         if self.prior_fit == "gaussian" and (self.model != "vae" or self.latent_channels):
             raise ValueError("--prior-fit gaussian needs a VAE with a flat latent (--model vae, no --latent-channels): "
                              "a plain autoencoder has no prior, and a spatial latent's cells would be mixed")
+        if self.grad_clip < 0 and self.grad_clip != -1:
+            raise ValueError(f"--grad-clip must be >= 0 (or -1: by the data), got {self.grad_clip}")
         if self.kl_warmup < -1:
             raise ValueError(f"--kl-warmup must be >= 0 (or -1: by the data), got {self.kl_warmup}")
         if self.iwae_k > 1 and (self.model != "vae" or self.beta != 1 or self.kl_warmup > 0 or self.free_bits):
