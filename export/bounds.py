@@ -7,6 +7,7 @@ as the decoder's, and the model itself must not have collapsed (COLLAPSE), whate
 
 Why these bounds (measured values in README "Parity"):
     fp32  both sides float32; GEMM/conv summation order differs (~1e-6 measured); a real defect is >= 1e-2.
+          The latents' difference over max(1, max |torch|): float32 rounding is relative (gates.parity).
     fp16  weights rounded to float16 (relative 2^-11 = 4.9e-4) through every layer: latents within 0.5% of
           their rms, images within 2 of 255 levels.
     int8  8-bit weights and per-batch 8-bit activations: latents within 5% of their rms, images >= 30 dB
@@ -14,7 +15,9 @@ Why these bounds (measured values in README "Parity"):
     -ELBO through the graphs against PyTorch in bits per dimension (so a bound means the same for a
           28 x 28 and a 64 x 64 x 4 model): fp32 2e-5 (0.01 nats on 28 x 28), fp16 1e-4, int8 2e-3
           (1% of an MNIST -ELBO); skipped where x_hat does not determine the likelihood (quality.NO_GRAPH_ELBO).
-    reference: onnx's ReferenceEvaluator against onnxruntime, 1e-5 (float32, summation order); int8 5e-2: the
+    reference: onnx's ReferenceEvaluator against onnxruntime, 1e-5 of max(1, the output's largest value)
+          (float32, summation order: its rounding grows with the values, and a fitted prior's whitening L^-1
+          magnifies it -- 1.01e-5 measured on mu up to 2.2; unit-scale outputs keep the absolute 1e-5); int8 5e-2: the
           two requantize activations with their own rounding, so one can land one 8-bit step apart and later
           layers carry it (0.031 measured on a static-QDQ residual model; ~4e-3 on the MLP).
     collapse: at least one active unit on the reference images (a VAE), and decoded samples that differ
@@ -48,13 +51,14 @@ PSNR_CAP = 200.0  # dB: what identical images report
 
 # (metric, bound) per variant and check; None = measured and reported, not bounded.
 BOUNDS = {
-    "fp32": {"z": ("max_abs", 1e-5), "mu": ("max_abs", 1e-5), "logvar": ("max_abs", 1e-5), "x_hat": ("max_abs", 1e-5),
-             SAMPLES: ("max_levels", 1), ELBO: ("bits_per_dim", 2e-5), REFERENCE: ("max_abs", 1e-5)},
+    "fp32": {"z": ("max_abs_scaled", 1e-5), "mu": ("max_abs_scaled", 1e-5), "logvar": ("max_abs_scaled", 1e-5),
+             "x_hat": ("max_abs", 1e-5),
+             SAMPLES: ("max_levels", 1), ELBO: ("bits_per_dim", 2e-5), REFERENCE: ("max_abs_scaled", 1e-5)},
     "fp16": {"z": ("rms_rel", 5e-3), "mu": ("rms_rel", 5e-3), "logvar": ("rms_rel", 5e-3),
              "x_hat": ("max_abs", 2 * LEVEL), SAMPLES: ("max_levels", 2), ELBO: ("bits_per_dim", 1e-4),
-             REFERENCE: ("max_abs", 1e-5)},
+             REFERENCE: ("max_abs_scaled", 1e-5)},
     "int8": {"z": ("rms_rel", 0.05), "mu": ("rms_rel", 0.05), "logvar": ("rms_rel", 0.05), "x_hat": ("psnr_db", 30.0),
-             SAMPLES: ("max_levels", None), ELBO: ("bits_per_dim", 2e-3), REFERENCE: ("max_abs", 5e-2)},
+             SAMPLES: ("max_levels", None), ELBO: ("bits_per_dim", 2e-3), REFERENCE: ("max_abs_scaled", 5e-2)},
 }
 COLLAPSE = {ACTIVE: ("count", 1), SPREAD: ("mean_std", 1e-3)}  # every variant: the model is not collapsed
 AT_LEAST = {"psnr_db", "count", "mean_std"}  # metrics whose bound is a minimum
@@ -84,6 +88,8 @@ def metric(name: str, got: np.ndarray, want: np.ndarray) -> float:
     d = got.astype(np.float64) - want.astype(np.float64)
     if name == "max_abs":
         return float(np.max(np.abs(d)))
+    if name == "max_abs_scaled":  # max |difference| over max(1, max |reference|): absolute at unit scale
+        return float(np.max(np.abs(d)) / max(1.0, float(np.max(np.abs(want)))))
     if name == "rms":
         return float(np.sqrt(np.mean(d**2)))
     if name == "rms_rel":  # rms of the difference over the rms of the reference (1e-12: all-zero references)
@@ -148,8 +154,8 @@ def measure(variant: str, vae, ckpt: dict, encode, decode, reference=None, torch
         inputs = gates.encoder_inputs(vae, ckpt, REFERENCE_BATCH, PARITY_SEED)
         want = reference(inputs)
         got = {**encode(inputs), "x_hat": decode(gates.decoder_inputs(vae, want["z"], inputs))}
-        rows.append(Row(variant, REFERENCE, "max_abs", float(max(np.abs(got[k] - want[k]).max() for k in want)),
-                        table[REFERENCE][1]))
+        name, bound = table[REFERENCE]
+        rows.append(Row(variant, REFERENCE, name, max(metric(name, got[k], want[k]) for k in want), bound))
     return rows + collapse_rows(variant, vae, ckpt, encode, decode)
 
 

@@ -105,8 +105,9 @@ def _prior_fit(entry: dict | None) -> dict | None:
         return None
     from edgevae.train.prior import describe
 
-    return {"kind": "gaussian", "images": int(entry["images"]), "eigenvalues": list(entry["eigenvalues"]),
-            "note": describe(entry)}
+    per_class = {"classes": list(entry["classes"])} if "classes" in entry else {}  # images per class
+    return {"kind": "gaussian-per-class" if per_class else "gaussian", "images": int(entry["images"]), **per_class,
+            "eigenvalues": list(entry["eigenvalues"]), "note": describe(entry)}
 
 
 def _sha256(path: Path) -> str:
@@ -161,7 +162,8 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
     elbo = gates.elbo_parity(source, reference, *fp32) if own else None
     log("verified: onnx.checker ok, no random op, max |onnxruntime - torch| "
         + ", ".join(f"{k} {v:.1e}" for k, v in parity["max_abs_diff"].items())
-        + f" (bound {tolerance:g}, batch {', '.join(map(str, parity['batch_sizes']))}"
+        + f" (bound {tolerance:g}" + (" x max(1, max |torch|)" if "scale" in parity else "")
+        + f", batch {', '.join(map(str, parity['batch_sizes']))}"
         + (f" at {parity['image_shape'][1]}x{parity['image_shape'][2]}" if not own else "")
         + (f"; tiles of {'x'.join(map(str, parity['tile_latent']))} latent cells" if source.tileable else "") + ")"
         + ("" if elbo is None else f"; -ELBO torch {elbo['neg_elbo_torch']:.4f}, onnx {elbo['neg_elbo_onnx']:.4f}"

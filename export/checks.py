@@ -54,7 +54,8 @@ def parity(source, reference: dict | None, encoder, decoder, tolerance: float) -
     """gates.parity at batch 1, 7 and 64 (reduced size for big tileable models) and at a tile's size.
 
     Returns the spec's `parity`: batch sizes, image shape, tolerance, the worst max |diff| per output,
-    and for tileable models the latent size of the extra check.
+    the scale each is judged at when one exceeds 1 (gates.parity: max(1, max |torch|); the bound is
+    tolerance x scale), and for tileable models the latent size of the extra check.
     """
     runs = []  # (view, images, batch sizes)
     _, h, w = source.image_shape
@@ -71,12 +72,17 @@ def parity(source, reference: dict | None, encoder, decoder, tolerance: float) -
         tile = (max(1, lh // 2), max(1, lw // 2 + 1) if lw > 2 else lw)  # smaller and, where it can, not square
         runs.append((at_size(source, tile), None, (2,)))
     worst: dict[str, float] = {}
+    scale: dict[str, float] = {}
     for view, images, sizes in runs:
         images = images or {"reference_x": reference_images(max(sizes), view.image_shape)}
-        for name, value in gates.parity(view, images, encoder, decoder, sizes, tolerance).items():
+        diffs, scales = gates.parity(view, images, encoder, decoder, sizes, tolerance)
+        for name, value in diffs.items():
             worst[name] = max(worst.get(name, 0.0), value)
+            scale[name] = max(scale.get(name, 1.0), scales[name])
     result = {"batch_sizes": list(gates.PARITY_BATCH_SIZES), "image_shape": list(small.image_shape),
               "tolerance": tolerance, "max_abs_diff": worst}
+    if any(v > 1 for v in scale.values()):  # outputs beyond unit scale: judged at tolerance x max(1, max |torch|)
+        result["scale"] = scale
     if small is not source:
         result["full_size_batch_sizes"] = [1]
     if tile is not None:

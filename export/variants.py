@@ -96,14 +96,38 @@ def calibration(vae, ckpt: dict, encoder: onnx.ModelProto) -> dict[str, list[dic
     return {"encoder": batches({n: enc_in[n] for n in names}), "decoder": [b for d in dec_in for b in batches(d)]}
 
 
+def _mapped(name: str) -> bool:
+    """Whether an initializer is one of a fitted prior's tables (train/prior.py LatentMap: *.latent_map.*)."""
+    return ".latent_map." in name
+
+
+# ops a fitted prior's change of variable is made of, between its tables and the network's own layers
+_MAP_OPS = {"MatMul", "Reshape", "Unsqueeze", "Squeeze", "Add", "Sub", "Mul", "Neg", "Exp", "Log", "Clip"}
+
+
 def _float_nodes(model: onnx.ModelProto) -> list[str]:
-    """Nodes int8 leaves in float32: a fitted prior's change of variable (train/prior.py; its weights are named
+    """Nodes int8 leaves in float32: a fitted prior's change of variable (train/prior.py; its tables are named
     *.latent_map.*). Its matrix products act on the latent itself, where one 8-bit step is a visible change of
-    image, and on exp(-logvar), which spans decades: quantized, the int8 graphs fall outside their bounds."""
-    mapped = [node for node in model.graph.node if any(".latent_map." in name for name in node.input)]
-    feeding = {name for node in mapped for name in node.input}  # ... and the nodes it maps the outputs of (the
+    image, and on exp(-logvar), which spans decades: quantized, the int8 graphs fall outside their bounds.
+    The nodes reading a table, the nodes fed by them through the map's own ops (a per-class fit's picked
+    matrices reach a second MatMul), and the nodes producing what they read (the mu head)."""
+    weights = {init.name for init in model.graph.initializer if init.data_type == onnx.TensorProto.FLOAT}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    region = [node for node in model.graph.node if any(_mapped(name) for name in node.input)]
+    seen = {id(node) for node in region}
+    for node in region:  # grows while it is walked
+        for out in node.output:
+            for nxt in consumers.get(out, []):
+                foreign = any(name in weights and not _mapped(name) for name in nxt.input)
+                if nxt.op_type in _MAP_OPS and not foreign and id(nxt) not in seen:
+                    seen.add(id(nxt))
+                    region.append(nxt)
+    feeding = {name for node in region for name in node.input}  # ... and the nodes it maps the outputs of (the
     # mu head's Gemm): the whitening L^-1 magnifies their 8-bit steps along the latent's narrow directions
-    return [node.name for node in model.graph.node if node in mapped or set(node.output) & feeding]
+    return [node.name for node in model.graph.node if id(node) in seen or set(node.output) & feeding]
 
 
 def to_int8(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]] | None = None) -> onnx.ModelProto:

@@ -86,6 +86,9 @@ KINDS = {
                    prior_fit="none"),
     # the colour defaults: the same with the fitted prior (train/prior.py) auto chooses on colour images
     "resnet-fitted": dict(data=COLOUR3, image_size=16, arch="resnet", widths=(8, 16), likelihood="logistic", epochs=3),
+    # ... and conditional: a Gaussian per class
+    "resnet-fitted-conditional": dict(data=COLOUR3, image_size=16, arch="resnet", widths=(8, 16),
+                                      likelihood="logistic", conditional=True, epochs=3),
     "resnet-rgba": dict(data=COLOUR4, image_size="12x20", arch="resnet", widths=(8, 16), likelihood="gaussian",
                         latent_channels=2, conditional=True, epochs=3),  # non-square: 16 x 16 cropped and resized
 }

@@ -89,6 +89,47 @@ def test_a_colour_run_fits_it_by_default_and_the_export_carries_it(kind_export):
     assert "latents far from" not in info  # the fit is what that warning asks for
 
 
+def test_a_conditional_model_gets_a_gaussian_per_class():
+    vae, x = _vae(conditional=True), _images()
+    y = torch.from_numpy(np.random.default_rng(1).integers(0, 2, len(x)))  # class 2 has no training image
+    entry = prior.fit(vae, x, y)
+    assert entry["mean"].shape == (3, 6) and entry["scale"].shape == (3, 6, 6) and entry["classes"] == [
+        int((y == 0).sum()), int((y == 1).sum()), 0]
+    with torch.no_grad():
+        mu_z, logvar_z = vae.encoder(x.float() / 255, y)
+        vae.attach_prior(entry)
+        mu, _ = vae.encoder(x.float() / 255, y)
+    for k in (0, 1):  # each class's latents are whitened by its own Gaussian, to float32 rounding
+        inverse = torch.linalg.inv(entry["scale"][k].double())
+        posterior = inverse @ torch.diag(logvar_z[y == k].double().exp().mean(0)) @ inverse.T
+        u = mu[y == k].double()
+        assert u.mean(0).abs().max() < 1e-4
+        assert torch.allclose(torch.cov(u.T, correction=0) + posterior, torch.eye(6, dtype=torch.float64), atol=1e-4)
+    # the empty class takes the fit over all images: the same mean as the pooled latents'
+    assert torch.allclose(entry["mean"][2], mu_z.mean(0), atol=1e-5)
+    u, labels = torch.randn(6, 6), torch.tensor([0, 1, 2, 0, 1, 2])
+    with torch.no_grad():
+        direct = torch.stack([vae.decoder.body(torch.cat([entry["mean"][k] + u[i] @ entry["scale"][k].T,
+                                                          torch.eye(3)[k]])[None])[0]
+                              for i, k in enumerate(labels.tolist())])
+        assert torch.allclose(vae.decoder(u, labels), direct, atol=1e-5)  # decode(u, y) = decoder at m_y + L_y u
+    with pytest.raises(ValueError, match="not a fit for a 6-d latent$"):
+        _vae().attach_prior(entry)  # a per-class fit on an unconditional model
+
+
+def test_a_conditional_colour_run_exports_its_gaussian_per_class(kind_export):
+    run, out = kind_export("resnet-fitted-conditional")
+    vae, ckpt, _ = load_run(run)
+    spec = edgevae.load(out).spec
+    assert spec["prior_fit"]["kind"] == "gaussian-per-class" and sum(spec["prior_fit"]["classes"]) == 461
+    model, labels = edgevae.load(out), np.array([0, 1, 2, 0])
+    eps = edgevae.standard_normal(0, (4, *model.latent_shape))
+    with torch.no_grad():
+        expected = vae.decode(torch.from_numpy(eps), torch.from_numpy(labels)).numpy()
+    assert np.abs(model.sample(4, seed=0, labels=labels) - expected).max() < 1e-5  # float32 graph vs eager
+    assert "a Gaussian per class (3 classes)" in run_cli("info", str(out)).stdout
+
+
 def test_binary_like_data_and_none_fit_nothing(run_dir):
     vae, ckpt, config = load_run(run_dir)  # the tiny `shapes` model: binary-like grey, auto -> none
     assert config.prior_fit == "none" and "prior_fit" not in ckpt and vae.prior_fit is None

@@ -349,7 +349,7 @@ def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_st
             _set_lr(run.optimizer, lr_at(config, epoch, float(flags[2])))
         run.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        if config.grad_clip:
+        if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         run.optimizer.step()
         state.step += 1
@@ -453,7 +453,9 @@ def write_grids(run: Run, epoch: int) -> None:
     with torch.no_grad():
         fixed_z = fixed_z.to(device)
         if run.prior_fit:  # samples as the export will draw them: u ~ N(0, I) through the fitted prior
-            fixed_z = prior.LatentMap(run.prior_fit["mean"], run.prior_fit["scale"]).to(device).from_latent(fixed_z)
+            label = model.decoder.one_hot[fixed_y] if model.conditional else None
+            fixed_z = prior.LatentMap(run.prior_fit["mean"], run.prior_fit["scale"]).to(device).from_latent(fixed_z,
+                                                                                                           label)
         report.save_grid(model.decode(fixed_z, fixed_y if model.conditional else None),
                          run.out / "samples" / f"epoch_{epoch:03d}.png")
         ref_x = to_unit(run.reference_x[:GRID_IMAGES // 2]).to(device)

@@ -57,7 +57,9 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         mu, logvar = self.unmapped(x, y)
-        return (mu, logvar) if self.latent_map is None else self.latent_map.to_latent(mu, logvar)
+        if self.latent_map is None:
+            return mu, logvar
+        return self.latent_map.to_latent(mu, logvar, self.one_hot[y] if self.num_classes else None)
 
     def unmapped(self, x: torch.Tensor, y: torch.Tensor | None = None):
         """mu, logvar of the trained latent z, before a fitted prior's change of variable."""
@@ -76,7 +78,7 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.latent_map is not None:
-            z = self.latent_map.from_latent(z)
+            z = self.latent_map.from_latent(z, self.one_hot[y] if len(self.one_hot) else None)
         return self.body(_with_label(z, y, self.one_hot))
 
 
@@ -139,7 +141,7 @@ class VAE(nn.Module):
 
         if self.kind != "vae" or len(self.latent_shape) != 1:
             raise ValueError("a fitted prior needs a VAE with a flat latent")
-        check(entry, self.latent_dim)
+        check(entry, self.latent_dim, self.num_classes)
         latent_map = LatentMap(entry["mean"], entry["scale"]).to(self.encoder.one_hot.device)
         self.encoder.latent_map = self.decoder.latent_map = latent_map
         self.prior_fit = entry
