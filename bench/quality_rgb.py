@@ -116,7 +116,7 @@ def ours(npz: Path, work: Path, name: str, minutes: float, k: int, conditional: 
     out = work / name
     with np.load(npz) as f:
         size = "x".join(map(str, f["x_train"].shape[2:]))  # the data's own size: nothing is resized
-    config = TrainConfig(**RECIPE, data=str(npz), out=str(out), epochs=100_000, minutes=minutes,
+    config = TrainConfig(**RECIPE, data=str(npz), out=str(out), minutes=minutes,
                          conditional=conditional, image_size=size)
     start = time.perf_counter()
     train(config)

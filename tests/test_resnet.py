@@ -82,11 +82,12 @@ def test_auto_picks_bernoulli_mlp_for_binary_like_grey_and_logistic_resnet_for_c
     picked = auto.resolve(TrainConfig(), binary, log=said.append)
     assert (picked.arch, picked.likelihood, picked.latent_dim, picked.kl_warmup) == ("mlp", "bernoulli", 16, 0)
     assert (picked.batch_size, picked.lr, picked.schedule, picked.grad_clip) == (128, 1e-3, "constant", 0.0)
-    assert "--grad-clip 0 " in said[0]
+    assert "--grad-clip 0 " in said[0] and picked.augment == "none"  # a mirrored digit is not a digit
     for images in (colour, grey_levels, colour[:, :1].expand(-1, 3, -1, -1)):  # grey stored as RGB counts as grey
         picked = auto.resolve(TrainConfig(), images, log=said.append)
         assert (picked.arch, picked.likelihood, picked.latent_dim, picked.kl_warmup) == ("resnet", "logistic", 128, 5)
         assert (picked.batch_size, picked.lr, picked.schedule, picked.grad_clip) == (32, 2e-3, "cosine", 1.0)
+        assert picked.augment == "flip"
     assert len(said) == 4 and said[0].startswith("auto: binary-like grey images") and "--arch mlp" in said[0]
     assert "3-channel colour images" in said[1] and "--likelihood logistic" in said[1]
     # what the user gives is kept; a resolved config is left alone and nothing is printed

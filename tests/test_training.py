@@ -134,3 +134,36 @@ def test_resume_refuses_a_different_config(tmp_path):
     run(tmp_path, epochs=1)
     with pytest.raises(ValueError, match=r"--lr 0.01 \(checkpoint: 0.001\)"):
         run(tmp_path, epochs=2, lr=0.01, resume=True)
+
+
+def test_a_time_budget_without_epochs_trains_until_the_budget(tmp_path, capsys):
+    from edgevae.train.config import BUDGET_EPOCHS, DEFAULT_EPOCHS
+
+    assert TrainConfig().epochs == DEFAULT_EPOCHS == 10 and TrainConfig(minutes=5, epochs=3).epochs == 3
+    # --minutes alone: the budget ends the run, not a 10-epoch cap (which ended 20-minute runs after 2 minutes)
+    config = TrainConfig(out=str(tmp_path / "run"), **{**SMALL, "epochs": 0, "minutes": 0.04})
+    assert config.epochs == BUDGET_EPOCHS
+    out = train(config)
+    said = capsys.readouterr().out
+    assert "time budget of 0.04 minutes reached" in said and "epoch   1  train loss" in said  # no "/1048576"
+    assert load(out / "checkpoint.pt")["epoch"] >= 1
+
+
+def test_flip_augmentation_mirrors_about_half_the_batch_and_is_seeded():
+    from edgevae.train import ddp
+    from edgevae.train.loop import draw_batch
+
+    images = torch.randint(0, 256, (64, 3, 5, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    labels, idx, one = torch.zeros(64, dtype=torch.long), torch.arange(64), ddp.Dist(0, 1, torch.device("cpu"))
+
+    def batch(augment):
+        return draw_batch(TrainConfig(augment=augment), images, labels, idx, torch.Generator().manual_seed(1), one,
+                          (4,))[0]
+
+    plain, flipped = batch("none"), batch("flip")
+    original = images.float() / 255
+    assert torch.equal(plain, original)
+    mirrored = [bool(torch.equal(f, o.flip(-1))) for f, o in zip(flipped, original)]
+    kept = [bool(torch.equal(f, o)) for f, o in zip(flipped, original)]
+    assert all(m or k for m, k in zip(mirrored, kept)) and 16 < sum(mirrored) < 48  # each image whole, ~1/2 mirrored
+    assert torch.equal(batch("flip"), flipped)  # the run's generator decides: the same seed, the same flips

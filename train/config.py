@@ -26,9 +26,11 @@ def arg(default, help: str, choices: tuple | None = None, summary: bool = False)
     return field(default=default, metadata={"help": help, "choices": choices, "summary": summary})
 
 
+DEFAULT_EPOCHS = 10  # --epochs 0 without --minutes
 # Upper bounds of the size fields (a run holds its data and model in memory).
 UPPER = {"latent_dim": 1 << 16, "epochs": 1 << 20, "batch_size": 1 << 16, "num_train": 1 << 24, "num_test": 1 << 24,
          "iwae_k": 1 << 12, "kl_warmup": 1 << 20, "limit": 1 << 31, "latent_channels": 1 << 12, "blocks": 64}
+BUDGET_EPOCHS = UPPER["epochs"]  # --epochs 0 with --minutes: no cap but the budget
 MAX_LAYERS, MAX_WIDTH = 16, 1 << 14  # --hidden, --conv-channels and --widths
 MAX_FIRST_LAYER = 1 << 27  # weights of an MLP's first layer, 4 channels assumed (512 MiB of float32)
 MAX_GENERATED_PIXELS = 1 << 30  # 'shapes' images x pixels generated (1 GiB of uint8)
@@ -53,6 +55,10 @@ class TrainConfig:
                           ("auto", "bernoulli", "continuous-bernoulli", "gaussian", "logistic"), summary=True)
     binarize: bool = arg(False, "'bernoulli': dynamic binarization, a fresh binary sample of each image every step",
                          summary=True)
+    augment: str = arg("auto", "training batches only: flip (each image mirrored left-right with probability 1/2), "
+                               "none, or auto = by the data: flip for colour and grey-level images, none for "
+                               "binary-like ones (digits: a mirrored digit is not one)", ("auto", "flip", "none"),
+                       summary=True)
     sigma: float = arg(0.0, "'gaussian': fixed std of p(x|z) per pixel; 0 = fitted per channel (--sigma-fit)",
                        summary=True)
     sigma_fit: str = arg("optimal", "'gaussian' with --sigma 0: optimal (sigma^2 = the batch's MSE per channel, a "
@@ -71,7 +77,8 @@ class TrainConfig:
                                       "after the first halves the image); empty = by image size (16 doubling per "
                                       "level to a 4-8 pixel grid, at most 256)", summary=True)
     blocks: int = arg(1, "'resnet': residual blocks per level, in the encoder and in the decoder", summary=True)
-    epochs: int = arg(10, "passes over the training set (with --resume: the new total)", summary=True)
+    epochs: int = arg(0, "passes over the training set (with --resume: the new total); 0 = 10, or with --minutes as "
+                         "many as the budget allows", summary=True)
     batch_size: int = arg(0, "images per optimizer step (summed over all processes under torchrun); 0 = by the "
                              "data: 128 for binary-like grey images, 32 otherwise", summary=True)
     lr: float = arg(0.0, "Adam learning rate; 0 = by the data: 1e-3 for binary-like grey images, 2e-3 otherwise",
@@ -134,6 +141,8 @@ class TrainConfig:
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"--{_flag(f.name)} must be one of {', '.join(map(str, choices))}, "
                                  f"got {getattr(self, f.name)!r}")
+        if self.epochs == 0:  # the budget decides when there is one: a 10-epoch cap would end a 20-minute run early
+            object.__setattr__(self, "epochs", BUDGET_EPOCHS if self.minutes else DEFAULT_EPOCHS)
         object.__setattr__(self, "image_size", str(self.image_size))  # 28 (an int, as older configs hold it) -> "28"
         self.image_hw  # noqa: B018 -- parses --image-size now, so a bad value is a usage error
         try:

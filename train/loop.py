@@ -35,6 +35,7 @@ from tqdm import tqdm
 from . import auto, checkpoint, ddp, prior, report
 from . import data as data_sources
 from . import model as models
+from .config import BUDGET_EPOCHS
 from .diagnostics import diagnose
 from .elbo import Objective, latent_shape_of
 
@@ -100,8 +101,12 @@ def draw_batch(config, images: torch.Tensor, labels: torch.Tensor, idx: torch.Te
     iwae = config.iwae_k > 1
     eps = torch.randn(((config.iwae_k,) if iwae else ()) + (len(idx), *latent_shape), generator=gen)
     uniform = torch.rand(len(idx), *images.shape[1:], generator=gen) if config.binarize else None
+    flip = torch.rand(len(idx), generator=gen) < 0.5 if config.augment == "flip" else None  # no draw without it
     mine = torch.arange(dist.rank, len(idx), dist.world)
-    x = to_unit(images[idx[mine]]).contiguous(memory_format=torch.channels_last)  # (b, C, H, W), NHWC in memory
+    x = to_unit(images[idx[mine]])
+    if flip is not None:
+        x = torch.where(flip[mine].view(-1, 1, 1, 1), x.flip(-1), x)
+    x = x.contiguous(memory_format=torch.channels_last)  # (b, C, H, W), NHWC in memory
     if uniform is not None:
         x = (uniform[mine] < x).float()  # dynamic binarization: a Bernoulli(x) sample
     return x.to(dist.device), labels[idx[mine]].to(dist.device), eps.index_select(int(iwae), mine).to(dist.device)
@@ -258,7 +263,7 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
             write_epoch(run, state, row, improved)
         dist.barrier()
         psnr = row.get("val_psnr_db", row.get("test_psnr_db"))
-        log(f"epoch {epoch:3d}/{config.epochs}  train loss {row['train_loss']:8.3f}  "
+        log(f"epoch {epoch:3d}{_of(config)}  train loss {row['train_loss']:8.3f}  "
             f"test -ELBO {row['test_neg_elbo']:8.3f}  KL {row['test_kl']:6.3f}  "
             + ("" if psnr is None else f"PSNR {psnr:5.2f} dB  ") + f"({row['seconds']:.1f} s)"
             + ("  *best" if improved and "val_neg_elbo" in row else ""))
@@ -329,7 +334,7 @@ def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_st
     _set_lr(run.optimizer, lr_at(config, epoch, run.progress()))
     state.start_epoch(len(run.data.train_x), run.gen)
     batches, first = run.batches, state.next_batch
-    bar = tqdm(total=batches, initial=first, desc=f"epoch {epoch}/{config.epochs}", leave=False,
+    bar = tqdm(total=batches, initial=first, desc=f"epoch {epoch}{_of(config)}", leave=False,
                disable=None if dist.is_main else True)
     for b in range(first, batches):
         idx = state.order[b * config.batch_size:(b + 1) * config.batch_size]
@@ -441,6 +446,11 @@ def write_epoch(run: Run, state: TrainState, row: dict, improved: bool) -> None:
     checkpoint.save(saved, out / checkpoint.LAST)
     if improved:
         checkpoint.save(saved, out / checkpoint.BEST)
+
+
+def _of(config) -> str:
+    """'/N' after an epoch's number; nothing when the --minutes budget, not a count, ends the run."""
+    return "" if config.epochs == BUDGET_EPOCHS else f"/{config.epochs}"
 
 
 def write_grids(run: Run, epoch: int) -> None:
