@@ -155,8 +155,8 @@ def ours(npz: Path, work: Path, name: str, minutes: float, k: int, conditional: 
             "k": k, "eval_minutes": eval_minutes, "active_units": result["active_units"],
             "latent_dim": model.latent_dim, "latent_rms": result["latent_rms"], "warnings": result["warnings"],
             "config": {k_: v for k_, v in ckpt["config"].items()
-                       if k_ in ("arch", "likelihood", "latent_dim", "widths", "blocks", "grad_clip", "batch_size",
-                                 "lr", "schedule", "prior_fit")},
+                       if k_ in ("arch", "likelihood", "latent_dim", "widths", "blocks", "grad_clip", "augment",
+                                 "batch_size", "lr", "schedule", "prior_fit")},
             "grids": grids, "parameters": sum(p.numel() for p in model.parameters()),
             "prior_fit": describe(ckpt["prior_fit"]) if ckpt.get("prior_fit") else None, **progress(npz, out)}
 
@@ -356,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cond_minutes:
             rows.append(ours(npz, work, "conditional", args.cond_minutes, args.k, conditional=True))
         earlier = {r["name"]: r for r in json.loads(saved.read_text())} if saved.is_file() else {}
-        if args.reuse_baseline and "antixk" in earlier:  # the baseline does not change with EdgeVAE's code
+        same_budget = abs(earlier.get("antixk", {}).get("seconds", 0) / 60 - args.minutes) < 1
+        if args.reuse_baseline and "antixk" in earlier and same_budget:  # EdgeVAE's code does not change it
             rows.append({**earlier["antixk"], "reused": True})
         else:
             rows.append(baseline(npz, args.minutes))

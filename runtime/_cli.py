@@ -227,7 +227,10 @@ def _info(args, model) -> str:
         f"imported    {one_line(_source_line(spec))}",
         f"parity      max |onnxruntime - torch| at batch {_list(parity.get('batch_sizes'))}: "
         + ", ".join(f"{_fmt(k)} {_fmt(v, '.1e')}" for k, v in list(diffs.items())[:8])
-        + f" (bound {_fmt(parity.get('tolerance'))})",
+        + f" (bound {_fmt(parity.get('tolerance'))}"
+        + (" x max(1, max |torch|): " + ", ".join(f"{_fmt(k)} {_fmt(v, '.3g')}" for k, v in
+                                                 list(_dict(parity.get("scale")).items())[:8])
+           if parity.get("scale") else "") + ")",
         f"ELBO parity -ELBO on {_fmt(elbo.get('images'))} test images, fixed eps: torch "
         f"{_fmt(elbo.get('neg_elbo_torch'), '.4f')}, onnxruntime {_fmt(elbo.get('neg_elbo_onnx'), '.4f')} nats/image"
         if elbo.get("neg_elbo_onnx") is not None else f"ELBO parity {_fmt(elbo.get('note', 'not recorded'))}",

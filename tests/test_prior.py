@@ -127,7 +127,10 @@ def test_a_conditional_colour_run_exports_its_gaussian_per_class(kind_export):
     with torch.no_grad():
         expected = vae.decode(torch.from_numpy(eps), torch.from_numpy(labels)).numpy()
     assert np.abs(model.sample(4, seed=0, labels=labels) - expected).max() < 1e-5  # float32 graph vs eager
-    assert "a Gaussian per class (3 classes)" in run_cli("info", str(out)).stdout
+    info = run_cli("info", str(out)).stdout
+    assert "a Gaussian per class (3 classes)" in info
+    # the whitened latents' logvar reaches beyond 1: its parity was judged at its scale, which spec and info say
+    assert spec["parity"]["scale"]["logvar"] > 1 and "x max(1, max |torch|): " in info
 
 
 def test_binary_like_data_and_none_fit_nothing(run_dir):
@@ -173,16 +176,29 @@ def test_extreme_posterior_variances_stay_finite():
     assert torch.isfinite(logvar_u).all()
 
 
-def test_int8_keeps_the_latent_map_float(kind_export):
+@pytest.mark.parametrize("kind,kept_ops", [
+    ("resnet-fitted", {"encoder": {"Sub", "MatMul", "Gemm"}, "decoder": {"MatMul"}}),
+    # per class: the label's MatMul with each table, then the picked matrices' batched MatMul
+    ("resnet-fitted-conditional", {"encoder": {"Sub", "MatMul", "Gemm", "Reshape", "Unsqueeze"},
+                                   "decoder": {"MatMul", "Reshape", "Unsqueeze", "Add"}}),
+])
+def test_int8_keeps_the_latent_map_float(kind_export, kind, kept_ops):
     import onnx
 
     from edgevae.export.variants import _float_nodes
 
-    _, out = kind_export("resnet-fitted")
-    for role, ops in (("encoder", {"Sub", "MatMul", "Gemm"}), ("decoder", {"MatMul"})):
+    _, out = kind_export(kind)
+    for role, ops in kept_ops.items():
         graph = onnx.load(out / f"{role}.onnx").graph
-        kept = {node.op_type for node in graph.node if node.name in _float_nodes(onnx.load(out / f"{role}.onnx"))}
-        assert ops <= kept, (role, kept)  # the initializers' names (*.latent_map.*) are what finds them
+        kept = set(_float_nodes(onnx.load(out / f"{role}.onnx")))
+        assert ops <= {node.op_type for node in graph.node if node.name in kept}, role
+        # every MatMul of these graphs is the latent map's (the networks' layers are Gemm and Conv): all stay float
+        assert {node.name for node in graph.node if node.op_type == "MatMul"} <= kept, role
+        int8 = out / f"{role}.int8.onnx"
+        if int8.exists():  # written only within its bounds; its latent map is still float32 MatMul
+            quantized = onnx.load(int8).graph
+            assert not [node for node in quantized.node if node.op_type == "MatMulInteger"
+                        and any("latent_map" in name for name in node.input)]
 
 
 def test_ctrl_c_saves_a_fit_of_the_weights_it_saves(tmp_path, colour_npz):

@@ -147,6 +147,11 @@ def test_a_time_budget_without_epochs_trains_until_the_budget(tmp_path, capsys):
     said = capsys.readouterr().out
     assert "time budget of 0.04 minutes reached" in said and "epoch   1  train loss" in said  # no "/1048576"
     assert load(out / "checkpoint.pt")["epoch"] >= 1
+    saved = load(out / "checkpoint.pt")["config"]
+    assert saved["epochs"] == 0 and json.loads((out / "config.json").read_text())["epochs"] == 0  # not 1048576
+    assert TrainConfig.from_dict(saved).epochs == BUDGET_EPOCHS
+    with pytest.raises(ValueError, match="trains to a --minutes budget, not an epoch count"):
+        TrainConfig.from_dict({**saved, "epochs": BUDGET_EPOCHS, "minutes": 0})  # e.g. --resume --minutes 0
 
 
 def test_flip_augmentation_mirrors_about_half_the_batch_and_is_seeded():

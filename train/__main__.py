@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             parser.error(str(e))
     if main_process:
-        print("config: " + " ".join(f"{k}={v}" for k, v in dataclasses.asdict(config).items()))
+        print("config: " + " ".join(f"{k}={v}" for k, v in config.to_dict().items()))
     from .download import DownloadError
     from .loop import Interrupted, train
 

@@ -11,7 +11,6 @@ Only tensors, numbers, strings, lists and dicts: torch.load(path, weights_only=T
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import pickle
 from pathlib import Path
@@ -82,7 +81,7 @@ def load_run(run_dir: str | Path, which: str = "auto"):
 
 def check_resume(saved: dict, config) -> None:
     """The run being resumed must be the run that was saved, but for RESUMABLE fields."""
-    current = dataclasses.asdict(config)
+    current = config.to_dict()
     differ = [k for k in current if k not in RESUMABLE and k in saved and _norm(saved[k]) != _norm(current[k])]
     if differ:
         detail = ", ".join(f"--{k.replace('_', '-')} {current[k]!r} (checkpoint: {saved[k]!r})" for k in differ)
@@ -92,9 +91,8 @@ def check_resume(saved: dict, config) -> None:
 def resume_config(config_cls, out: str, explicit: dict):
     """The checkpoint's config with the flags the user gave (`explicit`) on top, for `--resume`."""
     saved = load(Path(out) / LAST)["config"]
-    # a run saved before --prior-fit or --augment existed was trained unfitted and unmirrored: it stays so unless asked
-    old = {"prior_fit": "none", "augment": "none"}
-    return config_cls.from_dict({**old, **saved, **explicit, "out": out, "resume": True})
+    # a run saved before --prior-fit existed was trained to be used unfitted: it stays so unless asked
+    return config_cls.from_dict({"prior_fit": "none", **saved, **explicit, "out": out, "resume": True})
 
 
 def _norm(value):

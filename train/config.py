@@ -143,6 +143,9 @@ class TrainConfig:
                                  f"got {getattr(self, f.name)!r}")
         if self.epochs == 0:  # the budget decides when there is one: a 10-epoch cap would end a 20-minute run early
             object.__setattr__(self, "epochs", BUDGET_EPOCHS if self.minutes else DEFAULT_EPOCHS)
+        elif self.epochs == BUDGET_EPOCHS and not self.minutes:  # e.g. --resume --minutes 0 of a budget run
+            raise ValueError("--epochs: this run trains to a --minutes budget, not an epoch count; give --minutes M "
+                             "or --epochs N")
         object.__setattr__(self, "image_size", str(self.image_size))  # 28 (an int, as older configs hold it) -> "28"
         self.image_hw  # noqa: B018 -- parses --image-size now, so a bad value is a usage error
         try:
@@ -219,7 +222,15 @@ class TrainConfig:
 
     def summary(self) -> dict:
         """The fields that describe the model (arg(summary=True)), for the exported graphs' spec."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["summary"]}
+        return {k: v for k, v in self.to_dict().items() if next(f for f in dataclasses.fields(self)
+                                                                if f.name == k).metadata["summary"]}
+
+    def to_dict(self) -> dict:
+        """Every field, as saved (config.json, checkpoints): epochs 0 when --minutes alone ends the run."""
+        values = dataclasses.asdict(self)
+        if self.epochs == BUDGET_EPOCHS:
+            values["epochs"] = 0
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -228,6 +239,8 @@ class TrainConfig:
         unknown = sorted(set(values) - set(hints))
         if unknown:
             raise ValueError(f"unknown config key(s) {', '.join(unknown)}")
+        if "augment" not in values:
+            values = {**values, "augment": "none"}  # saved before --augment existed: trained on unmirrored images
         if values.get("likelihood") == "gaussian" and "sigma_fit" not in values:
             values = {**values, "sigma_fit": "learned"}  # saved before sigma_fit existed: sigma 0 meant learned
         return cls(**{k: tuple(v) if hints[k] == tuple[int, ...] else v for k, v in values.items()})

@@ -202,7 +202,7 @@ class Run:
 
     def checkpoint(self, state: TrainState) -> dict:
         """Everything checkpoint.pt holds (train/checkpoint.py lists it)."""
-        return {"config": dataclasses.asdict(self.config), "model": self.model.state_dict(),
+        return {"config": self.config.to_dict(), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "generator": self.gen.get_state(),
                 "metrics": state.history[-1] if state.history else {}, "dataset": self.data.name,
                 "image_shape": list(self.data.image_shape), "classes": list(self.data.classes),
@@ -239,7 +239,7 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
     if dist.is_main:
         for sub in ("samples", "recon"):
             (run.out / sub).mkdir(parents=True, exist_ok=True)
-        (run.out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        (run.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         report.write_metrics(run.out / "metrics.jsonl", state.history)
     data, model = run.data, run.model
     log(f"training {config.model} ({config.arch}{', conditional' if model.conditional else ''}, {config.likelihood}) "

@@ -61,24 +61,24 @@ class LatentMap(nn.Module):
 
     def to_latent(self, mu: torch.Tensor, logvar: torch.Tensor | None, label: torch.Tensor | None = None):
         """The trained encoder's (mu, logvar) of z as the (mu, logvar) of u."""
-        mu_u = self._times(mu - self._pick(self.mean, label), self._pick(self.inverse_t, label))
+        mu_u = self._times(mu - self._pick(self.mean, label), self._pick(self.inverse_t, label, matrix=True))
         if logvar is None:
             return mu_u, None
         precision = torch.exp(-logvar.clamp(-LOGVAR_CLIP, LOGVAR_CLIP))
-        return mu_u, -torch.log(self._times(precision, self._pick(self.squared, label)))
+        return mu_u, -torch.log(self._times(precision, self._pick(self.squared, label, matrix=True)))
 
     def from_latent(self, u: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         """u -> the trained decoder's z."""
-        return self._pick(self.mean, label) + self._times(u, self._pick(self.scale_t, label))
+        return self._pick(self.mean, label) + self._times(u, self._pick(self.scale_t, label, matrix=True))
 
-    def _pick(self, table: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+    def _pick(self, table: torch.Tensor, label: torch.Tensor | None, matrix: bool = False) -> torch.Tensor:
         """The table itself; per class, each image's row of it ((N, D) means, (N, D, D) matrices)."""
         if not self.per_class:
             return table
         if label is None:
             raise ValueError("this prior is fitted per class: pass the class labels y")
         picked = label @ table
-        return picked if table is self.mean else picked.reshape(-1, self.dim, self.dim)
+        return picked.reshape(-1, self.dim, self.dim) if matrix else picked
 
     @staticmethod
     def _times(v: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
