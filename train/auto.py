@@ -77,7 +77,7 @@ def resolve(config, train_x: torch.Tensor, log=print):
         if getattr(config, key) == unset[key]:
             chosen[key] = value
     resolved = dataclasses.replace(config, **chosen)
-    flags = " ".join(f"--{k.replace('_', '-')} {v:g}" if isinstance(v, float) else f"--{k.replace('_', '-')} {v}"
+    flags = " ".join(f"--{k.replace('_', '-')} {format(v, 'g') if isinstance(v, float) else v}"
                      for k, v in chosen.items())
     log(f"auto: {why} -> {flags}")
     return resolved

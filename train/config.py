@@ -222,8 +222,8 @@ class TrainConfig:
 
     def summary(self) -> dict:
         """The fields that describe the model (arg(summary=True)), for the exported graphs' spec."""
-        return {k: v for k, v in self.to_dict().items() if next(f for f in dataclasses.fields(self)
-                                                                if f.name == k).metadata["summary"]}
+        values = self.to_dict()
+        return {f.name: values[f.name] for f in dataclasses.fields(self) if f.metadata["summary"]}
 
     def to_dict(self) -> dict:
         """Every field, as saved (config.json, checkpoints): epochs 0 when --minutes alone ends the run."""

@@ -59,7 +59,7 @@ class Encoder(nn.Module):
         mu, logvar = self.unmapped(x, y)
         if self.latent_map is None:
             return mu, logvar
-        return self.latent_map.to_latent(mu, logvar, self.one_hot[y] if self.num_classes else None)
+        return self.latent_map.to_latent(mu, logvar, self.one_hot[y] if len(self.one_hot) else None)
 
     def unmapped(self, x: torch.Tensor, y: torch.Tensor | None = None):
         """mu, logvar of the trained latent z, before a fitted prior's change of variable."""
