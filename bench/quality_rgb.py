@@ -1,7 +1,8 @@
 """Quality on colour images: EdgeVAE's default colour recipe against AntixK's VanillaVAE, same data, same wall time.
 
     python bench/quality_rgb.py                                  # ../shared/data/twemoji-64, RGBA, 20 minutes each
-    python bench/quality_rgb.py --minutes 3 --cond-minutes 3     # a quick look
+    python bench/quality_rgb.py --minutes 3 --cond-minutes 3 --spatial-minutes 3   # a quick look
+    python bench/quality_rgb.py --train spatial                  # train one row again, reuse the others
     python bench/quality_rgb.py --channels 3 --matte white       # RGB on a white matte instead of RGBA
 
 Protocol: the image folder is read with EdgeVAE's own loader (sub-folders are the classes; RGBA keeps alpha
@@ -16,6 +17,8 @@ does: data loading, per-epoch evaluation, checkpoints):
                   held out for validation) plus the measurement's flags in RECIPE
     conditional   the same with --conditional (the folder's categories; the prior fitted per category), for
                   --cond-minutes
+    spatial       the same with a spatial latent, --latent-channels 4 --widths 16,32,64 (4 x H/4 x W/4: sharper
+                  reconstructions, no fitted prior), for --spatial-minutes
     baseline      bench/antixk.py: AntixK/PyTorch-VAE's VanillaVAE as its configs/vae.yaml configures it
 Measured on the test split, with the checkpoint export takes (best.pt: the lowest validation -ELBO): PSNR of
 the mean reconstruction decode(mu) (peak 1, over all pixels and
@@ -42,6 +45,12 @@ import numpy as np
 # (best.pt, the lowest validation -ELBO) is the one scored. Only the measurement is set: evaluation, grids and
 # checkpoints every 5 epochs.
 RECIPE = dict(eval_every=5, seed=0)
+# the rows EdgeVAE trains: the default recipe, and the flags each other row adds to it
+ROWS = {"ours": {}, "conditional": {"conditional": True},
+        # a spatial latent of 4 channels at a quarter of the image's side (two halvings: 16 x 16 for 64 px), for
+        # reconstructions: on Twemoji, 10 minutes, 22.5 dB against the flat latent's 17.2 (validation PSNR)
+        "spatial": {"latent_channels": 4, "widths": (16, 32, 64)}}
+NAMES = (*ROWS, "antixk")
 CHECKPOINT = "auto"  # best.pt, as `edgevae export` and `edgevae evaluate` choose
 PREVIEW = "white"  # RGBA grids are shown composited onto white, as an app would put them on a page
 SPLIT_SEED, TEST_FRACTION = 0, 0.1
@@ -55,6 +64,7 @@ def recipe_flags(extra: dict | None = None) -> str:
     parts = []
     for key, value in {**RECIPE, **(extra or {})}.items():
         flag = "--" + key.replace("_", "-")
+        value = ",".join(map(str, value)) if isinstance(value, tuple) else value
         parts.append(flag if value is True else f"{flag} {value}")
     return " ".join(parts)
 
@@ -102,8 +112,9 @@ def _pairs(x, recon, report):
     return report.interleave_rows(x[:2 * cols], recon[:2 * cols], cols)
 
 
-def ours(npz: Path, work: Path, name: str, minutes: float, k: int, conditional: bool = False) -> dict:
-    """Train the recipe for `minutes`, then measure it on the test split and draw its grids."""
+def ours(npz: Path, work: Path, name: str, minutes: float, k: int) -> dict:
+    """Train the recipe with ROWS[name]'s flags for `minutes`, then measure it on the test split and draw its
+    grids."""
     import torch
 
     from edgevae.train import report
@@ -116,8 +127,8 @@ def ours(npz: Path, work: Path, name: str, minutes: float, k: int, conditional: 
     out = work / name
     with np.load(npz) as f:
         size = "x".join(map(str, f["x_train"].shape[2:]))  # the data's own size: nothing is resized
-    config = TrainConfig(**RECIPE, data=str(npz), out=str(out), minutes=minutes,
-                         conditional=conditional, image_size=size)
+    conditional = ROWS[name].get("conditional", False)
+    config = TrainConfig(**RECIPE, **ROWS[name], data=str(npz), out=str(out), minutes=minutes, image_size=size)
     start = time.perf_counter()
     train(config)
     seconds = time.perf_counter() - start
@@ -153,7 +164,8 @@ def ours(npz: Path, work: Path, name: str, minutes: float, k: int, conditional: 
             "psnr": psnr(x, recon), "bits_per_dim": result["bits_per_dim"],
             "bits_per_dim_stderr": result["bits_per_dim_stderr"], "elbo_bits_per_dim": result["neg_elbo_bits_per_dim"],
             "k": k, "eval_minutes": eval_minutes, "active_units": result["active_units"],
-            "latent_dim": model.latent_dim, "latent_rms": result["latent_rms"], "warnings": result["warnings"],
+            "latent_dim": model.latent_dim, "latent_shape": list(model.latent_shape),
+            "latent_rms": result["latent_rms"], "warnings": result["warnings"],
             "config": {k_: v for k_, v in ckpt["config"].items()
                        if k_ in ("arch", "likelihood", "latent_dim", "widths", "blocks", "grad_clip", "augment",
                                  "batch_size", "lr", "schedule", "prior_fit")},
@@ -235,13 +247,13 @@ def baseline(npz: Path, minutes: float) -> dict:
 GOAL_PSNR, GOAL_BITS = 24.0, 5.0  # test PSNR of decode(mu) in dB (at least), test NLL in bits/dim (at most)
 
 
-def goals(r: dict, thumbs: dict) -> str:
-    """The goals, each met or missed by the default recipe's run, with what was measured against them."""
+def goals(r: dict, thumbs: dict, who: str = "EdgeVAE default recipe") -> str:
+    """The goals, each met or missed by run r (the default recipe's, or another row's), with what was measured."""
     psnr_ok, bits_ok = r["psnr"] >= GOAL_PSNR, r["bits_per_dim"] <= GOAL_BITS
     sides = [s for s, v in thumbs.items() if v is not None and v <= r["psnr"]]
     like = f"the test images shrunk to {max(sides)} px a side score as much" if sides else \
         f"below what the test images shrunk to {min(thumbs)} px a side score"
-    return (f"Goals (EdgeVAE default recipe): test PSNR >= {GOAL_PSNR:g} dB -- "
+    return (f"Goals ({who}): test PSNR >= {GOAL_PSNR:g} dB -- "
             + ("**met**" if psnr_ok else "**missed**") + f" ({r['psnr']:.2f} dB measured; {like}); "
             + f"test NLL <= {GOAL_BITS:g} bits/dim -- " + ("**met**" if bits_ok else "**missed**")
             + f" ({r['bits_per_dim']:.3f} measured).")
@@ -254,6 +266,8 @@ def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
     for r in rows:
         nll = f"**{r['bits_per_dim']:.3f}** ± {r['bits_per_dim_stderr']:.3f} (k = {r['k']})" if "k" in r else "—"
         what = {"ours": "EdgeVAE default colour recipe", "conditional": "EdgeVAE, `--conditional` (9 categories)",
+                "spatial": f"EdgeVAE, spatial latent {'x'.join(map(str, r.get('latent_shape', [])))} "
+                           f"(`{recipe_flags(ROWS['spatial']).split('seed 0 ')[1]}`)",
                 "antixk": "AntixK VanillaVAE (configs/vae.yaml)"}[r["name"]]
         train = f"{r['train_psnr']:.2f} dB" if "train_psnr" in r else "—"
         run = f"{r['epochs']} / {r['epochs_run']}" if "epochs_run" in r else f"{r['epochs']}"
@@ -283,6 +297,9 @@ def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
         *(f"Prior ({title}): {by[n]['prior_fit']}; the sample grids decode N(0, I) through it."
           for n, title in (("ours", "ours"), ("conditional", "conditional")) if by.get(n, {}).get("prior_fit")),
         goals(by["ours"], thumbs),
+        *([goals(by["spatial"], thumbs, "EdgeVAE with the spatial latent")
+           + " Its prior samples are decoded from N(0, I) without a fitted prior (one Gaussian over a spatial latent "
+           "mixes its positions): look at them below."] if "spatial" in by else []),
         "What a PSNR means here: the test images shrunk to a side of "
         + ", ".join(f"{s} px and scaled back up score {v:.2f} dB" for s, v in thumbs.items() if v is not None)
         + ". Ours along the way (epoch: validation PSNR): "
@@ -290,16 +307,20 @@ def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
         + ". Train PSNR equal to test PSNR means the model is underfitted: the time budget, not the data, "
         "is what stops it.",
     ]
-    if by.get("antixk", {}).get("reused"):
-        notes.append("The baseline's row and grids are an earlier invocation's (`--reuse-baseline`: WORK/rows.json), "
-                     "on the same split and budget; only EdgeVAE's runs were trained again.")
+    reused = [r for r in rows if r.get("reused")]
+    if reused:
+        notes.append("Taken from earlier invocations on the same split and budget (`--train` left them out; "
+                     "WORK/rows.json), with their grids: " + "; ".join(
+                         f"{r['name']} ({r['reused'] if isinstance(r['reused'], str) else 'an earlier run'})"
+                         for r in reused) + ". The other rows were trained and measured in this invocation.")
     if args.reuse:
         notes.append("This section was rewritten by `--reuse` from the runs and measurements an earlier invocation "
                      "saved (WORK/rows.json), without training again: the load average above is the rewrite's.")
     lines += [f"- {n}" for n in notes]
     lines.append("")
     for r in rows:
-        title = {"ours": "EdgeVAE", "conditional": "EdgeVAE conditional", "antixk": "AntixK VanillaVAE"}[r["name"]]
+        title = {"ours": "EdgeVAE", "conditional": "EdgeVAE conditional", "spatial": "EdgeVAE spatial latent",
+                 "antixk": "AntixK VanillaVAE"}[r["name"]]
         lines.append(f"{title}: test images (odd rows) above their reconstructions, and "
                      + ("samples, one category a row: " + ", ".join(r["grids"]["rows"]) if "rows" in r["grids"]
                         else "samples of N(0, I), seed 0") + ".")
@@ -315,6 +336,13 @@ def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
     return "\n".join(lines)
 
 
+def stamp(path: Path) -> str:
+    """When `path` was last written, UTC: the invocation a reused row comes from."""
+    import datetime
+
+    return datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(C.ROOT.parent / "shared" / "data" / "twemoji-64"),
@@ -326,12 +354,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget of ours and of the baseline")
     parser.add_argument("--cond-minutes", type=float, default=20.0, help="training budget of the conditional run "
                                                                          "(0 skips it)")
+    parser.add_argument("--spatial-minutes", type=float, default=20.0, help="training budget of the spatial-latent "
+                        "run (0 skips it)")
     parser.add_argument("--k", type=int, default=100, help="importance samples per test image for the NLL")
     parser.add_argument("--work", default=str(C.ROOT / "runs" / "quality_rgb"), help="run directories go here")
     parser.add_argument("--reuse", action="store_true", help="take the runs and measurements of an earlier "
                                                              "invocation (WORK/rows.json) and rewrite the section")
-    parser.add_argument("--reuse-baseline", action="store_true", help="train ours and the conditional run, and take "
-                        "the baseline's row (and grids) from an earlier invocation's WORK/rows.json")
+    parser.add_argument("--train", default=",".join(NAMES), help=f"the rows to train and measure (default "
+                        f"{','.join(NAMES)}); the others are taken from an earlier invocation's WORK/rows.json when "
+                        "it ran them for the same budget, and the section says so")
     parser.add_argument("--pictures", type=Path, default=PICTURES, help="folder for the grids (default "
                                                                          "bench/quality_rgb, linked from RESULTS.md)")
     C.add_results_flag(parser)
@@ -352,15 +383,21 @@ def main(argv: list[str] | None = None) -> int:
                 r.update(progress(npz, work / r["name"]))
         print(f"reusing {saved}: " + ", ".join(r["name"] for r in rows))
     else:
-        rows = [ours(npz, work, "ours", args.minutes, args.k)]
-        if args.cond_minutes:
-            rows.append(ours(npz, work, "conditional", args.cond_minutes, args.k, conditional=True))
+        budgets = {"ours": args.minutes, "conditional": args.cond_minutes, "spatial": args.spatial_minutes,
+                   "antixk": args.minutes}
+        trained = args.train.split(",")
+        if unknown := set(trained) - set(NAMES):
+            parser.error(f"--train: unknown rows {sorted(unknown)}; rows are {','.join(NAMES)}")
         earlier = {r["name"]: r for r in json.loads(saved.read_text())} if saved.is_file() else {}
-        same_budget = abs(earlier.get("antixk", {}).get("seconds", 0) / 60 - args.minutes) < 1
-        if args.reuse_baseline and "antixk" in earlier and same_budget:  # EdgeVAE's code does not change it
-            rows.append({**earlier["antixk"], "reused": True})
-        else:
-            rows.append(baseline(npz, args.minutes))
+        rows = []
+        for name in (n for n in NAMES if budgets[n]):
+            before = earlier.get(name, {})
+            if name not in trained and abs(before.get("budget", before.get("seconds", 0) / 60) - budgets[name]) < 1:
+                rows.append({**before, "reused": before.get("reused") or stamp(saved)})
+            elif name == "antixk":
+                rows.append({**baseline(npz, budgets[name]), "budget": budgets[name]})
+            else:
+                rows.append({**ours(npz, work, name, budgets[name], args.k), "budget": budgets[name]})
     saved.write_text(json.dumps(rows, indent=2) + "\n")
     body = section(rows, meta, args, thumbnails(npz))
     print("\n" + body)

@@ -29,12 +29,13 @@ def test_quality_rgb_bench_writes_its_section_and_grids(tmp_path):
     results.write_text("# Benchmark results\n\n## Another bench\n\nkeep me\n")
     pictures, work = tmp_path / "pictures", tmp_path / "work"
     run_bench("quality_rgb.py", "--data", str(_folder(tmp_path / "icons")), "--size", "32", "--minutes", "0.05",
-              "--cond-minutes", "0.05", "--k", "4", "--work", str(work), "--pictures", str(pictures),
-              "--results", str(results))
+              "--cond-minutes", "0.05", "--spatial-minutes", "0.05", "--k", "4", "--work", str(work),
+              "--pictures", str(pictures), "--results", str(results))
     text = results.read_text()
     assert "keep me" in text and text.count("<!-- begin quality_rgb -->") == 1
     rows = {r["name"]: r for r in json.loads((work / "rows.json").read_text())}
-    assert set(rows) == {"ours", "conditional", "antixk"}
+    assert set(rows) == {"ours", "conditional", "spatial", "antixk"}
+    assert rows["spatial"]["latent_shape"] == [4, 8, 8] and "EdgeVAE, spatial latent 4x8x8" in text
     for r in rows.values():
         assert f"**{r['psnr']:.2f} dB**" in text  # the table holds what the run measured
         for grid in r["grids"].values():
@@ -55,6 +56,15 @@ def test_quality_rgb_bench_writes_its_section_and_grids(tmp_path):
     assert f"({ours['psnr']:.2f} dB measured" in goal and f"({ours['bits_per_dim']:.3f} measured)" in goal
     assert ("24 dB -- **met**" if ours["psnr"] >= 24 else "24 dB -- **missed**") in goal
     assert ("5 bits/dim -- **met**" if ours["bits_per_dim"] <= 5 else "5 bits/dim -- **missed**") in goal
+    assert "Goals (EdgeVAE with the spatial latent)" in text
+    # --train spatial trains that row again and takes the others from the saved runs, saying so
+    run_bench("quality_rgb.py", "--data", str(tmp_path / "icons"), "--size", "32", "--minutes", "0.05",
+              "--cond-minutes", "0.05", "--spatial-minutes", "0.05", "--k", "4", "--train", "spatial",
+              "--work", str(work), "--pictures", str(pictures), "--results", str(results))
+    again = {r["name"]: r for r in json.loads((work / "rows.json").read_text())}
+    assert {n for n, r in again.items() if r.get("reused")} == {"ours", "conditional", "antixk"}
+    assert again["ours"]["psnr"] == ours["psnr"] and not again["spatial"].get("reused")
+    assert "Taken from earlier invocations" in results.read_text()
     # --reuse rewrites the section from the saved runs without training again
     out = run_bench("quality_rgb.py", "--data", str(tmp_path / "icons"), "--size", "32", "--k", "4", "--reuse",
                     "--work", str(work), "--pictures", str(pictures), "--results", str(results)).stdout

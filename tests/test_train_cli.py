@@ -87,3 +87,12 @@ def test_readme_documents_every_training_flag():
     section = text[text.index("## Command line"):text.index("## The two graphs")]
     missing = [f.name for f in dataclasses.fields(TrainConfig) if f"`--{f.name.replace('_', '-')}`" not in section]
     assert not missing, f"README's Command line table lacks {missing}"
+
+
+def test_a_spatial_latent_says_what_its_samples_will_be(tmp_path, capsys):
+    # a spatial latent trades samples for reconstructions (docs/design.md "Flat or spatial"): the run says so once
+    flags = [f for f in FLAGS if not f.startswith(("--hidden", "--latent-dim"))]
+    code, out, err = _cli(capsys, *flags, "--arch=resnet", "--widths=4,8", "--latent-channels=2", "--epochs=1",
+                          f"--out={tmp_path / 'run'}")
+    assert code == 0, err
+    assert out.count("a spatial latent (2x8x8): sharp reconstructions, but its prior samples will not look like") == 1

@@ -246,6 +246,9 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
         f"on {data.name}: {len(data.train_x)} train / {len(data.val_x)} val / {len(data.test_x)} test images "
         f"{'x'.join(map(str, data.image_shape))}, {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"device {dist.device}" + (f", {dist.world} processes" if dist.world > 1 else ""))
+    if config.model == "vae" and config.latent_channels:
+        log(f"a spatial latent ({'x'.join(map(str, model.latent_shape))}): sharp reconstructions, but its prior "
+            "samples will not look like your images; for samples, train a flat latent (no --latent-channels)")
     for epoch in range(state.epoch + 1, config.epochs + 1):
         start, first = time.perf_counter(), state.next_batch
         train_epoch(run, state, epoch, stop, on_step)
