@@ -65,6 +65,22 @@ def test_discretized_logistic_is_finite_and_accurate_in_float32_where_the_cdf_di
     assert abs(got.item() - want.item()) < 1e-4 * abs(want.item())  # float32 relative rounding of a few ops
 
 
+def test_discretized_logistic_has_finite_gradients_at_every_scale_in_float32():
+    """The mass's gradient stays finite from the scale floor to scales far wider than [0, 1]: a NaN gradient,
+    clipped, turns every weight NaN (torch.where's unused branch once gave 0 * inf at log_scale > 11)."""
+    log_scale = torch.tensor([MIN_LOG_SCALE, -2.0, 0.0, 5.0, 11.0, 12.0, 20.0, 40.0]).repeat_interleave(3)
+    loc = torch.tensor([0.2, 0.5, 1.3]).repeat(8)
+    x = torch.tensor([0.0, 100 / LEVELS, 1.0]).repeat(8)  # the first bin, a middle one, the last
+    log_scale.requires_grad_(True)
+    loc.requires_grad_(True)
+    mass = logistic_log_mass(loc, log_scale, x)
+    mass.sum().backward()
+    assert torch.isfinite(mass).all() and torch.isfinite(loc.grad).all() and torch.isfinite(log_scale.grad).all()
+    # and the values are those of float64 (a wide logistic spreads its mass: ~log(1 / (255 s)) per bin)
+    want = logistic_log_mass(loc.detach().double(), log_scale.detach().double(), x.double())
+    assert torch.allclose(mass.detach().double(), want, rtol=1e-4, atol=1e-4)
+
+
 def test_logistic_mean_is_the_discretized_mean_up_to_the_midpoint_rule():
     loc, log_scale = _grid()
     mass = logistic_log_mass(loc[:, None], log_scale[:, None], LEVEL_VALUES[None, :]).exp()

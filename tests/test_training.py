@@ -130,6 +130,43 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
+def _nan_gradients(bad):
+    """on_step that, at its first call, hooks the first parameter so that its gradient is NaN at the n-th backward
+    after that for which bad(n) (0-based): the loss stays finite, as when a likelihood's unused branch is infinite."""
+    state = {"n": 0, "hooked": False}
+
+    def hook(grad):
+        state["n"] += 1
+        return grad * float("nan") if bad(state["n"] - 1) else grad
+
+    def on_step(epoch, batch, model):
+        if not state["hooked"]:
+            next(model.parameters()).register_hook(hook)
+            state["hooked"] = True
+
+    return on_step
+
+
+def test_a_non_finite_gradient_skips_its_step_and_keeps_the_weights(tmp_path, capsys):
+    # with clipping on, a NaN gradient (steps 3 and 5) is skipped, with one warning, and training goes on
+    config = dict(SMALL, grad_clip=1.0, out=str(tmp_path / "run"))
+    out = train(TrainConfig(**config), on_step=_nan_gradients(lambda n: n in (2, 4)))
+    log = "".join(capsys.readouterr())
+    assert log.count("the gradient is not finite at epoch 1, batch 4/5: that step is skipped") == 1
+    assert "batch 6/5" not in log and log.count("the gradient is not finite") == 1  # said once
+    ckpt = load(out / LAST)
+    assert ckpt["epoch"] == 2 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert ckpt["step"] == 2 * 5 - 2  # 160 images: 5 batches an epoch, two steps skipped
+    # a gradient that stays non-finite stops the run after MAX_SKIPPED steps in a row, with the weights it had
+    from edgevae.train.loop import MAX_SKIPPED
+    with pytest.raises(FloatingPointError, match=rf"gradient is not finite at epoch .*{MAX_SKIPPED} steps before"
+                                                 r" it \(skipped\).*last good checkpoint") as stopped:
+        train(TrainConfig(**dict(config, epochs=8, resume=True)), on_step=_nan_gradients(lambda n: True))
+    ckpt = load(out / LAST)
+    assert f"(epoch {ckpt['epoch']})" in str(stopped.value) and ckpt["epoch"] > 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     run(tmp_path, epochs=1)
     with pytest.raises(ValueError, match=r"--lr 0.01 \(checkpoint: 0.001\)"):

@@ -87,8 +87,14 @@ def gaussian_nll(mean: torch.Tensor, x: torch.Tensor, log_sigma: torch.Tensor) -
 
 
 def _log1mexp(d: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(-d)) for d > 0, accurate at both ends (Maechler 2012)."""
-    return torch.where(d < math.log(2), torch.log(-torch.expm1(-d)), torch.log1p(-torch.exp(-d)))
+    """log(1 - exp(-d)) for d > 0, accurate at both ends (Maechler 2012).
+
+    Each branch sees only its own range of d: torch.where's gradient is 0 * (the other branch's), which is
+    NaN where that branch is infinite -- log1p(-exp(-d)) at d < 6e-8, a logistic scale above e^11 -- and one
+    NaN gradient clipped makes every weight NaN (a 20-minute Twemoji run died so at epoch 82)."""
+    small = d < math.log(2)
+    return torch.where(small, torch.log(-torch.expm1(-d.clamp(max=math.log(2)))),
+                       torch.log1p(-torch.exp(-d.clamp(min=math.log(2)))))
 
 
 def logistic_log_mass(loc: torch.Tensor, log_scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,7 @@ GRID_IMAGES = 64  # images per sample / reconstruction grid
 EVAL_BATCH = 1024  # images per evaluation forward pass
 EVAL_SEED = 7_777  # evaluation noise: batch b uses a generator seeded EVAL_SEED + b, the same every epoch and run
 FIXED_Z_STREAM = 1  # added to --seed for the sample grids' fixed z
+MAX_SKIPPED = 10  # consecutive steps skipped for a non-finite gradient before the run stops (--grad-clip > 0)
 DIAGNOSIS_IMAGES = 2048  # validation (or test) images the per-epoch latent check encodes
 
 
@@ -183,7 +184,8 @@ class Run:
     started: float = field(default_factory=time.perf_counter)  # when training began: --minutes counts from here
     diagnostics: dict = field(default_factory=dict)  # the last latent check (train/diagnostics.py)
     spent: bool = False  # the --minutes budget is used up (the main process's clock, shared by all)
-    warned: set = field(default_factory=set)  # latent problems already warned about
+    warned: set = field(default_factory=set)  # latent problems (and a skipped step) already warned about
+    skipped: int = 0  # consecutive optimizer steps skipped for a non-finite gradient
     prior_fit: dict | None = None  # the last fitted prior (train/prior.py), saved beside the trained weights
 
     def progress(self) -> float:
@@ -349,25 +351,27 @@ def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_st
         flags = dist.all_sum(torch.tensor([float(not torch.isfinite(total)), float(stop.requested),
                                            run.progress() if dist.is_main else 0.0]))
         if flags[0]:
-            raise FloatingPointError(
-                f"loss is not finite at epoch {epoch}, batch {b + 1}/{batches}; stopped without saving: the last "
-                f"good checkpoint is {run.out / checkpoint.LAST} ({state.epoch} epochs). Try a lower --lr or "
-                f"--grad-clip")
+            raise FloatingPointError(f"loss is not finite at epoch {epoch}, batch {b + 1}/{batches}; stopped without "
+                                     f"saving: {_last_saved(run, state)}. Try a lower --lr or --grad-clip")
         if config.minutes and config.schedule == "cosine":
             _set_lr(run.optimizer, lr_at(config, epoch, float(flags[2])))
+        state.sums += torch.stack([loss.sum(), neg_elbo.sum(), kl.sum(), torch.tensor(float(len(x)))]).detach().double()
         run.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        run.optimizer.step()
-        state.step += 1
-        state.sums += torch.stack([loss.sum(), neg_elbo.sum(), kl.sum(), torch.tensor(float(len(x)))]).detach().double()
+        if config.grad_clip > 0:  # the norm it returns is the gradients' after DDP's all-reduce: the same everywhere
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            run.skipped = 0 if torch.isfinite(norm) else run.skipped + 1  # clipped, a NaN would make every weight NaN
+        if run.skipped:
+            _skip_step(run, state, epoch, b)
+        else:
+            run.optimizer.step()
+            state.step += 1
+            if on_step is not None:
+                on_step(epoch, b, model)
         if not bar.disable:
             bar.set_postfix(loss=f"{loss.mean().item():.2f}", elbo=f"{-neg_elbo.mean().item():.2f}",
                             kl=f"{kl.mean().item():.2f}", refresh=False)
             bar.update()
-        if on_step is not None:
-            on_step(epoch, b, model)
         run.spent = bool(config.minutes and flags[2] >= 1)
         if run.spent and b + 1 < batches:  # budget used up: this epoch ends here
             break
@@ -380,6 +384,25 @@ def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_st
             raise Interrupted(f"stopped at epoch {epoch}, batch {b + 1}/{batches}; saved {run.out / checkpoint.LAST}; "
                               f"continue with --resume")
     bar.close()
+
+
+def _skip_step(run: Run, state: TrainState, epoch: int, b: int) -> None:
+    """A step whose gradient is not finite leaves the weights as they are: warns once, stops after MAX_SKIPPED."""
+    where = f"epoch {epoch}, batch {b + 1}/{run.batches}"
+    if run.skipped > MAX_SKIPPED:
+        raise FloatingPointError(f"the gradient is not finite at {where}, and was at the {MAX_SKIPPED} steps before "
+                                 f"it (skipped); stopped without saving: {_last_saved(run, state)}. Try a lower --lr")
+    if run.dist.is_main and "gradient" not in run.warned:
+        run.warned.add("gradient")
+        tqdm.write(f"warning: the gradient is not finite at {where}: that step is skipped and the weights kept "
+                   f"(said once; the run stops after {MAX_SKIPPED} in a row)")
+
+
+def _last_saved(run: Run, state: TrainState) -> str:
+    """Where the last good weights are, for an error that stops a run: its checkpoint's epoch, not the last done."""
+    if not state.history:
+        return "no checkpoint was saved yet"
+    return f"the last good checkpoint is {run.out / checkpoint.LAST} (epoch {state.history[-1]['epoch']})"
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
