@@ -237,22 +237,24 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
 
 
 def _check_written(directory: Path, vae: torch.nn.Module, kept: dict, tolerance: float) -> None:
-    """The files as written load through the runtime (hashes, spec, pair) and still decode as verified."""
+    """The files as written load through the runtime (hashes, spec, pair) and decode as the graphs verified in
+    memory do, on latents of the prior. Parity with PyTorch is what the gates above measured, on their own inputs
+    and bounds; this checks the writing, so the reference is the verified graph itself: compared with PyTorch on
+    other latents, a deep decoder's float32 rounding can land just past a bound the gates kept (1.6e-5 against
+    1e-5 on a 56 x 68 colour run whose gates measured 6.3e-6)."""
     n = 8 if vae.latent_dim * 8 <= 1 << 16 else 1  # a latent-diffusion VAE at full size: one image is plenty
     inputs = {"z": edgevae.standard_normal(gates.PARITY_SEED, (n, *vae.latent_shape))}
     if vae.conditional:
         inputs["y"] = np.arange(n, dtype=np.int64) % vae.num_classes
-    want = gates.torch_run(vae, "decoder", inputs)["x_hat"]
     for variant, (protos, _) in kept.items():
         model = gates.load_export(directory, threads=1, variant=variant)
         got = model.decode(inputs["z"], labels=inputs.get("y"))
-        expected = want if variant == "fp32" else \
-            gates.ort_run(gates.session(protos[1]), vae, "decoder", inputs)["x_hat"]
+        expected = gates.ort_run(gates.session(protos[1]), vae, "decoder", inputs)["x_hat"]
         diff = float(np.max(np.abs(got - expected)))
         if not diff <= tolerance:
             raise gates.ExportCheckError(f"written {variant} decoder differs from what was verified by {diff:.2e}")
         if variant == "fp32" and getattr(vae, "tileable", False) and "tiled_decoder" in model.spec:
             got = model.decode(inputs["z"], tile=max(1, vae.latent_shape[1] // 3))
-            diff = float(np.max(np.abs(got - want)))
+            diff = float(np.max(np.abs(got - expected)))
             if not diff <= tolerance:
                 raise gates.ExportCheckError(f"written tiled decoder differs from the model by {diff:.2e}")

@@ -182,3 +182,27 @@ def test_not_a_run_directory(tmp_path):
     with pytest.raises(ExportError, match="no best.pt or checkpoint.pt"):
         export(tmp_path, tmp_path / "out", log=lambda *_: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_written_files_are_checked_against_the_graphs_verified_not_against_pytorch_again(run_dir, export_dir):
+    # after the gates (parity with PyTorch on their inputs and bounds), export checks that the files it wrote decode
+    # as the verified graphs do: PyTorch drifting by more than fp32 rounding does not fail it, a different graph does
+    import torch
+
+    from edgevae.export import build, gates
+    from edgevae.train.checkpoint import load_run
+
+    vae, _, _ = load_run(run_dir, "auto")
+    vae.eval()
+    protos = (onnx.load(export_dir / S.ENCODER_FILE), onnx.load(export_dir / S.DECODER_FILE))
+    with torch.no_grad():
+        for p in vae.decoder.parameters():
+            p.mul_(1 + 1e-3)  # PyTorch now differs from the files by far more than the 1e-5 bound
+    build._check_written(export_dir, vae, {"fp32": (protos, None)}, 1e-5)
+    other = onnx.load(export_dir / S.DECODER_FILE)
+    for init in other.graph.initializer:  # a graph that is not the one written
+        if init.data_type == onnx.TensorProto.FLOAT and init.raw_data:
+            values = np.frombuffer(init.raw_data, np.float32) * np.float32(1.01)
+            init.raw_data = values.astype(np.float32).tobytes()
+    with pytest.raises(gates.ExportCheckError, match="written fp32 decoder differs from what was verified"):
+        build._check_written(export_dir, vae, {"fp32": ((protos[0], other), None)}, 1e-5)
