@@ -60,13 +60,24 @@ WHERE = {"pictures": PICTURES, "results": C.ROOT / "bench"}  # --pictures, and t
 SHOWN_CLASSES = ("smileys-emotion", "flags")
 
 
-def recipe_flags(extra: dict | None = None) -> str:
+def flags(options: dict) -> str:
+    """Command-line flags for config fields: --key value, --key for True, lists comma-separated."""
     parts = []
-    for key, value in {**RECIPE, **(extra or {})}.items():
+    for key, value in options.items():
         flag = "--" + key.replace("_", "-")
-        value = ",".join(map(str, value)) if isinstance(value, tuple) else value
+        value = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else value
         parts.append(flag if value is True else f"{flag} {value}")
     return " ".join(parts)
+
+
+def recipe_flags(extra: dict | None = None) -> str:
+    return flags({**RECIPE, **(extra or {})})
+
+
+def reusable(before: dict | None, budget: float, split: dict) -> bool:
+    """Whether an earlier invocation's row stands for this one: same data and split, budget within 5%."""
+    return bool(before) and before.get("split") == split and "budget" in before \
+        and abs(before["budget"] - budget) <= 0.05 * budget
 
 
 def split_folder(folder: str, channels: int, matte: str, size: int, work: Path) -> tuple[Path, dict]:
@@ -267,7 +278,7 @@ def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
         nll = f"**{r['bits_per_dim']:.3f}** ± {r['bits_per_dim_stderr']:.3f} (k = {r['k']})" if "k" in r else "—"
         what = {"ours": "EdgeVAE default colour recipe", "conditional": "EdgeVAE, `--conditional` (9 categories)",
                 "spatial": f"EdgeVAE, spatial latent {'x'.join(map(str, r.get('latent_shape', [])))} "
-                           f"(`{recipe_flags(ROWS['spatial']).split('seed 0 ')[1]}`)",
+                           f"(`{flags(ROWS['spatial'])}`)",
                 "antixk": "AntixK VanillaVAE (configs/vae.yaml)"}[r["name"]]
         train = f"{r['train_psnr']:.2f} dB" if "train_psnr" in r else "—"
         run = f"{r['epochs']} / {r['epochs_run']}" if "epochs_run" in r else f"{r['epochs']}"
@@ -311,8 +322,9 @@ def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
     if reused:
         notes.append("Taken from earlier invocations on the same split and budget (`--train` left them out; "
                      "WORK/rows.json), with their grids: " + "; ".join(
-                         f"{r['name']} ({r['reused'] if isinstance(r['reused'], str) else 'an earlier run'})"
-                         for r in reused) + ". The other rows were trained and measured in this invocation.")
+                         f"{r['name']} ({r.get('trained_at', 'an earlier invocation')})"
+                         for r in reused) + ("." if args.reuse else
+                                             ". The other rows were trained and measured in this invocation."))
     if args.reuse:
         notes.append("This section was rewritten by `--reuse` from the runs and measurements an earlier invocation "
                      "saved (WORK/rows.json), without training again: the load average above is the rewrite's.")
@@ -334,13 +346,6 @@ def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
             lines.append(f"![{title} samples without the fitted prior]({r['grids']['unfitted']})")
             lines.append("")
     return "\n".join(lines)
-
-
-def stamp(path: Path) -> str:
-    """When `path` was last written, UTC: the invocation a reused row comes from."""
-    import datetime
-
-    return datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,15 +394,16 @@ def main(argv: list[str] | None = None) -> int:
         if unknown := set(trained) - set(NAMES):
             parser.error(f"--train: unknown rows {sorted(unknown)}; rows are {','.join(NAMES)}")
         earlier = {r["name"]: r for r in json.loads(saved.read_text())} if saved.is_file() else {}
+        split = {"data": str(Path(args.data).resolve()), "size": args.size, "channels": args.channels,
+                 "matte": args.matte, **meta}
         rows = []
         for name in (n for n in NAMES if budgets[n]):
-            before = earlier.get(name, {})
-            if name not in trained and abs(before.get("budget", before.get("seconds", 0) / 60) - budgets[name]) < 1:
-                rows.append({**before, "reused": before.get("reused") or stamp(saved)})
-            elif name == "antixk":
-                rows.append({**baseline(npz, budgets[name]), "budget": budgets[name]})
-            else:
-                rows.append({**ours(npz, work, name, budgets[name], args.k), "budget": budgets[name]})
+            if name not in trained and reusable(earlier.get(name), budgets[name], split):
+                rows.append({**earlier[name], "reused": True})
+                continue
+            row = baseline(npz, budgets[name]) if name == "antixk" else ours(npz, work, name, budgets[name], args.k)
+            stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            rows.append({**row, "budget": budgets[name], "split": split, "trained_at": stamp})
     saved.write_text(json.dumps(rows, indent=2) + "\n")
     body = section(rows, meta, args, thumbnails(npz))
     print("\n" + body)

@@ -257,4 +257,4 @@ def _check_written(directory: Path, vae: torch.nn.Module, kept: dict, tolerance:
             got = model.decode(inputs["z"], tile=max(1, vae.latent_shape[1] // 3))
             diff = float(np.max(np.abs(got - expected)))
             if not diff <= tolerance:
-                raise gates.ExportCheckError(f"written tiled decoder differs from the model by {diff:.2e}")
+                raise gates.ExportCheckError(f"written tiled decoder differs from what was verified by {diff:.2e}")

@@ -63,6 +63,7 @@ def test_quality_rgb_bench_writes_its_section_and_grids(tmp_path):
               "--work", str(work), "--pictures", str(pictures), "--results", str(results))
     again = {r["name"]: r for r in json.loads((work / "rows.json").read_text())}
     assert {n for n, r in again.items() if r.get("reused")} == {"ours", "conditional", "antixk"}
+    assert again["spatial"]["trained_at"] and again["spatial"]["split"] == rows["ours"]["split"]
     assert again["ours"]["psnr"] == ours["psnr"] and not again["spatial"].get("reused")
     assert "Taken from earlier invocations" in results.read_text()
     # --reuse rewrites the section from the saved runs without training again
@@ -70,3 +71,20 @@ def test_quality_rgb_bench_writes_its_section_and_grids(tmp_path):
                     "--work", str(work), "--pictures", str(pictures), "--results", str(results)).stdout
     assert "reusing" in out and "baseline epoch" not in out
     assert results.read_text().count("<!-- begin quality_rgb -->") == 1
+
+
+def test_a_row_is_reused_only_for_the_same_data_split_and_budget(monkeypatch):
+    import importlib
+
+    from conftest import ROOT
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    bench = importlib.import_module("quality_rgb")
+    split = {"data": "/x/icons", "size": 32, "channels": 4, "matte": "white", "train": 43, "test": 5}
+    row = {"name": "ours", "budget": 20.0, "split": split, "psnr": 17.0}
+    assert bench.reusable(row, 20.0, split) and bench.reusable(row, 20.5, split)  # within 5% of the budget
+    assert not bench.reusable(row, 22.0, split) and not bench.reusable(row, 3.0, split)
+    assert not bench.reusable(None, 20.0, split) and not bench.reusable({}, 20.0, split)  # never ran
+    assert not bench.reusable({**row, "split": {**split, "size": 64}}, 20.0, split)  # other data or split
+    assert not bench.reusable({k: v for k, v in row.items() if k != "split"}, 20.0, split)  # an older rows.json
+    assert not bench.reusable({**{k: v for k, v in row.items() if k != "budget"}, "seconds": 1200}, 20.0, split)
+    assert bench.flags({"widths": [16, 32], "conditional": True, "seed": 0}) == "--widths 16,32 --conditional --seed 0"

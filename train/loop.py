@@ -186,6 +186,7 @@ class Run:
     spent: bool = False  # the --minutes budget is used up (the main process's clock, shared by all)
     warned: set = field(default_factory=set)  # latent problems (and a skipped step) already warned about
     skipped: int = 0  # consecutive optimizer steps skipped for a non-finite gradient
+    saved_at: str = ""  # what checkpoint.pt on disk holds (_position), for error messages
     prior_fit: dict | None = None  # the last fitted prior (train/prior.py), saved beside the trained weights
 
     def progress(self) -> float:
@@ -217,7 +218,8 @@ def train(config, on_step=None) -> Path:
     """Train the model `config` describes; returns the run directory.
 
     on_step(epoch, batch, model), if given, is called after every optimizer step (progress hooks, tests).
-    Raises Interrupted after saving on Ctrl-C / SIGTERM, FloatingPointError on a non-finite loss.
+    Raises Interrupted after saving on Ctrl-C / SIGTERM; FloatingPointError on a non-finite loss, or after
+    MAX_SKIPPED non-finite gradients in a row (with --grad-clip; one is skipped).
     """
     dist = ddp.setup(config.device)
     try:
@@ -323,6 +325,7 @@ def resume(run: Run, log) -> TrainState:
     run.optimizer.load_state_dict(saved["optimizer"])
     run.gen.set_state(saved["generator"])
     state = TrainState.from_checkpoint(saved)
+    run.saved_at = _position(state.epoch, state.next_batch, run.batches)
     run.prior_fit = saved.get("prior_fit")
     if state.epoch > run.config.epochs:
         raise ValueError(f"cannot resume: {run.out / checkpoint.LAST} has {state.epoch} epoch(s) done and --epochs "
@@ -381,6 +384,7 @@ def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_st
             if dist.is_main:
                 run.fit_prior()  # the fit goes with the weights it is saved beside
                 checkpoint.save(run.checkpoint(state), run.out / checkpoint.LAST)
+                run.saved_at = _position(state.epoch, state.next_batch, batches)
             raise Interrupted(f"stopped at epoch {epoch}, batch {b + 1}/{batches}; saved {run.out / checkpoint.LAST}; "
                               f"continue with --resume")
     bar.close()
@@ -398,11 +402,17 @@ def _skip_step(run: Run, state: TrainState, epoch: int, b: int) -> None:
                    f"(said once; the run stops after {MAX_SKIPPED} in a row)")
 
 
+def _position(epoch: int, next_batch: int, batches: int) -> str:
+    """Where a saved run stands: after an epoch, or inside the next one (saved on Ctrl-C)."""
+    return f"epoch {epoch}" + (f", then batch {next_batch}/{batches} of epoch {epoch + 1}" if next_batch else "")
+
+
 def _last_saved(run: Run, state: TrainState) -> str:
-    """Where the last good weights are, for an error that stops a run: its checkpoint's epoch, not the last done."""
-    if not state.history:
+    """Where the last good weights are, for an error that stops a run: what checkpoint.pt holds, not the last epoch
+    done (epochs between evaluations are not saved)."""
+    if not run.saved_at:
         return "no checkpoint was saved yet"
-    return f"the last good checkpoint is {run.out / checkpoint.LAST} (epoch {state.history[-1]['epoch']})"
+    return f"the last good checkpoint is {run.out / checkpoint.LAST} ({run.saved_at})"
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -415,7 +425,7 @@ def epoch_metrics(run: Run, state: TrainState, epoch: int, train_seconds: float,
     config, dist, data = run.config, run.dist, run.data
     loss_sum, neg_elbo_sum, kl_sum, seen = dist.all_sum(state.sums).tolist()
     row = {"epoch": epoch, "step": state.step, "lr": run.optimizer.param_groups[0]["lr"],
-           "beta": beta_at(config, state.step - 1, run.batches),
+           "beta": beta_at(config, max(state.step - 1, 0), run.batches),
            "train_loss": loss_sum / seen, "train_neg_elbo": neg_elbo_sum / seen, "train_kl": kl_sum / seen}
     if len(data.val_x):
         row["val_neg_elbo"] = evaluate(run.objective, config, data.val_x, data.val_y, dist)["neg_elbo"]
@@ -470,6 +480,7 @@ def write_epoch(run: Run, state: TrainState, row: dict, improved: bool) -> None:
     report.loss_curve(state.history, out / "loss.png")
     saved = run.checkpoint(state)
     checkpoint.save(saved, out / checkpoint.LAST)
+    run.saved_at = _position(state.epoch, state.next_batch, run.batches)
     if improved:
         checkpoint.save(saved, out / checkpoint.BEST)
 
