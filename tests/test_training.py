@@ -167,6 +167,25 @@ def test_a_non_finite_gradient_skips_its_step_and_keeps_the_weights(tmp_path, ca
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
+def test_a_stop_after_a_mid_epoch_save_names_that_save(tmp_path):
+    # Ctrl-C saves checkpoint.pt inside epoch 2; a NaN loss after --resume, before the next evaluation, must point
+    # at that save, not at the last evaluated epoch
+    def interrupt(epoch, batch, model):
+        if (epoch, batch) == (2, 1):
+            signal.raise_signal(signal.SIGINT)
+
+    config = dict(SMALL, out=str(tmp_path / "run"))
+    with pytest.raises(Interrupted):
+        train(TrainConfig(**config), on_step=interrupt)
+
+    def poison(epoch, batch, model):
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+
+    with pytest.raises(FloatingPointError, match=r"last good checkpoint .*\(epoch 1, then batch 2/5 of epoch 2\)"):
+        train(TrainConfig(**config, resume=True), on_step=poison)
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     run(tmp_path, epochs=1)
     with pytest.raises(ValueError, match=r"--lr 0.01 \(checkpoint: 0.001\)"):
