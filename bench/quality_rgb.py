@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                                                              "invocation (WORK/rows.json) and rewrite the section")
     parser.add_argument("--train", default=",".join(NAMES), help=f"the rows to train and measure (default "
                         f"{','.join(NAMES)}); the others are taken from an earlier invocation's WORK/rows.json when "
-                        "it ran them for the same budget, and the section says so")
+                        "it ran them on the same data, split and budget, and the section says so")
     parser.add_argument("--pictures", type=Path, default=PICTURES, help="folder for the grids (default "
                                                                          "bench/quality_rgb, linked from RESULTS.md)")
     C.add_results_flag(parser)

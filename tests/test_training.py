@@ -100,16 +100,21 @@ def test_resume_continues_exactly(tmp_path, overrides):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _ctrl_c_at(epoch_at: int, batch_at: int):
+    """on_step that presses Ctrl-C after that step: SIGINT, delivered to training's handler as a user's would be."""
+    def on_step(epoch, batch, model):
+        if (epoch, batch) == (epoch_at, batch_at):
+            signal.raise_signal(signal.SIGINT)
+
+    return on_step
+
+
 def test_ctrl_c_saves_mid_epoch_and_resume_finishes_identically(tmp_path):
     cosine = dict(SMALL, schedule="cosine")
     straight, rows = run(tmp_path, "straight", schedule="cosine")
 
-    def interrupt(epoch, batch, model):
-        if (epoch, batch) == (2, 1):
-            signal.raise_signal(signal.SIGINT)  # as a user's Ctrl-C, delivered to our handler
-
     with pytest.raises(Interrupted, match="continue with --resume"):
-        train(TrainConfig(out=str(tmp_path / "split"), **cosine), on_step=interrupt)
+        train(TrainConfig(out=str(tmp_path / "split"), **cosine), on_step=_ctrl_c_at(2, 1))
     saved = load(tmp_path / "split" / LAST)
     assert (saved["epoch"], saved["next_batch"]) == (1, 2)
     _, resumed = run(tmp_path, "split", resume=True, schedule="cosine")
@@ -170,13 +175,9 @@ def test_a_non_finite_gradient_skips_its_step_and_keeps_the_weights(tmp_path, ca
 def test_a_stop_after_a_mid_epoch_save_names_that_save(tmp_path):
     # Ctrl-C saves checkpoint.pt inside epoch 2; a NaN loss after --resume, before the next evaluation, must point
     # at that save, not at the last evaluated epoch
-    def interrupt(epoch, batch, model):
-        if (epoch, batch) == (2, 1):
-            signal.raise_signal(signal.SIGINT)
-
     config = dict(SMALL, out=str(tmp_path / "run"))
     with pytest.raises(Interrupted):
-        train(TrainConfig(**config), on_step=interrupt)
+        train(TrainConfig(**config), on_step=_ctrl_c_at(2, 1))
 
     def poison(epoch, batch, model):
         with torch.no_grad():

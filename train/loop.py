@@ -355,7 +355,7 @@ def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_st
                                            run.progress() if dist.is_main else 0.0]))
         if flags[0]:
             raise FloatingPointError(f"loss is not finite at epoch {epoch}, batch {b + 1}/{batches}; stopped without "
-                                     f"saving: {_last_saved(run, state)}. Try a lower --lr or --grad-clip")
+                                     f"saving: {_last_saved(run)}. Try a lower --lr or --grad-clip")
         if config.minutes and config.schedule == "cosine":
             _set_lr(run.optimizer, lr_at(config, epoch, float(flags[2])))
         state.sums += torch.stack([loss.sum(), neg_elbo.sum(), kl.sum(), torch.tensor(float(len(x)))]).detach().double()
@@ -365,7 +365,7 @@ def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_st
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             run.skipped = 0 if torch.isfinite(norm) else run.skipped + 1  # clipped, a NaN would make every weight NaN
         if run.skipped:
-            _skip_step(run, state, epoch, b)
+            _skip_step(run, epoch, b)
         else:
             run.optimizer.step()
             state.step += 1
@@ -390,12 +390,12 @@ def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_st
     bar.close()
 
 
-def _skip_step(run: Run, state: TrainState, epoch: int, b: int) -> None:
+def _skip_step(run: Run, epoch: int, b: int) -> None:
     """A step whose gradient is not finite leaves the weights as they are: warns once, stops after MAX_SKIPPED."""
     where = f"epoch {epoch}, batch {b + 1}/{run.batches}"
     if run.skipped > MAX_SKIPPED:
         raise FloatingPointError(f"the gradient is not finite at {where}, and was at the {MAX_SKIPPED} steps before "
-                                 f"it (skipped); stopped without saving: {_last_saved(run, state)}. Try a lower --lr")
+                                 f"it (skipped); stopped without saving: {_last_saved(run)}. Try a lower --lr")
     if run.dist.is_main and "gradient" not in run.warned:
         run.warned.add("gradient")
         tqdm.write(f"warning: the gradient is not finite at {where}: that step is skipped and the weights kept "
@@ -407,7 +407,7 @@ def _position(epoch: int, next_batch: int, batches: int) -> str:
     return f"epoch {epoch}" + (f", then batch {next_batch}/{batches} of epoch {epoch + 1}" if next_batch else "")
 
 
-def _last_saved(run: Run, state: TrainState) -> str:
+def _last_saved(run: Run) -> str:
     """Where the last good weights are, for an error that stops a run: what checkpoint.pt holds, not the last epoch
     done (epochs between evaluations are not saved)."""
     if not run.saved_at:
