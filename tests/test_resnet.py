@@ -41,8 +41,14 @@ def test_widths_and_blocks_follow_config_and_no_transposed_convolution():
     assert [(b.conv1.in_channels, b.conv1.out_channels) for b in blocks] == [(4, 8), (8, 8), (8, 12), (12, 12)]
     upsamples = [mod for mod in m.decoder.modules() if isinstance(mod, nn.Upsample)]
     assert len(upsamples) == 2 and all(u.mode == "nearest" and u.scale_factor == 2 for u in upsamples)
-    norms = [mod for mod in m.modules() if isinstance(mod, nn.GroupNorm)]
+    assert not any(isinstance(mod, nn.GroupNorm) for mod in m.modules())  # --norm none, the default
+    grouped = _model((3, 32, 32), widths=(4, 8, 12), blocks=2, norm="group")
+    norms = [mod for mod in grouped.modules() if isinstance(mod, nn.GroupNorm)]
     assert norms and all(n.num_channels % n.num_groups == 0 for n in norms)
+    # an Identity stands where a GroupNorm would: both kinds name their convolutions alike
+    def layers(model):
+        return [name for name, mod in model.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+    assert layers(grouped) and layers(grouped) == layers(m)
 
 
 def test_a_residual_block_starts_as_the_identity():
@@ -116,3 +122,42 @@ def test_exported_decoder_has_no_transposed_convolution_and_keeps_the_layout():
         assert all(a.s == b"nearest" for n in resize for a in n.attribute if a.name == "mode")
         out = decoder.graph.output[0].type.tensor_type.shape.dim
         assert [d.dim_value for d in out[1:]] == [4, 20, 28]
+
+
+def test_a_checkpoint_saved_before_norm_existed_builds_its_groupnorm_model():
+    saved = TrainConfig(arch="resnet", likelihood="logistic", latent_dim=6, widths=(8, 16)).to_dict()
+    del saved["norm"]  # what a checkpoint written before --norm holds
+    config = TrainConfig.from_dict(saved)
+    assert config.norm == "group"
+    assert any(isinstance(mod, nn.GroupNorm) for mod in build(config, (3, 16, 16)).modules())
+    with pytest.raises(ValueError, match="--norm must be one of none, group"):
+        _model((3, 16, 16), norm="batch")
+
+
+def test_training_flushes_subnormal_floats_and_gives_them_back_after(tmp_path):
+    import sys
+
+    from edgevae.train import loop
+
+    seen = []
+    loop.flush_denormals()
+    # 1e-39 is a float32 subnormal: flushed, it reads as zero (and costs no slow path in the backward pass)
+    assert (torch.tensor([1e-39]) * 1.0).item() == 0.0
+    loop.flush_denormals(False)
+    assert (torch.tensor([1e-39]) * 1.0).item() > 0
+    config = TrainConfig(data="shapes", num_train=64, num_test=16, image_size=16, arch="resnet", widths=(4, 8),
+                         likelihood="logistic", latent_dim=2, epochs=1, batch_size=32, out=str(tmp_path / "run"))
+    loop.train(config, on_step=lambda *_: seen.append((torch.tensor([1e-39]) * 1.0).item()))
+    assert seen and set(seen) == {0.0}  # flushed while training
+    assert (torch.tensor([1e-39]) * 1.0).item() > 0 and sys.float_info.min / 2 > 0  # IEEE again after it
+
+
+def test_a_network_without_normalization_warms_its_learning_rate_up_over_the_first_epoch():
+    from edgevae.train.loop import LR_WARMUP_STEPS, warmed
+
+    plain, grouped = _model((3, 16, 16)), _model((3, 16, 16), norm="group")
+    mlp = build(TrainConfig(arch="mlp", likelihood="bernoulli", hidden=(8,), latent_dim=2), (1, 8, 8))
+    # one epoch of 49 steps: lr/49, 2 lr/49, ... lr from step 48 on
+    assert [warmed(1.0, plain, s, 49) for s in (0, 1, 48, 500)] == pytest.approx([1 / 49, 2 / 49, 1.0, 1.0])
+    assert warmed(1.0, plain, 99, 10_000) == pytest.approx(100 / LR_WARMUP_STEPS)  # long epochs: at most 200 steps
+    assert warmed(1.0, grouped, 0, 49) == 1.0 and warmed(1.0, mlp, 0, 49) == 1.0  # normalized, or not this family

@@ -46,7 +46,7 @@ class TrainConfig:
     model: str = arg("vae", "vae, or ae: the plain autoencoder baseline on the same networks (no sampling, no KL)",
                      ("vae", "ae"), summary=True)
     arch: str = arg("auto", "network: auto (by the data: mlp for binary-like grey images, resnet otherwise), mlp, "
-                            "conv (stride-2 convs, transposed-conv decoder) or resnet (residual GroupNorm/SiLU blocks, "
+                            "conv (stride-2 convs, transposed-conv decoder) or resnet (residual SiLU blocks, "
                             "nearest-neighbour upsampling)", ("auto", "mlp", "conv", "resnet"), summary=True)
     conditional: bool = arg(False, "condition encoder and decoder on the class label (one-hot)", summary=True)
     likelihood: str = arg("auto", "p(x|z): auto (by the data: bernoulli for binary-like grey images, logistic "
@@ -77,6 +77,9 @@ class TrainConfig:
                                       "after the first halves the image); empty = by image size (16 doubling per "
                                       "level to a 4-8 pixel grid, at most 256)", summary=True)
     blocks: int = arg(1, "'resnet': residual blocks per level, in the encoder and in the decoder", summary=True)
+    norm: str = arg("none", "'resnet': normalization in its blocks: none (residual branches start at zero) or group "
+                            "(GroupNorm: it divides away each image's own colour levels, which then train slowly; "
+                            "train/resnet.py)", ("none", "group"), summary=True)
     epochs: int = arg(0, "passes over the training set (with --resume: the new total); 0 = 10, or with --minutes as "
                          "many as the budget allows", summary=True)
     batch_size: int = arg(0, "images per optimizer step (summed over all processes under torchrun); 0 = by the "
@@ -241,6 +244,8 @@ class TrainConfig:
             raise ValueError(f"unknown config key(s) {', '.join(unknown)}")
         if "augment" not in values:
             values = {**values, "augment": "none"}  # saved before --augment existed: trained on unmirrored images
+        if "norm" not in values:
+            values = {**values, "norm": "group"}  # saved before --norm existed: resnet blocks had GroupNorm
         if values.get("likelihood") == "gaussian" and "sigma_fit" not in values:
             values = {**values, "sigma_fit": "learned"}  # saved before sigma_fit existed: sigma 0 meant learned
         return cls(**{k: tuple(v) if hints[k] == tuple[int, ...] else v for k, v in values.items()})

@@ -100,13 +100,14 @@ class VAE(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], hidden: tuple[int, ...] = (512, 256), latent_dim: int = 16,
                  *, arch: str = "mlp", conv_channels: tuple[int, ...] = (32, 64), kind: str = "vae",
                  num_classes: int = 0, likelihood: str = "bernoulli", sigma: float = 0.0, sigma_fit: str = "optimal",
-                 widths: tuple[int, ...] = (), blocks: int = 1, latent_channels: int = 0):
+                 widths: tuple[int, ...] = (), blocks: int = 1, latent_channels: int = 0, norm: str = "none"):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"model kind must be one of {', '.join(KINDS)}, got {kind!r}")
         if latent_channels and arch != "resnet":
             raise ValueError(f"a spatial latent (--latent-channels {latent_channels}) needs --arch resnet, got {arch}")
         self.image_shape, self.kind = tuple(image_shape), kind
+        self.norm = norm if arch == "resnet" else ""  # what the residual family normalizes with (--norm)
         self.conditional, self.num_classes = num_classes > 0, num_classes
         likelihood = Likelihood(likelihood, self.image_shape[0], sigma, sigma_fit)
         c, h, w = self.image_shape
@@ -115,15 +116,15 @@ class VAE(nn.Module):
         if arch == "resnet":
             widths = widths or auto_widths(self.image_shape)
             spatial = latent_channels > 0
-            encoder_body = ResNetEncoderBody(self.image_shape, widths, blocks, flat=not spatial)
+            encoder_body = ResNetEncoderBody(self.image_shape, widths, blocks, flat=not spatial, kind=norm)
             if spatial:
                 self.latent_shape = (latent_channels, *encoder_body.geometry.grid)
                 decoder_body = ResNetDecoderBody(self.image_shape, widths, blocks, out_shape[0],
-                                                 in_channels=latent_channels + num_classes)
+                                                 in_channels=latent_channels + num_classes, kind=norm)
             else:
                 self.latent_shape = (latent_dim,)
                 decoder_body = ResNetDecoderBody(self.image_shape, widths, blocks, out_shape[0],
-                                                 in_features=latent_dim + num_classes)
+                                                 in_features=latent_dim + num_classes, kind=norm)
             self.encoder = Encoder(encoder_body, self.latent_shape[0], num_classes, variational, spatial)
         else:
             self.latent_shape = (latent_dim,)
@@ -178,4 +179,4 @@ def build(config, image_shape: tuple[int, int, int], num_classes: int = 0) -> VA
     return VAE(image_shape, config.hidden, config.latent_dim, arch=config.arch, conv_channels=config.conv_channels,
                kind=config.model, num_classes=num_classes if config.conditional else 0,
                likelihood=config.likelihood, sigma=config.sigma, sigma_fit=config.sigma_fit, widths=config.widths,
-               blocks=config.blocks, latent_channels=config.latent_channels)
+               blocks=config.blocks, latent_channels=config.latent_channels, norm=config.norm)
