@@ -22,7 +22,9 @@ does: data loading, per-epoch evaluation, checkpoints):
     baseline      bench/antixk.py: AntixK/PyTorch-VAE's VanillaVAE as its configs/vae.yaml configures it
 Measured on the test split, with the checkpoint export takes (best.pt: the lowest validation -ELBO): PSNR of
 the mean reconstruction decode(mu) (peak 1, over all pixels and
-channels, alpha included); NLL in bits per dimension by importance sampling (train/evaluate.py, k = --k) and the ELBO's.
+channels, alpha included); how far each reconstruction's colour moved (colour_shift: Delta E*ab between the mean
+colours of the visible pixels, median and 90th percentile over the test images); NLL in bits per dimension by
+importance sampling (train/evaluate.py, k = --k) and the ELBO's.
 The baseline, trained on MSE, has no likelihood of its own: it is scored as a Gaussian decoder with the
 per-channel sigma that best fits its training reconstructions (its calibrated reading; an ELBO, k = 1).
 Grids (first test images above their reconstructions; prior samples of N(0, I), seed 0, through the fitted prior
@@ -105,6 +107,42 @@ def psnr(x, x_hat) -> float:
     return psnr_(x.detach().cpu().numpy(), x_hat.detach().cpu().numpy())
 
 
+def colour_shift(x, x_hat) -> np.ndarray:
+    """Per image (N,): how far x_hat's colour is from x's, as the CIE76 distance Delta E*ab between the mean colour of
+    x's visible pixels (alpha >= 0.5; every pixel without alpha) in x and in x_hat. Means are taken in linear light
+    (what the eye would see mixed), then converted to CIELAB (sRGB, D65). About 2.3 is a just-noticeable difference;
+    pure red against orange (1, 0.5, 0) is 40. Shape errors barely move it: it reads colour, not detail."""
+    x = np.asarray(x, dtype=np.float64)
+    x_hat = np.clip(np.asarray(x_hat, dtype=np.float64), 0.0, 1.0)
+    if x.shape[1] not in (3, 4):
+        raise ValueError(f"colour_shift needs RGB or RGBA images (N, 3|4, H, W), got {x.shape}")
+    mask = (x[:, 3:4] >= 0.5) if x.shape[1] == 4 else np.ones_like(x[:, :1], dtype=bool)
+    weight = mask.sum(axis=(2, 3)).clip(min=1)  # (N, 1)
+    mean = [(linear(v[:, :3]) * mask).sum(axis=(2, 3)) / weight for v in (x, x_hat)]  # (N, 3) linear RGB
+    return np.linalg.norm(lab(mean[0]) - lab(mean[1]), axis=1)
+
+
+def linear(v: np.ndarray) -> np.ndarray:
+    """sRGB in [0, 1] to linear light (IEC 61966-2-1)."""
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def lab(rgb: np.ndarray) -> np.ndarray:
+    """Linear sRGB (..., 3) to CIELAB (..., 3), D65 white."""
+    m = np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
+                  [0.0193339, 0.1191920, 0.9503041]])
+    xyz = rgb @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def colour_summary(x, x_hat) -> dict:
+    """The median and 90th percentile of colour_shift over the images, and its worst image's index."""
+    shift = colour_shift(x, x_hat)
+    return {"colour_median": float(np.median(shift)), "colour_p90": float(np.percentile(shift, 90)),
+            "colour_worst": int(shift.argmax())}
+
+
 def save_grid(images, name: str, nrow: int = GRID_COLUMNS) -> str:
     """Write a grid into the pictures folder (--pictures); returns its path relative to RESULTS.md's folder."""
     import os
@@ -172,7 +210,7 @@ def ours(npz: Path, work: Path, name: str, minutes: float, k: int) -> dict:
     last = load_run(out, "last")[1]
     return {"name": name, "seconds": seconds, "epochs": ckpt["epoch"], "steps": ckpt["step"],
             "epochs_run": last["epoch"],
-            "psnr": psnr(x, recon), "bits_per_dim": result["bits_per_dim"],
+            "psnr": psnr(x, recon), **colour_summary(x, recon), "bits_per_dim": result["bits_per_dim"],
             "bits_per_dim_stderr": result["bits_per_dim_stderr"], "elbo_bits_per_dim": result["neg_elbo_bits_per_dim"],
             "k": k, "eval_minutes": eval_minutes, "active_units": result["active_units"],
             "latent_dim": model.latent_dim, "latent_shape": list(model.latent_shape),
@@ -207,6 +245,31 @@ def progress(npz: Path, out: Path) -> dict:
     return {"train_psnr": psnr(x, recon), "curve": curve}
 
 
+def test_colours(npz: Path, work: Path, name: str) -> dict:
+    """colour_summary of a saved row's test reconstructions (for rows measured before it was); {} when the row's
+    model was not saved (AntixK's before its weights were)."""
+    import antixk
+    import torch
+
+    from edgevae.train.checkpoint import load_run
+    from edgevae.train.loop import to_unit
+
+    with np.load(npz) as f:
+        x, y = to_unit(torch.from_numpy(f["x_test"])), torch.from_numpy(f["y_test"])
+    with torch.inference_mode():
+        if name == "antixk":
+            if not (work / "antixk.pt").is_file():
+                return {}
+            model = antixk.VanillaVAE(x.shape[1], x.shape[2])
+            model.load_state_dict(torch.load(work / "antixk.pt", weights_only=True))
+            recon = antixk.reconstruct(model.eval(), x)
+        else:
+            model, _, config = load_run(work / name, CHECKPOINT)
+            labels = y if config.conditional else None
+            recon = model.decode(model.encoder(x, labels)[0], labels)
+    return colour_summary(x.numpy(), recon.numpy())
+
+
 def thumbnails(npz: Path) -> dict:
     """PSNR of the test images shrunk to a side of 8, 16, 32 pixels and scaled back up (bilinear): what a
     reconstruction's PSNR means in resolution."""
@@ -223,8 +286,9 @@ def thumbnails(npz: Path) -> dict:
     return out
 
 
-def baseline(npz: Path, minutes: float) -> dict:
-    """AntixK's VanillaVAE for `minutes` on the same training split; measured like ours."""
+def baseline(npz: Path, work: Path, minutes: float) -> dict:
+    """AntixK's VanillaVAE for `minutes` on the same training split; measured like ours. Its weights are saved to
+    WORK/antixk.pt, so a later invocation that reuses the row can measure it again."""
     import antixk
     import torch
 
@@ -234,6 +298,7 @@ def baseline(npz: Path, minutes: float) -> dict:
     with np.load(npz) as f:
         train_x, test_x = torch.from_numpy(f["x_train"]), torch.from_numpy(f["x_test"])
     model, record = antixk.train_for(train_x, minutes)
+    torch.save(model.state_dict(), work / "antixk.pt")
     x = test_x.float() / 255
     with torch.inference_mode():
         recon = antixk.reconstruct(model, x)
@@ -250,7 +315,7 @@ def baseline(npz: Path, minutes: float) -> dict:
         grids = {"samples": save_grid(antixk.sample(model, GRID_IMAGES, 0), "antixk_samples.png"),
                  "recon": save_grid(_pairs(x, recon, report), "antixk_recon.png", min(GRID_COLUMNS, len(x)))}
         rms = float((mu.pow(2) + log_var.exp()).mean().sqrt())
-    return {"name": "antixk", **record, "psnr": psnr(x, recon), "train_psnr": train_psnr,
+    return {"name": "antixk", **record, "psnr": psnr(x, recon), **colour_summary(x, recon), "train_psnr": train_psnr,
             "elbo_bits_per_dim": elbo_bpd, "grids": grids,
             "latent_rms": rms, "parameters": sum(p.numel() for p in model.parameters())}
 
@@ -272,6 +337,7 @@ def goals(r: dict, thumbs: dict, who: str = "EdgeVAE default recipe") -> str:
 
 def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
     header = ["model", "training (wall clock)", "epochs (scored / run)", "test PSNR, decode(mu)", "train PSNR",
+              "colour shift (ΔE*ab median / p90)",
               "test NLL (bits/dim)", "test -ELBO (bits/dim)", "z rms", "parameters"]
     table = []
     for r in rows:
@@ -282,7 +348,8 @@ def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
                 "antixk": "AntixK VanillaVAE (configs/vae.yaml)"}[r["name"]]
         train = f"{r['train_psnr']:.2f} dB" if "train_psnr" in r else "—"
         run = f"{r['epochs']} / {r['epochs_run']}" if "epochs_run" in r else f"{r['epochs']}"
-        table.append([what, f"{r['seconds'] / 60:.1f} min", run, f"**{r['psnr']:.2f} dB**", train, nll,
+        colour = f"{r['colour_median']:.1f} / {r['colour_p90']:.1f}" if "colour_median" in r else "—"
+        table.append([what, f"{r['seconds'] / 60:.1f} min", run, f"**{r['psnr']:.2f} dB**", train, colour, nll,
                       f"{r['elbo_bits_per_dim']:.3f}", f"{r['latent_rms']:.2f}", f"{r['parameters']:,}"])
     by = {r["name"]: r for r in rows}
     lines = [C.table(header, table), ""]
@@ -311,6 +378,11 @@ def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
         *([goals(by["spatial"], thumbs, "EdgeVAE with the spatial latent")
            + " Its prior samples are decoded from N(0, I) without a fitted prior (one Gaussian over a spatial latent "
            "mixes its positions): look at them below."] if "spatial" in by else []),
+        "Colour shift: per test image, the CIE76 distance between the mean colour of its visible pixels (alpha "
+        ">= 0.5) in the image and in its reconstruction, in CIELAB from linear-light means; about 2.3 is just "
+        "noticeable, pure red against orange (1, 0.5, 0) is 40 (`colour_shift` in this script)."
+        + ("" if all("colour_median" in r for r in rows) else
+           " A row without it was measured before the script measured colour, and its model was not saved."),
         "What a PSNR means here: the test images shrunk to a side of "
         + ", ".join(f"{s} px and scaled back up score {v:.2f} dB" for s, v in thumbs.items() if v is not None)
         + ". Ours along the way (epoch: validation PSNR): "
@@ -375,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     WHERE.update(pictures=args.pictures, results=args.results.resolve().parent)
     import torch
 
+    from edgevae.train.loop import flush_denormals
+
+    flush_denormals()  # before torch's worker threads exist, so they flush subnormals as `edgevae train`'s do
     torch.set_num_threads(min(2, torch.get_num_threads()))
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -386,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             if r["name"] != "antixk" and "curve" not in r:
                 r.update(progress(npz, work / r["name"]))
+            if "colour_median" not in r:
+                r.update(test_colours(npz, work, r["name"]))
         print(f"reusing {saved}: " + ", ".join(r["name"] for r in rows))
     else:
         budgets = {"ours": args.minutes, "conditional": args.cond_minutes, "spatial": args.spatial_minutes,
@@ -399,9 +476,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for name in (n for n in NAMES if budgets[n]):
             if name not in trained and reusable(earlier.get(name), budgets[name], split):
-                rows.append({**earlier[name], "reused": True})
+                row = {**earlier[name], "reused": True}
+                if "colour_median" not in row:
+                    row.update(test_colours(npz, work, name))
+                rows.append(row)
                 continue
-            row = baseline(npz, budgets[name]) if name == "antixk" else ours(npz, work, name, budgets[name], args.k)
+            row = baseline(npz, work, budgets[name]) if name == "antixk" else \
+                ours(npz, work, name, budgets[name], args.k)
             stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             rows.append({**row, "budget": budgets[name], "split": split, "trained_at": stamp})
     saved.write_text(json.dumps(rows, indent=2) + "\n")

@@ -3,6 +3,7 @@ for seconds each, evaluates, draws its grids and writes its RESULTS.md section f
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 from test_bench import run_bench
 
@@ -38,6 +39,7 @@ def test_quality_rgb_bench_writes_its_section_and_grids(tmp_path):
     assert rows["spatial"]["latent_shape"] == [4, 8, 8] and "EdgeVAE, spatial latent 4x8x8" in text
     for r in rows.values():
         assert f"**{r['psnr']:.2f} dB**" in text  # the table holds what the run measured
+        assert f"{r['colour_median']:.1f} / {r['colour_p90']:.1f}" in text and r["colour_p90"] >= r["colour_median"]
         for grid in r["grids"].values():
             if isinstance(grid, str):
                 assert (tmp_path / grid).is_file() and f"]({grid})" in text  # linked relative to RESULTS.md
@@ -65,11 +67,19 @@ def test_quality_rgb_bench_writes_its_section_and_grids(tmp_path):
     assert {n for n, r in again.items() if r.get("reused")} == {"ours", "conditional", "antixk"}
     assert again["spatial"]["trained_at"] and again["spatial"]["split"] == rows["ours"]["split"]
     assert again["ours"]["psnr"] == ours["psnr"] and not again["spatial"].get("reused")
+    assert again["ours"]["colour_median"] == ours["colour_median"]
     assert "Taken from earlier invocations" in results.read_text()
-    # --reuse rewrites the section from the saved runs without training again
+    # --reuse rewrites the section from the saved runs without training again; a row saved before colour was
+    # measured gets it from its saved model (AntixK's weights too)
+    saved = json.loads((work / "rows.json").read_text())
+    (work / "rows.json").write_text(json.dumps([{k: v for k, v in r.items() if not k.startswith("colour")}
+                                                for r in saved]))
     out = run_bench("quality_rgb.py", "--data", str(tmp_path / "icons"), "--size", "32", "--k", "4", "--reuse",
                     "--work", str(work), "--pictures", str(pictures), "--results", str(results)).stdout
     assert "reusing" in out and "baseline epoch" not in out
+    remeasured = {r["name"]: r for r in json.loads((work / "rows.json").read_text())}
+    for r in saved:
+        assert remeasured[r["name"]]["colour_median"] == pytest.approx(r["colour_median"], abs=1e-6), r["name"]
     assert results.read_text().count("<!-- begin quality_rgb -->") == 1
 
 
@@ -88,3 +98,28 @@ def test_a_row_is_reused_only_for_the_same_data_split_and_budget(monkeypatch):
     assert not bench.reusable({k: v for k, v in row.items() if k != "split"}, 20.0, split)  # an older rows.json
     assert not bench.reusable({**{k: v for k, v in row.items() if k != "budget"}, "seconds": 1200}, 20.0, split)
     assert bench.flags({"widths": [16, 32], "conditional": True, "seed": 0}) == "--widths 16,32 --conditional --seed 0"
+
+
+def test_colour_shift_reads_the_visible_pixels_colour_in_cielab(monkeypatch):
+    import importlib
+
+    from conftest import ROOT
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    bench = importlib.import_module("quality_rgb")
+    # CIELAB of sRGB red and white, D65 (the reference values every colour library prints)
+    np.testing.assert_allclose(bench.lab(bench.linear(np.array([1.0, 0.0, 0.0]))), [53.2408, 80.0925, 67.2032],
+                               atol=1e-3)
+    np.testing.assert_allclose(bench.lab(np.ones(3)), [100, 0, 0], atol=1e-4)
+    red = np.zeros((2, 4, 8, 8))
+    red[:, 0], red[:, 3, 2:6, 2:6] = 1.0, 1.0  # red, visible in the middle only
+    orange = red.copy()
+    orange[:, 1] = 0.5
+    orange[1, :3, 2:6, 2:6] = red[1, :3, 2:6, 2:6]  # the second keeps red where it is visible
+    orange[1, 2, 0, 0] = 1.0  # a change under alpha 0 is not seen
+    shift = bench.colour_shift(red, orange)
+    assert shift[0] == pytest.approx(40.05, abs=0.01) and shift[1] == 0.0
+    assert bench.colour_shift(red[:, :3], red[:, :3]).tolist() == [0.0, 0.0]  # RGB: every pixel counts
+    summary = bench.colour_summary(red, orange)
+    assert summary["colour_worst"] == 0 and summary["colour_p90"] == pytest.approx(0.9 * shift[0])
+    with pytest.raises(ValueError, match="RGB or RGBA"):
+        bench.colour_shift(red[:, :1], red[:, :1])
