@@ -1,5 +1,7 @@
 """The residual family (--arch resnet): shapes for 1, 3 and 4 channels and non-square sizes, flat and spatial
 latents, conditioning, no transposed convolution anywhere, and the auto choices from the data."""
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -155,8 +157,8 @@ def test_training_flushes_subnormal_floats_and_gives_them_back_after(tmp_path):
 def test_a_network_without_normalization_warms_its_learning_rate_up_over_the_first_epoch():
     from edgevae.train.loop import LR_WARMUP_STEPS, warmed
 
-    plain, grouped = _model((3, 16, 16)), _model((3, 16, 16), norm="group")
-    mlp = build(TrainConfig(arch="mlp", likelihood="bernoulli", hidden=(8,), latent_dim=2), (1, 8, 8))
+    plain = TrainConfig(arch="resnet", likelihood="logistic", latent_dim=6)
+    grouped, mlp = dataclasses.replace(plain, norm="group"), dataclasses.replace(plain, arch="mlp")
     # one epoch of 49 steps: lr/49, 2 lr/49, ... lr from step 48 on
     assert [warmed(1.0, plain, s, 49) for s in (0, 1, 48, 500)] == pytest.approx([1 / 49, 2 / 49, 1.0, 1.0])
     assert warmed(1.0, plain, 99, 10_000) == pytest.approx(100 / LR_WARMUP_STEPS)  # long epochs: at most 200 steps

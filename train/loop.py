@@ -103,12 +103,12 @@ def lr_at(config, epoch: int, progress: float | None = None) -> float:
     return config.lr
 
 
-def warmed(lr: float, model, step: int, steps_per_epoch: int) -> float:
+def warmed(lr: float, config, step: int, steps_per_epoch: int) -> float:
     """lr ramped linearly over the first epoch (at most LR_WARMUP_STEPS optimizer steps) for a network without
     normalization (--arch resnet --norm none), else lr. Adam's first steps move every weight by about lr at once;
     GroupNorm made the network blind to that scale, and without it the decoder's output went from 0.65 to 101 in
     two steps on Twemoji (lr 2e-3) and the loss overflowed. Warm-up is the usual cure (Goyal et al. 2017)."""
-    if getattr(model, "norm", "") != "none":
+    if config.arch != "resnet" or config.norm != "none":
         return lr
     return lr * min(1.0, (step + 1) / min(LR_WARMUP_STEPS, steps_per_epoch))
 
@@ -384,7 +384,7 @@ def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_st
                                      f"saving: {_last_saved(run)}. Try a lower --lr or --grad-clip")
         if config.minutes and config.schedule == "cosine":
             lr = lr_at(config, epoch, float(flags[2]))
-        _set_lr(run.optimizer, warmed(lr, model, state.step, batches))
+        _set_lr(run.optimizer, warmed(lr, config, state.step, batches))
         state.sums += torch.stack([loss.sum(), neg_elbo.sum(), kl.sum(), torch.tensor(float(len(x)))]).detach().double()
         run.optimizer.zero_grad(set_to_none=True)
         total.backward()

@@ -107,7 +107,6 @@ class VAE(nn.Module):
         if latent_channels and arch != "resnet":
             raise ValueError(f"a spatial latent (--latent-channels {latent_channels}) needs --arch resnet, got {arch}")
         self.image_shape, self.kind = tuple(image_shape), kind
-        self.norm = norm if arch == "resnet" else ""  # what the residual family normalizes with (--norm)
         self.conditional, self.num_classes = num_classes > 0, num_classes
         likelihood = Likelihood(likelihood, self.image_shape[0], sigma, sigma_fit)
         c, h, w = self.image_shape
