@@ -97,7 +97,7 @@ def prepare_export(workdir: Path, arch: str, data: str = "shapes", epochs: int =
 MODELS = {
     "mlp": {"arch": "mlp", "latent_dim": 8, "epochs": 30},
     "conv": {"arch": "conv", "latent_dim": 16, "epochs": 3},
-    "resnet": {"arch": "resnet", "latent_dim": 16, "epochs": 2, "norm": "group"},  # nearest upsampling + Conv
+    "resnet": {"arch": "resnet", "latent_dim": 16, "epochs": 2, "extra": ("--norm", "group")},  # nearest upsampling
 }
 
 

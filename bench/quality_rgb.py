@@ -12,9 +12,10 @@ train and test, and written to WORK/data.npz. Then, one after the other
 in this process and each for the same wall-clock budget (--minutes, which includes everything training
 does: data loading, per-epoch evaluation, checkpoints):
     ours          `edgevae train --data WORK/data.npz RECIPE --minutes M`: the defaults a user gets on a colour
-                  folder (auto: resnet, discretized logistic, 128-d flat latent, gradient norm clipped to 1,
-                  batch 32, lr 2e-3 cosine, a Gaussian prior fitted after training; 10% of the training images
-                  held out for validation) plus the measurement's flags in RECIPE
+                  folder (auto: resnet, discretized logistic, a 2 x 8 x 8 latent from 1x1-conv heads with a
+                  Gaussian prior fitted over its 128 numbers after training, gradient norm clipped to 1, batch 32,
+                  lr 2e-3 cosine; 10% of the training images held out for validation) plus the measurement's flags
+                  in RECIPE
     conditional   the same with --conditional (the folder's categories; the prior fitted per category), for
                   --cond-minutes
     spatial       the same with a spatial latent, --latent-channels 4 --widths 16,32,64 (4 x H/4 x W/4: sharper
@@ -226,7 +227,8 @@ def ours(npz: Path, work: Path, name: str, minutes: float, k: int) -> dict:
             "latent_dim": model.latent_dim, "latent_shape": list(model.latent_shape),
             "latent_rms": result["latent_rms"], "warnings": result["warnings"],
             "config": {k_: v for k_, v in ckpt["config"].items()
-                       if k_ in ("arch", "likelihood", "latent_dim", "widths", "blocks", "grad_clip", "augment",
+                       if k_ in ("arch", "likelihood", "latent_dim", "latent_channels", "widths", "blocks",
+                                 "grad_clip", "augment",
                                  "batch_size", "lr", "schedule", "prior_fit")},
             "grids": grids, "parameters": sum(p.numel() for p in model.parameters()),
             "prior_fit": describe(ckpt["prior_fit"]) if ckpt.get("prior_fit") else None, **progress(npz, out)}

@@ -17,9 +17,12 @@ Why these bounds (measured values in README "Parity"):
           (1% of an MNIST -ELBO); skipped where x_hat does not determine the likelihood (quality.NO_GRAPH_ELBO).
     reference: onnx's ReferenceEvaluator against onnxruntime, 1e-5 of max(1, the output's largest value)
           (float32, summation order: its rounding grows with the values, and a fitted prior's whitening L^-1
-          magnifies it -- 1.01e-5 measured on mu up to 2.2; unit-scale outputs keep the absolute 1e-5); int8 5e-2: the
-          two requantize activations with their own rounding, so one can land one 8-bit step apart and later
-          layers carry it (0.031 measured on a static-QDQ residual model; ~4e-3 on the MLP).
+          magnifies it -- 1.01e-5 measured on mu up to 2.2; unit-scale outputs keep the absolute 1e-5); int8: within
+          1% of each output's rms. The two requantize activations with their own rounding, so a value can land
+          one 8-bit step apart and later layers carry it: a few pixels differ by much (on the Twemoji residual
+          decoder without normalization, max 0.077 of the pixel range on 0.13% of pixels) while the images agree
+          at 57.6 dB and stand equally far from PyTorch (34.6 dB each), so, like int8's other rows, the bound is
+          on the rms (0.3% measured there), not the worst value.
     collapse: at least one active unit on the reference images (a VAE), and decoded samples that differ
           (a mean per-pixel std over z of at least 1e-3, a quarter of one 8-bit level): a decoder with
           constant output would pass every parity bound, so it is checked on its own.
@@ -58,7 +61,7 @@ BOUNDS = {
              "x_hat": ("max_abs", 2 * LEVEL), SAMPLES: ("max_levels", 2), ELBO: ("bits_per_dim", 1e-4),
              REFERENCE: ("max_abs_scaled", 1e-5)},
     "int8": {"z": ("rms_rel", 0.05), "mu": ("rms_rel", 0.05), "logvar": ("rms_rel", 0.05), "x_hat": ("psnr_db", 30.0),
-             SAMPLES: ("max_levels", None), ELBO: ("bits_per_dim", 2e-3), REFERENCE: ("max_abs_scaled", 5e-2)},
+             SAMPLES: ("max_levels", None), ELBO: ("bits_per_dim", 2e-3), REFERENCE: ("rms_rel", 1e-2)},
 }
 COLLAPSE = {ACTIVE: ("count", 1), SPREAD: ("mean_std", 1e-3)}  # every variant: the model is not collapsed
 AT_LEAST = {"psnr_db", "count", "mean_std"}  # metrics whose bound is a minimum

@@ -6,8 +6,13 @@ kernels, QLinearConv on the CPU's int8 dot-product instructions): weights int8 p
 7-bit (reduce_range, so hosts without VNNI cannot saturate their 16-bit u8 x s8 pair sums), activations
 uint8 with ranges calibrated (min/max) on real inputs: the checkpoint's reference images and fixed eps
 for the encoder; the fp32 encoder's z of those images and fixed N(0, I) latents for the decoder
-(`calibration`). Dynamic quantization would leave every convolution's activations float32 and
-quantize them again at each call: on the residual conv family that ran 5x slower than fp32.
+(`calibration`). A fitted prior's change of variable stays float32 (`_float_nodes`); when the graphs quantized
+everywhere else miss their bounds, export tries again with the layers next to the outputs -- the decoder's
+likelihood head, the encoder's latent heads -- float32 as well (`_head_nodes`, ATTEMPTS): they cost speed (the
+decoder's head runs at full resolution: the GroupNorm residual family at batch 64 ran 1.51x fp32 quantized
+everywhere, 1.41x with them float), so only models that need them get them. Dynamic
+quantization would leave every convolution's activations float32 and quantize them again at each call: on the
+residual conv family that ran 5x slower than fp32.
 int8, a graph without convolutions (MLP, transposed-conv decoders): quantize_dynamic, weights int8 per
 output channel, activations quantized per batch at run time (3x fp32 on the MLP; onnxruntime has no
 integer transposed convolution, so static ranges buy nothing there).
@@ -31,6 +36,13 @@ from onnx import numpy_helper
 from .bounds import BOUNDS as GATES  # the one table of bounds a variant must meet (export/bounds.py)
 
 VARIANTS = tuple(v for v in GATES if v != "fp32")
+ATTEMPTS = {"int8": ({}, {"float_heads": True})}  # what export tries, in order, until a variant meets its bounds
+WHY_NOT = {  # said when export leaves a variant out: the likely cause and what to use instead
+    "int8": "8-bit activations cannot resolve this model's ranges closely enough (a fitted prior's whitening "
+            "magnifies the encoder's rounding along the latent's narrow directions); the fp32 graphs are what it "
+            "would have approximated, and --fp16 halves the files without 8-bit rounding",
+    "fp16": "float16 weights move this model's outputs more than its bounds allow; the fp32 graphs are exact",
+}
 
 
 def to_fp16_weights(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -105,6 +117,9 @@ def _mapped(name: str) -> bool:
 _MAP_OPS = {"MatMul", "Reshape", "Unsqueeze", "Squeeze", "Add", "Sub", "Mul", "Neg", "Exp", "Log", "Clip"}
 
 
+_RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}  # ops that move numbers without changing them
+
+
 def _float_nodes(model: onnx.ModelProto) -> list[str]:
     """Nodes int8 leaves in float32: a fitted prior's change of variable (train/prior.py; its tables are named
     *.latent_map.*). Its matrix products act on the latent itself, where one 8-bit step is a visible change of
@@ -126,13 +141,44 @@ def _float_nodes(model: onnx.ModelProto) -> list[str]:
                     seen.add(id(nxt))
                     region.append(nxt)
     feeding = {name for node in region for name in node.input}  # ... and the nodes it maps the outputs of (the
-    # mu head's Gemm): the whitening L^-1 magnifies their 8-bit steps along the latent's narrow directions
+    # mu head's Gemm, or a spatial latent's Conv through the Reshape that flattens it): the whitening L^-1
+    # magnifies their 8-bit steps along the latent's narrow directions
+    producer = {out: node for node in model.graph.node for out in node.output}
+    todo = list(feeding)
+    while todo:
+        node = producer.get(todo.pop())
+        if node is not None and node.op_type in _RESHAPES:
+            feeding.add(node.input[0])
+            todo.append(node.input[0])
     return [node.name for node in model.graph.node if id(node) in seen or set(node.output) & feeding]
 
 
-def to_int8(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]] | None = None) -> onnx.ModelProto:
-    """int8 weights and activations: static QDQ for graphs with convolutions (given calibration feeds),
-    dynamic otherwise; see the module doc."""
+def _head_nodes(model: onnx.ModelProto) -> list[str]:
+    """The weighted layers (QUANTIZED_OPS with a weight initializer) nearest the graph's outputs: every output is
+    reached from them through unweighted ops only. Static int8 leaves them float32, as is usual for a network's
+    last layer: the decoder's head outputs the likelihood's location and log-scale channels side by side, which
+    one 8-bit activation range cannot resolve both of (the no-normalization residual decoder on Twemoji: x_hat
+    22.7 dB against fp32 with its head quantized, 34.2 dB without; bound 30); the encoder's heads output the
+    latent, where one 8-bit step is a visible change of image. They are one conv or matrix product each."""
+    weights = {init.name for init in model.graph.initializer}
+    producer = {out: node for node in model.graph.node for out in node.output}
+    heads, seen, todo = [], set(), [o.name for o in model.graph.output]
+    while todo:
+        node = producer.get(todo.pop())
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op_type in QUANTIZED_OPS and any(name in weights for name in node.input):
+            heads.append(node.name)
+        else:
+            todo.extend(node.input)
+    return heads
+
+
+def to_int8(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]] | None = None,
+            float_heads: bool = False) -> onnx.ModelProto:
+    """int8 weights and activations: static QDQ for graphs with convolutions (given calibration feeds), the
+    layers next to the outputs left float32 with float_heads; dynamic otherwise; see the module doc."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,7 +190,8 @@ def to_int8(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]] | None = 
             if feeds and any(node.op_type == "Conv" for node in model.graph.node):
                 quantize_static(src, dst, _Feeds(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
                                 reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=keep)
+                                op_types_to_quantize=QUANTIZED_OPS,
+                                nodes_to_exclude=keep + (_head_nodes(model) if float_heads else []))
             else:
                 quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep)
         finally:
@@ -152,10 +199,12 @@ def to_int8(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]] | None = 
         return onnx.load(dst)
 
 
-def make(variant: str, model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]] | None = None) -> onnx.ModelProto:
-    """The `variant` of an fp32 graph; int8 takes calibration feeds for that graph (see `calibration`)."""
+def make(variant: str, model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]] | None = None,
+         float_heads: bool = False) -> onnx.ModelProto:
+    """The `variant` of an fp32 graph; int8 takes calibration feeds for that graph (see `calibration`) and
+    float_heads (an ATTEMPTS entry)."""
     if variant == "int8":
-        return to_int8(model, feeds)
+        return to_int8(model, feeds, float_heads)
     if variant == "fp16":
         return to_fp16_weights(model)
     raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")

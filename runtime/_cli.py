@@ -190,6 +190,12 @@ def _fmt(value, spec: str = "") -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _note(value, limit: int = 240) -> str:
+    """A spec's free-text note for `info`: one line, cut at a word past `limit` characters (the spec is untrusted)."""
+    text = one_line(value if isinstance(value, str) else json.dumps(value))
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 def _dict(value) -> dict:
     return value if isinstance(value, dict) else {}
 
@@ -233,9 +239,9 @@ def _info(args, model) -> str:
            if parity.get("scale") else "") + ")",
         f"ELBO parity -ELBO on {_fmt(elbo.get('images'))} test images, fixed eps: torch "
         f"{_fmt(elbo.get('neg_elbo_torch'), '.4f')}, onnxruntime {_fmt(elbo.get('neg_elbo_onnx'), '.4f')} nats/image"
-        if elbo.get("neg_elbo_onnx") is not None else f"ELBO parity {_fmt(elbo.get('note', 'not recorded'))}",
+        if elbo.get("neg_elbo_onnx") is not None else f"ELBO parity {_note(elbo.get('note', 'not recorded'))}",
         _diagnostics(_dict(spec.get("diagnostics")), fitted=bool(spec.get("prior_fit"))),
-        *([f"prior       {one_line(str(_dict(spec['prior_fit']).get('note', '?')))[:200]}"]
+        *([f"prior       {_note(_dict(spec['prior_fit']).get('note', '?'))}"]
           if spec.get("prior_fit") else []),
         f"noise       {spec['noise']['algorithm']} v{spec['noise']['version']}",
         f"pair_id     {spec['pair_id']}",

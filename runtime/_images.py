@@ -163,7 +163,8 @@ def open_image(path):
 
 
 def has_alpha(image) -> bool:
-    return image.mode in _ALPHA_MODES or "transparency" in image.info
+    palette = image.palette.mode if image.mode == "P" and image.palette is not None else ""
+    return image.mode in _ALPHA_MODES or "transparency" in image.info or palette == "RGBA"
 
 
 def is_colour(image) -> bool:
@@ -186,6 +187,13 @@ def _to_mode(image, pre: Preprocessing, notes: Notes | None):
         grey = np.clip(np.rint(np.asarray(image, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
         image = Image.fromarray(grey)  # mode L
         _note(notes, "16-bit greyscale scaled to 8 bits")
+    if image.mode in ("P", "PA"):
+        _note(notes, f"palette images converted to {pre.mode}")
+        if isinstance(image.info.get("transparency"), bytes):  # an alpha per palette entry: applied to the palette,
+            image = image.copy()  # which is what converting does anyway, minus Pillow's warning to do so
+            image.apply_transparency()
+    elif pre.mode != "L" and image.mode in ("1", "L", "LA", "La"):
+        _note(notes, f"greyscale images converted to {pre.mode}")
     if pre.mode == "RGBA":
         if not has_alpha(image):
             _note(notes, "opaque images given alpha 255")

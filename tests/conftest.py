@@ -88,6 +88,9 @@ KINDS = {
                    latent_dim=16, prior_fit="none"),
     # the colour defaults: the same with the fitted prior (train/prior.py) auto chooses on colour images
     "resnet-fitted": dict(data=COLOUR3, image_size=16, arch="resnet", widths=(8, 16), likelihood="logistic", epochs=3),
+    # the colour defaults without a --latent-dim: auto's 2 x 8 x 8 latent from 1x1-conv heads, fitted as one vector
+    "resnet-default": dict(data=COLOUR3, image_size=16, arch="resnet", widths=(8, 16), likelihood="logistic",
+                           latent_dim=0, epochs=3),
     # ... and conditional: a Gaussian per class
     "resnet-fitted-conditional": dict(data=COLOUR3, image_size=16, arch="resnet", widths=(8, 16),
                                       likelihood="logistic", conditional=True, epochs=3),

@@ -41,3 +41,19 @@ def test_bench_writes_its_section_from_the_run(tmp_path):
     assert len(rows) == 3 and rows[0].endswith("| 1.00x |")
     assert f"--data {data}" in text and "torch" in text  # the command line and versions of this run
     assert rows[1].split("|")[2].strip() in out  # the file says what the run printed
+
+
+def test_every_speed_model_is_one_prepare_export_can_make():
+    # the speed benches (variants, generate, cold_start) build their models from _common.MODELS: each entry must be
+    # a call prepare_export accepts, or those benches fail before they measure anything
+    import inspect
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import _common
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    signature = inspect.signature(_common.prepare_export)
+    for kwargs in _common.MODELS.values():
+        signature.bind(ROOT, **kwargs)  # TypeError on an argument it does not take
+    assert _common.MODELS["resnet"]["extra"] == ("--norm", "group")  # the layers its RESULTS figures were timed on

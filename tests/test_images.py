@@ -3,6 +3,7 @@ the same file, for every option; what it does is said; RGBA keeps its alpha; hos
 import itertools
 import os
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -32,6 +33,9 @@ def _files(root):
     palette.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255] + [0] * 756)
     palette.info["transparency"] = 3  # the white entry is transparent
     palette.save(root / "e_palette.png", transparency=3)
+    graded = Image.fromarray(rng.integers(0, 3, (18, 18), dtype=np.uint8), "P")  # an alpha per palette entry
+    graded.putpalette([200, 30, 30, 30, 200, 30, 30, 30, 200] + [0] * 759)
+    graded.save(root / "g_palette_alpha.png", transparency=bytes([255, 128, 0]))
     turned = Image.fromarray(rng.integers(0, 256, (16, 40, 3), dtype=np.uint8), "RGB")
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
@@ -77,11 +81,25 @@ def test_sixteen_bit_exif_and_alpha_are_handled_as_documented(tmp_path):
 def test_what_was_done_is_said(tmp_path):
     files = _files(tmp_path / "imgs")
     notes = []
-    edgevae.load_images(files, (3, 24, 24), notes=notes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing but the notes: Pillow's advice on palette alpha is taken, not shown
+        edgevae.load_images(files, (3, 24, 24), notes=notes)
     said = "\n".join(notes)
     assert "cropped at the centre to 24x24 (height x width) with lanczos, edges lost from" in said
-    assert "16-bit greyscale scaled to 8 bits: 1 of 6" in said
-    assert "transparent pixels composited onto black: 2 of 6" in said
+    assert "16-bit greyscale scaled to 8 bits: 1 of 7" in said
+    assert "transparent pixels composited onto black: 3 of 7" in said
+    assert "palette images converted to RGB: 2 of 7" in said
+    assert "greyscale images converted to RGB: 2 of 7" in said  # the 8-bit one and the 16-bit one
+
+
+def test_a_palette_with_an_alpha_per_entry_keeps_it(tmp_path):
+    path = {p.stem: p for p in _files(tmp_path / "imgs")}["g_palette_alpha"]
+    index = np.asarray(Image.open(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rgba = edgevae.load_images([path], (4, 18, 18))[0] * 255
+    assert np.array_equal(rgba[3], np.array([255, 128, 0])[index])
+    assert np.array_equal(rgba[:3].transpose(1, 2, 0)[index == 1], np.tile([30, 200, 30], ((index == 1).sum(), 1)))
 
 
 def test_loose_images_beside_class_folders(tmp_path):

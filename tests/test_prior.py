@@ -87,6 +87,8 @@ def test_a_colour_run_fits_it_by_default_and_the_export_carries_it(kind_export):
     info = run_cli("info", str(out)).stdout
     assert "prior       Gaussian fitted to the latents of 461 training images" in info
     assert "latents far from" not in info  # the fit is what that warning asks for
+    assert "folded in as z = m + L u\n" in info  # the notes whole, not cut mid-word
+    assert "x_hat alone does not determine the likelihood\n" in info
 
 
 def test_a_conditional_model_gets_a_gaussian_per_class():
@@ -153,18 +155,39 @@ def test_a_broken_fit_in_a_checkpoint_is_one_line(kind_export, tmp_path):
         load_run(copy)
 
 
-def test_spatial_latents_and_autoencoders_refuse_a_fit():
+def test_autoencoders_refuse_a_fit_and_large_latents_are_refused_before_training():
     from edgevae.train.config import TrainConfig
 
     torch.manual_seed(0)
-    spatial = VAE((3, 16, 16), arch="resnet", widths=(8, 16), latent_channels=2, likelihood="logistic")
     autoencoder = VAE((3, 16, 16), latent_dim=2, arch="resnet", widths=(8, 16), kind="ae", likelihood="logistic")
-    for model in (spatial, autoencoder):
-        with pytest.raises(ValueError, match="flat latent"):
-            model.attach_prior({"mean": torch.zeros(2), "scale": torch.eye(2)})
-    for flags in (dict(model="ae"), dict(arch="resnet", latent_channels=2)):
-        with pytest.raises(ValueError, match="--prior-fit gaussian needs a VAE with a flat latent"):
-            TrainConfig(prior_fit="gaussian", **flags)
+    with pytest.raises(ValueError, match="a fitted prior needs a VAE"):
+        autoencoder.attach_prior({"mean": torch.zeros(2), "scale": torch.eye(2)})
+    with pytest.raises(ValueError, match="--prior-fit gaussian needs a VAE"):
+        TrainConfig(prior_fit="gaussian", model="ae")
+    prior.check_size((2, 32, 32))  # 2,048 numbers: three 2,048 x 2,048 tables
+    with pytest.raises(ValueError, match=r"over the latent's 2,304 numbers \(4x24x24\); it takes at most 2,048"):
+        prior.check_size((4, 24, 24))
+
+
+def test_a_spatial_latent_is_fitted_as_one_vector():
+    # the default colour recipe's latent: C x h x w, one Gaussian over all its numbers, positions mixed
+    torch.manual_seed(0)
+    vae = VAE((3, 16, 16), arch="resnet", widths=(8, 16), latent_channels=2, likelihood="logistic").eval()
+    x = _images()
+    entry = prior.fit(vae, x, None)
+    assert entry["mean"].shape == (128,) and entry["scale"].shape == (128, 128)  # 2 x 8 x 8
+    with torch.no_grad():
+        before = vae.decode(vae.encoder(x[:8].float() / 255)[0])
+        vae.attach_prior(entry)
+        mu, logvar = vae.encoder(x[:8].float() / 255)
+        assert mu.shape == logvar.shape == (8, 2, 8, 8)
+        assert torch.allclose(vae.decode(mu), before, atol=1e-5)  # reconstructions unchanged, exactly up to rounding
+        u = torch.randn(4, 2, 8, 8)
+        z = entry["mean"] + u.flatten(1) @ entry["scale"].T  # what the decoder's map computes, by hand
+        vae.decoder.latent_map = None
+        expected = vae.decode(z.reshape(4, 2, 8, 8))
+        vae.decoder.latent_map = vae.encoder.latent_map
+        assert torch.allclose(vae.decode(u), expected, atol=1e-5)
 
 
 def test_extreme_posterior_variances_stay_finite():
@@ -178,6 +201,8 @@ def test_extreme_posterior_variances_stay_finite():
 
 @pytest.mark.parametrize("kind,kept_ops", [
     ("resnet-fitted", {"encoder": {"Sub", "MatMul", "Gemm"}, "decoder": {"MatMul"}}),
+    # the colour default: a 2 x h x w latent from a 1x1-conv head, flattened for the map and reshaped back
+    ("resnet-default", {"encoder": {"Sub", "MatMul", "Conv", "Reshape"}, "decoder": {"MatMul", "Reshape"}}),
     # per class: the label's MatMul with each table, then the picked matrices' batched MatMul
     ("resnet-fitted-conditional", {"encoder": {"Sub", "MatMul", "Gemm", "Reshape", "Unsqueeze"},
                                    "decoder": {"MatMul", "Reshape", "Unsqueeze", "Add"}}),

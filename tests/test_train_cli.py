@@ -90,9 +90,11 @@ def test_readme_documents_every_training_flag():
 
 
 def test_a_spatial_latent_says_what_its_samples_will_be(tmp_path, capsys):
-    # a spatial latent trades samples for reconstructions (docs/design.md "Flat or spatial"): the run says so once
+    # a spatial latent without a fitted prior trades samples for reconstructions (docs/design.md "The default colour
+    # latent"): the run says so once
     flags = [f for f in FLAGS if not f.startswith(("--hidden", "--latent-dim"))]
     code, out, err = _cli(capsys, *flags, "--arch=resnet", "--widths=4,8", "--latent-channels=2", "--epochs=1",
                           f"--out={tmp_path / 'run'}")
     assert code == 0, err
-    assert out.count("a spatial latent (2x8x8): sharp reconstructions, but its prior samples will not look like") == 1
+    assert out.count("a spatial latent (2x8x8) without a fitted prior: sharp reconstructions, but its prior samples "
+                     "will not look like your images") == 1

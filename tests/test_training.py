@@ -229,3 +229,49 @@ def test_flip_augmentation_mirrors_about_half_the_batch_and_is_seeded():
     kept = [bool(torch.equal(f, o)) for f, o in zip(flipped, original)]
     assert all(m or k for m, k in zip(mirrored, kept)) and 16 < sum(mirrored) < 48  # each image whole, ~1/2 mirrored
     assert torch.equal(batch("flip"), flipped)  # the run's generator decides: the same seed, the same flips
+
+
+def test_overfitting_is_warned_once_when_validation_stays_up():
+    from types import SimpleNamespace
+
+    from edgevae.train.loop import OVERFIT, best_row, overfitting
+
+    run = SimpleNamespace(warned=set(), data=SimpleNamespace(train_x=torch.zeros(667, 1)))
+    rows = lambda *vals: [{"epoch": 5 * (i + 1), "val_neg_elbo": v} for i, v in enumerate(vals)]  # noqa: E731
+    high = 100 * (1 + OVERFIT) + 1
+    # one evaluation far above the lowest is noise (early epochs jump about): nothing said
+    assert overfitting(run, SimpleNamespace(history=rows(120, 100, 150, 99, 101, 98))) == []
+    state = SimpleNamespace(history=rows(120, 100, high, high, high))
+    assert best_row(state.history)["epoch"] == 10
+    said = overfitting(run, state)
+    assert len(said) == 1
+    assert said[0].startswith("overfitting: validation -ELBO 111.0 is 11% above its lowest (100.0, epoch 10)")
+    assert "667 images" in said[0] and "best.pt keeps epoch 10" in said[0]
+    state.history += rows(200)
+    assert overfitting(run, state) == []  # once per run
+    assert best_row([{"epoch": 1, "test_neg_elbo": 5}]) is None  # no validation split: no best.pt choice to explain
+
+
+def test_with_clipping_an_overflowing_loss_skips_its_batch(tmp_path, capsys):
+    # one batch whose loss is infinite (an unlucky eps through a large decoder) is skipped, not the end of the run;
+    # the weights stay finite and the next batches train
+    calls = {"n": 0}
+
+    def overflow(module, inputs, output):
+        if module.training:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                return output * float("inf")
+        return output
+
+    def on_step(epoch, batch, model):
+        if not calls.get("hooked"):
+            model.decoder.register_forward_hook(overflow)
+            calls["hooked"] = True
+
+    out = train(TrainConfig(**dict(SMALL, grad_clip=1.0, out=str(tmp_path / "run"))), on_step=on_step)
+    log = "".join(capsys.readouterr())
+    assert log.count("the loss is not finite at epoch 1, batch 4/5: that step is skipped") == 1
+    ckpt = load(out / LAST)
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 2 * 5 - 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())

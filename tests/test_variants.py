@@ -53,9 +53,13 @@ def test_fp16_keeps_float32_io_and_compute(variants_dir):
 
 def test_a_variant_outside_its_gate_is_reported_not_written(run_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(variants.GATES["int8"], "x_hat", ("psnr_db", 500.0))
-    lines = []
+    lines, tried = [], []
+    make = variants.make
+    monkeypatch.setattr(variants, "make", lambda *a, **k: tried.append(k) or make(*a, **k))
     out = export(run_dir, tmp_path / "e", variants_=("int8",), log=lines.append)
-    assert any(line.startswith("int8: NOT written, outside its bounds:") and "(bound 500)" in line for line in lines)
+    assert tried == [{}, {}, {"float_heads": True}, {"float_heads": True}]  # both graphs, then both again
+    assert any(line.startswith("int8: NOT written, outside its bounds:") and "(bound 500)" in line
+               and line.endswith(variants.WHY_NOT["int8"]) for line in lines)
     assert not (out / "encoder.int8.onnx").exists()
     assert list(json.loads((out / S.MANIFEST).read_text())["variants"]) == ["fp32"]
 
@@ -83,7 +87,8 @@ def _allowed(spec: dict, role: str, listed: dict) -> set[str]:
 
 
 @pytest.mark.parametrize("kind", ["mlp", "conv", "conv-conditional", "ae", "continuous-bernoulli", "resnet",
-                                  "resnet-rgba", "resnet-fitted", "resnet-fitted-conditional"])
+                                  "resnet-rgba", "resnet-fitted", "resnet-fitted-conditional",
+                                  "resnet-default"])
 def test_graph_ops_are_the_ones_the_readme_lists(kind, variants_dir, kind_export):
     out = variants_dir[0] if kind == "mlp" else kind_export(kind)[1]
     listed = _readme_ops()
@@ -93,7 +98,7 @@ def test_graph_ops_are_the_ones_the_readme_lists(kind, variants_dir, kind_export
     # directions, so their variants land near their bounds (int8 z rms_rel 0.076 and 0.156, fp16 0.0056, measured
     # on these tiny models against 0.05 and 0.005) and export writes them or not: whichever it wrote are checked.
     written = list(manifest["variants"])
-    if kind.startswith("resnet-fitted"):
+    if kind.startswith("resnet-fitted") or kind == "resnet-default":
         assert written[0] == "fp32" and set(written) <= {"fp32", "int8", "fp16"}
     else:
         assert written == ["fp32", "int8", "fp16"]
@@ -112,3 +117,29 @@ def test_export_fails_on_an_op_outside_the_allow_list(run_dir, tmp_path, monkeyp
     with pytest.raises(ExportCheckError, match="uses op.s. Sigmoid outside the allow-list"):
         export(run_dir, tmp_path / "e", log=lambda *_: None)
     assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("kind", ["resnet", "resnet-rgba"])
+def test_static_int8_can_leave_the_layers_next_to_the_outputs_float(kind_export, kind):
+    # The decoder's head outputs the likelihood's location and log-scale channels side by side, which one 8-bit
+    # activation range cannot resolve both of; the encoder's heads output the latent itself (variants._head_nodes).
+    # Export's second int8 attempt (variants.ATTEMPTS) keeps them float32; the first quantizes them too.
+    from edgevae.export.build import load_run
+
+    run, out = kind_export(kind)
+    source, ckpt = load_run(run)
+    fp32 = {role: onnx.load(out / f"{role}.onnx") for role in ("encoder", "decoder")}
+    feeds = variants.calibration(source, ckpt, fp32["encoder"])
+    for role, head_ops in (("encoder", {"Gemm", "Conv"}), ("decoder", {"Conv"})):
+        heads = set(variants._head_nodes(fp32[role]))
+        for float_heads in (False, True):
+            int8 = variants.make("int8", fp32[role], feeds[role], float_heads=float_heads).graph
+            float_weights = {t.name for t in int8.initializer if t.data_type == onnx.TensorProto.FLOAT
+                             and len(t.dims) > 1}
+            layers = [node for node in int8.node if node.op_type in ("Conv", "Gemm")]
+            head = [node for node in layers if node.name in heads]
+            assert head and {node.op_type for node in head} <= head_ops, role
+            # a float head reads its weight straight from a float32 tensor ...
+            assert all((node.input[1] in float_weights) == float_heads for node in head), (role, float_heads)
+            # ... where every other layer's weight comes out of a DequantizeLinear of an int8 tensor
+            assert all(node.input[1] not in float_weights for node in layers if node.name not in heads), role

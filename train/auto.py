@@ -4,8 +4,9 @@
         -> --arch mlp --likelihood bernoulli --latent-dim 16 --kl-warmup 0 --grad-clip 0 --augment none
            --batch-size 128 --lr 0.001 --schedule constant
     anything else: colour, or grey photos and icons (Fashion-MNIST, emoji, sprites)
-        -> --arch resnet (widths by image size) --likelihood logistic --latent-dim 128 --kl-warmup 5
-           --grad-clip 1 --augment flip --batch-size 32 --lr 0.002 --schedule cosine
+        -> --arch resnet (widths by image size) --likelihood logistic --latent-channels 2 (2 x h x w on the
+           coarsest grid: 128 numbers for 64 x 64) --prior-fit gaussian --kl-warmup 5 --grad-clip 1 --augment flip
+           --batch-size 32 --lr 0.002 --schedule cosine (with --arch mlp or conv: --latent-dim 128)
 
 (--kl-warmup 0 whenever --iwae-k > 1 or --model ae: neither has a KL term to ramp.)
 
@@ -23,7 +24,13 @@ import torch
 BINARY_LIKE = 0.75  # fraction of pixels near 0 or 255: MNIST 0.91, shapes 0.84, Fashion-MNIST 0.61
 NEAR = 0.1  # "near" black or white: within 10% of the range
 SAMPLE = 2048  # images looked at
-GREY_LATENT, COLOUR_LATENT = 16, 128
+GREY_LATENT, COLOUR_LATENT = 16, 128  # flat latents: binary-like grey images; colour with --arch mlp or conv
+# colour with the residual family: 2 channels on the coarsest grid (2 x 8 x 8 = 128 numbers for 64 x 64), with 1x1-conv
+# heads instead of dense layers on the flattened features, and the fitted Gaussian over all 128 numbers for samples.
+# On 823 RGBA icons (64 x 64), against the dense 128-d latent: test PSNR 17.2 dB in 10 minutes against 16.1 in 20
+# (its best epoch was 54 of 189: the dense heads, 3 of its 4 million parameters, learn 667 images by heart), median
+# colour shift Delta E 2.2 against 4.7; samples through the fit alike
+COLOUR_LATENT_CHANNELS = 2
 GREY_OPTIMIZER = dict(batch_size=128, lr=1e-3, schedule="constant")
 # small colour data sets (a few thousand images): more, smaller steps, annealed to 0 over --epochs or --minutes
 COLOUR_OPTIMIZER = dict(batch_size=32, lr=2e-3, schedule="cosine")
@@ -62,14 +69,19 @@ def resolve(config, train_x: torch.Tensor, log=print):
     if config.arch == "auto":
         chosen["arch"] = "resnet" if config.latent_channels or not binary else "mlp"
     if not config.latent_dim and not config.latent_channels:
-        chosen["latent_dim"] = GREY_LATENT if binary else COLOUR_LATENT
+        residual = chosen.get("arch", config.arch) == "resnet"
+        if binary or not residual:
+            chosen["latent_dim"] = GREY_LATENT if binary else COLOUR_LATENT
+        else:
+            chosen["latent_channels"] = COLOUR_LATENT_CHANNELS
     if config.kl_warmup < 0:
         chosen["kl_warmup"] = 0 if binary or config.iwae_k > 1 or config.model == "ae" else COLOUR_WARMUP
     if config.grad_clip < 0:
         chosen["grad_clip"] = 0.0 if binary else COLOUR_CLIP
-    if config.prior_fit == "auto":
-        flat_vae = config.model == "vae" and not config.latent_channels
-        chosen["prior_fit"] = "none" if binary or not flat_vae else "gaussian"
+    if config.prior_fit == "auto":  # not for a spatial latent asked for by --latent-channels: one Gaussian over its
+        # 1,024 numbers (4 x 16 x 16) gave coloured mush on Twemoji; it is there for reconstructions (README)
+        fitted = config.model == "vae" and (not config.latent_channels or "latent_channels" in chosen)
+        chosen["prior_fit"] = "none" if binary or not fitted else "gaussian"
     if config.augment == "auto":
         chosen["augment"] = "none" if binary else "flip"
     unset = {"batch_size": 0, "lr": 0.0, "schedule": "auto"}

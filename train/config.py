@@ -65,9 +65,10 @@ class TrainConfig:
                                     "running average for evaluation and export) or learned (a trained parameter)",
                          ("optimal", "learned"), summary=True)
     latent_dim: int = arg(0, "size D of a flat latent z; 0 = by the data: 16 for binary-like grey images, "
-                             "128 otherwise", summary=True)
-    latent_channels: int = arg(0, "'resnet': 0 = a flat latent of --latent-dim; C > 0 = a spatial latent of C x h x w "
-                                  "(the image's size halved once per level after the first)", summary=True)
+                             "128 for colour with --arch mlp or conv", summary=True)
+    latent_channels: int = arg(0, "'resnet': C > 0 = a latent of C x h x w on the coarsest grid (the image's size "
+                                  "halved once per level after the first); 0 = by the data: 2 for colour and grey "
+                                  "levels (unless --latent-dim is given)", summary=True)
     hidden: tuple[int, ...] = arg((512, 256), "'mlp': hidden layer widths of the encoder, comma-separated; "
                                               "the decoder mirrors them", summary=True)
     conv_channels: tuple[int, ...] = arg((32, 64), "'conv': channels of the stride-2 conv layers, comma-separated; "
@@ -101,8 +102,9 @@ class TrainConfig:
     prior_fit: str = arg("auto", "after training, fit a Gaussian to the training images' latents and fold it into "
                                  "the model (z = m + L u, u ~ N(0, I)), so that samples come from where the images' "
                                  "latents are (train/prior.py); reconstructions are unchanged. gaussian, none, or auto "
-                                 "(by the data: gaussian for colour or grey-level images, none for binary-like ones); "
-                                 "flat-latent VAEs only", ("auto", "gaussian", "none"), summary=True)
+                                 "(by the data: gaussian for colour or grey-level images, none for binary-like ones "
+                                 "and for a --latent-channels given); VAEs only", ("auto", "gaussian", "none"),
+                         summary=True)
     eval_every: int = arg(1, "evaluate, draw the grids and save the checkpoints every N epochs (and after the last); "
                              "on small data sets epochs are short and this is most of the time")
     minutes: float = arg(0.0, "wall-clock training budget (0 = none): training stops at the first step past it, that "
@@ -193,9 +195,8 @@ class TrainConfig:
                              f"{MAX_GENERATED_PIXELS:,} pixels to generate")
         if self.latent_channels and self.arch not in ("resnet", "auto"):
             raise ValueError(f"--latent-channels (a spatial latent) needs --arch resnet, got {self.arch}")
-        if self.prior_fit == "gaussian" and (self.model != "vae" or self.latent_channels):
-            raise ValueError("--prior-fit gaussian needs a VAE with a flat latent (--model vae, no --latent-channels): "
-                             "a plain autoencoder has no prior, and a spatial latent's cells would be mixed")
+        if self.prior_fit == "gaussian" and self.model != "vae":
+            raise ValueError("--prior-fit gaussian needs a VAE (--model vae): a plain autoencoder has no prior")
         if self.grad_clip < 0 and self.grad_clip != -1:
             raise ValueError(f"--grad-clip must be >= 0 (or -1: by the data), got {self.grad_clip}")
         if self.kl_warmup < -1:

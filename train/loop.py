@@ -46,6 +46,8 @@ EVAL_SEED = 7_777  # evaluation noise: batch b uses a generator seeded EVAL_SEED
 FIXED_Z_STREAM = 1  # added to --seed for the sample grids' fixed z
 MAX_SKIPPED = 10  # consecutive steps skipped for a non-finite gradient before the run stops (--grad-clip > 0)
 DIAGNOSIS_IMAGES = 2048  # validation (or test) images the per-epoch latent check encodes
+OVERFIT = 0.10  # validation -ELBO this far above its lowest ...
+OVERFIT_EVALUATIONS = 3  # ... at this many evaluations in a row: warned about once (memorising, not learning)
 LR_WARMUP_STEPS = 200  # at most this many steps (else one epoch) of learning-rate warm-up without normalization
 
 
@@ -276,9 +278,10 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
         f"on {data.name}: {len(data.train_x)} train / {len(data.val_x)} val / {len(data.test_x)} test images "
         f"{'x'.join(map(str, data.image_shape))}, {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"device {dist.device}" + (f", {dist.world} processes" if dist.world > 1 else ""))
-    if config.model == "vae" and config.latent_channels:
-        log(f"a spatial latent ({'x'.join(map(str, model.latent_shape))}): sharp reconstructions, but its prior "
-            "samples will not look like your images; for samples, train a flat latent (no --latent-channels)")
+    if config.model == "vae" and config.latent_channels and not prior.wanted(config):
+        log(f"a spatial latent ({'x'.join(map(str, model.latent_shape))}) without a fitted prior: sharp "
+            "reconstructions, but its prior samples will not look like your images; for samples, leave out "
+            "--latent-channels (or add --prior-fit gaussian)")
     for epoch in range(state.epoch + 1, config.epochs + 1):
         start, first = time.perf_counter(), state.next_batch
         train_epoch(run, state, epoch, stop, on_step)
@@ -300,7 +303,7 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
             f"test -ELBO {row['test_neg_elbo']:8.3f}  KL {row['test_kl']:6.3f}  "
             + ("" if psnr is None else f"PSNR {psnr:5.2f} dB  ") + f"({row['seconds']:.1f} s)"
             + ("  *best" if improved and "val_neg_elbo" in row else ""))
-        for line in warnings:
+        for line in warnings + overfitting(run, state):
             log(f"warning: {line}")
         if run.spent:
             log(f"time budget of {config.minutes:g} minutes reached: stopped after epoch {epoch} "
@@ -313,8 +316,15 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
                 f"z rms {d['latent_rms']:.2f}: far from N(0, I), which the fitted prior below takes samples to")
         else:
             log(f"latent: {d['note']}")
+    best = best_row(state.history)
+    later = best is not None and best["epoch"] != state.history[-1]["epoch"]
     if run.prior_fit:
-        log(f"prior: {prior.describe(run.prior_fit)}")
+        log(f"prior{f' of checkpoint.pt (epoch {state.epoch})' if later else ''}: {prior.describe(run.prior_fit)}")
+    if later:
+        last = state.history[-1]
+        log(f"best.pt: epoch {best['epoch']} of {last['epoch']}, the lowest validation -ELBO "
+            f"({best['val_neg_elbo']:.1f}; {last['val_neg_elbo']:.1f} at the end); export takes it"
+            + (", with the prior fitted to its own weights" if run.prior_fit else ""))
     out = run.out
     log(f"wrote {out / checkpoint.LAST}, {out / checkpoint.BEST}, {out / 'metrics.jsonl'}, {out / 'loss.png'}, "
         f"{out / 'samples'}/epoch_*.png, {out / 'recon'}/epoch_*.png")
@@ -329,6 +339,8 @@ def build_run(config, dist: ddp.Dist, log) -> Run:
     config = auto.resolve(config, data.train_x, log=log)
     torch.manual_seed(config.seed)  # the same weights whether or not choices were made from the data
     model = models.build(config, data.image_shape, len(data.classes)).to(dist.device)
+    if prior.wanted(config):
+        prior.check_size(model.latent_shape)
     if config.arch in ("conv", "resnet"):  # oneDNN's convolutions run 1.1-3x faster on NHWC tensors (measured)
         model = model.to(memory_format=torch.channels_last)
     objective = Objective(model)
@@ -379,20 +391,25 @@ def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_st
         # one all-reduce: a non-finite loss anywhere, a stop request, and the main process's budget clock
         flags = dist.all_sum(torch.tensor([float(not torch.isfinite(total)), float(stop.requested),
                                            run.progress() if dist.is_main else 0.0]))
-        if flags[0]:
+        if flags[0] and config.grad_clip <= 0:
             raise FloatingPointError(f"loss is not finite at epoch {epoch}, batch {b + 1}/{batches}; stopped without "
                                      f"saving: {_last_saved(run)}. Try a lower --lr or --grad-clip")
         if config.minutes and config.schedule == "cosine":
             lr = lr_at(config, epoch, float(flags[2]))
         _set_lr(run.optimizer, warmed(lr, config, state.step, batches))
-        state.sums += torch.stack([loss.sum(), neg_elbo.sum(), kl.sum(), torch.tensor(float(len(x)))]).detach().double()
-        run.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if config.grad_clip > 0:  # the norm it returns is the gradients' after DDP's all-reduce: the same everywhere
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            run.skipped = 0 if torch.isfinite(norm) else run.skipped + 1  # clipped, a NaN would make every weight NaN
+        if flags[0]:  # with --grad-clip on, a batch whose loss overflowed is skipped like a non-finite gradient:
+            run.skipped += 1  # one unlucky draw of eps must not end a run (Twemoji, 2 x 8 x 8 latent: epoch 19 of a
+            # 20-minute run, once); a model that has itself gone bad stops after MAX_SKIPPED in a row
+        else:
+            state.sums += torch.stack([loss.sum(), neg_elbo.sum(), kl.sum(),
+                                       torch.tensor(float(len(x)))]).detach().double()
+            run.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if config.grad_clip > 0:  # the norm it returns is the gradients' after DDP's all-reduce: alike everywhere
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                run.skipped = 0 if torch.isfinite(norm) else run.skipped + 1  # clipped, a NaN would spread to all
         if run.skipped:
-            _skip_step(run, epoch, b)
+            _skip_step(run, epoch, b, "loss" if flags[0] else "gradient")
         else:
             run.optimizer.step()
             state.step += 1
@@ -417,15 +434,17 @@ def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_st
     bar.close()
 
 
-def _skip_step(run: Run, epoch: int, b: int) -> None:
-    """A step whose gradient is not finite leaves the weights as they are: warns once, stops after MAX_SKIPPED."""
+def _skip_step(run: Run, epoch: int, b: int, what: str = "gradient") -> None:
+    """A step whose loss or gradient (`what`) is not finite leaves the weights as they are: warns once, stops after
+    MAX_SKIPPED in a row."""
     where = f"epoch {epoch}, batch {b + 1}/{run.batches}"
     if run.skipped > MAX_SKIPPED:
-        raise FloatingPointError(f"the gradient is not finite at {where}, and was at the {MAX_SKIPPED} steps before "
-                                 f"it (skipped); stopped without saving: {_last_saved(run)}. Try a lower --lr")
+        raise FloatingPointError(f"the {what} is not finite at {where}, and the loss or gradient was at the "
+                                 f"{MAX_SKIPPED} steps before it (skipped); stopped without saving: "
+                                 f"{_last_saved(run)}. Try a lower --lr")
     if run.dist.is_main and "gradient" not in run.warned:
         run.warned.add("gradient")
-        tqdm.write(f"warning: the gradient is not finite at {where}: that step is skipped and the weights kept "
+        tqdm.write(f"warning: the {what} is not finite at {where}: that step is skipped and the weights kept "
                    f"(said once; the run stops after {MAX_SKIPPED} in a row)")
 
 
@@ -495,6 +514,27 @@ def check_latent(run: Run, row: dict, settled: bool) -> list[str]:
            and not (fitted and w.startswith("latents far from"))]
     run.warned.update(w.split(":")[0] for w in new)
     return new
+
+
+def best_row(history: list[dict]) -> dict | None:
+    """The evaluated epoch with the lowest validation -ELBO, what best.pt holds; None without a validation split."""
+    return min((r for r in history if "val_neg_elbo" in r), key=lambda r: r["val_neg_elbo"], default=None)
+
+
+def overfitting(run: Run, state: TrainState) -> list[str]:
+    """Once per run: a warning when the validation -ELBO has stayed more than OVERFIT above its lowest for
+    OVERFIT_EVALUATIONS evaluations in a row (one high epoch is noise, early on especially), with what to do."""
+    best, recent = best_row(state.history), state.history[-OVERFIT_EVALUATIONS:]
+    if (best is None or "overfitting" in run.warned or len(recent) < OVERFIT_EVALUATIONS
+            or any(r.get("val_neg_elbo", 0) <= best["val_neg_elbo"] * (1 + OVERFIT) for r in recent)):
+        return []
+    now = recent[-1]
+    run.warned.add("overfitting")
+    rise = now["val_neg_elbo"] / best["val_neg_elbo"] - 1
+    return [f"overfitting: validation -ELBO {now['val_neg_elbo']:.1f} is {rise:.0%} above its lowest "
+            f"({best['val_neg_elbo']:.1f}, epoch {best['epoch']}): "
+            f"the model is learning these {len(run.data.train_x):,} images by heart. best.pt keeps epoch "
+            f"{best['epoch']}, which export takes; more images help, more epochs do not (--minutes can be shorter)"]
 
 
 def write_epoch(run: Run, state: TrainState, row: dict, improved: bool) -> None:

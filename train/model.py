@@ -139,8 +139,8 @@ class VAE(nn.Module):
         """Fold a fitted Gaussian prior (train/prior.py) into encoder and decoder: z = m + L u, u ~ N(0, I)."""
         from .prior import LatentMap, check
 
-        if self.kind != "vae" or len(self.latent_shape) != 1:
-            raise ValueError("a fitted prior needs a VAE with a flat latent")
+        if self.kind != "vae":
+            raise ValueError("a fitted prior needs a VAE")
         check(entry, self.latent_dim, self.num_classes)
         latent_map = LatentMap(entry["mean"], entry["scale"]).to(self.encoder.one_hot.device)
         self.encoder.latent_map = self.decoder.latent_map = latent_map

@@ -17,7 +17,10 @@ model keeps a standard normal prior on its new latent u and every client samples
   for it is the one closest in KL(q_diag || q): variances 1 / diag(L^T diag(1/sigma^2) L), i.e.
   logvar_u = -log(exp(-logvar) @ (L * L)). A valid posterior approximation of the same generative model,
   so the ELBO and the importance-weighted NLL stay bounds of it.
-Flat latents only: a spatial latent's channels would be mixed across positions, breaking tiling.
+A latent of shape (C, h, w) is fitted as the vector of its C*h*w numbers (the default colour recipe's 2 x 8 x 8):
+the Gaussian mixes its positions, which is what makes its samples hang together (an icon's colours and outline
+agree across the grid); the graphs reshape to (N, C*h*w) around the map and back. At most FIT_MAX_DIM numbers:
+the map holds three D x D tables.
 
 A conditional model gets one Gaussian per class, N(m_y, S_y), fitted to the latents of that class's training
 images, and z = m_y + L_y u: the class's samples come from where its images were encoded (with one Gaussian
@@ -38,6 +41,7 @@ LOGVAR_CLIP = 60.0  # logvar is clipped to +-this before exp(-logvar): finite in
 FIT_IMAGES = 4096  # training images the fit reads (a fixed, seeded choice when the set is larger)
 JITTER = 1e-6  # added to S's diagonal, relative to its mean eigenvalue, should S be singular
 CHOICES = ("auto", "gaussian", "none")
+FIT_MAX_DIM = 2048  # latent numbers a fit takes: three D x D float32 tables, 48 MiB in each graph at 2048
 PER_CLASS_LIMIT = 1 << 23  # K * D * D: a per-class table's size (float32: 32 MB) up to which classes get their own
 
 
@@ -60,16 +64,20 @@ class LatentMap(nn.Module):
         self.register_buffer("squared", rows(scale * scale).float())  # L * L, elementwise
 
     def to_latent(self, mu: torch.Tensor, logvar: torch.Tensor | None, label: torch.Tensor | None = None):
-        """The trained encoder's (mu, logvar) of z as the (mu, logvar) of u."""
+        """The trained encoder's (mu, logvar) of z as the (mu, logvar) of u, both (N, *latent_shape)."""
+        shape, mu = mu.shape[1:], mu.reshape(-1, self.dim)
         mu_u = self._times(mu - self._pick(self.mean, label), self._pick(self.inverse_t, label, matrix=True))
         if logvar is None:
-            return mu_u, None
-        precision = torch.exp(-logvar.clamp(-LOGVAR_CLIP, LOGVAR_CLIP))
-        return mu_u, -torch.log(self._times(precision, self._pick(self.squared, label, matrix=True)))
+            return mu_u.reshape(-1, *shape), None
+        precision = torch.exp(-logvar.reshape(-1, self.dim).clamp(-LOGVAR_CLIP, LOGVAR_CLIP))
+        logvar_u = -torch.log(self._times(precision, self._pick(self.squared, label, matrix=True)))
+        return mu_u.reshape(-1, *shape), logvar_u.reshape(-1, *shape)
 
     def from_latent(self, u: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        """u -> the trained decoder's z."""
-        return self._pick(self.mean, label) + self._times(u, self._pick(self.scale_t, label, matrix=True))
+        """u (N, *latent_shape) -> the trained decoder's z, of the same shape."""
+        shape, u = u.shape[1:], u.reshape(-1, self.dim)
+        z = self._pick(self.mean, label) + self._times(u, self._pick(self.scale_t, label, matrix=True))
+        return z.reshape(-1, *shape)
 
     def _pick(self, table: torch.Tensor, label: torch.Tensor | None, matrix: bool = False) -> torch.Tensor:
         """The table itself; per class, each image's row of it ((N, D) means, (N, D, D) matrices)."""
@@ -87,8 +95,16 @@ class LatentMap(nn.Module):
 
 
 def wanted(config) -> bool:
-    """Whether a run fits the prior: --prior-fit gaussian, for a VAE with a flat latent."""
-    return config.prior_fit == "gaussian" and config.model == "vae" and not config.latent_channels
+    """Whether a run fits the prior: --prior-fit gaussian, for a VAE."""
+    return config.prior_fit == "gaussian" and config.model == "vae"
+
+
+def check_size(latent_shape: tuple[int, ...]) -> None:
+    """ValueError, before training starts, when a latent is too large for a fit (FIT_MAX_DIM)."""
+    if math.prod(latent_shape) > FIT_MAX_DIM:
+        raise ValueError(f"--prior-fit gaussian fits a covariance over the latent's {math.prod(latent_shape):,} "
+                         f"numbers ({'x'.join(map(str, latent_shape))}); it takes at most {FIT_MAX_DIM:,}: use "
+                         "--prior-fit none, or fewer --latent-channels")
 
 
 @torch.no_grad()
@@ -115,9 +131,9 @@ def fit(model, x: torch.Tensor, y: torch.Tensor | None, batch: int = 256, seed: 
         if binarize:
             xb = (torch.rand(xb.shape, generator=gen) < xb.cpu()).float().to(device)
         yb = y[i:i + batch].to(device) if y is not None and model.conditional else None
-        mu, logvar = model.encoder.unmapped(xb, yb)
-        mus.append(mu.double().cpu())
-        variances.append(logvar.double().exp().cpu())
+        mu, logvar = model.encoder.unmapped(xb, yb)  # a spatial latent's (N, C, h, w) as vectors of C*h*w
+        mus.append(mu.flatten(1).double().cpu())
+        variances.append(logvar.flatten(1).double().exp().cpu())
     model.train(was_training)
     mu, var = torch.cat(mus), torch.cat(variances)
     overall = _gaussian(mu, var)
