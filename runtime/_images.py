@@ -162,6 +162,15 @@ def open_image(path):
             raise EdgeVAEError(f"{path}: not a readable image ({detail})") from None
 
 
+def palette_alpha(image):
+    """A palette image with an alpha per palette entry as one whose palette holds the alpha (a copy): what
+    converting it does anyway, without Pillow's warning to do so; any other image as it is."""
+    if image.mode == "P" and isinstance(image.info.get("transparency"), bytes):
+        image = image.copy()
+        image.apply_transparency()
+    return image
+
+
 def has_alpha(image) -> bool:
     palette = image.palette.mode if image.mode == "P" and image.palette is not None else ""
     return image.mode in _ALPHA_MODES or "transparency" in image.info or palette == "RGBA"
@@ -189,9 +198,7 @@ def _to_mode(image, pre: Preprocessing, notes: Notes | None):
         _note(notes, "16-bit greyscale scaled to 8 bits")
     if image.mode in ("P", "PA"):
         _note(notes, f"palette images converted to {pre.mode}")
-        if isinstance(image.info.get("transparency"), bytes):  # an alpha per palette entry: applied to the palette,
-            image = image.copy()  # which is what converting does anyway, minus Pillow's warning to do so
-            image.apply_transparency()
+        image = palette_alpha(image)
     elif pre.mode != "L" and image.mode in ("1", "L", "LA", "La"):
         _note(notes, f"greyscale images converted to {pre.mode}")
     if pre.mode == "RGBA":

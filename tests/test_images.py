@@ -84,6 +84,11 @@ def test_what_was_done_is_said(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing but the notes: Pillow's advice on palette alpha is taken, not shown
         edgevae.load_images(files, (3, 24, 24), notes=notes)
+        said_by_training = []
+        data = image_folder(tmp_path / "imgs", TrainConfig(data=str(tmp_path / "imgs"), image_size=24),
+                            log=said_by_training.append)  # its scan for colour and transparency too
+    assert data.image_shape == (4, 24, 24)  # the palette with an alpha per entry counts as transparent
+    assert any("palette images converted to RGBA: 2 of 7" in line for line in said_by_training)
     said = "\n".join(notes)
     assert "cropped at the centre to 24x24 (height x width) with lanczos, edges lost from" in said
     assert "16-bit greyscale scaled to 8 bits: 1 of 7" in said

@@ -23,7 +23,16 @@ import numpy as np
 import torch
 
 from edgevae import EdgeVAEError
-from edgevae._images import Notes, Preprocessing, has_alpha, is_colour, open_image, parse_colour, read_image
+from edgevae._images import (
+    Notes,
+    Preprocessing,
+    has_alpha,
+    is_colour,
+    open_image,
+    palette_alpha,
+    parse_colour,
+    read_image,
+)
 from edgevae.spec import IMAGE_MODES
 
 from .dataset import Dataset
@@ -83,7 +92,8 @@ def _channels(files: list[Path], config) -> tuple[int, str]:
     transparent = colour = 0
     for path in files:
         try:
-            with open_image(path) as image:
+            with open_image(path) as opened:
+                image = palette_alpha(opened)
                 colour += is_colour(image)
                 if has_alpha(image) and config.alpha != "matte":
                     transparent += int(np.asarray(image.convert("RGBA"))[:, :, 3].min() < 255)
