@@ -38,9 +38,9 @@ from .bounds import BOUNDS as GATES  # the one table of bounds a variant must me
 VARIANTS = tuple(v for v in GATES if v != "fp32")
 ATTEMPTS = {"int8": ({}, {"float_heads": True})}  # what export tries, in order, until a variant meets its bounds
 WHY_NOT = {  # said when export leaves a variant out: the likely cause and what to use instead
-    "int8": "8-bit activations cannot resolve this model's ranges closely enough (a fitted prior's whitening "
-            "magnifies the encoder's rounding along the latent's narrow directions); the fp32 graphs are what it "
-            "would have approximated, and --fp16 halves the files without 8-bit rounding",
+    "int8": "8-bit activations cannot resolve this model's ranges closely enough (with a fitted prior, its "
+            "whitening magnifies the encoder's rounding along the latent's narrow directions); the fp32 graphs are "
+            "what it would have approximated, and --fp16 halves the files without 8-bit rounding",
     "fp16": "float16 weights move this model's outputs more than its bounds allow; the fp32 graphs are exact",
 }
 

@@ -317,7 +317,7 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
         else:
             log(f"latent: {d['note']}")
     best = best_row(state.history)
-    later = best is not None and best["epoch"] != state.history[-1]["epoch"]
+    later = best is not None and state.history[-1]["val_neg_elbo"] > best["val_neg_elbo"]  # best.pt is not the end
     if run.prior_fit:
         log(f"prior{f' of checkpoint.pt (epoch {state.epoch})' if later else ''}: {prior.describe(run.prior_fit)}")
     if later:
