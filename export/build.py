@@ -186,8 +186,8 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
     kept = {"fp32": (fp32, None)}
     feeds = variants.calibration(source, reference, fp32[0]) if "int8" in variants_ else {}
     for variant in variants_:
-        for attempt in variants.ATTEMPTS.get(variant, ({},)):  # int8: every layer, else the heads left float32
-            candidate = tuple(variants.make(variant, proto, feeds.get(role), **attempt)
+        for attempt in variants.ATTEMPTS.get(variant, ({},)):  # int8: every layer, else less of it (ATTEMPTS)
+            candidate = tuple(variants.make(variant, proto, feeds.get(role), role=role, **attempt)
                               for role, proto in zip(("encoder", "decoder"), fp32))
             for role, proto in zip(("encoder", "decoder"), candidate):
                 gates.check_graph(proto, variants.file_name(role, variant))
@@ -195,9 +195,9 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
             if q["passed"]:
                 break
         if q["passed"]:
+            q["layout"] = variants.layout(attempt)
             kept[variant] = (candidate, q)
-            log(f"{variant}: within its bounds: {gates.describe(q)}"
-                + ("; the layers next to the outputs kept float32" if attempt.get("float_heads") else ""))
+            log(f"{variant}: within its bounds: {gates.describe(q)}" + (f"; {q['layout']}" if q["layout"] else ""))
         else:
             log(f"{variant}: NOT written, outside its bounds: {gates.describe(q)}. {variants.WHY_NOT[variant]}")
 

@@ -10,7 +10,8 @@ for the encoder; the fp32 encoder's z of those images and fixed N(0, I) latents 
 everywhere else miss their bounds, export tries again with the layers next to the outputs -- the decoder's
 likelihood head, the encoder's latent heads -- float32 as well (`_head_nodes`, ATTEMPTS): they cost speed (the
 decoder's head runs at full resolution: the GroupNorm residual family at batch 64 ran 1.51x fp32 quantized
-everywhere, 1.41x with them float), so only models that need them get them. Dynamic
+everywhere, 1.41x with them float), so only models that need them get them; and when the encoder still misses
+(a fitted prior's whitening magnifies its rounding), with the encoder's weights stored as float16 instead. Dynamic
 quantization would leave every convolution's activations float32 and quantize them again at each call: on the
 residual conv family that ran 5x slower than fp32.
 int8, a graph without convolutions (MLP, transposed-conv decoders): quantize_dynamic, weights int8 per
@@ -36,11 +37,16 @@ from onnx import numpy_helper
 from .bounds import BOUNDS as GATES  # the one table of bounds a variant must meet (export/bounds.py)
 
 VARIANTS = tuple(v for v in GATES if v != "fp32")
-ATTEMPTS = {"int8": ({}, {"float_heads": True})}  # what export tries, in order, until a variant meets its bounds
+# What export tries, in order, until a variant meets its bounds. int8: every weighted layer quantized; then the
+# layers next to the outputs float32 (`_head_nodes`); then also the encoder with float16 weights and float32 compute
+# (to_fp16_weights): a fitted prior's whitening magnifies the encoder's 8-bit rounding along the latent's narrow
+# directions (the default Twemoji model: z 5.4% rms off with the heads float, bound 5%), while sampling -- what a
+# device runs most -- needs only the decoder, whose int8 kept 30.9 dB there.
+ATTEMPTS = {"int8": ({}, {"float_heads": True}, {"float_heads": True, "encoder": "fp16"})}
 WHY_NOT = {  # said when export leaves a variant out: the likely cause and what to use instead
-    "int8": "8-bit activations cannot resolve this model's ranges closely enough (with a fitted prior, its "
-            "whitening magnifies the encoder's rounding along the latent's narrow directions); the fp32 graphs are "
-            "what it would have approximated, and --fp16 halves the files without 8-bit rounding",
+    "int8": "8-bit activations cannot resolve this model's decoder closely enough, even with the layers next to "
+            "its outputs float32; the fp32 graphs are what it would have approximated, and --fp16 halves the "
+            "files without 8-bit rounding",
     "fp16": "float16 weights move this model's outputs more than its bounds allow; the fp32 graphs are exact",
 }
 
@@ -199,15 +205,25 @@ def to_int8(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]] | None = 
         return onnx.load(dst)
 
 
-def make(variant: str, model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]] | None = None,
-         float_heads: bool = False) -> onnx.ModelProto:
-    """The `variant` of an fp32 graph; int8 takes calibration feeds for that graph (see `calibration`) and
-    float_heads (an ATTEMPTS entry)."""
+def make(variant: str, model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]] | None = None, *,
+         role: str = "decoder", float_heads: bool = False, encoder: str = "int8") -> onnx.ModelProto:
+    """The `variant` of the fp32 graph of `role`; int8 takes calibration feeds for that graph (see `calibration`)
+    and an ATTEMPTS entry: float_heads, and encoder="fp16" for an encoder stored as fp16 is."""
+    if variant == "int8" and role == "encoder" and encoder == "fp16":
+        return to_fp16_weights(model)
     if variant == "int8":
         return to_int8(model, feeds, float_heads)
     if variant == "fp16":
         return to_fp16_weights(model)
     raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+
+
+def layout(attempt: dict) -> str | None:
+    """What an ATTEMPTS entry left unquantized, for export's log, the spec's quality record and `info`."""
+    parts = (["the layers next to the outputs kept float32"] if attempt.get("float_heads") else []) + (
+        ["the encoder's weights float16 (float32 compute): quantized, its latent missed its bound"]
+        if attempt.get("encoder") == "fp16" else [])
+    return "; ".join(parts) or None
 
 
 def file_name(role: str, variant: str) -> str:

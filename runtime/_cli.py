@@ -281,7 +281,8 @@ def _variant_quality(q: dict) -> str:
     checks = [_dict(c) for c in q["checks"]] if isinstance(q["checks"], list) else []
     parts = [f"{_fmt(c.get('check'))} {_fmt(c.get('metric'))} {_fmt(c.get('measured'), '.3g')}" for c in checks
              if c.get("check") in ("x_hat", "-ELBO vs torch")]
-    return "; " + ", ".join(parts[:8]) + ("" if q.get("passed") is not False else " (OUTSIDE its bounds)")
+    return ("; " + ", ".join(parts[:8]) + ("" if q.get("passed") is not False else " (OUTSIDE its bounds)")
+            + (f"; {_note(q['layout'])}" if q.get("layout") else ""))
 
 
 def _source_line(spec: dict) -> str:
