@@ -21,6 +21,8 @@ KINDS = {
     "conditional-2d": dict(conditional=True, latent_dim=2),
     "gaussian": dict(likelihood="gaussian"),
     "continuous-bernoulli-2d": dict(likelihood="continuous-bernoulli", latent_dim=2),
+    # the colour default's latent: 2 x h x w on the residual family's coarsest grid, with the fitted Gaussian
+    "resnet-grid": dict(arch="resnet", widths=(4, 8), latent_dim=0, latent_channels=2, prior_fit="gaussian"),
 }
 FIGURES = ("latent.png", "prior_samples.png", "manifold.png", "interpolation.png")
 
@@ -51,8 +53,13 @@ def test_evaluate_every_kind(runs, name, tmp_path, capsys):
     assert evaluate_main([str(runs[name]), "--k", "16", "--checkpoint", "last", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["test_images"] == SMALL["num_test"] and result["checkpoint"].endswith("checkpoint.pt")
+    printed = capsys.readouterr().out
+    # the per-dimension table: every dimension up to 30; beyond, the 10 highest-KL ones and a summary
+    dims = [line for line in printed.splitlines() if line.startswith("dim ")]
+    if result.get("latent_dim", 0) > 30:
+        assert len(dims) == 1 and f"KL per dimension over {result['latent_dim']}: median" in printed
     if "ae" in name.split("-"):
-        assert "recon_nll" in result and "nll" not in result and "no ELBO" in capsys.readouterr().out
+        assert "recon_nll" in result and "nll" not in result and "no ELBO" in printed
     else:
         assert result["nll"] < result["neg_elbo"]  # as above
         binary = KINDS[name].get("likelihood", "bernoulli") == "bernoulli"
@@ -86,7 +93,7 @@ def test_report_cli_draws_ae_beside_vae(runs, tmp_path):
 
 
 @pytest.mark.parametrize("names", [("conv",), ("conv-ae-conditional",), ("conditional-2d", "continuous-bernoulli-2d"),
-                                   ("gaussian", "ae")])
+                                   ("gaussian", "ae"), ("resnet-grid", "vae")])
 def test_report_on_every_kind(runs, names, tmp_path):
     extra = ["--compare", str(runs[names[1]])] if len(names) > 1 else []
     assert report_main([str(runs[names[0]]), *extra, "--checkpoint", "last"]) == 0

@@ -35,7 +35,7 @@ class Panel:
     x: torch.Tensor  # (N, C, H, W) test images in [0, 1]
     y: torch.Tensor  # (N,) labels
     classes: tuple[str, ...]
-    mu: torch.Tensor  # (N, D)
+    mu: torch.Tensor  # (N, D): a spatial latent (C, h, w) flattened, so a dimension is one number of it
     logvar: torch.Tensor | None  # (N, D); None for the AE
     kl: torch.Tensor | None  # (D,) KL per dimension; None for the AE
     activity: torch.Tensor  # (D,) variance of mu over images
@@ -43,6 +43,10 @@ class Panel:
     @property
     def variational(self) -> bool:
         return self.logvar is not None
+
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """The mean images of flat latents (N, D), reshaped to the model's latent shape."""
+        return self.model.decode(z.view(len(z), *self.model.latent_shape), labels)
 
     def dims(self) -> tuple[int, int]:
         """The two dimensions drawn: 0, 1 for D = 2; else the highest KL (VAE) or code variance (AE)."""
@@ -137,7 +141,7 @@ def prior_samples(panels: list[Panel], path) -> None:
     figure, axes = _figure(len(panels))
     for ax, p in zip(axes[0], panels):
         z = torch.randn(PRIOR_SAMPLES, p.mu.shape[1], generator=torch.Generator().manual_seed(PRIOR_SEED))
-        _show(ax, p.model.decode(z, p.labels(PRIOR_SAMPLES)), 8,
+        _show(ax, p.decode(z, p.labels(PRIOR_SAMPLES)), 8,
               f"{p.title}\ndecode(z), z ~ N(0, I), seed {PRIOR_SEED}")
     figure.savefig(path)
 
@@ -153,7 +157,7 @@ def manifold(panels: list[Panel], path) -> None:
         labels = None if not p.model.conditional else torch.zeros(len(z), dtype=torch.int64)
         notes = ([] if p.mu.shape[1] <= 2 else ["the other dimensions 0"]) + \
             ([f"class {p.classes[0]}"] if labels is not None else [])
-        _show(ax, p.model.decode(z, labels), MANIFOLD_STEPS,
+        _show(ax, p.decode(z, labels), MANIFOLD_STEPS,
               f"{p.title}\nnormal quantiles 0.05..0.95 on {p.dims_note()}" + ("\n" + ", ".join(notes) if notes else ""))
     figure.savefig(path)
 
@@ -166,7 +170,7 @@ def interpolation(panels: list[Panel], path) -> None:
         t = torch.linspace(0, 1, INTERPOLATION_STEPS).view(1, -1, 1)  # (1, S, 1)
         z = (1 - t) * p.mu[a].unsqueeze(1) + t * p.mu[b].unsqueeze(1)  # (pairs, S, D)
         labels = p.y[a].repeat_interleave(INTERPOLATION_STEPS) if p.model.conditional else None
-        decoded = p.model.decode(z.flatten(0, 1), labels).view(len(a), INTERPOLATION_STEPS, *p.x.shape[1:])
+        decoded = p.decode(z.flatten(0, 1), labels).view(len(a), INTERPOLATION_STEPS, *p.x.shape[1:])
         strips = torch.cat([p.x[a].unsqueeze(1), decoded, p.x[b].unsqueeze(1)], dim=1)  # (pairs, S + 2, C, H, W)
         _show(ax, strips.flatten(0, 1), INTERPOLATION_STEPS + 2,
               f"{p.title}\ntest image, decode of mu(a) -> mu(b) in {INTERPOLATION_STEPS} steps, test image")

@@ -12,6 +12,7 @@ and, on demand, the report of train/figures.py (latent space, prior samples, man
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +96,7 @@ def panel(run_dir: str, cfg: ReportConfig):
     model, ckpt, config = load_run(run_dir, cfg.checkpoint)
     x, y, classes = load_test_set(config, cfg.data, binarized=config.binarize)
     mu, logvar = encode(model, x, y if model.conditional else None)
+    mu, logvar = mu.flatten(1), None if logvar is None else logvar.flatten(1)  # a spatial latent: its numbers
     kind = "VAE" if logvar is not None else "autoencoder"
     title = f"{kind}  ({Path(run_dir).name}, {config.arch}, D = {mu.shape[1]})"
     return Panel(title, model, x, y, classes, mu, logvar, None if logvar is None else kl_per_dim(mu, logvar).float(),
@@ -109,15 +111,21 @@ def write_report(run_dir: str, cfg: ReportConfig, log=print) -> list[Path]:
     with torch.inference_mode():
         panels = sorted((panel(r, cfg) for r in (run_dir, cfg.compare) if r), key=lambda p: p.variational)
         out = Path(cfg.out or Path(run_dir) / "report")
+        new = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         written = [out / name for name in ("latent.png", "prior_samples.png", "manifold.png", "interpolation.png")]
-        figures.latent_space(panels, written[0], cfg.points)
-        figures.prior_samples(panels, written[1])
-        figures.manifold(panels, written[2])
-        figures.interpolation(panels, written[3])
-        if any(p.variational for p in panels):
-            written.append(out / "kl_per_dim.png")
-            figures.kl_per_dim(panels, written[-1], ACTIVE_THRESHOLD)
+        try:
+            figures.latent_space(panels, written[0], cfg.points)
+            figures.prior_samples(panels, written[1])
+            figures.manifold(panels, written[2])
+            figures.interpolation(panels, written[3])
+            if any(p.variational for p in panels):
+                written.append(out / "kl_per_dim.png")
+                figures.kl_per_dim(panels, written[-1], ACTIVE_THRESHOLD)
+        except BaseException:
+            if new:  # a folder the report made is not left behind half-written
+                shutil.rmtree(out, ignore_errors=True)
+            raise
     log("wrote " + ", ".join(map(str, written)))
     return written
 
