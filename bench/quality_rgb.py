@@ -6,8 +6,8 @@
     python bench/quality_rgb.py --channels 3 --matte white       # RGB on a white matte instead of RGBA
 
 Protocol: the image folder is read with EdgeVAE's own loader (sub-folders are the classes; RGBA keeps alpha
-as a 4th channel), the colour of fully transparent pixels -- invisible, and in Twemoji's PNGs whatever the
-drawing program left there -- is set to 0, the images are split 90/10 with numpy's default_rng(0) into
+as a 4th channel), which sets the colour of fully transparent pixels -- invisible, and in Twemoji's PNGs whatever the
+drawing program left there -- to 0 (--alpha clear); the images are split 90/10 with numpy's default_rng(0) into
 train and test, and written to WORK/data.npz. Then, one after the other
 in this process and each for the same wall-clock budget (--minutes, which includes everything training
 does: data loading, per-epoch evaluation, checkpoints):
@@ -90,9 +90,7 @@ def split_folder(folder: str, channels: int, matte: str, size: int, work: Path) 
 
     config = TrainConfig(data=folder, channels=channels, matte=matte, image_size=size)
     data = image_folder(Path(folder), config, log=lambda *_: None)
-    x, y = data.train_x.numpy().copy(), data.train_y.numpy()
-    if x.shape[1] == 4:  # invisible colour carries nothing a viewer sees: zero it, so no model spends bits on it
-        x[:, :3] *= (x[:, 3:] > 0).astype(np.uint8)
+    x, y = data.train_x.numpy(), data.train_y.numpy()  # RGBA: the loader set the invisible colour to 0 (--alpha clear)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
     test, train = np.sort(order[:round(TEST_FRACTION * len(x))]), np.sort(order[round(TEST_FRACTION * len(x)):])
     path = work / "data.npz"

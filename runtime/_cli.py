@@ -96,13 +96,23 @@ def _encode(args, model) -> str:
     return f"wrote {out} ({'z' if args.sampled else 'mu'} {shape}) and {json_path}"
 
 
+RECON_COLUMNS = 8  # images per row of `reconstruct`'s grid: a row of inputs, their reconstructions below, ...
+
+
 def _reconstruct(args, model) -> str:
-    _check_grid(model, 2 * len(args.images), len(args.images), args.scale)
+    n = len(args.images)
+    cols = min(n, RECON_COLUMNS)
+    pairs = math.ceil(n / cols)
+    _check_grid(model, 2 * pairs * cols, cols, args.scale)
     x = _images(args.images, model)
     recon = model.reconstruct(x, sampled=args.sampled, seed=args.seed if args.sampled else None,
                               labels=_label(args, model))
-    path = save_grid(np.concatenate([x, recon]), args.out, nrow=len(x), scale=args.scale, background=args.background)
-    return f"wrote {path} (top row: {len(x)} inputs, bottom row: reconstructions)"
+    blank = np.zeros((pairs * cols - n, *x.shape[1:]), x.dtype)  # the last row's empty cells (transparent for RGBA)
+    x, recon = np.concatenate([x, blank]), np.concatenate([recon, blank])
+    rows = [part[i:i + cols] for i in range(0, n, cols) for part in (x, recon)]
+    path = save_grid(np.concatenate(rows), args.out, nrow=cols, scale=args.scale, background=args.background)
+    return (f"wrote {path} ({n} inputs, {cols} a row, each row of inputs above its reconstructions)" if pairs > 1
+            else f"wrote {path} (top row: {n} inputs, bottom row: reconstructions)")
 
 
 def _images(paths, model) -> np.ndarray:
@@ -131,7 +141,8 @@ def _decoders_quiet():
 
 
 def _describe(pre: dict) -> str:
-    alpha = "alpha kept" if pre["alpha"] == "keep" else f"alpha onto {pre['matte']}"
+    alpha = {"keep": "alpha kept", "clear": "alpha kept, invisible colour set to 0"}.get(pre["alpha"],
+                                                                                     f"alpha onto {pre['matte']}")
     return f"{pre['mode']}, {alpha}, {pre['fit']} with {pre['resample']}"
 
 

@@ -59,7 +59,7 @@ class Preprocessing:
     mode: str = "RGB"  # L, RGB or RGBA: the model's channels
     fit: str = "crop"  # crop, pad or stretch to H x W (S.FITS)
     resample: str = "lanczos"  # Pillow filter for resizing (S.RESAMPLING)
-    alpha: str = "matte"  # keep (RGBA models) or matte: transparent pixels composited onto `matte`
+    alpha: str = "matte"  # RGBA models: clear (invisible colour set to 0) or keep; matte: composited onto `matte`
     matte: tuple[int, int, int] = (0, 0, 0)  # the composite's background and pad's border colour
 
     def __post_init__(self):
@@ -69,9 +69,9 @@ class Preprocessing:
                 raise EdgeVAEError(f"preprocessing {name} must be one of {', '.join(allowed)}, "
                                    f"got {getattr(self, name)!r}")
         object.__setattr__(self, "matte", parse_colour(self.matte))
-        if (self.alpha == "keep") != (self.mode == "RGBA"):
-            raise EdgeVAEError(f"preprocessing alpha 'keep' goes with mode RGBA (alpha is a channel) and 'matte' "
-                               f"with L and RGB; got alpha {self.alpha!r} for mode {self.mode}")
+        if (self.alpha in S.KEEPS_ALPHA) != (self.mode == "RGBA"):
+            raise EdgeVAEError(f"preprocessing alpha 'clear' or 'keep' goes with mode RGBA (alpha is a channel) and "
+                               f"'matte' with L and RGB; got alpha {self.alpha!r} for mode {self.mode}")
 
     @classmethod
     def default(cls, channels: int) -> Preprocessing:
@@ -253,7 +253,20 @@ def prepare(image, size_hw: tuple[int, int], pre: Preprocessing, notes: Notes | 
     if notes is not None:
         notes.total += 1
     pixels = np.array(_fit(_to_mode(image, pre, notes), size_hw, pre, notes), dtype=np.uint8)  # a writable copy
-    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # (C, H, W)
+    pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # (C, H, W)
+    return clear_invisible(pixels[None], pre, notes)[0]
+
+
+def clear_invisible(pixels: np.ndarray, pre: Preprocessing, notes: Notes | None = None) -> np.ndarray:
+    """uint8 (N, C, H, W) with, for alpha "clear", the colour of fully transparent pixels set to 0 (in place)."""
+    if pre.alpha != "clear":
+        return pixels
+    invisible = pixels[:, 3:] == 0
+    coloured = (pixels[:, :3] * invisible).reshape(len(pixels), -1).any(axis=1)
+    for _ in range(int(coloured.sum())):
+        _note(notes, "colour under fully transparent pixels set to 0")
+    pixels[:, :3] *= ~invisible
+    return pixels
 
 
 def read_image(path, size_hw: tuple[int, int], pre: Preprocessing, notes: Notes | None = None) -> np.ndarray:

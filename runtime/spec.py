@@ -89,7 +89,11 @@ MAX_PIXELS = 1 << 26  # C x H x W of one image (a 4x4096x4096 image)
 # How an image file becomes x (runtime/_images.py implements it; training reads its folders with it).
 FITS = ("crop", "pad", "stretch")  # to H x W: centre crop, letterbox (matte or transparent), or resize
 RESAMPLING = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")  # Pillow's filters, by name
-ALPHAS = ("keep", "matte")  # RGBA models keep alpha as a channel; others composite it onto the matte
+# RGBA models keep alpha as a channel: "clear" with the colour of fully transparent pixels set to 0 (invisible, and
+# whatever the drawing program left there: a model should not spend its latent on it), "keep" as stored; L and RGB
+# models composite it onto the matte
+ALPHAS = ("clear", "keep", "matte")
+KEEPS_ALPHA = ("clear", "keep")
 V1_PREPROCESSING = {"fit": "stretch", "resample": "bilinear", "alpha": "matte", "matte": [0, 0, 0]}  # what schema 1 did
 
 # What load reads, bounded before anything is allocated (docs/design.md "The spec"; README "Reliability").
@@ -276,10 +280,10 @@ def check(spec: dict[str, Any], source: str) -> None:
     pre = spec["preprocessing"]
     if not (isinstance(pre, dict) and pre.get("fit") in FITS and pre.get("resample") in RESAMPLING
             and pre.get("alpha") in ALPHAS and pre.get("mode") == spec["image_mode"]
-            and (pre["alpha"] == "keep") == (spec["image_mode"] == "RGBA")
+            and (pre["alpha"] in KEEPS_ALPHA) == (spec["image_mode"] == "RGBA")
             and isinstance(pre.get("matte"), list) and len(pre["matte"]) == 3 and _ints_in(pre["matte"], 0, 255)):
         raise bad("preprocessing", f"an object with mode (the image mode), fit in {FITS}, resample in {RESAMPLING}, "
-                                   f"alpha in {ALPHAS} (keep exactly for RGBA) and matte [r, g, b] in 0..255")
+                                   f"alpha in {ALPHAS} (clear or keep exactly for RGBA) and matte [r, g, b] in 0..255")
     # Informational fields (`edgevae info` shows them): their types, so no reader trips over them.
     if not isinstance(spec["parity"], dict):
         raise bad("parity", "an object")

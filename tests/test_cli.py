@@ -92,6 +92,26 @@ def test_encode_writes_npy_and_json(export_dir, tmp_path):
     assert r.returncode == 0 and np.array_equal(np.load(tmp_path / "z.npy"), want)
 
 
+def test_reconstruct_wraps_many_images_in_rows_of_inputs_above_their_reconstructions(export_dir, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import edgevae
+
+    paths = _pngs(export_dir, tmp_path, n=11)
+    r = run_cli("reconstruct", str(export_dir), *map(str, paths), "--out", str(tmp_path / "rec.png"))
+    assert r.returncode == 0, r.stderr
+    assert "11 inputs, 8 a row, each row of inputs above its reconstructions" in r.stdout
+    grid = np.asarray(Image.open(tmp_path / "rec.png"))
+    assert grid.shape == (4 * 30 + 2, 8 * 30 + 2)  # 8 columns; inputs 1-8, their outputs, inputs 9-11, outputs
+    model = edgevae.load(export_dir)
+    x = edgevae.load_images(paths, model.image_shape)
+    cell = lambda row, col: grid[2 + 30 * row:30 * (row + 1), 2 + 30 * col:30 * (col + 1)]  # noqa: E731
+    assert np.array_equal(cell(2, 1), edgevae.to_uint8(x[9])[0])  # input 10: third row, second column
+    assert np.array_equal(cell(3, 1), edgevae.to_uint8(model.reconstruct(x[9:10]))[0, 0])  # its reconstruction
+    assert not cell(3, 3).any()  # the last row's empty cells are blank
+
+
 def test_reconstruct_interpolate_traverse_info(export_dir, export_dir_2d, tmp_path):
     from PIL import Image
 

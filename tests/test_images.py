@@ -8,6 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import edgevae
@@ -43,15 +44,16 @@ def _files(root):
     return sorted(root.iterdir())
 
 
-OPTIONS = list(itertools.product((1, 3, 4), ("crop", "pad", "stretch"), ("lanczos", "bilinear", "nearest"),
-                                 ("black", "#3366cc")))
+SETTINGS = itertools.product((1, 3, 4), ("crop", "pad", "stretch"), ("lanczos", "bilinear", "nearest"),
+                             ("black", "#3366cc"))
+OPTIONS = [(c, f, r, m, a) for c, f, r, m in SETTINGS for a in (("clear", "keep") if c == 4 else ("matte",))]
 
 
-@pytest.mark.parametrize("channels,fit,resample,matte", OPTIONS)
-def test_training_and_runtime_read_the_same_tensors(tmp_path, channels, fit, resample, matte):
+@pytest.mark.parametrize("channels,fit,resample,matte,alpha", OPTIONS)
+def test_training_and_runtime_read_the_same_tensors(tmp_path, channels, fit, resample, matte, alpha):
     files = _files(tmp_path / "imgs")
     config = TrainConfig(data=str(tmp_path / "imgs"), image_size="24x32", channels=channels, fit=fit,
-                         resample=resample, matte=matte, alpha="keep" if channels == 4 else "matte")
+                         resample=resample, matte=matte, alpha=alpha)
     train = image_folder(tmp_path / "imgs", config, log=lambda *_: None).train_x  # uint8, in file order
     pre = preprocessing(config, channels)
     runtime = edgevae.load_images(files, (channels, 24, 32), pre.to_spec())
@@ -180,8 +182,10 @@ def test_grids_refuse_what_would_not_fit_in_memory(tmp_path):
 
 
 def test_preprocessing_rejects_contradictions():
-    with pytest.raises(EdgeVAEError, match="alpha 'keep' goes with mode RGBA"):
+    with pytest.raises(EdgeVAEError, match="alpha 'clear' or 'keep' goes with mode RGBA"):
         Preprocessing(mode="RGB", alpha="keep")
+    with pytest.raises(EdgeVAEError, match="alpha 'clear' or 'keep' goes with mode RGBA"):
+        Preprocessing(mode="RGBA", alpha="matte")
     with pytest.raises(EdgeVAEError, match="fit must be one of"):
         Preprocessing(fit="zoom")
     with pytest.raises(EdgeVAEError, match="a colour must be one of"):
@@ -214,7 +218,7 @@ def test_an_rgba_non_square_model_end_to_end(tmp_path):
     out = export(train(config), tmp_path / "export", log=lambda *_: None)
     model = edgevae.load(out)
     assert model.image_shape == (4, 12, 16) and model.image_mode == "RGBA"
-    assert model.preprocessing == {"mode": "RGBA", "fit": "crop", "resample": "lanczos", "alpha": "keep",
+    assert model.preprocessing == {"mode": "RGBA", "fit": "crop", "resample": "lanczos", "alpha": "clear",
                                    "matte": [0, 0, 0]}
     files = sorted(root.iterdir())
     want = image_folder(root, config, log=lambda *_: None).train_x.float().div_(255.0).numpy()
@@ -225,3 +229,31 @@ def test_an_rgba_non_square_model_end_to_end(tmp_path):
     assert said in r.stderr
     with Image.open(tmp_path / "r.png") as png:
         assert png.mode == "RGBA" and png.size == (3 * 18 + 2, 2 * 14 + 2)
+
+
+def test_clear_sets_the_colour_under_fully_transparent_pixels_to_0_and_says_so(tmp_path, capsys):
+    # Invisible colour is whatever the drawing program left (Wesnoth's sprites: black, white or leftovers, varying
+    # within a quarter of the images); a model given it spends its latent on what no one sees. "clear" (training's
+    # default for RGBA) zeroes it, identically in training's loader and the runtime; "keep" leaves it as stored.
+    files = _files(tmp_path / "imgs")
+    rgba = next(f for f in files if f.stem == "a_rgba")
+    stored = np.asarray(Image.open(rgba)).transpose(2, 0, 1)  # (4, 40, 52): random colour under alpha 0
+    clear = {"mode": "RGBA", "fit": "crop", "resample": "nearest", "alpha": "clear", "matte": [0, 0, 0]}
+    got = np.rint(edgevae.load_images([rgba], (4, 40, 52), clear)[0] * 255).astype(np.uint8)
+    invisible = stored[3] == 0
+    assert invisible.any() and stored[:3, invisible].any()
+    assert not got[:3, invisible].any()  # cleared ...
+    assert np.array_equal(got[:, ~invisible], stored[:, ~invisible])  # ... and nothing else touched
+    kept = edgevae.load_images([rgba], (4, 40, 52), {**clear, "alpha": "keep"})[0]
+    assert np.array_equal(np.rint(kept * 255).astype(np.uint8), stored)
+    lines = []
+    data = image_folder(tmp_path / "imgs", TrainConfig(data=str(tmp_path / "imgs"), image_size="40x52"),
+                        log=lines.append)
+    assert any(line.strip().startswith("colour under fully transparent pixels set to 0: ") for line in lines)
+    x = data.train_x.numpy()
+    assert not (x[:, :3] * (x[:, 3:] == 0)).any()
+    # arrays (.npz) already at the model's size are cleared too, so every source trains on what the spec says
+    from edgevae.train.dataset import fit_images
+
+    raw = torch.from_numpy(stored[None].copy())
+    assert np.array_equal(fit_images(raw, (40, 52), Preprocessing(**clear)).numpy()[0], got)

@@ -4,6 +4,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import json
 import socket
 import threading
 
@@ -74,6 +75,26 @@ def test_image_folder_trains_conditional_conv(tmp_path):
     ckpt = _train(tmp_path, tmp_path / "pets", arch="conv", conv_channels=(4, 8), conditional=True,
                   likelihood="continuous-bernoulli")
     assert ckpt["classes"] == ["cats", "dogs"] and ckpt["image_shape"] == [4, 16, 16]  # RGBA: alpha kept
+
+
+def test_a_folder_run_names_the_files_it_trained_validated_and_tested_on(tmp_path):
+    from edgevae.train.folder import preprocessing, read_image
+
+    root = tmp_path / "pets"
+    _folder(root, np.random.default_rng(2))
+    out = train(TrainConfig(data=str(root), out=str(tmp_path / "run"), **{**TINY_RUN, "val_fraction": 0.2}))
+    split = json.loads((out / "split.json").read_text())
+    assert split["root"] == str(root)
+    named = split["train"] + split["val"] + split["test"]
+    readable = [p for p in root.rglob("*") if p.suffix in (".png", ".jpg") and p.name != "broken.png"]
+    assert sorted(named) == sorted(p.relative_to(root).as_posix() for p in readable)  # each readable file once
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert (len(split["train"]), len(split["val"]), len(split["test"])) == (18, 4, 2)  # 24: 10% test, 20% val
+    # the files split.json calls test are the images the run tested on (the checkpoint keeps them for export)
+    config = TrainConfig(**ckpt["config"])
+    pre = preprocessing(config, 4)
+    test = np.stack([read_image(root / name, config.image_hw, pre) for name in split["test"]])
+    assert np.array_equal(test, ckpt["reference_x"].numpy())
 
 
 def test_folder_without_readable_images_is_a_clear_error(tmp_path):

@@ -238,17 +238,25 @@ def test_overfitting_is_warned_once_when_validation_stays_up():
 
     run = SimpleNamespace(warned=set(), data=SimpleNamespace(train_x=torch.zeros(667, 1)))
     rows = lambda *vals: [{"epoch": 5 * (i + 1), "val_neg_elbo": v} for i, v in enumerate(vals)]  # noqa: E731
-    high = 100 * (1 + OVERFIT) + 1
+    high = 100 + OVERFIT * 100 + 1  # more than a tenth of the fall from 200 to 100 given back
     # one evaluation far above the lowest is noise (early epochs jump about): nothing said
-    assert overfitting(run, SimpleNamespace(history=rows(120, 100, 150, 99, 101, 98))) == []
-    state = SimpleNamespace(history=rows(120, 100, high, high, high))
+    assert overfitting(run, SimpleNamespace(history=rows(200, 100, 150, 99, 101, 98))) == []
+    assert overfitting(run, SimpleNamespace(history=rows(200, 100, 109, 109, 109))) == []  # within a tenth
+    state = SimpleNamespace(history=rows(200, 100, high, high, high))
     assert best_row(state.history)["epoch"] == 10
     said = overfitting(run, state)
     assert len(said) == 1
-    assert said[0].startswith("overfitting: validation -ELBO 111.0 is 11% above its lowest (100.0, epoch 10)")
+    assert said[0].startswith("overfitting: validation -ELBO 111.0 has given back 11% of its fall from 200.0 to its "
+                              "lowest (100.0, epoch 10)")
     assert "667 images" in said[0] and "best.pt keeps epoch 10" in said[0]
     state.history += rows(200)
     assert overfitting(run, state) == []  # once per run
+    # a Gaussian decoder's -ELBO is a density's: negative, with no zero to be a percentage of; the same rule holds
+    run.warned.clear()
+    negative = SimpleNamespace(history=rows(-100, -414, -414, -410, -414))  # noise, not learning by heart
+    assert overfitting(run, negative) == []
+    negative.history += rows(-300, -300, -300)
+    assert "given back 36% of its fall from -100.0 to its lowest (-414.0" in overfitting(run, negative)[0]
     assert best_row([{"epoch": 1, "test_neg_elbo": 5}]) is None  # no validation split: no best.pt choice to explain
 
 

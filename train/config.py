@@ -118,8 +118,10 @@ class TrainConfig:
     channels: int = arg(0, "image channels: 1 (L, greyscale), 3 (RGB) or 4 (RGBA: alpha kept as a channel); 0 = from "
                            "the data: 4 if any image has transparency (and --alpha is not matte), else 3 if any has "
                            "colour, else 1", (0, 1, 3, 4), summary=True)
-    alpha: str = arg("auto", "transparency: keep (a 4th channel the model learns), matte (composited onto --matte), "
-                             "or auto (keep when the data has any)", ("auto", "keep", "matte"), summary=True)
+    alpha: str = arg("auto", "transparency: clear (a 4th channel the model learns; the colour of fully transparent "
+                             "pixels, which no one sees, set to 0), keep (the same, colour as stored), matte "
+                             "(composited onto --matte), or auto (clear when the data has any)",
+                     ("auto", "clear", "keep", "matte"), summary=True)
     matte: str = arg("black", "the colour transparent pixels are composited onto, and --fit pad's border colour: "
                               "black, white, grey or #rrggbb", summary=True)
     fit: str = arg("crop", "how images of another size or aspect become --image-size: crop (centre, keeps the "

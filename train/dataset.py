@@ -28,6 +28,9 @@ class Dataset:
     classes: tuple[str, ...]  # label names, index = label
     val_x: torch.Tensor = field(default=None)  # uint8 (V, C, H, W) held out of train_x; set by hold_out
     val_y: torch.Tensor = field(default=None)  # int64 (V,)
+    # an image folder's files, relative to "root", per part ("train", "val", "test"), in the order of the part's
+    # images; kept through prepare's splits so a run can say which files it held out (split.json). None otherwise
+    files: dict | None = None
 
     def __post_init__(self):
         if self.val_x is None:
@@ -44,10 +47,23 @@ def split(x: torch.Tensor, y: torch.Tensor, fraction: float):
     Deterministic: the same N gives the same split on every run and every process; both parts keep
     their original order.
     """
-    held = round(fraction * len(x))
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
-    keep_idx, held_idx = (torch.from_numpy(np.sort(part)) for part in (order[held:], order[:held]))
+    keep_idx, held_idx = split_indices(len(x), fraction)
     return x[keep_idx], y[keep_idx], x[held_idx], y[held_idx]
+
+
+def split_indices(n: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held) indices of `split`, each in increasing order."""
+    held = round(fraction * n)
+    order = np.random.default_rng(SPLIT_SEED).permutation(n)
+    return tuple(torch.from_numpy(np.sort(part)) for part in (order[held:], order[:held]))
+
+
+def _split_files(data: Dataset, fraction: float, part: str) -> None:
+    """Hold out `part` of the training files the way `split` holds out their images."""
+    if data.files is not None:
+        keep, held = split_indices(len(data.files["train"]), fraction)
+        data.files[part] = [data.files["train"][i] for i in held.tolist()]
+        data.files["train"] = [data.files["train"][i] for i in keep.tolist()]
 
 
 def fit_images(x: torch.Tensor, size_hw: tuple[int, int], pre, notes=None) -> torch.Tensor:
@@ -55,12 +71,16 @@ def fit_images(x: torch.Tensor, size_hw: tuple[int, int], pre, notes=None) -> to
     as if each had been a file (so arrays and folders are fitted alike); untouched when nothing changes."""
     from PIL import Image
 
-    from edgevae._images import MODES
+    from edgevae._images import MODES, clear_invisible
     from edgevae._images import prepare as prepare_image
 
     channels = MODES[pre.mode]
     if tuple(x.shape[1:]) == (channels, *size_hw):
-        return x
+        if pre.alpha != "clear":
+            return x
+        if notes is not None:
+            notes.total += len(x)
+        return torch.from_numpy(clear_invisible(x.numpy().copy(), pre, notes))
     modes = {1: "L", 3: "RGB", 4: "RGBA"}
     out = torch.empty(len(x), channels, *size_hw, dtype=torch.uint8)
     for i, image in enumerate(x.numpy()):
@@ -72,6 +92,7 @@ def fit_images(x: torch.Tensor, size_hw: tuple[int, int], pre, notes=None) -> to
 def prepare(data: Dataset, config, log=print) -> Dataset:
     """Make a loaded Dataset what the config asks for: test split, size, channels, limit, validation split."""
     if len(data.test_x) == 0:
+        _split_files(data, config.test_fraction, "test")
         data.train_x, data.train_y, data.test_x, data.test_y = split(data.train_x, data.train_y, config.test_fraction)
         if len(data.test_x) == 0:
             raise ValueError(f"{data.name}: no test split and --test-fraction {config.test_fraction} holds out "
@@ -89,6 +110,9 @@ def prepare(data: Dataset, config, log=print) -> Dataset:
         log(f"  {line}")
     if config.limit:
         data.train_x, data.train_y = data.train_x[:config.limit], data.train_y[:config.limit]
+        if data.files is not None:
+            data.files["train"] = data.files["train"][:config.limit]
+    _split_files(data, config.val_fraction, "val")
     data.train_x, data.train_y, data.val_x, data.val_y = split(data.train_x, data.train_y, config.val_fraction)
     if len(data.train_x) == 0:
         raise ValueError(f"{data.name}: no training images left after --limit and --val-fraction")

@@ -48,8 +48,9 @@ def _image_extensions() -> set[str]:
 
 def preprocessing(config, channels: int) -> Preprocessing:
     """The one preprocessing a config asks for, for a model of `channels` channels (what the spec records)."""
-    return Preprocessing(mode=IMAGE_MODES[channels], fit=config.fit, resample=config.resample,
-                         alpha="keep" if channels == 4 else "matte", matte=parse_colour(config.matte))
+    alpha = ("keep" if config.alpha == "keep" else "clear") if channels == 4 else "matte"
+    return Preprocessing(mode=IMAGE_MODES[channels], fit=config.fit, resample=config.resample, alpha=alpha,
+                         matte=parse_colour(config.matte))
 
 
 def list_images(root: Path, layout: str = "auto") -> tuple[list[Path], list[int], tuple[str, ...], str]:
@@ -109,15 +110,16 @@ def image_folder(root: Path, config, log=print) -> Dataset:
     """All images under root as one training set (the test split is held out later, by --test-fraction)."""
     files, labels, classes, how = list_images(root, config.layout)
     channels, why = _channels(files, config)
-    if config.alpha == "keep" and channels != 4:
-        raise ValueError(f"--alpha keep needs RGBA images (--channels 4 or 0), got --channels {channels}")
+    if config.alpha in ("clear", "keep") and channels != 4:
+        raise ValueError(f"--alpha {config.alpha} needs RGBA images (--channels 4 or 0), got --channels {channels}")
     pre = preprocessing(config, channels)
     notes = Notes()
-    images, kept, skipped = [], [], []
+    images, kept, names, skipped = [], [], [], []
     for path, label in zip(files, labels):
         try:
             images.append(read_image(path, config.image_hw, pre, notes))
             kept.append(label)
+            names.append(path.relative_to(root).as_posix())
         except EdgeVAEError as e:
             skipped.append(f"{path} ({str(e).removeprefix(f'{path}: ')})")
     if skipped:
@@ -131,4 +133,4 @@ def image_folder(root: Path, config, log=print) -> Dataset:
     log(f"read {len(images)} images from {root}: {how}; {why}")
     for line in notes.summary():
         log(f"  {line}")
-    return Dataset(root.name, x, y, x[:0], y[:0], classes)
+    return Dataset(root.name, x, y, x[:0], y[:0], classes, files={"root": str(root), "train": names})
