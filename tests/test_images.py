@@ -257,3 +257,31 @@ def test_clear_sets_the_colour_under_fully_transparent_pixels_to_0_and_says_so(t
 
     raw = torch.from_numpy(stored[None].copy())
     assert np.array_equal(fit_images(raw, (40, 52), Preprocessing(**clear)).numpy()[0], got)
+
+
+def test_a_run_records_clear_and_one_saved_before_it_exports_as_keep(tmp_path, capsys):
+    # --alpha auto clears RGBA's invisible colour and the run's config records "clear" (the auto line says it); a
+    # checkpoint saved before "clear" existed says "auto" and trained on the colour as stored: it loads as "keep",
+    # so its export tells the runtime to leave that colour as it is.
+    from edgevae.export.build import export
+    from edgevae.train import checkpoint
+    from edgevae.train.loop import train
+
+    root = tmp_path / "sprites"
+    root.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(20):
+        sprite = rng.integers(0, 256, (12, 16, 4), dtype=np.uint8)
+        sprite[:, :6, 3] = 0  # invisible, with colour under it
+        Image.fromarray(sprite, "RGBA").save(root / f"{i:02d}.png")
+    run = train(TrainConfig(data=str(root), image_size="12x16", hidden=(16,), latent_dim=2, epochs=1, batch_size=8,
+                            out=str(tmp_path / "run")))
+    assert any(line.startswith("auto: ") and "--alpha clear" in line for line in capsys.readouterr().out.splitlines())
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["config"]["alpha"] == "clear"
+    for name in ("checkpoint.pt", "best.pt"):
+        ckpt = torch.load(run / name, weights_only=True)
+        ckpt["config"]["alpha"] = "auto"  # as saved before --alpha clear
+        torch.save(ckpt, run / name)
+    assert checkpoint.load(run / "best.pt")["config"]["alpha"] == "keep"
+    out = export(run, tmp_path / "export", log=lambda *_: None)
+    assert edgevae.load(out).preprocessing["alpha"] == "keep"

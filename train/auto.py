@@ -6,7 +6,8 @@
     anything else: colour, or grey photos and icons (Fashion-MNIST, emoji, sprites)
         -> --arch resnet (widths by image size) --likelihood logistic --latent-channels 2 (2 x h x w on the
            coarsest grid: 128 numbers for 64 x 64) --prior-fit gaussian --kl-warmup 5 --grad-clip 1 --augment flip
-           --batch-size 32 --lr 0.002 --schedule cosine (with --arch mlp or conv: --latent-dim 128)
+           --batch-size 32 --lr 0.002 --schedule cosine (with --arch mlp or conv: --latent-dim 128); RGBA images
+           also --alpha clear (what the loader did with --alpha auto: the colour under transparent pixels set to 0)
 
 (--kl-warmup 0 whenever --iwae-k > 1 or --model ae: neither has a KL term to ramp.)
 
@@ -60,7 +61,8 @@ def looks_binary_grey(x: torch.Tensor) -> tuple[bool, str]:
 def resolve(config, train_x: torch.Tensor, log=print):
     """The config with auto choices made from the training images; logs what was chosen (once) when any was."""
     if config.resolved and config.kl_warmup >= 0 and config.grad_clip >= 0 and config.batch_size and config.lr \
-            and config.schedule != "auto" and config.prior_fit != "auto" and config.augment != "auto":
+            and config.schedule != "auto" and config.prior_fit != "auto" and config.augment != "auto" \
+            and (config.alpha != "auto" or train_x.shape[1] != 4):
         return config
     binary, why = looks_binary_grey(train_x)
     chosen = {}
@@ -84,6 +86,8 @@ def resolve(config, train_x: torch.Tensor, log=print):
         chosen["prior_fit"] = "none" if binary or not fitted else "gaussian"
     if config.augment == "auto":
         chosen["augment"] = "none" if binary else "flip"
+    if config.alpha == "auto" and train_x.shape[1] == 4:  # what the loader did (train/folder.py preprocessing),
+        chosen["alpha"] = "clear"  # recorded, so the checkpoint says it (one saved as auto predates it: keep)
     unset = {"batch_size": 0, "lr": 0.0, "schedule": "auto"}
     for key, value in (GREY_OPTIMIZER if binary else COLOUR_OPTIMIZER).items():
         if getattr(config, key) == unset[key]:

@@ -44,6 +44,10 @@ def load(path: Path) -> dict:
         raise ValueError(f"{path}: not a readable EdgeVAE checkpoint ({(str(e).splitlines() or [''])[0]})") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path}: not a readable EdgeVAE checkpoint (holds a {type(ckpt).__name__}, not a dict)")
+    config, shape = ckpt.get("config"), ckpt.get("image_shape")
+    if isinstance(config, dict) and config.get("alpha") == "auto" and isinstance(shape, (list, tuple)) and shape \
+            and shape[0] == 4:  # an RGBA run saved before --alpha clear: it trained on the colour as stored
+        config["alpha"] = "keep"
     return ckpt
 
 
