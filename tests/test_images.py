@@ -1,6 +1,7 @@
 """The one preprocessing: training's folder loader and the runtime's load_images give the same tensors for
 the same file, for every option; what it does is said; RGBA keeps its alpha; hostile files are one line."""
 import itertools
+import json
 import os
 import struct
 import warnings
@@ -278,6 +279,9 @@ def test_a_run_records_clear_and_one_saved_before_it_exports_as_keep(tmp_path, c
                             out=str(tmp_path / "run")))
     assert any(line.startswith("auto: ") and "--alpha clear" in line for line in capsys.readouterr().out.splitlines())
     assert torch.load(run / "checkpoint.pt", weights_only=True)["config"]["alpha"] == "clear"
+    # colour images: every evaluation measures how much colour the reconstructions keep (train/loop.py COLOUR_KEPT)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= row["val_colour_kept"] < 5 for row in rows)
     for name in ("checkpoint.pt", "best.pt"):
         ckpt = torch.load(run / name, weights_only=True)
         ckpt["config"]["alpha"] = "auto"  # as saved before --alpha clear

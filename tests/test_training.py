@@ -283,3 +283,29 @@ def test_with_clipping_an_overflowing_loss_skips_its_batch(tmp_path, capsys):
     ckpt = load(out / LAST)
     assert ckpt["epoch"] == 2 and ckpt["step"] == 2 * 5 - 1
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_reconstructions_that_lose_colour_are_said_at_the_end():
+    # Detailed sprites came back blurred to one brown-grey (55-65% of their colour saturation kept) where Twemoji's
+    # default kept 97%: the end of the run says so, with the spatial latent's flags for this image size.
+    from types import SimpleNamespace
+
+    from edgevae.train.loop import COLOUR_KEPT, colour_lost, visible_chroma
+
+    x = torch.zeros(1, 4, 2, 2)
+    x[0, :3, 0, 0] = torch.tensor([1.0, 0.0, 0.0])  # red, visible: chroma 1
+    x[0, :3, 1, 1] = torch.tensor([0.0, 1.0, 0.0])  # green, invisible: not counted
+    x[0, 3, 0] = 1.0
+    assert visible_chroma(x).item() == 1.0
+    grey = x.clone()
+    grey[:, :3] = 0.5
+    assert visible_chroma(grey, like=x).item() == 0.0
+    assert visible_chroma(x[:, :3]).item() == 2.0  # RGB: every pixel
+    config = SimpleNamespace(widths=(), latent_channels=2)
+    said = colour_lost({"val_colour_kept": 0.53}, config, (4, 72, 72), (2, 9, 9), "best.pt (epoch 79)")
+    assert said.startswith("colour lost: best.pt (epoch 79)'s reconstructions keep 53% of the colour saturation")
+    assert "--arch resnet --latent-channels 4 --widths 16,32,64;" in said  # 72 x 72: 16,32,64,128 by default
+    assert colour_lost({"val_colour_kept": COLOUR_KEPT}, config, (4, 72, 72), (2, 9, 9), "x") is None
+    assert colour_lost({"val_neg_elbo": 1.0}, config, (1, 28, 28), (16,), "x") is None  # grey: not measured
+    spatial = SimpleNamespace(widths=(16, 32, 64), latent_channels=4)
+    assert "spatial latent" not in colour_lost({"val_colour_kept": 0.5}, spatial, (4, 72, 72), (4, 18, 18), "x")
