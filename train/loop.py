@@ -49,7 +49,8 @@ MAX_SKIPPED = 10  # consecutive steps skipped for a non-finite gradient before t
 DIAGNOSIS_IMAGES = 2048  # validation (or test) images the per-epoch latent check encodes
 # the share of its fall (first evaluation -> lowest) the validation -ELBO has given back ... A share, not a percentage
 # of the value: a Gaussian decoder's -ELBO is a density's, with no zero to be a percentage of (-414 nats on 283
-# sprites). 823 icons, dense latent: 53% given back at the end; Twemoji's default run 3%, 283 sprites 7.5%
+# sprites). Given back by a run's end (metrics.jsonl): 823 KDE icons, dense latent 126% (the 2 x 8 x 8 grid 0.2%);
+# Twemoji's default 2.1%; 349 Wesnoth sprites, 20 minutes each, 8.5% and (invisible colour cleared) 38.7%
 OVERFIT = 0.10
 OVERFIT_EVALUATIONS = 3  # ... at this many evaluations in a row: warned about once (memorising, not learning)
 SPLIT_FILE = "split.json"  # an image folder's files per part, relative to its root: {"root", "train", "val", "test"}
