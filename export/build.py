@@ -186,7 +186,11 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
     kept = {"fp32": (fp32, None)}
     feeds = variants.calibration(source, reference, fp32[0]) if "int8" in variants_ else {}
     for variant in variants_:
+        static = {role for role, proto in zip(("encoder", "decoder"), fp32)
+                  if variants.is_static(proto, feeds.get(role))}  # int8 with calibrated ranges (the others dynamic)
         for attempt in variants.ATTEMPTS.get(variant, ({},)):  # int8: every layer, else less of it (ATTEMPTS)
+            if attempt.get("float_heads") and not attempt.get("encoder") and not static:
+                continue  # quantized dynamically: no layer to leave out, the same graphs again
             candidate = tuple(variants.make(variant, proto, feeds.get(role), role=role, **attempt)
                               for role, proto in zip(("encoder", "decoder"), fp32))
             for role, proto in zip(("encoder", "decoder"), candidate):
@@ -195,7 +199,7 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
             if q["passed"]:
                 break
         if q["passed"]:
-            q["layout"] = variants.layout(attempt)
+            q["layout"] = variants.layout(attempt, static)
             kept[variant] = (candidate, q)
             log(f"{variant}: within its bounds: {gates.describe(q)}" + (f"; {q['layout']}" if q["layout"] else ""))
         else:

@@ -44,9 +44,9 @@ VARIANTS = tuple(v for v in GATES if v != "fp32")
 # device runs most -- needs only the decoder, whose int8 kept 30.9 dB there.
 ATTEMPTS = {"int8": ({}, {"float_heads": True}, {"float_heads": True, "encoder": "fp16"})}
 WHY_NOT = {  # said when export leaves a variant out: the likely cause and what to use instead
-    "int8": "8-bit activations cannot resolve this model's decoder closely enough, even with the layers next to "
-            "its outputs float32; the fp32 graphs are what it would have approximated, and --fp16 halves the "
-            "files without 8-bit rounding",
+    "int8": "8-bit activations cannot resolve this model's decoder closely enough, even with the encoder's "
+            "weights float16 (and, for convolutional graphs, the layers next to the outputs float32); the fp32 "
+            "graphs are what it would have approximated, and --fp16 halves the files without 8-bit rounding",
     "fp16": "float16 weights move this model's outputs more than its bounds allow; the fp32 graphs are exact",
 }
 
@@ -181,6 +181,12 @@ def _head_nodes(model: onnx.ModelProto) -> list[str]:
     return heads
 
 
+def is_static(model: onnx.ModelProto, feeds) -> bool:
+    """Whether int8 quantizes this graph statically (it has convolutions and calibration feeds); else dynamically,
+    where every weighted layer is quantized and float_heads has nothing to leave out."""
+    return bool(feeds) and any(node.op_type == "Conv" for node in model.graph.node)
+
+
 def to_int8(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]] | None = None,
             float_heads: bool = False) -> onnx.ModelProto:
     """int8 weights and activations: static QDQ for graphs with convolutions (given calibration feeds), the
@@ -193,7 +199,7 @@ def to_int8(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]] | None = 
         logging.disable(logging.WARNING)  # its advice to run onnxruntime's pre-processing script first
         keep = _float_nodes(model)
         try:
-            if feeds and any(node.op_type == "Conv" for node in model.graph.node):
+            if is_static(model, feeds):
                 quantize_static(src, dst, _Feeds(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
                                 reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                                 op_types_to_quantize=QUANTIZED_OPS,
@@ -218,10 +224,18 @@ def make(variant: str, model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]
     raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
 
 
-def layout(attempt: dict) -> str | None:
+def heads_kept(attempt: dict, static: set[str]) -> list[str]:
+    """The roles whose layers next to the outputs an ATTEMPTS entry leaves float32: those quantized statically
+    (`static`; dynamic quantization has no such choice), and not the encoder when it is stored as fp16."""
+    return [role for role in ("encoder", "decoder") if attempt.get("float_heads") and role in static
+            and not (role == "encoder" and attempt.get("encoder") == "fp16")]
+
+
+def layout(attempt: dict, static: set[str]) -> str | None:
     """What an ATTEMPTS entry left unquantized, for export's log, the spec's quality record and `info`."""
-    parts = (["the layers next to the outputs kept float32"] if attempt.get("float_heads") else []) + (
-        ["the encoder's weights float16 (float32 compute): quantized, its latent missed its bound"]
+    heads = heads_kept(attempt, static)
+    parts = ([f"the {' and '.join(heads)}'s layers next to the outputs kept float32"] if heads else []) + (
+        ["the encoder's weights float16 (float32 compute): quantized, it missed its bounds"]
         if attempt.get("encoder") == "fp16" else [])
     return "; ".join(parts) or None
 

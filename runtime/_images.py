@@ -75,7 +75,9 @@ class Preprocessing:
 
     @classmethod
     def default(cls, channels: int) -> Preprocessing:
-        """What training does by default for images of `channels` channels."""
+        """The runtime's preprocessing for images of `channels` channels when no spec gives one (`load_images`
+        without `preprocessing`): centre crop, Lanczos, RGBA as stored, L and RGB composited onto black. Training's
+        own default for RGBA is `clear` (train/folder.py), which its spec records."""
         mode = S.IMAGE_MODES.get(channels)
         if mode is None:
             raise EdgeVAEError(f"images must have 1, 3 or 4 channels, got {channels}")

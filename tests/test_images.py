@@ -187,6 +187,9 @@ def test_preprocessing_rejects_contradictions():
         Preprocessing(mode="RGB", alpha="keep")
     with pytest.raises(EdgeVAEError, match="alpha 'clear' or 'keep' goes with mode RGBA"):
         Preprocessing(mode="RGBA", alpha="matte")
+    # --alpha matte forced to 4 channels kept the colour as stored before clear existed, and still does
+    assert preprocessing(TrainConfig(alpha="matte", channels=4), 4).alpha == "keep"
+    assert preprocessing(TrainConfig(), 4).alpha == "clear" and Preprocessing.default(4).alpha == "keep"
     with pytest.raises(EdgeVAEError, match="fit must be one of"):
         Preprocessing(fit="zoom")
     with pytest.raises(EdgeVAEError, match="a colour must be one of"):

@@ -242,6 +242,8 @@ def test_overfitting_is_warned_once_when_validation_stays_up():
     # one evaluation far above the lowest is noise (early epochs jump about): nothing said
     assert overfitting(run, SimpleNamespace(history=rows(200, 100, 150, 99, 101, 98))) == []
     assert overfitting(run, SimpleNamespace(history=rows(200, 100, 109, 109, 109))) == []  # within a tenth
+    # a first evaluation already near the floor: 0.04 nats of noise is not "40% given back"
+    assert overfitting(run, SimpleNamespace(history=rows(102.60, 102.50, 102.53, 102.52, 102.54))) == []
     state = SimpleNamespace(history=rows(200, 100, high, high, high))
     assert best_row(state.history)["epoch"] == 10
     said = overfitting(run, state)

@@ -57,10 +57,11 @@ def test_a_variant_outside_its_gate_is_reported_not_written(run_dir, tmp_path, m
     make = variants.make
     monkeypatch.setattr(variants, "make", lambda *a, **k: tried.append(k) or make(*a, **k))
     out = export(run_dir, tmp_path / "e", variants_=("int8",), log=lines.append)
-    # every attempt (variants.ATTEMPTS), each on both graphs
+    # every attempt (variants.ATTEMPTS), each on both graphs, but the float-heads one: the tiny MLP is quantized
+    # dynamically, with no layer to leave out, so that attempt would be the first one again
     roles = ("encoder", "decoder")
-    assert tried == [{**attempt, "role": role} for attempt in variants.ATTEMPTS["int8"] for role in roles]
-    assert len(tried) == 6
+    first, heads, fp16_encoder = variants.ATTEMPTS["int8"]
+    assert tried == [{**attempt, "role": role} for attempt in (first, fp16_encoder) for role in roles]
     assert any(line.startswith("int8: NOT written, outside its bounds:") and "(bound 500)" in line
                and line.endswith(variants.WHY_NOT["int8"]) for line in lines)
     assert not (out / "encoder.int8.onnx").exists()
@@ -160,12 +161,28 @@ def test_int8_whose_quantized_encoder_misses_keeps_it_fp16(kind_export, tmp_path
     lines = []
     out = export(run, tmp_path / "e", variants_=("int8",), log=lines.append)
     line = next(line for line in lines if line.startswith("int8:"))
-    assert line.startswith("int8: within its bounds") and line.endswith(variants.layout(variants.ATTEMPTS["int8"][-1]))
+    both = {"encoder", "decoder"}  # the residual family: both graphs quantized statically
+    assert line.startswith("int8: within its bounds") and line.endswith(variants.layout(variants.ATTEMPTS["int8"][-1],
+                                                                                        both))
+    assert line.endswith("the decoder's layers next to the outputs kept float32; the encoder's weights float16 "
+                         "(float32 compute): quantized, it missed its bounds")
     encoder, decoder = (onnx.load(out / variants.file_name(role, "int8")) for role in ("encoder", "decoder"))
     assert "QuantizeLinear" not in op_types(encoder) and "QuantizeLinear" in op_types(decoder)
     assert {t.data_type for t in encoder.graph.initializer if len(t.dims) > 1} == {onnx.TensorProto.FLOAT16}
     model = edgevae.load(out, variant="int8")
-    assert model.spec["quality"]["layout"] == variants.layout(variants.ATTEMPTS["int8"][-1])
+    assert model.spec["quality"]["layout"] == variants.layout(variants.ATTEMPTS["int8"][-1], both)
     assert main(["info", str(out)]) == 0
     assert "the encoder's weights float16" in next(line for line in capsys.readouterr().out.splitlines()
                                                     if line.startswith("variant     int8"))
+
+
+def test_the_layout_note_says_only_what_was_left_float():
+    # Dynamic quantization (graphs without convolutions) has no layers to leave out: the note must not claim any.
+    _, heads, fp16_encoder = variants.ATTEMPTS["int8"]
+    assert variants.layout({}, {"encoder", "decoder"}) is None
+    assert variants.layout(heads, {"encoder", "decoder"}) == ("the encoder and decoder's layers next to the outputs "
+                                                              "kept float32")
+    assert variants.layout(heads, {"decoder"}) == "the decoder's layers next to the outputs kept float32"
+    assert variants.layout(heads, set()) is None
+    assert variants.layout(fp16_encoder, set()) == ("the encoder's weights float16 (float32 compute): quantized, it "
+                                                    "missed its bounds")

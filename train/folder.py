@@ -48,7 +48,9 @@ def _image_extensions() -> set[str]:
 
 def preprocessing(config, channels: int) -> Preprocessing:
     """The one preprocessing a config asks for, for a model of `channels` channels (what the spec records)."""
-    alpha = ("keep" if config.alpha == "keep" else "clear") if channels == 4 else "matte"
+    # RGBA: clear by default (--alpha auto, recorded as clear); keep, or matte forced to 4 channels by --channels 4,
+    # keep the colour as stored, as they did before clear existed
+    alpha = ("clear" if config.alpha in ("auto", "clear") else "keep") if channels == 4 else "matte"
     return Preprocessing(mode=IMAGE_MODES[channels], fit=config.fit, resample=config.resample, alpha=alpha,
                          matte=parse_colour(config.matte))
 

@@ -52,6 +52,8 @@ DIAGNOSIS_IMAGES = 2048  # validation (or test) images the per-epoch latent chec
 # sprites). Given back by a run's end (metrics.jsonl): 823 KDE icons, dense latent 126% (the 2 x 8 x 8 grid 0.2%);
 # Twemoji's default 2.1%; 349 Wesnoth sprites, 20 minutes each, 8.5% and (invisible colour cleared) 38.7%
 OVERFIT = 0.10
+OVERFIT_FLOOR = 0.01  # ... and a rise of at least this share of the lowest's size: a run whose first evaluation is
+# already near its floor (102.60 -> 102.50) would otherwise call 0.04 nats of noise "40% given back"
 OVERFIT_EVALUATIONS = 3  # ... at this many evaluations in a row: warned about once (memorising, not learning)
 SPLIT_FILE = "split.json"  # an image folder's files per part, relative to its root: {"root", "train", "val", "test"}
 # Reconstructions of colour images should keep their colour: the mean chroma (max - min of R, G, B) of visible
@@ -582,7 +584,8 @@ def overfitting(run: Run, state: TrainState) -> list[str]:
         return []
     first, lowest = state.history[0]["val_neg_elbo"], best["val_neg_elbo"]
     fall = first - lowest
-    if not fall > 0 or any(r.get("val_neg_elbo", lowest) - lowest <= OVERFIT * fall for r in recent):
+    least = max(OVERFIT * fall, OVERFIT_FLOOR * abs(lowest))
+    if not fall > 0 or any(r.get("val_neg_elbo", lowest) - lowest <= least for r in recent):
         return []
     now = recent[-1]
     run.warned.add("overfitting")
