@@ -188,13 +188,17 @@ def write_export(source, out: Path, reference: dict, *, force: bool = False, var
     for variant in variants_:
         static = {role for role, proto in zip(("encoder", "decoder"), fp32)
                   if variants.is_static(proto, feeds.get(role))}  # int8 with calibrated ranges (the others dynamic)
+        made, tried = {}, set()  # (role, recipe) -> graph: a graph an earlier attempt built is not built again
         for attempt in variants.ATTEMPTS.get(variant, ({},)):  # int8: every layer, else less of it (ATTEMPTS)
-            if attempt.get("float_heads") and not attempt.get("encoder") and not static:
-                continue  # quantized dynamically: no layer to leave out, the same graphs again
-            candidate = tuple(variants.make(variant, proto, feeds.get(role), role=role, **attempt)
-                              for role, proto in zip(("encoder", "decoder"), fp32))
-            for role, proto in zip(("encoder", "decoder"), candidate):
-                gates.check_graph(proto, variants.file_name(role, variant))
+            keys = tuple((role, variants.recipe(attempt, role, static)) for role in ("encoder", "decoder"))
+            if keys in tried:
+                continue  # the graphs of an earlier attempt (dynamic quantization has no heads to leave out)
+            tried.add(keys)
+            for (role, how), proto in zip(keys, fp32):
+                if (role, how) not in made:
+                    made[role, how] = variants.make(variant, proto, feeds.get(role), role=role, **attempt)
+                    gates.check_graph(made[role, how], variants.file_name(role, variant))
+            candidate = tuple(made[key] for key in keys)
             q = gates.variant_quality(variant, source, reference, fp32, candidate)
             if q["passed"]:
                 break

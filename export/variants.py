@@ -224,16 +224,18 @@ def make(variant: str, model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]
     raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
 
 
-def heads_kept(attempt: dict, static: set[str]) -> list[str]:
-    """The roles whose layers next to the outputs an ATTEMPTS entry leaves float32: those quantized statically
-    (`static`; dynamic quantization has no such choice), and not the encoder when it is stored as fp16."""
-    return [role for role in ("encoder", "decoder") if attempt.get("float_heads") and role in static
-            and not (role == "encoder" and attempt.get("encoder") == "fp16")]
+def recipe(attempt: dict, role: str, static: set[str]) -> tuple:
+    """What an ATTEMPTS entry makes of the graph of `role`, given the roles quantized statically (`static`; dynamic
+    quantization has no layers to leave out): ("fp16",), or ("int8", heads left float32). Equal recipes, equal
+    graphs: export builds each once."""
+    if role == "encoder" and attempt.get("encoder") == "fp16":
+        return ("fp16",)
+    return ("int8", bool(attempt.get("float_heads")) and role in static)
 
 
 def layout(attempt: dict, static: set[str]) -> str | None:
     """What an ATTEMPTS entry left unquantized, for export's log, the spec's quality record and `info`."""
-    heads = heads_kept(attempt, static)
+    heads = [role for role in ("encoder", "decoder") if recipe(attempt, role, static) == ("int8", True)]
     parts = ([f"the {' and '.join(heads)}'s layers next to the outputs kept float32"] if heads else []) + (
         ["the encoder's weights float16 (float32 compute): quantized, it missed its bounds"]
         if attempt.get("encoder") == "fp16" else [])
