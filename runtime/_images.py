@@ -260,15 +260,19 @@ def prepare(image, size_hw: tuple[int, int], pre: Preprocessing, notes: Notes | 
 
 
 def clear_invisible(pixels: np.ndarray, pre: Preprocessing, notes: Notes | None = None) -> np.ndarray:
-    """uint8 (N, C, H, W) with, for alpha "clear", the colour of fully transparent pixels set to 0 (in place)."""
+    """uint8 (N, C, H, W) with, for alpha "clear", the colour of fully transparent pixels set to 0: a copy when
+    any was not, else `pixels` itself (images cleared already, as a folder's are when arrays are fitted)."""
     if pre.alpha != "clear":
         return pixels
-    invisible = pixels[:, 3:] == 0
-    coloured = (pixels[:, :3] * invisible).reshape(len(pixels), -1).any(axis=1)
+    visible = pixels[:, 3:] != 0
+    coloured = (pixels[:, :3] * ~visible).reshape(len(pixels), -1).any(axis=1)
+    if not coloured.any():
+        return pixels
     for _ in range(int(coloured.sum())):
         _note(notes, "colour under fully transparent pixels set to 0")
-    pixels[:, :3] *= ~invisible
-    return pixels
+    cleared = pixels.copy()
+    cleared[:, :3] *= visible
+    return cleared
 
 
 def read_image(path, size_hw: tuple[int, int], pre: Preprocessing, notes: Notes | None = None) -> np.ndarray:

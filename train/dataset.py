@@ -80,7 +80,7 @@ def fit_images(x: torch.Tensor, size_hw: tuple[int, int], pre, notes=None) -> to
             return x
         if notes is not None:
             notes.total += len(x)
-        return torch.from_numpy(clear_invisible(x.numpy().copy(), pre, notes))
+        return torch.from_numpy(clear_invisible(x.numpy(), pre, notes))
     modes = {1: "L", 3: "RGB", 4: "RGBA"}
     out = torch.empty(len(x), channels, *size_hw, dtype=torch.uint8)
     for i, image in enumerate(x.numpy()):
