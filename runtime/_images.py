@@ -31,6 +31,7 @@ from . import spec as S
 from .errors import EdgeVAEError, check_int
 
 MAX_IMAGE_PIXELS = 1 << 24  # 16.7 megapixels (4096 x 4096) per image file; larger ones are refused before decoding
+ORIENTATION = 0x0112  # the EXIF tag ImageOps.exif_transpose reads; 5-8 swap width and height
 MODES = {"L": 1, "RGB": 3, "RGBA": 4}  # image mode -> channels
 COLOURS = {"black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128)}
 CHECKER = ((255, 255, 255), (204, 204, 204))  # the preview checkerboard's two greys
@@ -164,6 +165,26 @@ def open_image(path):
             raise EdgeVAEError(f"{path}: not a readable image ({detail})") from None
 
 
+def header_size(path) -> tuple[int, int]:
+    """(H, W) of an image file as open_image gives it (EXIF-rotated), from its header: nothing is decoded. A file
+    Pillow cannot identify, or one of a mode reading refuses, raises EdgeVAEError."""
+    from PIL import Image
+
+    with _open_regular(path) as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            image = Image.open(f)
+            check_mode(image)
+            width, height = image.size
+            turned = image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)  # transposed or rotated a quarter turn
+        except EdgeVAEError as e:
+            raise EdgeVAEError(f"{path}: {e}") from None
+        except Exception as e:  # as open_image: anything a hostile header raises means "unreadable"
+            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise EdgeVAEError(f"{path}: not a readable image ({detail})") from None
+    return (width, height) if turned else (height, width)
+
+
 def palette_alpha(image):
     """A palette image with an alpha per palette entry as one whose palette holds the alpha (a copy): what
     converting it does anyway, without Pillow's warning to do so; any other image as it is."""
@@ -188,12 +209,17 @@ def is_colour(image) -> bool:
     return True  # RGB, RGBA, CMYK, YCbCr ...: the file says colour
 
 
+def check_mode(image) -> None:
+    """EdgeVAEError for an image whose mode has no pixel range to read (floating point)."""
+    if image.mode == "F":
+        raise EdgeVAEError("floating-point images (mode F) have no defined pixel range; save it as 8- or 16-bit")
+
+
 def _to_mode(image, pre: Preprocessing, notes: Notes | None):
     """The image in pre.mode: 16-bit scaled, alpha kept or composited onto the matte, colour converted."""
     from PIL import Image
 
-    if image.mode == "F":
-        raise EdgeVAEError("floating-point images (mode F) have no defined pixel range; save it as 8- or 16-bit")
+    check_mode(image)
     if image.mode.startswith("I"):  # 16-bit greyscale ("I;16"), or "I" holding 16-bit values
         grey = np.clip(np.rint(np.asarray(image, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
         image = Image.fromarray(grey)  # mode L

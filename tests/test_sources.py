@@ -17,6 +17,7 @@ from test_data import _idx_bytes
 from edgevae.train import download
 from edgevae.train.config import TrainConfig
 from edgevae.train.data import load
+from edgevae.train.dataset import auto_size
 from edgevae.train.loop import train
 
 TINY_RUN = dict(image_size=16, hidden=(16,), latent_dim=2, epochs=1, batch_size=16, seed=0)
@@ -95,6 +96,82 @@ def test_a_folder_run_names_the_files_it_trained_validated_and_tested_on(tmp_pat
     pre = preprocessing(config, 4)
     test = np.stack([read_image(root / name, config.image_hw, pre) for name in split["test"]])
     assert np.array_equal(test, ckpt["reference_x"].numpy())
+
+
+def test_image_size_auto_is_the_images_own_size_said_and_recorded(tmp_path):
+    """Without --image-size a folder trains at its images' most common size (HxW), says so once, and the run
+    records it: no 64 x 64 emoji silently shrunk to 28 x 28."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "mixed").mkdir()
+    for i in range(5):  # 20 high, 30 wide: the most common size
+        Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(tmp_path / "mixed" / f"a{i}.png")
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "mixed" / f"b{i}.png")
+    lines = []
+    data = load(TrainConfig(data=str(tmp_path / "mixed"), val_fraction=0), log=lines.append)
+    assert data.image_shape == (3, 20, 30)
+    assert "  --image-size auto: 20x30 (the size of 5 of 7 images)" in lines
+    ckpt = _train(tmp_path, tmp_path / "mixed", image_size="auto", val_fraction=0)
+    assert ckpt["image_shape"] == [3, 20, 30] and ckpt["config"]["image_size"] == "20x30"
+    assert load(TrainConfig(data="shapes", num_train=8, num_test=4), log=lambda *_: None).image_shape == (1, 28, 28)
+
+
+@pytest.mark.parametrize("sizes, expected, why", [
+    ({(64, 64): 9}, (64, 64), "the size of every image"),
+    ({(20, 30): 2, (40, 40): 2}, (40, 40), "the size of 2 of 4 images"),  # a tie: the larger
+    ({(10, 10): 1, (20, 30): 1, (40, 50): 1}, (20, 30), "the median height and width of 3 images of 3 sizes"),
+    ({(3000, 4000): 2}, (96, 128), "the size of every image, scaled to 128 on its longer side"),
+])
+def test_auto_size_rule(sizes, expected, why):
+    assert auto_size(sizes) == (expected, why)
+
+
+def test_image_size_auto_counts_only_what_is_read_and_turns_with_exif(tmp_path):
+    """The survey reads sizes as the loader will: EXIF-rotated (from the header alone when --channels is given), and
+    files the loader skips (floating point, not an image) do not vote."""
+    root = tmp_path / "odd"
+    root.mkdir()
+    for i in range(3):  # float TIFFs: decodable, refused by the loader
+        Image.fromarray(np.zeros((50, 50), np.float32), "F").save(root / f"f{i}.tif")
+    (root / "junk.png").write_bytes(b"not a png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated a quarter turn: 20 wide x 30 high as stored, 30 x 20 once turned
+    for i in range(2):
+        Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(root / f"p{i}.jpg", exif=exif.tobytes())
+    for channels in (0, 3):  # decoded to tell the channels, or headers only
+        lines = []
+        data = load(TrainConfig(data=str(root), channels=channels, val_fraction=0, test_fraction=0.5),
+                    log=lines.append)
+        assert data.image_shape == (3, 30, 20), channels
+        assert "  --image-size auto: 30x20 (the size of every image)" in lines
+
+
+def test_image_size_auto_is_checked_like_a_given_size(tmp_path):
+    with pytest.raises(ValueError, match="pixels to generate"):  # shapes: 28, before anything is generated
+        TrainConfig(data="shapes", num_train=1 << 24, num_test=1 << 24)
+    TrainConfig(data=str(tmp_path), image_size=256)  # a folder at 256 is not 'generated': allowed
+    np.save(tmp_path / "big.npy", np.zeros((20, 1, 128, 128), np.uint8))
+    with pytest.raises(ValueError, match=r"--image-size auto \(128x128\) with --hidden 4096 makes a first layer"):
+        load(TrainConfig(data=str(tmp_path / "big.npy"), arch="mlp", hidden=(4096,)), log=lambda *_: None)
+    np.save(tmp_path / "odd.npy", np.zeros((20, 1, 30, 30), np.uint8))
+    lines = []
+    conv = load(TrainConfig(data=str(tmp_path / "odd.npy"), arch="conv", val_fraction=0), log=lines.append)
+    assert conv.image_shape == (1, 32, 32)  # --arch conv's two stride-2 layers need multiples of 4
+    assert "  --image-size auto: 32 (the size of every image, rounded to a multiple of 4 (--arch conv))" in lines
+    with pytest.raises(ValueError, match="auto"):
+        TrainConfig().image_hw  # noqa: B018 -- chosen from the data, not before
+
+
+def test_image_size_auto_for_arrays_is_their_size_scaled_to_the_family(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "small.npy", rng.integers(0, 256, (12, 3, 24, 16), dtype=np.uint8))
+    np.save(tmp_path / "large.npy", rng.integers(0, 256, (6, 1, 256, 192), dtype=np.uint8))
+    assert load(TrainConfig(data=str(tmp_path / "small.npy"), val_fraction=0), log=lambda *_: None
+                ).image_shape == (3, 24, 16)
+    lines = []
+    large = load(TrainConfig(data=str(tmp_path / "large.npy"), val_fraction=0), log=lines.append)
+    assert large.image_shape == (1, 128, 96)
+    assert "  --image-size auto: 128x96 (the size of every image, scaled to 128 on its longer side)" in lines
 
 
 def test_folder_without_readable_images_is_a_clear_error(tmp_path):

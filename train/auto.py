@@ -1,5 +1,8 @@
 """`--arch auto`, `--likelihood auto`, `--latent-dim 0`: the choices the training data makes, printed once.
 
+    --image-size auto -> the size the images were read at (train/dataset.py auto_size: their own, the most
+                         common one in a folder, at most 128 on the longer side; 28 for shapes)
+
     binary-like grey images (MNIST, shapes: >= BINARY_LIKE of pixels within 10% of black or white)
         -> --arch mlp --likelihood bernoulli --latent-dim 16 --kl-warmup 0 --grad-clip 0 --augment none
            --batch-size 128 --lr 0.001 --schedule constant
@@ -21,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+
+from .dataset import size_flag
 
 BINARY_LIKE = 0.75  # fraction of pixels near 0 or 255: MNIST 0.91, shapes 0.84, Fashion-MNIST 0.61
 NEAR = 0.1  # "near" black or white: within 10% of the range
@@ -62,10 +67,12 @@ def resolve(config, train_x: torch.Tensor, log=print):
     """The config with auto choices made from the training images; logs what was chosen (once) when any was."""
     if config.resolved and config.kl_warmup >= 0 and config.grad_clip >= 0 and config.batch_size and config.lr \
             and config.schedule != "auto" and config.prior_fit != "auto" and config.augment != "auto" \
-            and (config.alpha != "auto" or train_x.shape[1] != 4):
+            and (config.alpha != "auto" or train_x.shape[1] != 4) and config.image_size != "auto":
         return config
     binary, why = looks_binary_grey(train_x)
     chosen = {}
+    if config.image_size == "auto":  # the size the data was read at (train/dataset.py auto_size)
+        chosen["image_size"] = size_flag(tuple(train_x.shape[2:]))
     if config.likelihood == "auto":
         chosen["likelihood"] = "bernoulli" if binary or config.binarize else "gaussian" if config.sigma else "logistic"
     if config.arch == "auto":

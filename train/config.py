@@ -34,6 +34,7 @@ BUDGET_EPOCHS = UPPER["epochs"]  # --epochs 0 with --minutes: no cap but the bud
 MAX_LAYERS, MAX_WIDTH = 16, 1 << 14  # --hidden, --conv-channels and --widths
 MAX_FIRST_LAYER = 1 << 27  # weights of an MLP's first layer, 4 channels assumed (512 MiB of float32)
 MAX_GENERATED_PIXELS = 1 << 30  # 'shapes' images x pixels generated (1 GiB of uint8)
+SHAPES_SIZE = 28  # --data shapes with --image-size auto
 
 
 @dataclass(frozen=True)
@@ -112,9 +113,11 @@ class TrainConfig:
     iwae_k: int = arg(1, "importance samples per image; k > 1 trains on the IWAE bound (Burda et al., 2016)",
                       summary=True)
     seed: int = arg(0, "seed for weights, batching, noise and generated data", summary=True)
-    image_size: str = arg("28", "the model's image size: N (square) or HxW, height x width as in the image shape "
-                                "[C, H, W], e.g. 56x68; 'shapes' are generated at it, other sources fitted to it "
-                                "(--fit)", summary=True)
+    image_size: str = arg("auto", "the model's image size: N (square) or HxW, height x width as in the image shape "
+                                  "[C, H, W], e.g. 56x68; 'shapes' are generated at it, other sources fitted to it "
+                                  "(--fit); auto: the images' own size (a folder's most common one, or the median "
+                                  "height and width when no size is shared by half of them; 28 for shapes), scaled "
+                                  "to at most 128 on its longer side", summary=True)
     channels: int = arg(0, "image channels: 1 (L, greyscale), 3 (RGB) or 4 (RGBA: alpha kept as a channel); 0 = from "
                            "the data: 4 if any image has transparency (and --alpha is not matte), else 3 if any has "
                            "colour, else 1", (0, 1, 3, 4), summary=True)
@@ -154,7 +157,8 @@ class TrainConfig:
             raise ValueError("--epochs: this run trains to a --minutes budget, not an epoch count; give --minutes M "
                              "or --epochs N")
         object.__setattr__(self, "image_size", str(self.image_size))  # 28 (an int, as older configs hold it) -> "28"
-        self.image_hw  # noqa: B018 -- parses --image-size now, so a bad value is a usage error
+        if self.image_size != "auto":
+            self.image_hw  # noqa: B018 -- parses --image-size now, so a bad value is a usage error
         try:
             parse_colour(self.matte)
         except ValueError as e:
@@ -188,13 +192,8 @@ class TrainConfig:
             if len(getattr(self, name)) > MAX_LAYERS or max(getattr(self, name), default=0) > MAX_WIDTH:
                 raise ValueError(f"--{_flag(name)} must be at most {MAX_LAYERS} widths of at most {MAX_WIDTH:,}, "
                                  f"got {getattr(self, name)}")
-        pixels = self.image_hw[0] * self.image_hw[1]
-        if 4 * pixels * (self.hidden[0] if self.arch == "mlp" else 1) > MAX_FIRST_LAYER:
-            raise ValueError(f"--image-size {self.image_size} with --hidden {self.hidden[0]} makes a first layer of "
-                             f"more than {MAX_FIRST_LAYER:,} weights; use --arch conv or a smaller size")
-        if (self.num_train + self.num_test) * pixels > MAX_GENERATED_PIXELS:
-            raise ValueError(f"--num-train + --num-test images of {self.image_size} are more than "
-                             f"{MAX_GENERATED_PIXELS:,} pixels to generate")
+        if self.image_size != "auto" or self.data == "shapes":  # else once the data has chosen it
+            self.check_image_size(self.image_hw if self.image_size != "auto" else (SHAPES_SIZE, SHAPES_SIZE))
         if self.latent_channels and self.arch not in ("resnet", "auto"):
             raise ValueError(f"--latent-channels (a spatial latent) needs --arch resnet, got {self.arch}")
         if self.prior_fit == "gaussian" and self.model != "vae":
@@ -208,6 +207,18 @@ class TrainConfig:
                              f"bound has no separate KL term); got model={self.model}, beta={self.beta}, "
                              f"kl_warmup={self.kl_warmup}, free_bits={self.free_bits}")
 
+    def check_image_size(self, hw: tuple[int, int], auto: bool = False) -> None:
+        """ValueError when H x W images make a run too large to hold: an MLP's first layer, or the images `shapes`
+        would generate. auto: the size was chosen from the data (--image-size auto), before any image is read."""
+        size = f"--image-size auto ({hw[0]}x{hw[1]})" if auto else f"--image-size {self.image_size}"
+        pixels = hw[0] * hw[1]
+        if 4 * pixels * (self.hidden[0] if self.arch == "mlp" else 1) > MAX_FIRST_LAYER:
+            raise ValueError(f"{size} with --hidden {self.hidden[0]} makes a first layer of more than "
+                             f"{MAX_FIRST_LAYER:,} weights; use --arch conv or a smaller size")
+        if self.data == "shapes" and (self.num_train + self.num_test) * pixels > MAX_GENERATED_PIXELS:
+            raise ValueError(f"--num-train + --num-test images of {size.removeprefix('--image-size ')} are more "
+                             f"than {MAX_GENERATED_PIXELS:,} pixels to generate")
+
     @property
     def resolved(self) -> bool:
         """Whether the model's data-dependent choices (arch, likelihood, latent size) are made (train/auto.py)."""
@@ -215,7 +226,10 @@ class TrainConfig:
 
     @property
     def image_hw(self) -> tuple[int, int]:
-        """(H, W) from --image-size: "28" -> (28, 28), "56x68" -> (56, 68)."""
+        """(H, W) from --image-size: "28" -> (28, 28), "56x68" -> (56, 68). "auto" is chosen when the data is read
+        (train/dataset.py auto_size) and recorded by train/auto.py resolve."""
+        if self.image_size == "auto":
+            raise ValueError("--image-size auto: the size is chosen from the data once it is read")
         parts = self.image_size.lower().split("x")
         try:
             hw = tuple(int(p) for p in parts) * (2 if len(parts) == 1 else 1)

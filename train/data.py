@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import arrays, download, folder, idx
+from .config import SHAPES_SIZE
 from .dataset import Dataset, prepare
 
 SHAPE_CLASSES = ("circle", "square", "triangle")
@@ -69,7 +70,7 @@ def load(config, log=print) -> Dataset:
     """The Dataset a TrainConfig names, prepared: test split, size, channels, limit, validation split."""
     source, path = config.data, Path(config.data)
     if source == "shapes":
-        height, width = config.image_hw
+        height, width = (SHAPES_SIZE, SHAPES_SIZE) if config.image_size == "auto" else config.image_hw
         if height != width:
             raise ValueError(f"--data shapes makes square images; --image-size {config.image_size} is not square")
         train = shapes(config.num_train, height, seed=config.seed)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 SPLIT_SEED = 20_160_101  # the hold-out permutation's seed: one fixed split per dataset size, whatever --seed is
+AUTO_MAX_SIDE = 128  # --image-size auto: the residual family is built for 32-128 px; larger images are scaled to it
 
 
 def _empty(like: torch.Tensor) -> torch.Tensor:
@@ -56,6 +57,41 @@ def split_indices(n: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     held = round(fraction * n)
     order = np.random.default_rng(SPLIT_SEED).permutation(n)
     return tuple(torch.from_numpy(np.sort(part)) for part in (order[held:], order[:held]))
+
+
+def auto_size(sizes: dict[tuple[int, int], int], multiple: int = 1) -> tuple[tuple[int, int], str]:
+    """--image-size auto from {(H, W): images of that size}: ((H, W), why). The most common size when half the images
+    or more have it, else the median height and width; scaled to AUTO_MAX_SIDE on its longer side if larger, and
+    rounded to a multiple of `multiple` (what --arch conv's stride-2 layers need)."""
+    total = sum(sizes.values())
+    (hw, count), = sorted(sizes.items(), key=lambda item: (-item[1], -item[0][0] * item[0][1]))[:1]
+    if 2 * count >= total:
+        why = "the size of every image" if count == total else f"the size of {count} of {total} images"
+    else:
+        heights, widths = (np.repeat([size[k] for size in sizes], list(sizes.values())) for k in (0, 1))
+        hw = (round(float(np.median(heights))), round(float(np.median(widths))))
+        why = f"the median height and width of {total} images of {len(sizes)} sizes"
+    if max(hw) > AUTO_MAX_SIDE:
+        scale = AUTO_MAX_SIDE / max(hw)
+        hw = (max(1, round(hw[0] * scale)), max(1, round(hw[1] * scale)))
+        why += f", scaled to {AUTO_MAX_SIDE} on its longer side"
+    if multiple > 1 and (hw[0] % multiple or hw[1] % multiple):
+        hw = tuple(max(multiple, round(side / multiple) * multiple) for side in hw)
+        why += f", rounded to a multiple of {multiple} (--arch conv)"
+    return hw, why
+
+
+def choose_size(sizes: dict[tuple[int, int], int], config) -> tuple[tuple[int, int], str]:
+    """auto_size for a config (--arch conv's multiple), checked like a size given by --image-size."""
+    multiple = 2 ** len(config.conv_channels) if config.arch == "conv" else 1
+    hw, why = auto_size(sizes, multiple)
+    config.check_image_size(hw, auto=True)
+    return hw, why
+
+
+def size_flag(hw: tuple[int, int]) -> str:
+    """(64, 64) -> "64", (56, 68) -> "56x68": --image-size's spelling of a size."""
+    return str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
 
 
 def _split_files(data: Dataset, fraction: float, part: str) -> None:
@@ -104,8 +140,14 @@ def prepare(data: Dataset, config, log=print) -> Dataset:
     have = data.image_shape[0]
     channels = config.channels or (3 if have == 4 and config.alpha == "matte" else have)
     pre, notes = preprocessing(config, channels), Notes()
+    if config.image_size == "auto":  # arrays: their own size (a folder was read at its auto size already)
+        size_hw, why = choose_size({tuple(data.train_x.shape[2:]): len(data.train_x)}, config)
+        if size_hw != tuple(data.train_x.shape[2:]):
+            log(f"  --image-size auto: {size_flag(size_hw)} ({why})")
+    else:
+        size_hw = config.image_hw
     for name in ("train_x", "test_x"):
-        setattr(data, name, fit_images(getattr(data, name), config.image_hw, pre, notes))
+        setattr(data, name, fit_images(getattr(data, name), size_hw, pre, notes))
     for line in notes.summary():
         log(f"  {line}")
     if config.limit:

@@ -6,13 +6,15 @@
                                                    --layout flat: every image, one class
 
 Each image is decoded, EXIF-rotated, put in the model's mode (--channels; alpha kept for RGBA or
-composited onto --matte) and fitted to --image-size (--fit crop/pad/stretch, --resample), exactly as
-`edgevae encode` will prepare files for the exported model. What was done is printed once, counted
+composited onto --matte) and fitted to --image-size (--fit crop/pad/stretch, --resample; auto: the most
+common size, train/dataset.py auto_size), exactly as `edgevae encode` will prepare files for the
+exported model. What was done is printed once, counted
 ("cropped 68x56 to 56x56 at the centre ...: 1350 of 1350 image(s)"). Files with an image extension that
 cannot be decoded are skipped: one warning names how many and the first few, and loading stops only if
 nothing readable is left. Files without an image extension (notes, .DS_Store) are ignored.
 
-    edgevae train --data photos --image-size 64 --out runs/photos
+    edgevae train --data photos --out runs/photos                  # at the images' own size
+    edgevae train --data photos --image-size 64 --out runs/photos  # at 64 x 64
 """
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ from edgevae import EdgeVAEError
 from edgevae._images import (
     Notes,
     Preprocessing,
+    check_mode,
     has_alpha,
+    header_size,
     is_colour,
     open_image,
     palette_alpha,
@@ -35,7 +39,7 @@ from edgevae._images import (
 )
 from edgevae.spec import IMAGE_MODES
 
-from .dataset import Dataset
+from .dataset import Dataset, choose_size, size_flag
 
 SHOWN_SKIPPED = 3  # unreadable files named in the warning; the rest are counted
 
@@ -88,30 +92,46 @@ def list_images(root: Path, layout: str = "auto") -> tuple[list[Path], list[int]
     return files, labels, tuple(classes), how
 
 
-def _channels(files: list[Path], config) -> tuple[int, str]:
-    """--channels, or from the data when 0: (channels, why)."""
-    if config.channels:
-        return config.channels, "--channels"
+def _survey(files: list[Path], config) -> tuple[int, str, dict[tuple[int, int], int]]:
+    """--channels, or from the data when 0: (channels, why), and the sizes {(H, W): count} (EXIF-rotated) of the
+    images that will be read, when --image-size is auto; one pass over the files, none when neither is asked for."""
+    sizes: dict[tuple[int, int], int] = {}
+    if config.channels and config.image_size != "auto":
+        return config.channels, "--channels", sizes
     transparent = colour = 0
     for path in files:
         try:
-            with open_image(path) as opened:
-                image = palette_alpha(opened)
-                colour += is_colour(image)
-                if has_alpha(image) and config.alpha != "matte":
-                    transparent += int(np.asarray(image.convert("RGBA"))[:, :, 3].min() < 255)
+            if config.channels:  # only the sizes: from the headers, nothing decoded
+                hw = header_size(path)
+            else:
+                with open_image(path) as opened:
+                    image = palette_alpha(opened)
+                    check_mode(image)  # what reading it would refuse is not counted
+                    hw = image.height, image.width
+                    colour += is_colour(image)
+                    if has_alpha(image) and config.alpha != "matte":
+                        transparent += int(np.asarray(image.convert("RGBA"))[:, :, 3].min() < 255)
+            sizes[hw] = sizes.get(hw, 0) + 1
         except EdgeVAEError:
             continue  # reported when it is read for real
+    if config.channels:
+        return config.channels, "--channels", sizes
     if transparent:
         return 4, f"RGBA: {transparent} image(s) have transparency, kept as a 4th channel (--alpha matte " \
-                  f"composites it onto --matte instead)"
-    return (3, f"RGB: {colour} image(s) in colour") if colour else (1, "greyscale: no image has colour")
+                  f"composites it onto --matte instead)", sizes
+    return (3, f"RGB: {colour} image(s) in colour", sizes) if colour else (1, "greyscale: no image has colour", sizes)
 
 
 def image_folder(root: Path, config, log=print) -> Dataset:
     """All images under root as one training set (the test split is held out later, by --test-fraction)."""
     files, labels, classes, how = list_images(root, config.layout)
-    channels, why = _channels(files, config)
+    channels, why, sizes = _survey(files, config)
+    if config.image_size != "auto":
+        size_hw, size_why = config.image_hw, ""
+    elif sizes:
+        size_hw, size_why = choose_size(sizes, config)
+    else:  # no file decodes: each is reported as it is read below, and loading stops there
+        size_hw, size_why = (1, 1), ""
     if config.alpha in ("clear", "keep") and channels != 4:
         raise ValueError(f"--alpha {config.alpha} needs RGBA images (--channels 4 or 0), got --channels {channels}")
     pre = preprocessing(config, channels)
@@ -119,7 +139,7 @@ def image_folder(root: Path, config, log=print) -> Dataset:
     images, kept, names, skipped = [], [], [], []
     for path, label in zip(files, labels):
         try:
-            images.append(read_image(path, config.image_hw, pre, notes))
+            images.append(read_image(path, size_hw, pre, notes))
             kept.append(label)
             names.append(path.relative_to(root).as_posix())
         except EdgeVAEError as e:
@@ -133,6 +153,8 @@ def image_folder(root: Path, config, log=print) -> Dataset:
     x = torch.from_numpy(np.stack(images))  # (N, C, H, W)
     y = torch.tensor(kept, dtype=torch.int64)
     log(f"read {len(images)} images from {root}: {how}; {why}")
+    if size_why:
+        log(f"  --image-size auto: {size_flag(size_hw)} ({size_why})")
     for line in notes.summary():
         log(f"  {line}")
     return Dataset(root.name, x, y, x[:0], y[:0], classes, files={"root": str(root), "train": names})
