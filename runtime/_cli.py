@@ -239,8 +239,10 @@ def _info(args, model) -> str:
         + "".join(f"; tiled {role} of {len(spec[f'tiled_{role}']['units'])} units (exact)"
                   for role in ("decoder", "encoder") if spec.get(f"tiled_{role}")),
         f"classes     {_list(spec['classes']) if spec['classes'] else 'none (unconditional)'}",
-        f"trained on  {_fmt(training.get('dataset'))}, {_fmt(training.get('epochs'))} epochs, "
-        f"test -ELBO {_fmt(training.get('test_neg_elbo'), '.3f')} nats/image" if training else
+        f"trained on  {_fmt(training.get('dataset'))}, {_fmt(training.get('checkpoint', 'checkpoint'))} of epoch "
+        f"{_fmt(training.get('epochs'))}, test -ELBO {_fmt(training.get('test_neg_elbo'), '.3f')} nats/image at that "
+        f"epoch" + (" (before the prior fit; `edgevae evaluate` measures the model as exported)"
+                    if spec.get("prior_fit") else "") if training else
         f"imported    {one_line(_source_line(spec))}",
         f"parity      max |onnxruntime - torch| at batch {_list(parity.get('batch_sizes'))}: "
         + ", ".join(f"{_fmt(k)} {_fmt(v, '.1e')}" for k, v in list(diffs.items())[:8])

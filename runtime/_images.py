@@ -257,12 +257,14 @@ def _fit(image, size_hw: tuple[int, int], pre: Preprocessing, notes: Notes | Non
         _note(notes, f"{'resized' if same_aspect else 'stretched (aspect not kept)'} {target}", (h0, w0))
         return image.resize((width, height), method)
     if pre.fit == "crop":
-        _note(notes, f"cropped at the centre {target}, edges lost", (h0, w0))
+        enlarged = ", enlarged" if max(height / h0, width / w0) > 1 else ""  # the crop is scaled up to fill it
+        _note(notes, f"cropped at the centre{enlarged} {target}, edges lost", (h0, w0))
         return ImageOps.fit(image, (width, height), method=method)
     fill = {"RGBA": (0, 0, 0, 0), "RGB": pre.matte, "L": round(0.299 * pre.matte[0] + 0.587 * pre.matte[1]
                                                                 + 0.114 * pre.matte[2])}[pre.mode]
     borders = "transparent" if pre.mode == "RGBA" else _colour_name(pre.matte)
-    _note(notes, f"padded at the centre {target}, {borders} borders", (h0, w0))
+    enlarged = ", enlarged" if min(height / h0, width / w0) > 1 else ""  # the whole image is scaled up to fit it
+    _note(notes, f"padded at the centre{enlarged} {target}, {borders} borders", (h0, w0))
     return ImageOps.pad(image, (width, height), method=method, color=fill)
 
 

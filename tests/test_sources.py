@@ -107,10 +107,16 @@ def test_image_size_auto_is_the_images_own_size_said_and_recorded(tmp_path):
         Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(tmp_path / "mixed" / f"a{i}.png")
     for i in range(2):
         Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "mixed" / f"b{i}.png")
+    Image.fromarray(rng.integers(0, 256, (8, 16, 3), dtype=np.uint8)).save(tmp_path / "mixed" / "small.png")
     lines = []
     data = load(TrainConfig(data=str(tmp_path / "mixed"), val_fraction=0), log=lines.append)
     assert data.image_shape == (3, 20, 30)
-    assert "  --image-size auto: 20x30 (the size of 5 of 7 images)" in lines
+    assert "  --image-size auto: 20x30 (the size of 5 of 8 images); the other 3 are fitted to it by --fit crop, " \
+           "which cuts their edges (--fit pad keeps them)" in lines
+    said = "\n".join(lines)  # the small one is scaled up to fill the crop, and that is said; the larger two are not
+    assert "cropped at the centre, enlarged to 20x30 (height x width) with lanczos, edges lost from 8x16: 1 of 8" \
+        in said
+    assert "cropped at the centre to 20x30 (height x width) with lanczos, edges lost from 40x40: 2 of 8" in said
     ckpt = _train(tmp_path, tmp_path / "mixed", image_size="auto", val_fraction=0)
     assert ckpt["image_shape"] == [3, 20, 30] and ckpt["config"]["image_size"] == "20x30"
     assert load(TrainConfig(data="shapes", num_train=8, num_test=4), log=lambda *_: None).image_shape == (1, 28, 28)

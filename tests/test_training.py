@@ -75,6 +75,24 @@ def test_run_directory_holds_what_the_readme_promises(tmp_path):
     assert best["metrics"]["val_neg_elbo"] == min(r["val_neg_elbo"] for r in rows)
 
 
+def test_a_long_run_of_short_epochs_writes_dozens_of_grids_and_draws_its_loss_at_the_end(tmp_path, monkeypatch):
+    """Grids every epoch to 10, every 10th to 100, every 100th after, and the last epoch's; loss.png at most every
+    LOSS_PLOT_SECONDS and always at the end (so it shows every evaluation)."""
+    import edgevae.train.loop as loop
+
+    drawn = []
+    real = loop.report.loss_curve
+    monkeypatch.setattr(loop, "LOSS_PLOT_SECONDS", 3600.0)  # nothing but the first and the end
+    monkeypatch.setattr(loop.report, "loss_curve", lambda rows, path: (drawn.append(len(rows)), real(rows, path)))
+    out, rows = run(tmp_path, num_train=64, num_test=16, epochs=23)
+    written = sorted(p.name for p in (out / "samples").iterdir())
+    assert written == [f"epoch_{e:03d}.png" for e in (*range(1, 11), 20, 23)]
+    assert sorted(p.name for p in (out / "recon").iterdir()) == written
+    assert drawn == [1, 23] and len(rows) == 23
+    assert [e for e in range(1, 1001) if loop.grid_epoch(e)] == [*range(1, 11), *range(20, 101, 10),
+                                                                 *range(200, 1001, 100)]  # 28 of 1,000 epochs
+
+
 def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
     _, a = run(tmp_path, "a")
     _, b = run(tmp_path, "b")
