@@ -93,6 +93,42 @@ def test_a_long_run_of_short_epochs_writes_dozens_of_grids_and_draws_its_loss_at
                                                                  *range(200, 1001, 100)]  # 28 of 1,000 epochs
 
 
+def test_early_stop_rules():
+    from types import SimpleNamespace
+
+    from edgevae.train.loop import early_stop
+
+    def rows(*vals, every=5):
+        return [{"epoch": every * (i + 1), "val_neg_elbo": v} for i, v in enumerate(vals)]
+
+    auto, never, two = (SimpleNamespace(patience=p) for p in (-1, 0, 2))
+    # auto: a tenth of the fall given back for 3 evaluations, and as long past the lowest as it took to reach it
+    assert early_stop(auto, rows(200, 100, 120, 120)) is None  # only two evaluations up
+    said = early_stop(auto, rows(200, 100, 120, 120, 120))  # lowest at epoch 10; epoch 25 is 15 past it
+    assert said == ("the validation -ELBO has given back 20% of its fall and no epoch in the 15 since epoch 10 (as "
+                    "many as it took to reach it) went lower (--patience 0 trains on)")
+    late = rows(200, 180, 160, 140, 120, 100, 120, 120, 120, every=1)  # lowest at epoch 6, now epoch 9: too soon
+    assert early_stop(auto, late) is None
+    assert early_stop(auto, late + [{"epoch": e, "val_neg_elbo": 120} for e in (10, 11, 12)])  # 6 past epoch 6
+    assert early_stop(auto, rows(200, 100, 101, 101, 101)) is None  # noise near the lowest: goes on
+    # N: that many evaluations in a row without a new lowest, whatever they are
+    assert early_stop(two, rows(200, 100, 101)) is None
+    assert "2 evaluations without a lower validation -ELBO than epoch 10's (--patience 2)" in \
+        early_stop(two, rows(200, 100, 101, 100.5))
+    assert early_stop(never, rows(200, 100, 300, 300, 300, 300, 300)) is None
+    assert early_stop(auto, [{"epoch": 1, "test_neg_elbo": 5}] * 9) is None  # no validation split: never
+
+
+def test_a_run_stopped_early_ends_like_a_finished_one(tmp_path, monkeypatch, capsys):
+    import edgevae.train.loop as loop
+
+    monkeypatch.setattr(loop, "early_stop", lambda config, history: "a test's reason" if len(history) == 3 else None)
+    out, rows = run(tmp_path, num_train=64, num_test=16, epochs=20)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert "stopped early after epoch 3: a test's reason" in capsys.readouterr().out
+    assert load(out / LAST)["epoch"] == 3 and (out / "samples" / "epoch_003.png").is_file()
+
+
 def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
     _, a = run(tmp_path, "a")
     _, b = run(tmp_path, "b")
@@ -254,7 +290,8 @@ def test_overfitting_is_warned_once_when_validation_stays_up():
 
     from edgevae.train.loop import OVERFIT, best_row, overfitting
 
-    run = SimpleNamespace(warned=set(), data=SimpleNamespace(train_x=torch.zeros(667, 1)))
+    run = SimpleNamespace(warned=set(), data=SimpleNamespace(train_x=torch.zeros(667, 1)),
+                          config=SimpleNamespace(patience=-1))
     rows = lambda *vals: [{"epoch": 5 * (i + 1), "val_neg_elbo": v} for i, v in enumerate(vals)]  # noqa: E731
     high = 100 + OVERFIT * 100 + 1  # more than a tenth of the fall from 200 to 100 given back
     # one evaluation far above the lowest is noise (early epochs jump about): nothing said

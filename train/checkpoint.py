@@ -21,7 +21,7 @@ LAST, BEST = "checkpoint.pt", "best.pt"
 # What --checkpoint names: best (lowest validation -ELBO), last, or auto (best when the run wrote one).
 CHOICES = {"best": (BEST,), "last": (LAST,), "auto": (BEST, LAST)}
 # config fields --resume may change; the rest must match
-RESUMABLE = ("epochs", "device", "resume", "eval_every", "minutes")
+RESUMABLE = ("epochs", "device", "resume", "eval_every", "minutes", "patience")
 
 
 def save(state: dict, path: Path) -> None:

@@ -108,6 +108,10 @@ class TrainConfig:
                          summary=True)
     eval_every: int = arg(1, "evaluate, draw the grids and save the checkpoints every N epochs (and after the last); "
                              "on small data sets epochs are short and this is most of the time")
+    patience: int = arg(-1, "stop early when the validation -ELBO stops improving: N evaluations in a row without a "
+                            "new lowest; -1 (auto): once it has given back more than a tenth of its fall for 3 "
+                            "evaluations and the run has gone on past its lowest for as many epochs as it took to "
+                            "reach it; 0: never")
     minutes: float = arg(0.0, "wall-clock training budget (0 = none): training stops at the first step past it, that "
                               "epoch is evaluated and saved, and --schedule cosine runs over the budget", summary=True)
     iwae_k: int = arg(1, "importance samples per image; k > 1 trains on the IWAE bound (Burda et al., 2016)",
@@ -200,6 +204,8 @@ class TrainConfig:
             raise ValueError("--prior-fit gaussian needs a VAE (--model vae): a plain autoencoder has no prior")
         if self.grad_clip < 0 and self.grad_clip != -1:
             raise ValueError(f"--grad-clip must be >= 0 (or -1: by the data), got {self.grad_clip}")
+        if self.patience < -1:
+            raise ValueError(f"--patience must be >= 0 (or -1: auto), got {self.patience}")
         if self.kl_warmup < -1:
             raise ValueError(f"--kl-warmup must be >= 0 (or -1: by the data), got {self.kl_warmup}")
         if self.iwae_k > 1 and (self.model != "vae" or self.beta != 1 or self.kl_warmup > 0 or self.free_bits):
