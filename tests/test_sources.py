@@ -111,8 +111,8 @@ def test_image_size_auto_is_the_images_own_size_said_and_recorded(tmp_path):
     lines = []
     data = load(TrainConfig(data=str(tmp_path / "mixed"), val_fraction=0), log=lines.append)
     assert data.image_shape == (3, 20, 30)
-    assert "  --image-size auto: 20x30 (the size of 5 of 8 images); the other 3 are fitted to it by --fit crop, " \
-           "which cuts their edges (--fit pad keeps them)" in lines
+    assert "  --image-size auto: 20x30 (the size of 5 of 8 images); 3 of another aspect are fitted to it by --fit " \
+           "crop, which cuts their edges (--fit pad keeps them)" in lines
     said = "\n".join(lines)  # the small one is scaled up to fill the crop, and that is said; the larger two are not
     assert "cropped at the centre, enlarged to 20x30 (height x width) with lanczos, edges lost from 8x16: 1 of 8" \
         in said
@@ -166,6 +166,17 @@ def test_image_size_auto_is_checked_like_a_given_size(tmp_path):
     assert "  --image-size auto: 32 (the size of every image, rounded to a multiple of 4 (--arch conv))" in lines
     with pytest.raises(ValueError, match="auto"):
         TrainConfig().image_hw  # noqa: B018 -- chosen from the data, not before
+
+
+def test_image_size_auto_scaled_down_resizes_and_says_no_more(tmp_path):
+    (tmp_path / "big").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((256, 256, 3), 40 * i, np.uint8)).save(tmp_path / "big" / f"{i}.png")
+    lines = []
+    assert load(TrainConfig(data=str(tmp_path / "big"), val_fraction=0, test_fraction=0.34), log=lines.append
+                ).image_shape == (3, 128, 128)
+    assert "  --image-size auto: 128 (the size of every image, scaled to 128 on its longer side)" in lines
+    assert any(line.startswith("  resized to 128x128") for line in lines)  # same aspect: resized, nothing cut
 
 
 def test_image_size_auto_for_arrays_is_their_size_scaled_to_the_family(tmp_path):

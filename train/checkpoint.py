@@ -95,8 +95,9 @@ def check_resume(saved: dict, config) -> None:
 def resume_config(config_cls, out: str, explicit: dict):
     """The checkpoint's config with the flags the user gave (`explicit`) on top, for `--resume`."""
     saved = load(Path(out) / LAST)["config"]
-    # a run saved before --prior-fit existed was trained to be used unfitted: it stays so unless asked
-    return config_cls.from_dict({"prior_fit": "none", **saved, **explicit, "out": out, "resume": True})
+    # a run saved before --prior-fit existed was trained to be used unfitted, and one saved before --patience trained
+    # to its end: each stays so unless asked
+    return config_cls.from_dict({"prior_fit": "none", "patience": 0, **saved, **explicit, "out": out, "resume": True})
 
 
 def _norm(value):

@@ -106,8 +106,8 @@ class TrainConfig:
                                  "(by the data: gaussian for colour or grey-level images, none for binary-like ones "
                                  "and for a --latent-channels given); VAEs only", ("auto", "gaussian", "none"),
                          summary=True)
-    eval_every: int = arg(1, "evaluate, draw the grids and save the checkpoints every N epochs (and after the last); "
-                             "on small data sets epochs are short and this is most of the time")
+    eval_every: int = arg(1, "evaluate and save the checkpoints every N epochs (and after the last), and draw the "
+                             "grids at the first such epoch of each 1 (to 10), 10 (to 100) or 100 epochs")
     patience: int = arg(-1, "stop early when the validation -ELBO stops improving: N evaluations in a row without a "
                             "new lowest; -1 (auto): once it has given back more than a tenth of its fall for 3 "
                             "evaluations and the run has gone on past its lowest for as many epochs as it took to "

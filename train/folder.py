@@ -154,11 +154,12 @@ def image_folder(root: Path, config, log=print) -> Dataset:
     y = torch.tensor(kept, dtype=torch.int64)
     log(f"read {len(images)} images from {root}: {how}; {why}")
     if size_why:
-        others = sum(sizes.values()) - sizes.get(tuple(size_hw), 0)
+        height, width = size_hw  # images of its aspect are resized (said below); --fit decides for the others
+        other = sum(n for (h, w), n in sizes.items() if h * width != w * height)
         how_fitted = {"crop": "which cuts their edges (--fit pad keeps them)", "pad": "with borders",
                       "stretch": "without keeping their aspect"}[config.fit]
         log(f"  --image-size auto: {size_flag(size_hw)} ({size_why})"
-            + (f"; the other {others} are fitted to it by --fit {config.fit}, {how_fitted}" if others else ""))
+            + (f"; {other} of another aspect are fitted to it by --fit {config.fit}, {how_fitted}" if other else ""))
     for line in notes.summary():
         log(f"  {line}")
     return Dataset(root.name, x, y, x[:0], y[:0], classes, files={"root": str(root), "train": names})

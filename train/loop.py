@@ -231,6 +231,7 @@ class Run:
     saved_at: str = ""  # what checkpoint.pt on disk holds (_position), for error messages
     prior_fit: dict | None = None  # the last fitted prior (train/prior.py), saved beside the trained weights
     plotted: tuple[float, int] = (-math.inf, 0)  # when loss.png was last drawn, and from how many evaluations
+    last_grid: int = 0  # the epoch of the last samples/ and recon/ grids written (grid_epoch)
 
     def progress(self) -> float:
         """Fraction of the --minutes budget used (0 without a budget)."""
@@ -285,6 +286,10 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
         log(f"nothing to do: {run.out} already has {state.epoch} of {config.epochs} epochs; "
             f"pass --epochs N with N > {state.epoch} to train longer")
         return run.out
+    stopped = early_stop(config, state.history) if config.resume and not state.next_batch else None
+    if stopped:  # resuming a run that stopped early, under the same rule: it would stop again after one epoch
+        log(f"nothing to do: {run.out} stopped early after epoch {state.epoch}: {stopped}")
+        return run.out
     if dist.is_main:
         for sub in ("samples", "recon"):
             (run.out / sub).mkdir(parents=True, exist_ok=True)
@@ -301,42 +306,44 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
         log(f"a spatial latent ({'x'.join(map(str, model.latent_shape))}) without a fitted prior: sharp "
             "reconstructions, but its prior samples will not look like your images; for samples, leave out "
             "--latent-channels (or add --prior-fit gaussian)")
-    for epoch in range(state.epoch + 1, config.epochs + 1):
-        start, first = time.perf_counter(), state.next_batch
-        train_epoch(run, state, epoch, stop, on_step)
-        if not (epoch % config.eval_every == 0 or epoch == config.epochs or run.spent):
+    try:
+        for epoch in range(state.epoch + 1, config.epochs + 1):
+            start, first = time.perf_counter(), state.next_batch
+            train_epoch(run, state, epoch, stop, on_step)
+            if not (epoch % config.eval_every == 0 or epoch == config.epochs or run.spent):
+                state.epoch, state.next_batch = epoch, 0
+                continue  # evaluated, drawn and saved every --eval-every epochs, and at the end
+            row = epoch_metrics(run, state, epoch, time.perf_counter() - start, first)
+            warnings = check_latent(run, row, settled=row["beta"] >= config.beta)
+            row["seconds"] = round(time.perf_counter() - start, 3)
+            state.history.append(row)
             state.epoch, state.next_batch = epoch, 0
-            continue  # evaluated, drawn and saved every --eval-every epochs, and at the end
-        row = epoch_metrics(run, state, epoch, time.perf_counter() - start, first)
-        warnings = check_latent(run, row, settled=row["beta"] >= config.beta)
-        row["seconds"] = round(time.perf_counter() - start, 3)
-        state.history.append(row)
-        state.epoch, state.next_batch = epoch, 0
-        score = row.get("val_neg_elbo", row["train_loss"])
-        improved, state.best = score < state.best, min(score, state.best)
-        stopping = early_stop(config, state.history)
-        if dist.is_main:
-            write_epoch(run, state, row, improved, last=epoch == config.epochs or run.spent or stopping is not None)
-        dist.barrier()
-        # the validation split's -ELBO when there is one: what *best and best.pt follow (the test split's, with
-        # every other figure, is in metrics.jsonl)
-        held, score = ("val", row["val_neg_elbo"]) if "val_neg_elbo" in row else ("test", row["test_neg_elbo"])
-        psnr = row.get(f"{held}_psnr_db")
-        log(f"epoch {epoch:3d}{_of(config)}  train loss {row['train_loss']:8.3f}  "
-            f"{held} -ELBO {score:8.3f}  KL {row[f'{held}_kl']:6.3f}  "
-            + ("" if psnr is None else f"PSNR {psnr:5.2f} dB  ") + f"({time.perf_counter() - start:.1f} s)"
-            + ("  *best" if improved and "val_neg_elbo" in row else ""))
-        for line in warnings + overfitting(run, state, stopping=stopping is not None):
-            log(f"warning: {line}")
-        if run.spent:
-            log(f"time budget of {config.minutes:g} minutes reached: stopped after epoch {epoch} "
-                f"({state.step} steps, {time.perf_counter() - run.started:.0f} s)")
-            break
-        if stopping:
-            log(f"stopped early after epoch {epoch}: {stopping}")
-            break
-    if dist.is_main and state.history and run.plotted[1] != len(state.history):  # stopped between drawings
-        report.loss_curve(state.history, run.out / "loss.png")
+            score = row.get("val_neg_elbo", row["train_loss"])
+            improved, state.best = score < state.best, min(score, state.best)
+            stopping = early_stop(config, state.history)
+            if dist.is_main:
+                write_epoch(run, state, row, improved, last=epoch == config.epochs or run.spent or stopping is not None)
+            dist.barrier()
+            # the validation split's -ELBO when there is one: what *best and best.pt follow (the test split's, with
+            # every other figure, is in metrics.jsonl)
+            held, score = ("val", row["val_neg_elbo"]) if "val_neg_elbo" in row else ("test", row["test_neg_elbo"])
+            psnr = row.get(f"{held}_psnr_db")
+            log(f"epoch {epoch:3d}{_of(config)}  train loss {row['train_loss']:8.3f}  "
+                f"{held} -ELBO {score:8.3f}  KL {row[f'{held}_kl']:6.3f}  "
+                + ("" if psnr is None else f"PSNR {psnr:5.2f} dB  ") + f"({time.perf_counter() - start:.1f} s)"
+                + ("  *best" if improved and "val_neg_elbo" in row else ""))
+            for line in warnings + overfitting(run, state, stopping=stopping is not None):
+                log(f"warning: {line}")
+            if run.spent:
+                log(f"time budget of {config.minutes:g} minutes reached: stopped after epoch {epoch} "
+                    f"({state.step} steps, {time.perf_counter() - run.started:.0f} s)")
+                break
+            if stopping:
+                log(f"stopped early after epoch {epoch}: {stopping}")
+                break
+    finally:  # loss.png shows every evaluation however the run ends (Ctrl-C, a non-finite loss, ...)
+        if dist.is_main and state.history and run.plotted[1] != len(state.history):
+            report.loss_curve(state.history, run.out / "loss.png")
     if run.diagnostics:
         d = run.diagnostics
         if run.prior_fit and d.get("far_from_prior") and not d.get("collapsed"):  # what the fit below is for
@@ -631,7 +638,7 @@ def early_stop(config, history: list[dict]) -> str | None:
     if config.patience > 0:
         return None if since < config.patience else (
             f"{since} evaluations without a lower validation -ELBO than epoch {best['epoch']}'s (--patience "
-            f"{config.patience})")
+            f"{config.patience}; a larger one, or 0, trains on)")
     back = given_back(history)
     if back is None or epoch - best["epoch"] < best["epoch"]:
         return None
@@ -647,8 +654,9 @@ def write_epoch(run: Run, state: TrainState, row: dict, improved: bool, last: bo
     with (out / "metrics.jsonl").open("a") as f:
         f.write(json.dumps(row) + "\n")
     run.fit_prior()  # fitted to the weights being saved; checkpoint.load_run folds it in
-    if last or grid_epoch(row["epoch"]):
+    if last or grid_epoch(row["epoch"], run.last_grid):
         write_grids(run, row["epoch"])
+        run.last_grid = row["epoch"]
     if last or time.perf_counter() - run.plotted[0] >= LOSS_PLOT_SECONDS:
         report.loss_curve(state.history, out / "loss.png")
         run.plotted = (time.perf_counter(), len(state.history))
@@ -659,11 +667,13 @@ def write_epoch(run: Run, state: TrainState, row: dict, improved: bool, last: bo
         checkpoint.save(saved, out / checkpoint.BEST)
 
 
-def grid_epoch(epoch: int) -> bool:
-    """Whether an evaluated epoch writes samples/ and recon/ grids (the last one always does): every epoch to 10,
-    every 10th to 100, every 100th after, so a long run of short epochs writes dozens of grids, not one per epoch
-    (967 epochs of a 15-minute run on 584 small sprites had written 1,934 files, 268 MB)."""
-    return epoch <= 10 or (epoch <= 100 and epoch % 10 == 0) or epoch % 100 == 0
+def grid_epoch(epoch: int, last_written: int = 0) -> bool:
+    """Whether an evaluated epoch writes samples/ and recon/ grids (the run's last always does), given the epoch of
+    the last grid written: one per epoch to 10, per ten epochs to 100, per hundred after -- the first evaluated
+    epoch of each, so --eval-every 7 writes about as often as 1 -- and a long run of short epochs writes dozens, not
+    one per epoch (967 epochs of a 15-minute run on 584 small sprites had written 1,934 files, 268 MB)."""
+    stride = 1 if epoch <= 10 else 10 if epoch <= 100 else 100
+    return not last_written or epoch // stride != last_written // stride
 
 
 def _of(config) -> str:
