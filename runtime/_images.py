@@ -16,6 +16,7 @@ centre: 1350 of 1350 images lose pixels"), instead of it happening silently.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -135,9 +136,11 @@ def _open_regular(path):
     return os.fdopen(fd, "rb")
 
 
-def open_image(path):
-    """Decode one image file with Pillow, EXIF-rotated; any failure is one EdgeVAEError line."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+@contextlib.contextmanager
+def _identified(path):
+    """The image file opened by Pillow, its header read and its size within the pixel limit, not yet decoded; any
+    failure inside the block (the header, the size, decoding it there) is one EdgeVAEError line."""
+    from PIL import Image, UnidentifiedImageError
 
     def too_big(size: str) -> EdgeVAEError:
         return EdgeVAEError(f"{path}: {size} pixels is more than the {MAX_IMAGE_PIXELS:,}-pixel limit for an "
@@ -152,8 +155,7 @@ def open_image(path):
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise too_big(f"{width}x{height}")
-            image.load()  # decode now, so a truncated or corrupt file fails here
-            return ImageOps.exif_transpose(image)
+            yield image
         except EdgeVAEError:
             raise
         except Image.DecompressionBombError as e:  # Pillow's own, larger limit, checked as it opens the file
@@ -165,23 +167,25 @@ def open_image(path):
             raise EdgeVAEError(f"{path}: not a readable image ({detail})") from None
 
 
+def open_image(path):
+    """Decode one image file with Pillow, EXIF-rotated; any failure is one EdgeVAEError line."""
+    from PIL import ImageOps
+
+    with _identified(path) as image:
+        image.load()  # decode now, so a truncated or corrupt file fails here
+        return ImageOps.exif_transpose(image)
+
+
 def header_size(path) -> tuple[int, int]:
     """(H, W) of an image file as open_image gives it (EXIF-rotated), from its header: nothing is decoded. A file
-    Pillow cannot identify, or one of a mode reading refuses, raises EdgeVAEError."""
-    from PIL import Image
-
-    with _open_regular(path) as f, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            image = Image.open(f)
-            check_mode(image)
-            width, height = image.size
-            turned = image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)  # transposed or rotated a quarter turn
-        except EdgeVAEError as e:
-            raise EdgeVAEError(f"{path}: {e}") from None
-        except Exception as e:  # as open_image: anything a hostile header raises means "unreadable"
-            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise EdgeVAEError(f"{path}: not a readable image ({detail})") from None
+    open_image would refuse before decoding, or one of a mode reading refuses, raises EdgeVAEError."""
+    with _identified(path) as image:
+        width, height = image.size
+        turned = image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)  # transposed or rotated a quarter turn
+    try:
+        check_mode(image)
+    except EdgeVAEError as e:
+        raise EdgeVAEError(f"{path}: {e}") from None
     return (width, height) if turned else (height, width)
 
 
