@@ -617,13 +617,16 @@ def overfitting(run: Run, state: TrainState, stopping: bool = False) -> list[str
     share, best = back
     first, lowest, now = state.history[0]["val_neg_elbo"], best["val_neg_elbo"], state.history[-1]["val_neg_elbo"]
     run.warned.add("overfitting")
+    if run.config.patience == 0:  # what the run will do next: train on to its end, or stop by early_stop's rule
+        then = " (--minutes can be shorter)"
+    elif run.config.patience < 0 and not stopping:
+        then = f"; training stops once it has gone on past epoch {best['epoch']} as long as it took to reach it"
+    else:
+        then = ""
     return [f"overfitting: validation -ELBO {now:.1f} has given back {share:.0%} of its fall from "
             f"{first:.1f} to its lowest ({lowest:.1f}, epoch {best['epoch']}): "
             f"the model is learning these {len(run.data.train_x):,} images by heart. best.pt keeps epoch "
-            f"{best['epoch']}, which export takes; more images help, more epochs do not"
-            + (" (--minutes can be shorter)" if run.config.patience == 0 else
-               "; training stops once it has gone on past epoch " f"{best['epoch']} as long as it took to reach it"
-               if run.config.patience < 0 and not stopping else "")]
+            f"{best['epoch']}, which export takes; more images help, more epochs do not{then}"]
 
 
 def early_stop(config, history: list[dict]) -> str | None:
