@@ -106,7 +106,9 @@ def _prior_fit(entry: dict | None) -> dict | None:
     from edgevae.train.prior import describe
 
     per_class = {"classes": list(entry["classes"])} if "classes" in entry else {}  # images per class
-    return {"kind": "gaussian-per-class" if per_class else "gaussian", "images": int(entry["images"]), **per_class,
+    mixture = {"components": list(entry["components"])} if "weights" in entry else {}  # images per component
+    kind = "gaussian-mixture" if mixture else "gaussian-per-class" if per_class else "gaussian"
+    return {"kind": kind, "images": int(entry["images"]), **per_class, **mixture,
             "eigenvalues": list(entry["eigenvalues"]), "note": describe(entry)}
 
 

@@ -42,23 +42,32 @@ VARIANTS = tuple(v for v in GATES if v != "fp32")
 # (to_fp16_weights): a fitted prior's whitening magnifies the encoder's 8-bit rounding along the latent's narrow
 # directions (the default Twemoji model: z 5.4% rms off with the heads float, bound 5%), while sampling -- what a
 # device runs most -- needs only the decoder, whose int8 kept 30.9 dB there.
-ATTEMPTS = {"int8": ({}, {"float_heads": True}, {"float_heads": True, "encoder": "fp16"})}
+# Last, for both variants, the encoder left float32: a fitted mixture (train/prior.py) picks each image's component by
+# a maximum of responsibilities, which any rounding of the encoder flips for images between two components (the
+# tiny test model's fp16 encoder: mu 28% rms off), while its decoder meets its bounds.
+ATTEMPTS = {"int8": ({}, {"float_heads": True}, {"float_heads": True, "encoder": "fp16"},
+                     {"float_heads": True, "encoder": "fp32"}),
+            "fp16": ({}, {"encoder": "fp32"})}
 WHY_NOT = {  # said when export leaves a variant out: the likely cause and what to use instead
-    "int8": "8-bit activations cannot resolve this model's decoder closely enough, even with the encoder's "
-            "weights float16 (and, for convolutional graphs, the layers next to the outputs float32); the fp32 "
+    "int8": "8-bit activations cannot resolve this model's decoder closely enough, even with the encoder "
+            "float16 or float32 (and, for convolutional graphs, the layers next to the outputs float32); the fp32 "
             "graphs are what it would have approximated, and --fp16 halves the files without 8-bit rounding",
-    "fp16": "float16 weights move this model's outputs more than its bounds allow; the fp32 graphs are exact",
+    "fp16": "float16 weights move this model's decoder's outputs more than its bounds allow; the fp32 graphs are "
+            "exact",
 }
 
 
 def to_fp16_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose float32 initializers are stored as float16, each Cast back to float32 on use."""
+    """A copy whose float32 initializers are stored as float16, each Cast back to float32 on use; but for small
+    ones and a fitted mixture's small tables (its cuts and stretches: float16 would move them by up to 1/2048, and
+    a sample whose u lies that close to a cut would take another component)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
     casts, keep = [], []
     for init in graph.initializer:
-        if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) < 16:  # small ones stay fp32
+        size = int(np.prod(init.dims))
+        if init.data_type != onnx.TensorProto.FLOAT or size < 16 or (_mapped(init.name) and size <= SMALL_MAP):
             keep.append(init)
             continue
         half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name + "__fp16")
@@ -71,6 +80,9 @@ def to_fp16_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(nodes)
     return out
+
+
+SMALL_MAP = 4096  # a fitted prior's tables up to this many numbers stay float32 in fp16 (to_fp16_weights)
 
 
 # The ops whose inputs and outputs the static path quantizes: the weighted layers, where the integer kernels
@@ -214,7 +226,11 @@ def to_int8(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]] | None = 
 def make(variant: str, model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]] | None = None, *,
          role: str = "decoder", float_heads: bool = False, encoder: str = "int8") -> onnx.ModelProto:
     """The `variant` of the fp32 graph of `role`; int8 takes calibration feeds for that graph (see `calibration`)
-    and an ATTEMPTS entry: float_heads, and encoder="fp16" for an encoder stored as fp16 is."""
+    and an ATTEMPTS entry: float_heads, and encoder="fp16" for an encoder stored as fp16 is, "fp32" for one kept."""
+    if role == "encoder" and encoder == "fp32":  # a copy: the variant's own spec goes into it
+        kept = onnx.ModelProto()
+        kept.CopyFrom(model)
+        return kept
     if variant == "int8" and role == "encoder" and encoder == "fp16":
         return to_fp16_weights(model)
     if variant == "int8":
@@ -228,8 +244,8 @@ def recipe(attempt: dict, role: str, static: set[str]) -> tuple:
     """What an ATTEMPTS entry makes of the graph of `role`, given the roles quantized statically (`static`; dynamic
     quantization has no layers to leave out): ("fp16",), or ("int8", heads left float32). Equal recipes, equal
     graphs: export builds each once."""
-    if role == "encoder" and attempt.get("encoder") == "fp16":
-        return ("fp16",)
+    if role == "encoder" and attempt.get("encoder") in ("fp16", "fp32"):
+        return (attempt["encoder"],)
     return ("int8", bool(attempt.get("float_heads")) and role in static)
 
 
@@ -238,7 +254,9 @@ def layout(attempt: dict, static: set[str]) -> str | None:
     heads = [role for role in ("encoder", "decoder") if recipe(attempt, role, static) == ("int8", True)]
     parts = ([f"the {' and '.join(heads)}'s layers next to the outputs kept float32"] if heads else []) + (
         ["the encoder's weights float16 (float32 compute): quantized, it missed its bounds"]
-        if attempt.get("encoder") == "fp16" else [])
+        if attempt.get("encoder") == "fp16" else []) + (
+        ["the encoder float32: rounded, it missed its bounds (a fitted mixture's component choice flips)"]
+        if attempt.get("encoder") == "fp32" else [])
     return "; ".join(parts) or None
 
 

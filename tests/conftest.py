@@ -86,9 +86,11 @@ KINDS = {
     # images apart, and export refuses a collapsed model)
     "resnet": dict(data=COLOUR3, image_size=16, arch="resnet", widths=(8, 16), likelihood="logistic", epochs=6,
                    latent_dim=16, prior_fit="none"),
-    # the colour defaults: the same with the fitted prior (train/prior.py) auto chooses on colour images
-    "resnet-fitted": dict(data=COLOUR3, image_size=16, arch="resnet", widths=(8, 16), likelihood="logistic", epochs=3),
-    # the colour defaults without a --latent-dim: auto's 2 x 8 x 8 latent from 1x1-conv heads, fitted as one vector
+    # the same with one fitted Gaussian (train/prior.py)
+    "resnet-fitted": dict(data=COLOUR3, image_size=16, arch="resnet", widths=(8, 16), likelihood="logistic", epochs=3,
+                          prior_fit="gaussian"),
+    # the colour defaults: auto's 2 x 8 x 8 latent from 1x1-conv heads and the fitted mixture auto chooses on colour
+    # images, over the latent as one vector
     "resnet-default": dict(data=COLOUR3, image_size=16, arch="resnet", widths=(8, 16), likelihood="logistic",
                            latent_dim=0, epochs=3),
     # ... and conditional: a Gaussian per class

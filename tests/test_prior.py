@@ -71,7 +71,7 @@ def test_the_encoder_variance_is_the_kl_optimal_diagonal_of_the_rotated_posterio
         assert torch.allclose(logvar_u[i].double().exp(), expected, rtol=1e-3)
 
 
-def test_a_colour_run_fits_it_by_default_and_the_export_carries_it(kind_export):
+def test_a_gaussian_fit_is_kept_and_the_export_carries_it(kind_export):
     run, out = kind_export("resnet-fitted")
     vae, ckpt, config = load_run(run)
     assert config.prior_fit == "gaussian" and ckpt["prior_fit"]["images"] == 461  # 512 less the validation 10%
@@ -140,17 +140,22 @@ def test_binary_like_data_and_none_fit_nothing(run_dir):
     assert config.prior_fit == "none" and "prior_fit" not in ckpt and vae.prior_fit is None
 
 
-def test_a_broken_fit_in_a_checkpoint_is_one_line(kind_export, tmp_path):
+def _with_fit_changed(run, tmp_path, field: str, change):
+    """A copy of the run directory whose checkpoints' prior_fit[field] is change(it)."""
     import shutil
 
-    run, _ = kind_export("resnet-fitted")
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     for name in ("checkpoint.pt", "best.pt"):
         if (copy / name).exists():
             ckpt = torch.load(copy / name, weights_only=True)
-            ckpt["prior_fit"]["scale"] = ckpt["prior_fit"]["scale"][:2]
+            ckpt["prior_fit"][field] = change(ckpt["prior_fit"][field])
             torch.save(ckpt, copy / name)
+    return copy
+
+
+def test_a_broken_fit_in_a_checkpoint_is_one_line(kind_export, tmp_path):
+    copy = _with_fit_changed(kind_export("resnet-fitted")[0], tmp_path, "scale", lambda scale: scale[:2])
     with pytest.raises(ValueError, match=r"not a readable EdgeVAE checkpoint \(its prior_fit is not a fit for a 4-d"):
         load_run(copy)
 
@@ -242,9 +247,10 @@ def test_ctrl_c_saves_a_fit_of_the_weights_it_saves(tmp_path, colour_npz):
     with pytest.raises(Interrupted):
         train(config, on_step=interrupt)
     saved = load(tmp_path / "run" / "checkpoint.pt")
-    assert saved["config"]["prior_fit"] == "gaussian" and saved["next_batch"] == 4
+    assert saved["config"]["prior_fit"] == "mixture" and saved["next_batch"] == 4
     vae, _, _ = load_run(tmp_path / "run", "last")
-    expected = prior.fit(vae, *_train_split(colour_npz(3)), seed=0)  # the saved weights' own fit
+    expected = prior.fit(vae, *_train_split(colour_npz(3)), seed=0, mixture=True)  # the saved weights' own fit
+    assert torch.allclose(saved["prior_fit"]["weights"], expected["weights"])
     assert torch.allclose(saved["prior_fit"]["scale"], expected["scale"], atol=1e-5)
 
 
@@ -255,3 +261,113 @@ def _train_split(npz):
 
     data = data_sources.load(TrainConfig(data=str(npz), image_size=16), log=lambda *_: None)
     return data.train_x, data.train_y
+
+
+def _separated(seed: int = 0):
+    """300 latents (float64) in 3 clusters whose centres lie ~10 apart, spread 1, posterior variances 0.01."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(3, 6, generator=gen, dtype=torch.float64) * 10
+    assigned = torch.arange(300) % 3
+    mu = centres[assigned] + torch.randn(300, 6, generator=gen, dtype=torch.float64)
+    return mu, torch.full((300, 6), 0.01, dtype=torch.float64), assigned
+
+
+def test_the_mixture_fit_finds_separated_clusters_and_shrinks_their_covariances():
+    mu, var, assigned = _separated()
+    entry = prior._mixture(mu, var, 3, seed=0)
+    means = entry["mean"].double()
+    # k-means recovers the partition: each component is one cluster, its mean that cluster's, weight 1/3
+    found = [int(torch.cdist(mu[assigned == j].mean(0, keepdim=True), means).argmin()) for j in range(3)]
+    assert sorted(found) == [0, 1, 2] and entry["components"] == [100, 100, 100]
+    assert torch.allclose(entry["weights"].double(), torch.full((3,), 1 / 3, dtype=torch.float64))
+    own = [torch.cov(mu[assigned == j].T, correction=0) + torch.diag(var[assigned == j].mean(0)) for j in range(3)]
+    pooled = sum(own) / 3
+    for j, k in enumerate(found):  # (n_k C_k + SHRINK W) / (n_k + SHRINK), to float32 rounding of L
+        assert torch.allclose(means[k], mu[assigned == j].mean(0), atol=1e-5)
+        expected = (100 * own[j] + prior.SHRINK * pooled) / (100 + prior.SHRINK)
+        scale = entry["scale"][k].double()
+        assert torch.allclose(scale @ scale.T, expected, atol=1e-4)
+
+
+def test_the_mixture_draws_each_component_with_its_weight():
+    mean = torch.randn(3, 6, generator=torch.Generator().manual_seed(1)) * 5
+    latent_map = prior.LatentMap(mean, torch.eye(6).repeat(3, 1, 1), torch.tensor([0.5, 0.3, 0.2]))
+    u = torch.randn(400_000, 6, generator=torch.Generator().manual_seed(0))
+    one_hot = latent_map._component(u[:, :1])
+    assert (one_hot.sum(1) == 1).all()  # every u picks exactly one component
+    # the cuts are the normal's quantiles of the cumulative weights: 400,000 draws put each frequency within
+    # 4 binomial standard deviations (<= 0.0032) of its weight
+    assert torch.allclose(one_hot.mean(0), torch.tensor([0.5, 0.3, 0.2]), atol=0.0032)
+    z = latent_map.from_latent(u)
+    assert torch.allclose(z[:, 1:] - (one_hot @ mean)[:, 1:], u[:, 1:], atol=1e-5)  # L_k = I: v's rest is u's
+    v1 = z[:, 0] - (one_hot @ mean)[:, 0]  # the stretched first number: nearly, not exactly, standard normal
+    assert abs(float(v1.mean())) < 0.02 and abs(float(v1.std()) - 1) < 0.02
+    for k in range(3):
+        picked = v1[one_hot[:, k] > 0]
+        assert abs(float(picked.mean())) < 0.2 and abs(float(picked.std()) - 1) < 0.1
+
+
+def test_the_mixture_keeps_reconstructions_and_encodes_into_the_most_responsible_component():
+    vae, x = _vae(), _images()
+    xf = x[:32].float() / 255
+    entry = prior.fit(vae, x, None, mixture=True)
+    assert len(entry["weights"]) == prior.components(200, 6) == 8 and sum(entry["components"]) == 200
+    with torch.no_grad():
+        mu_z, logvar_z = vae.encoder(xf)
+        before = vae.decode(mu_z)
+        vae.attach_prior(entry)
+        mu_u, logvar_u = vae.encoder(xf)
+        assert (vae.decode(mu_u) - before).abs().max() < 1e-4  # every component reproduces any latent: unchanged
+        latent_map = vae.encoder.latent_map
+        picked = latent_map._component(mu_u[:, :1]).argmax(1)
+    # responsibilities by hand, in float64: log w_k + log N(mu; m_k, L_k L_k^T)
+    scale, mean = entry["scale"].double(), entry["mean"].double()
+    white = torch.linalg.solve_triangular(scale, (mu_z.double()[:, None, :] - mean).unsqueeze(-1), upper=False)
+    score = entry["weights"].double().log() - torch.diagonal(scale, dim1=-2, dim2=-1).log().sum(-1) \
+        - 0.5 * white.squeeze(-1).pow(2).sum(-1)
+    assert (picked == score.argmax(1)).all()
+    # the variances: the per-class formula's for v, and t's times the squared slope of v_1 -> t, by finite differences
+    k, h = picked[0], 1e-3
+    with torch.no_grad():
+        step = h * scale[k][:, 0].float()  # moves v_1 alone by h
+        t_up = latent_map.to_latent(mu_z[:1] + step, None)[0][0, 0]
+        t_down = latent_map.to_latent(mu_z[:1] - step, None)[0][0, 0]
+    slope = (t_up - t_down).double() / (2 * h)
+    logvar_v = -torch.log(logvar_z[0].double().clamp(-60, 60).neg().exp() @ (scale[k] * scale[k]))
+    assert torch.allclose(logvar_u[0, 1:].double(), logvar_v[1:], atol=1e-4)
+    assert abs(float(logvar_u[0, 0]) - float(logvar_v[0] + 2 * slope.log())) < 1e-2
+
+
+def test_a_colour_run_fits_a_mixture_by_default_and_the_export_samples_through_it(kind_export):
+    run, out = kind_export("resnet-default")
+    vae, ckpt, config = load_run(run)
+    entry = ckpt["prior_fit"]
+    assert config.prior_fit == "mixture" and len(entry["weights"]) == prior.components(461, 128) == 19
+    spec = edgevae.load(out).spec
+    assert spec["prior_fit"]["kind"] == "gaussian-mixture" and sum(spec["prior_fit"]["components"]) == 461
+    model = edgevae.load(out)
+    eps = edgevae.standard_normal(0, (64, *model.latent_shape))
+    with torch.no_grad():
+        expected = vae.decode(torch.from_numpy(eps)).numpy()
+    # float32 graph vs eager, same ops; the stretch of u's first number onto the whole line magnifies rounding by
+    # up to 1 / (its slab's weight), here ~ 19
+    assert np.abs(model.sample(64, seed=0) - expected).max() < 1e-4
+    images = ckpt["reference_x"][:16].float() / 255
+    with torch.no_grad():
+        vae.encoder.latent_map = vae.decoder.latent_map = None
+        trained = vae.decode(vae.encoder(images)[0]).numpy()
+    assert np.abs(model.reconstruct(images.numpy()) - trained).max() < 1e-4  # the graphs reconstruct as trained
+    info = run_cli("info", str(out)).stdout
+    assert "prior       a mixture of 19 Gaussians fitted to the latents of 461 training images" in info
+
+
+def test_a_mixture_is_for_unconditional_vaes_and_a_broken_one_is_one_line(kind_export, tmp_path):
+    from edgevae.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="--prior-fit mixture is for an unconditional model"):
+        TrainConfig(prior_fit="mixture", conditional=True)
+    with pytest.raises(ValueError, match="--prior-fit mixture needs a VAE"):
+        TrainConfig(prior_fit="mixture", model="ae")
+    copy = _with_fit_changed(kind_export("resnet-default")[0], tmp_path, "weights", lambda weights: weights * 2)
+    with pytest.raises(ValueError, match=r"its prior_fit's mixture weights are not positive and summing to 1\)$"):
+        load_run(copy)

@@ -96,15 +96,17 @@ def test_auto_picks_bernoulli_mlp_for_binary_like_grey_and_logistic_resnet_for_c
         assert (picked.arch, picked.likelihood, picked.latent_channels) == ("resnet", "logistic", 2)
         assert picked.kl_warmup == 5
         assert (picked.batch_size, picked.lr, picked.schedule, picked.grad_clip) == (32, 2e-3, "cosine", 1.0)
-        assert picked.augment == "flip" and picked.prior_fit == "gaussian" and picked.latent_dim == 0
+        assert picked.augment == "flip" and picked.prior_fit == "mixture" and picked.latent_dim == 0
     # a latent the user gives is kept: --latent-dim a dense flat one (fitted), --latent-channels a spatial one
     # for reconstructions (not fitted unless asked: one Gaussian over its 1,024 numbers gave mush)
     dense = auto.resolve(TrainConfig(latent_dim=128), colour, log=said.append)
-    assert (dense.latent_dim, dense.latent_channels, dense.prior_fit) == (128, 0, "gaussian")
+    assert (dense.latent_dim, dense.latent_channels, dense.prior_fit) == (128, 0, "mixture")
+    conditional = auto.resolve(TrainConfig(conditional=True), colour, log=said.append)
+    assert conditional.prior_fit == "gaussian"  # a Gaussian per class: the classes are the clusters
     spatial = auto.resolve(TrainConfig(latent_channels=4), colour, log=said.append)
     assert (spatial.latent_channels, spatial.prior_fit) == (4, "none")
     assert auto.resolve(TrainConfig(arch="conv"), colour, log=said.append).latent_dim == 128  # no grid to put it on
-    del said[-3:]
+    del said[-4:]
     assert len(said) == 4 and said[0].startswith("auto: binary-like grey images") and "--arch mlp" in said[0]
     assert "3-channel colour images" in said[1] and "--likelihood logistic" in said[1]
     # what the user gives is kept; a resolved config is left alone and nothing is printed

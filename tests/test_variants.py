@@ -59,8 +59,9 @@ def test_a_variant_outside_its_gate_is_reported_not_written(run_dir, tmp_path, m
     out = export(run_dir, tmp_path / "e", variants_=("int8",), log=lines.append)
     # every attempt (variants.ATTEMPTS), each graph built once: the tiny MLP is quantized dynamically, with no layer
     # to leave out, so the float-heads attempt would be the first one again, and the last reuses its decoder
-    first, heads, fp16_encoder = variants.ATTEMPTS["int8"]
-    assert tried == [{**first, "role": "encoder"}, {**first, "role": "decoder"}, {**fp16_encoder, "role": "encoder"}]
+    first, heads, fp16_encoder, fp32_encoder = variants.ATTEMPTS["int8"]
+    assert tried == [{**first, "role": "encoder"}, {**first, "role": "decoder"}, {**fp16_encoder, "role": "encoder"},
+                     {**fp32_encoder, "role": "encoder"}]
     assert any(line.startswith("int8: NOT written, outside its bounds:") and "(bound 500)" in line
                and line.endswith(variants.WHY_NOT["int8"]) for line in lines)
     assert not (out / "encoder.int8.onnx").exists()
@@ -82,10 +83,13 @@ def _allowed(spec: dict, role: str, listed: dict) -> set[str]:
         parts.add("`--conditional`")
     if spec["likelihood"] in ("continuous-bernoulli", "logistic"):
         parts.add(f"`--likelihood {spec['likelihood']}`")
-    if spec.get("prior_fit"):
-        parts.add("`--prior-fit gaussian` (the default on colour images)")
-        if spec["prior_fit"]["kind"] == "gaussian-per-class":
-            parts.add("`--prior-fit gaussian` with `--conditional` (a Gaussian per class)")
+    kind = (spec.get("prior_fit") or {}).get("kind")
+    if kind == "gaussian-mixture":
+        parts.add("`--prior-fit mixture` (the default on colour images)")
+    elif kind:
+        parts.add("`--prior-fit gaussian`")
+        if kind == "gaussian-per-class":
+            parts.add("`--prior-fit gaussian` with `--conditional` (a Gaussian per class, the default there)")
     return set().union(*(ops for (part, graph), ops in listed.items() if part in parts and graph in (role, "both")))
 
 
@@ -161,7 +165,7 @@ def test_int8_whose_quantized_encoder_misses_keeps_it_fp16(kind_export, tmp_path
     out = export(run, tmp_path / "e", variants_=("int8",), log=lines.append)
     line = next(line for line in lines if line.startswith("int8:"))
     both = {"encoder", "decoder"}  # the residual family: both graphs quantized statically
-    assert line.startswith("int8: within its bounds") and line.endswith(variants.layout(variants.ATTEMPTS["int8"][-1],
+    assert line.startswith("int8: within its bounds") and line.endswith(variants.layout(variants.ATTEMPTS["int8"][2],
                                                                                         both))
     assert line.endswith("the decoder's layers next to the outputs kept float32; the encoder's weights float16 "
                          "(float32 compute): quantized, it missed its bounds")
@@ -169,7 +173,7 @@ def test_int8_whose_quantized_encoder_misses_keeps_it_fp16(kind_export, tmp_path
     assert "QuantizeLinear" not in op_types(encoder) and "QuantizeLinear" in op_types(decoder)
     assert {t.data_type for t in encoder.graph.initializer if len(t.dims) > 1} == {onnx.TensorProto.FLOAT16}
     model = edgevae.load(out, variant="int8")
-    assert model.spec["quality"]["layout"] == variants.layout(variants.ATTEMPTS["int8"][-1], both)
+    assert model.spec["quality"]["layout"] == variants.layout(variants.ATTEMPTS["int8"][2], both)
     assert main(["info", str(out)]) == 0
     assert "the encoder's weights float16" in next(line for line in capsys.readouterr().out.splitlines()
                                                     if line.startswith("variant     int8"))
@@ -177,7 +181,7 @@ def test_int8_whose_quantized_encoder_misses_keeps_it_fp16(kind_export, tmp_path
 
 def test_the_layout_note_says_only_what_was_left_float():
     # Dynamic quantization (graphs without convolutions) has no layers to leave out: the note must not claim any.
-    _, heads, fp16_encoder = variants.ATTEMPTS["int8"]
+    _, heads, fp16_encoder, fp32_encoder = variants.ATTEMPTS["int8"]
     assert variants.layout({}, {"encoder", "decoder"}) is None
     assert variants.layout(heads, {"encoder", "decoder"}) == ("the encoder and decoder's layers next to the outputs "
                                                               "kept float32")
@@ -185,3 +189,30 @@ def test_the_layout_note_says_only_what_was_left_float():
     assert variants.layout(heads, set()) is None
     assert variants.layout(fp16_encoder, set()) == ("the encoder's weights float16 (float32 compute): quantized, it "
                                                     "missed its bounds")
+    assert variants.layout(fp32_encoder, set()) == ("the encoder float32: rounded, it missed its bounds (a fitted "
+                                                    "mixture's component choice flips)")
+    assert variants.layout(variants.ATTEMPTS["fp16"][1], set()) == variants.layout(fp32_encoder, set())
+
+
+def test_a_mixture_keeps_its_cuts_float32_and_fp16_falls_back_to_a_float32_encoder(kind_export, tmp_path,
+                                                                                   monkeypatch):
+    # float16 would move a fitted mixture's cuts by up to 1/2048: a sample that close to a cut takes another
+    # component. Its encoder picks a component by a maximum, which rounding flips for images between two: when the
+    # float16 encoder misses (here its latent bounds are tightened to 1e-4: the float16 encoder is ~2e-3 off torch,
+    # the float32 graph ~3e-6), fp16 keeps the encoder float32 and still halves the decoder, which sampling runs.
+    run, _ = kind_export("resnet-default")
+    for output in ("z", "mu", "logvar"):
+        monkeypatch.setitem(variants.GATES["fp16"], output, ("rms_rel", 1e-4))
+    lines = []
+    out = export(run, tmp_path / "e", variants_=("fp16",), log=lines.append)
+    line = next(line for line in lines if line.startswith("fp16:"))
+    assert line.startswith("fp16: within its bounds") and line.endswith(variants.layout({"encoder": "fp32"}, set()))
+    encoder, decoder = (onnx.load(out / variants.file_name(role, "fp16")) for role in ("encoder", "decoder"))
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    assert {t.data_type for t in encoder.graph.initializer if t.data_type in floats} == {onnx.TensorProto.FLOAT}
+    types = {t.name: t.data_type for t in decoder.graph.initializer}
+    cuts = [name for name in types if name.endswith(("latent_map.edges", "latent_map.stretch"))]
+    assert len(cuts) == 2 and all(types[name] == onnx.TensorProto.FLOAT for name in cuts)
+    assert types[next(name for name in types if name.startswith("vae.net.decoder.latent_map.scale_t"))] == \
+        onnx.TensorProto.FLOAT16
+    assert edgevae.load(out, variant="fp16").spec["quality"]["layout"] == variants.layout({"encoder": "fp32"}, set())

@@ -90,7 +90,7 @@ def resolve(config, train_x: torch.Tensor, log=print):
     if config.prior_fit == "auto":  # not for a spatial latent asked for by --latent-channels: one Gaussian over its
         # 1,024 numbers (4 x 16 x 16) gave coloured mush on Twemoji; it is there for reconstructions (README)
         fitted = config.model == "vae" and (not config.latent_channels or "latent_channels" in chosen)
-        chosen["prior_fit"] = "none" if binary or not fitted else "gaussian"
+        chosen["prior_fit"] = "none" if binary or not fitted else "gaussian" if config.conditional else "mixture"
     if config.augment == "auto":
         chosen["augment"] = "none" if binary else "flip"
     if config.alpha == "auto" and train_x.shape[1] == 4:  # what the loader did (train/folder.py preprocessing),

@@ -100,11 +100,13 @@ class TrainConfig:
     free_bits: float = arg(0.0, "nats per latent dimension: a dimension's batch-mean KL below this is not penalised "
                                 "(Kingma et al. 2016), against posterior collapse (0 = off; the reported -ELBO is "
                                 "always the plain one)", summary=True)
-    prior_fit: str = arg("auto", "after training, fit a Gaussian to the training images' latents and fold it into "
+    prior_fit: str = arg("auto", "after training, fit a density to the training images' latents and fold it into "
                                  "the model (z = m + L u, u ~ N(0, I)), so that samples come from where the images' "
-                                 "latents are (train/prior.py); reconstructions are unchanged. gaussian, none, or auto "
-                                 "(by the data: gaussian for colour or grey-level images, none for binary-like ones "
-                                 "and for a --latent-channels given); VAEs only", ("auto", "gaussian", "none"),
+                                 "latents are (train/prior.py); reconstructions are unchanged. mixture (of Gaussians, "
+                                 "one per cluster of the latents), gaussian (one; one per class for --conditional), "
+                                 "none, or auto (by the data: mixture for colour or grey-level images, gaussian if "
+                                 "--conditional, none for binary-like ones and for a --latent-channels given); VAEs "
+                                 "only", ("auto", "gaussian", "mixture", "none"),
                          summary=True)
     eval_every: int = arg(1, "evaluate and save the checkpoints every N epochs (and after the last), and draw the "
                              "grids at the first such epoch of each 1 (to 10), 10 (to 100) or 100 epochs")
@@ -200,8 +202,12 @@ class TrainConfig:
             self.check_image_size(self.image_hw if self.image_size != "auto" else (SHAPES_SIZE, SHAPES_SIZE))
         if self.latent_channels and self.arch not in ("resnet", "auto"):
             raise ValueError(f"--latent-channels (a spatial latent) needs --arch resnet, got {self.arch}")
-        if self.prior_fit == "gaussian" and self.model != "vae":
-            raise ValueError("--prior-fit gaussian needs a VAE (--model vae): a plain autoencoder has no prior")
+        if self.prior_fit in ("gaussian", "mixture") and self.model != "vae":
+            raise ValueError(f"--prior-fit {self.prior_fit} needs a VAE (--model vae): a plain autoencoder has no "
+                             "prior")
+        if self.prior_fit == "mixture" and self.conditional:
+            raise ValueError("--prior-fit mixture is for an unconditional model: a --conditional one gets a Gaussian "
+                             "per class (--prior-fit gaussian)")
         if self.grad_clip < 0 and self.grad_clip != -1:
             raise ValueError(f"--grad-clip must be >= 0 (or -1: by the data), got {self.grad_clip}")
         if self.patience < -1:

@@ -242,10 +242,11 @@ class Run:
         return math.ceil(len(self.data.train_x) / self.config.batch_size)
 
     def fit_prior(self) -> None:
-        """With --prior-fit gaussian, fit the prior to the current weights (train/prior.py), for the next save."""
+        """With --prior-fit gaussian or mixture, fit the prior to the current weights (train/prior.py), for the next
+        save."""
         if prior.wanted(self.config):
             self.prior_fit = prior.fit(self.model, self.data.train_x, self.data.train_y, seed=self.config.seed,
-                                       binarize=self.config.binarize)
+                                       binarize=self.config.binarize, mixture=self.config.prior_fit == "mixture")
 
     def checkpoint(self, state: TrainState) -> dict:
         """Everything checkpoint.pt holds (train/checkpoint.py lists it)."""
@@ -305,7 +306,7 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
     if config.model == "vae" and config.latent_channels and not prior.wanted(config):
         log(f"a spatial latent ({'x'.join(map(str, model.latent_shape))}) without a fitted prior: sharp "
             "reconstructions, but its prior samples will not look like your images; for samples, leave out "
-            "--latent-channels (or add --prior-fit gaussian)")
+            "--latent-channels (or add --prior-fit mixture)")
     try:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             start, first = time.perf_counter(), state.next_batch
@@ -695,8 +696,7 @@ def write_grids(run: Run, epoch: int) -> None:
         fixed_z = fixed_z.to(device)
         if run.prior_fit:  # samples as the export will draw them: u ~ N(0, I) through the fitted prior
             label = model.decoder.one_hot[fixed_y] if model.conditional else None
-            fixed_z = prior.LatentMap(run.prior_fit["mean"], run.prior_fit["scale"]).to(device).from_latent(fixed_z,
-                                                                                                           label)
+            fixed_z = prior.LatentMap.of(run.prior_fit).to(device).from_latent(fixed_z, label)
         report.save_grid(model.decode(fixed_z, fixed_y if model.conditional else None),
                          run.out / "samples" / f"epoch_{epoch:03d}.png")
         ref_x = to_unit(run.reference_x[:GRID_IMAGES // 2]).to(device)

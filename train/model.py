@@ -136,13 +136,14 @@ class VAE(nn.Module):
         self.prior_fit = None  # the fitted prior's checkpoint entry, once attached
 
     def attach_prior(self, entry: dict) -> None:
-        """Fold a fitted Gaussian prior (train/prior.py) into encoder and decoder: z = m + L u, u ~ N(0, I)."""
+        """Fold a fitted prior (train/prior.py) into encoder and decoder: z = m + L u (per class, or a mixture's
+        component), u ~ N(0, I)."""
         from .prior import LatentMap, check
 
         if self.kind != "vae":
             raise ValueError("a fitted prior needs a VAE")
         check(entry, self.latent_dim, self.num_classes)
-        latent_map = LatentMap(entry["mean"], entry["scale"]).to(self.encoder.one_hot.device)
+        latent_map = LatentMap.of(entry).to(self.encoder.one_hot.device)
         self.encoder.latent_map = self.decoder.latent_map = latent_map
         self.prior_fit = entry
 

@@ -28,6 +28,27 @@ over all classes, Twemoji's smileys decoded to orange blobs; per class they are 
 training image takes the fit over all classes. The class's rows are picked by its one-hot label's matrix
 product with the stacked tables (N, K) @ (K, D*D), ops every host has; past PER_CLASS_LIMIT numbers per table
 (K * D * D, 32 MB of float32) one Gaussian over all classes is fitted instead.
+
+`--prior-fit mixture` (the default for an unconditional colour model) fits a mixture of K Gaussians instead of
+one: the training latents are clustered by k-means (K = images / MIXTURE_IMAGES, at most MIXTURE_MAX and
+MIXTURE_TABLE numbers per table), each cluster gets a Gaussian whose covariance is its own shrunk towards the
+clusters' pooled one, (n_k C_k + SHRINK W) / (n_k + SHRINK) (regularized discriminant analysis, Friedman 1989:
+a cluster of 20 images has no 128-d covariance of its own), and weight n_k / n. On Twemoji's default latent, one
+Gaussian's samples were coloured blobs, the mixture's include yellow faces, flags and blue symbol squares, and
+it gives the test images' latents a higher density than one Gaussian does (per number -0.81 against -0.93;
+without the shrinking -11.9: its clusters learn their images by heart). Folded in, u ~ N(0, I) still:
+- u's first number t picks the component: k where t lies between the cuts a_(k-1) < t <= a_k, a_k = Phi^-1(w_1 +
+  ... + w_k), so component k is picked with probability w_k exactly;
+- t's slab is stretched back onto the whole line for v's first number, v_1 = logit(q) / 1.702, q = (sigmoid(1.702
+  t) - sigmoid(1.702 a_(k-1))) / (sigmoid(1.702 a_k) - sigmoid(1.702 a_(k-1))): the logistic's CDF with the normal's
+  slope at 0 (Greater, Sigmoid, Log and arithmetic: ops every host has; the normal's own CDF would need Erf and an
+  inverse no ONNX op computes), so v_1 is nearly, not exactly, standard normal; v's other numbers are u's;
+- z = m_k + L_k v (the per-class tables, picked by k's one-hot instead of the label's).
+The encoder inverts it: k is the component of highest responsibility log w_k - log det L_k - |L_k^-1 (mu - m_k)|^2
+/ 2 (a strict maximum, by pairwise Greater and a MatMul count: no ArgMax), v = L_k^-1 (mu - m_k), t from v_1 by the
+same stretch backwards; so decode(encode(x).mu) is still the trained model's reconstruction. Its variances are
+the per-class formula's, t's times the stretch's squared slope. Every component reproduces any latent, so the
+choice only says where in u an image lands.
 """
 from __future__ import annotations
 
@@ -40,21 +61,42 @@ LOGVAR_CLIP = 60.0  # logvar is clipped to +-this before exp(-logvar): finite in
 # ~ 1e-13 is a point mass in practice), where an unclipped -89 would overflow and make NaN of inf * 0
 FIT_IMAGES = 4096  # training images the fit reads (a fixed, seeded choice when the set is larger)
 JITTER = 1e-6  # added to S's diagonal, relative to its mean eigenvalue, should S be singular
-CHOICES = ("auto", "gaussian", "none")
+CHOICES = ("auto", "gaussian", "mixture", "none")
 FIT_MAX_DIM = 2048  # latent numbers a fit takes: three D x D float32 tables, 48 MiB in each graph at 2048
 PER_CLASS_LIMIT = 1 << 23  # K * D * D: a per-class table's size (float32: 32 MB) up to which classes get their own
+MIXTURE_IMAGES = 24  # training images per mixture component (Twemoji's 1,543: 64 components)
+MIXTURE_MAX = 64  # components at most
+MIXTURE_TABLE = 1 << 20  # K * D * D at most for a mixture (4 MB of float32 per table: 64 components of 128 numbers)
+SHRINK = 50.0  # images' worth of the pooled covariance in each component's (Twemoji: held-out density -0.81 per
+# number at 50, -1.02 at 10, -11.9 at 0; one Gaussian -0.93)
+KMEANS_ROUNDS = 30  # Lloyd iterations after k-means++ seeding
+EDGE = 1e4  # the outer cuts: every finite t of a standard normal lies between -EDGE and EDGE
+Q_MIN = 1e-7  # an inner slab's q = (t - low) / width is kept in [Q_MIN, 1 - Q_MIN]: logit(q) finite
+D_MIN = 1e-30  # an end slab's distance from its inner edge, at least this: log finite
+LOG_D_MAX = 30.0  # ... and at most e^30 on the way back
+STRETCH_RANGE, STRETCH_POINTS = 40.0, 200_000  # the grid in f the stretch's moments are integrated on
 
 
 class LatentMap(nn.Module):
     """z = mean + u @ scale^T (the decoder's side) and its inverse for mu, logvar (the encoder's side).
 
     mean (D,), scale (D, D): one Gaussian. mean (K, D), scale (K, D, D): one per class, picked by the one-hot
-    label (N, K) every method then takes."""
+    label (N, K) every method then takes; with weights (K,), a mixture, its component picked from u's first number
+    (the module doc)."""
 
-    def __init__(self, mean: torch.Tensor, scale: torch.Tensor):
+    @classmethod
+    def of(cls, entry: dict) -> LatentMap:
+        """The map of a checkpoint's prior_fit entry (fit's dict)."""
+        return cls(entry["mean"], entry["scale"], entry.get("weights"))
+
+    def __init__(self, mean: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor | None = None):
         super().__init__()
         mean, scale = mean.double(), scale.double()
-        self.per_class, self.dim = mean.dim() == 2, mean.shape[-1]
+        self.mixture = weights is not None
+        self.per_class, self.dim = mean.dim() == 2 and not self.mixture, mean.shape[-1]
+        if self.mixture:
+            self._mixture_tables(mean, scale, torch.as_tensor(weights).double())
+            return
         # per class, each class's D x D matrix is one row of D * D numbers: label @ table picks it
         rows = (lambda m: m.reshape(len(m), -1)) if self.per_class else (lambda m: m)
         self.register_buffer("mean", mean.float())
@@ -63,9 +105,69 @@ class LatentMap(nn.Module):
         self.register_buffer("inverse_t", rows(inverse.transpose(-1, -2)).contiguous().float())  # u = (z - m) L^-T
         self.register_buffer("squared", rows(scale * scale).float())  # L * L, elementwise
 
+    def _mixture_tables(self, mean: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor) -> None:
+        k, d = mean.shape
+        cuts = torch.special.ndtri(torch.cumsum(weights, 0)[:-1].clamp(1e-12, 1 - 1e-12))  # a_1 .. a_(K-1)
+        edges = torch.cat([torch.tensor([-EDGE], dtype=torch.double), cuts, torch.tensor([EDGE], dtype=torch.double)])
+        self.register_buffer("edges", edges.float())  # (K + 1,): t in (edges[k], edges[k + 1]] picks component k
+        self.register_buffer("stretch", _stretch_table(edges).float())  # (K, STRETCH): each slab's stretch
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("scale_t", scale.transpose(-1, -2).reshape(k, -1).contiguous().float())
+        inverse_t = torch.linalg.inv(scale).transpose(-1, -2)  # (K, D, D): L_k^-T
+        # side by side, (D, K * D): mu @ it is every component's mu L_k^-T in one 2-d product
+        self.register_buffer("inverse_t", inverse_t.permute(1, 0, 2).reshape(d, k * d).contiguous().float())
+        self.register_buffer("offset", (mean.unsqueeze(1) @ inverse_t).reshape(k, d).float())  # m_k L_k^-T
+        self.register_buffer("squared", (scale * scale).reshape(k, -1).float())
+        log_det = torch.diagonal(scale, dim1=-2, dim2=-1).log().sum(-1)
+        self.register_buffer("log_weight", (weights.log() - log_det).reshape(1, k).float())  # responsibility's terms
+        self.register_buffer("ones", torch.ones(k, 1))  # sums over components and numbers as MatMuls: no ReduceSum
+        self.register_buffer("dim_ones", torch.ones(d, 1))
+
+    def _component(self, t: torch.Tensor) -> torch.Tensor:
+        """The one-hot (N, K) of the slab each t (N, 1) lies in."""
+        above = (t > self.edges).float()  # (N, K + 1): 1 up to t's slab
+        return above[:, :-1] - above[:, 1:]
+
+    def _stretch(self, t: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+        """t in its slab -> v_1 on the whole line (N, 1): f(t) standardized (the module doc)."""
+        low, width, end, sign, mean, std = (one_hot @ self.stretch).split(1, dim=1)  # (N, 1) each
+        q = ((t - low) / width).clamp(Q_MIN, 1 - Q_MIN)
+        inner = torch.log(q) - torch.log(1 - q)
+        outer = torch.log((sign * (t - low)).clamp(min=D_MIN))
+        return sign * (torch.where(end > 0.5, outer, inner) - mean) / std
+
+    def _unstretch(self, v: torch.Tensor, one_hot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """v_1 (N, 1) -> (t in its slab, log |dt / dv_1|), each (N, 1): _stretch backwards."""
+        low, width, end, sign, mean, std = (one_hot @ self.stretch).split(1, dim=1)
+        f = mean + std * sign * v  # logit(q) inside, log |t - edge| at an end
+        q = torch.sigmoid(f)
+        d = torch.exp(f.clamp(max=LOG_D_MAX))
+        t = torch.where(end > 0.5, low + sign * d, low + width * q)
+        log_slope = torch.where(end > 0.5, f, torch.log(width) + torch.log(q.clamp(min=Q_MIN))
+                                + torch.log((1 - q).clamp(min=Q_MIN))) + torch.log(std)
+        return t, log_slope
+
+    def _mixture_to_latent(self, mu: torch.Tensor, logvar: torch.Tensor | None):
+        k = len(self.mean)
+        white = (mu @ self.inverse_t).reshape(-1, k, self.dim) - self.offset  # (N, K, D): L_k^-1 (mu - m_k)
+        score = self.log_weight - 0.5 * ((white * white) @ self.dim_ones).reshape(-1, k)
+        beats = (score.unsqueeze(2) > score.unsqueeze(1)).float()  # (N, K, K): component i's score above j's
+        one_hot = ((beats @ self.ones).reshape(-1, k) > k - 1.5).float()  # above all K - 1 others: the maximum
+        v = (one_hot.unsqueeze(1) @ white).reshape(-1, self.dim)
+        t, log_slope = self._unstretch(v[:, :1], one_hot)
+        mu_u = torch.cat([t, v[:, 1:]], 1)
+        if logvar is None:
+            return mu_u, None
+        precision = torch.exp(-logvar.clamp(-LOGVAR_CLIP, LOGVAR_CLIP))
+        logvar_v = -torch.log(self._times(precision, (one_hot @ self.squared).reshape(-1, self.dim, self.dim)))
+        return mu_u, torch.cat([logvar_v[:, :1] + 2 * log_slope, logvar_v[:, 1:]], 1)
+
     def to_latent(self, mu: torch.Tensor, logvar: torch.Tensor | None, label: torch.Tensor | None = None):
         """The trained encoder's (mu, logvar) of z as the (mu, logvar) of u, both (N, *latent_shape)."""
         shape, mu = mu.shape[1:], mu.reshape(-1, self.dim)
+        if self.mixture:
+            mu_u, logvar_u = self._mixture_to_latent(mu, None if logvar is None else logvar.reshape(-1, self.dim))
+            return mu_u.reshape(-1, *shape), (None if logvar_u is None else logvar_u.reshape(-1, *shape))
         mu_u = self._times(mu - self._pick(self.mean, label), self._pick(self.inverse_t, label, matrix=True))
         if logvar is None:
             return mu_u.reshape(-1, *shape), None
@@ -76,6 +178,11 @@ class LatentMap(nn.Module):
     def from_latent(self, u: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         """u (N, *latent_shape) -> the trained decoder's z, of the same shape."""
         shape, u = u.shape[1:], u.reshape(-1, self.dim)
+        if self.mixture:
+            label = self._component(u[:, :1])
+            u = torch.cat([self._stretch(u[:, :1], label), u[:, 1:]], 1)
+            z = label @ self.mean + self._times(u, (label @ self.scale_t).reshape(-1, self.dim, self.dim))
+            return z.reshape(-1, *shape)
         z = self._pick(self.mean, label) + self._times(u, self._pick(self.scale_t, label, matrix=True))
         return z.reshape(-1, *shape)
 
@@ -94,28 +201,59 @@ class LatentMap(nn.Module):
         return v @ matrix if matrix.dim() == 2 else (v.unsqueeze(1) @ matrix).reshape(v.shape[0], -1)
 
 
+def _stretch_table(edges: torch.Tensor) -> torch.Tensor:
+    """(K, STRETCH) float64 rows [low, width, end, sign, mean, std] of each slab of t ~ N(0, 1) between edges (K + 1,):
+    an inner slab's f = logit((t - low) / width), an end slab's f = log(sign (t - low)) with low its inner edge, and
+    the mean and standard deviation of f over the slab (midpoint rule on a grid in f, where f's density is smooth)."""
+    k = len(edges) - 1
+    f = torch.linspace(-STRETCH_RANGE, STRETCH_RANGE, STRETCH_POINTS + 1, dtype=torch.float64)
+    f = (f[1:] + f[:-1]) / 2
+    rows = []
+    for j in range(k):
+        if j in (0, k - 1):  # an end slab: t = low + sign * exp(f), dt/df = exp(f)
+            low, sign = (edges[1], -1.0) if j == 0 else (edges[k - 1], 1.0)
+            t, jacobian, width, end = low + sign * f.exp(), f.exp(), 1.0, 1.0
+        else:  # t = low + width * sigmoid(f), dt/df = width * q (1 - q)
+            low, width, sign, end = edges[j], edges[j + 1] - edges[j], 1.0, 0.0
+            q = torch.sigmoid(f)
+            t, jacobian = low + width * q, width * q * (1 - q)
+        density = torch.exp(-0.5 * t * t) * jacobian
+        density = density / density.sum()
+        mean = float((density * f).sum())
+        std = float((density * (f - mean) ** 2).sum().sqrt())
+        rows.append([float(low), float(width), end, sign, mean, std])
+    return torch.tensor(rows, dtype=torch.float64)
+
+
 def wanted(config) -> bool:
-    """Whether a run fits the prior: --prior-fit gaussian, for a VAE."""
-    return config.prior_fit == "gaussian" and config.model == "vae"
+    """Whether a run fits the prior: --prior-fit gaussian or mixture, for a VAE."""
+    return config.prior_fit in ("gaussian", "mixture") and config.model == "vae"
+
+
+def components(images: int, dim: int) -> int:
+    """Mixture components for a fit to `images` latents of `dim` numbers (the module doc); 1: one Gaussian."""
+    return max(1, min(images // MIXTURE_IMAGES, MIXTURE_MAX, MIXTURE_TABLE // dim**2))
 
 
 def check_size(latent_shape: tuple[int, ...]) -> None:
     """ValueError, before training starts, when a latent is too large for a fit (FIT_MAX_DIM)."""
     if math.prod(latent_shape) > FIT_MAX_DIM:
-        raise ValueError(f"--prior-fit gaussian fits a covariance over the latent's {math.prod(latent_shape):,} "
+        raise ValueError(f"--prior-fit fits a covariance over the latent's {math.prod(latent_shape):,} "
                          f"numbers ({'x'.join(map(str, latent_shape))}); it takes at most {FIT_MAX_DIM:,}: use "
                          "--prior-fit none, or fewer --latent-channels")
 
 
 @torch.no_grad()
 def fit(model, x: torch.Tensor, y: torch.Tensor | None, batch: int = 256, seed: int = 0,
-        binarize: bool = False) -> dict:
+        binarize: bool = False, mixture: bool = False) -> dict:
     """The Gaussian fitted to the aggregate posterior of `model` (unfitted) on uint8 images x; a checkpoint entry.
     binarize: the images as training saw them, one Bernoulli sample each (seeded). A conditional model (labels y)
-    gets one Gaussian per class (the module doc).
+    gets one Gaussian per class (the module doc). mixture: an unconditional model gets a mixture of
+    components(images, D) Gaussians (one Gaussian when that is 1).
 
     Returns {"mean": (D,), "scale": (D, D) lower-triangular, "images": n, "eigenvalues": [min, max] of S}; per
-    class "mean" (K, D), "scale" (K, D, D), the eigenvalues over all classes, and "classes": images per class.
+    class "mean" (K, D), "scale" (K, D, D), the eigenvalues over all classes, and "classes": images per class; a
+    mixture the same with "weights" (K,) and "components": images per component.
     """
     if len(x) > FIT_IMAGES:
         pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:FIT_IMAGES]
@@ -136,6 +274,8 @@ def fit(model, x: torch.Tensor, y: torch.Tensor | None, batch: int = 256, seed: 
         variances.append(logvar.flatten(1).double().exp().cpu())
     model.train(was_training)
     mu, var = torch.cat(mus), torch.cat(variances)
+    if mixture and not model.conditional and components(len(mu), mu.shape[1]) > 1:
+        return {**_mixture(mu, var, components(len(mu), mu.shape[1]), seed), "images": len(mu)}
     overall = _gaussian(mu, var)
     classes = model.num_classes if model.conditional and y is not None else 0
     if not classes or classes * mu.shape[1] ** 2 > PER_CLASS_LIMIT:
@@ -159,9 +299,47 @@ def _gaussian(mu: torch.Tensor, var: torch.Tensor) -> dict:
             "eigenvalues": [float(eigenvalues.min()), float(eigenvalues.max())]}
 
 
+def _kmeans(points: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """Cluster index (n,) of each row: k-means++ seeding (Arthur & Vassilvitskii 2007), then KMEANS_ROUNDS of Lloyd."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = points[torch.randint(len(points), (1,), generator=gen)]
+    for _ in range(k - 1):
+        nearest = torch.cdist(points, centres).min(1).values ** 2
+        centres = torch.cat([centres, points[torch.multinomial(nearest / nearest.sum(), 1, generator=gen)]])
+    for _ in range(KMEANS_ROUNDS):
+        assigned = torch.cdist(points, centres).argmin(1)
+        centres = torch.stack([points[assigned == j].mean(0) if bool((assigned == j).any()) else centres[j]
+                               for j in range(k)])
+    return torch.cdist(points, centres).argmin(1)
+
+
+def _mixture(mu: torch.Tensor, var: torch.Tensor, k: int, seed: int) -> dict:
+    """K Gaussians of the k-means clusters of mu, each covariance shrunk towards the pooled one (the module doc)."""
+    assigned = _kmeans(mu, k, seed)
+    members = [assigned == j for j in range(k) if bool((assigned == j).any())]  # an emptied cluster is dropped
+    counts = torch.tensor([float(m.sum()) for m in members], dtype=torch.float64)
+    means = torch.stack([mu[m].mean(0) for m in members])
+    own = torch.stack([torch.cov(mu[m].T, correction=0).reshape(mu.shape[1], -1) if int(m.sum()) > 1
+                       else torch.zeros(mu.shape[1], mu.shape[1], dtype=mu.dtype) for m in members])
+    own = own + torch.stack([torch.diag(var[m].mean(0)) for m in members])
+    pooled = (counts[:, None, None] * own).sum(0) / counts.sum()
+    cov = (counts[:, None, None] * own + SHRINK * pooled) / (counts[:, None, None] + SHRINK)
+    eigenvalues = torch.linalg.eigvalsh(cov)
+    jitter = JITTER * eigenvalues.clamp(min=0).mean(-1)
+    scale = torch.linalg.cholesky(cov + jitter[:, None, None] * torch.eye(mu.shape[1], dtype=cov.dtype))
+    return {"mean": means.float(), "scale": scale.float(), "weights": (counts / counts.sum()).float(),
+            "components": [int(c) for c in counts],
+            "eigenvalues": [float(eigenvalues.min()), float(eigenvalues.max())]}
+
+
 def describe(entry: dict) -> str:
     """One line for logs, `info` and the spec."""
     low, high = entry["eigenvalues"]
+    if "weights" in entry:
+        sizes = entry["components"]
+        return (f"a mixture of {len(sizes)} Gaussians fitted to the latents of {entry['images']:,} training images "
+                f"(k-means clusters of {min(sizes)} to {max(sizes)} images; covariance eigenvalues {low:.3g} to "
+                f"{high:.3g}, where N(0, I) has 1), folded in as z = m_k + L_k v, k and v from u")
     if entry["mean"].dim() == 2:
         return (f"a Gaussian per class ({len(entry['mean'])} classes) fitted to the latents of {entry['images']:,} "
                 f"training images (covariance eigenvalues {low:.3g} to {high:.3g}, where N(0, I) has 1), folded in "
@@ -173,9 +351,17 @@ def describe(entry: dict) -> str:
 def check(entry: dict, latent_dim: int, num_classes: int = 0) -> None:
     """ValueError unless `entry` is a fit for a latent of latent_dim (per class: of a model with num_classes)
     (a checkpoint being read)."""
-    mean, scale = entry.get("mean"), entry.get("scale")
+    mean, scale, weights = entry.get("mean"), entry.get("scale"), entry.get("weights")
     shapes = [((latent_dim,), (latent_dim, latent_dim))]
-    if num_classes:
+    if weights is not None:
+        if num_classes:
+            raise ValueError("its prior_fit is a mixture, which only an unconditional model takes")
+        k = len(weights) if isinstance(weights, torch.Tensor) and weights.dim() == 1 else 0
+        if not (2 <= k and bool(torch.isfinite(weights).all()) and bool((weights > 0).all())
+                and abs(float(weights.double().sum()) - 1) < 1e-4):
+            raise ValueError("its prior_fit's mixture weights are not positive and summing to 1")
+        shapes = [((k, latent_dim), (k, latent_dim, latent_dim))]
+    elif num_classes:
         shapes.append(((num_classes, latent_dim), (num_classes, latent_dim, latent_dim)))
     if not (isinstance(mean, torch.Tensor) and isinstance(scale, torch.Tensor)
             and (tuple(mean.shape), tuple(scale.shape)) in shapes
