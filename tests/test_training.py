@@ -258,14 +258,41 @@ def test_a_non_finite_gradient_skips_its_step_and_keeps_the_weights(tmp_path, ca
     ckpt = load(out / LAST)
     assert ckpt["epoch"] == 2 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
     assert ckpt["step"] == 2 * 5 - 2  # 160 images: 5 batches an epoch, two steps skipped
-    # a gradient that stays non-finite stops the run after MAX_SKIPPED steps in a row, with the weights it had
-    from edgevae.train.loop import MAX_SKIPPED
+    # a gradient that stays non-finite: after MAX_SKIPPED steps in a row the run goes back to its last evaluated
+    # weights with half the learning rate, MAX_ROLLBACKS times, then stops with the weights it had
+    from edgevae.train.loop import MAX_ROLLBACKS, MAX_SKIPPED
+    capsys.readouterr()
     with pytest.raises(FloatingPointError, match=rf"gradient is not finite at epoch .*{MAX_SKIPPED} steps before"
                                                  r" it \(skipped\).*last good checkpoint") as stopped:
-        train(TrainConfig(**dict(config, epochs=8, resume=True)), on_step=_nan_gradients(lambda n: True))
+        train(TrainConfig(**dict(config, epochs=30, resume=True)), on_step=_nan_gradients(lambda n: True))
+    log = "".join(capsys.readouterr())
+    assert log.count("the weights and optimizer state went back to epoch") == MAX_ROLLBACKS
+    assert f"is x{0.5 ** MAX_ROLLBACKS:g} for the rest of the run (rollback {MAX_ROLLBACKS} of" in log
     ckpt = load(out / LAST)
     assert f"(epoch {ckpt['epoch']})" in str(stopped.value) and ckpt["epoch"] > 2
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_a_model_gone_bad_goes_back_to_its_last_evaluated_weights_and_trains_on(tmp_path, capsys):
+    # the model itself breaks at epoch 3 (a weight made NaN, as an overflowing step would): every later batch's loss
+    # is non-finite and so is epoch 3's evaluation, so the run restores epoch 2's weights and optimizer state and
+    # finishes at half the learning rate, instead of ending with an error; nothing of epoch 3 is written
+    def poison(epoch, batch, model):
+        if (epoch, batch) == (3, 0):
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+
+    config = TrainConfig(**dict(SMALL, grad_clip=1.0, epochs=8, out=str(tmp_path / "run")))
+    out = train(config, on_step=poison)
+    log = "".join(capsys.readouterr())
+    assert log.count("the loss is not finite at epoch 3, batch 2/5: that step is skipped") == 1
+    assert ("warning: the evaluation of epoch 3 is not finite: the weights and optimizer state went back to epoch 2's "
+            "and the learning rate is x0.5 for the rest of the run (rollback 1 of at most 3)") in log
+    ckpt = load(out / LAST)
+    assert ckpt["epoch"] == 8 and ckpt["lr_scale"] == 0.5
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert ckpt["step"] == 8 * 5 - 4  # epoch 3's batches 2 to 5 were skipped
+    assert [row["epoch"] for row in ckpt["history"]] == [1, 2, 4, 5, 6, 7, 8]
 
 
 def test_a_stop_after_a_mid_epoch_save_names_that_save(tmp_path):

@@ -11,7 +11,9 @@ Everything random comes from generators seeded by --seed: weights (torch.manual_
 generator for image order, noise eps and binarization, drawn for the whole global batch in every
 process (each keeps its share), so one process and N processes see the same numbers. Ctrl-C (or
 SIGTERM) finishes the current step, saves checkpoint.pt mid-epoch and exits; `--resume` continues
-from exactly there. A non-finite loss stops before the step is taken, leaving the last checkpoint.
+from exactly there. A non-finite loss stops before the step is taken, leaving the last checkpoint; with
+--grad-clip, a step whose loss or gradient is not finite is skipped, and a run of them goes back to the last
+evaluated weights with half the learning rate (_skip_step).
 With --minutes, the first step past the budget ends the epoch early; it is evaluated and saved as usual.
 
 Every epoch the latent is checked on the validation images (train/diagnostics.py): posterior collapse
@@ -20,6 +22,7 @@ checkpoint as "diagnostics".
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -49,6 +52,7 @@ EVAL_BATCH = 1024  # images per evaluation forward pass
 EVAL_SEED = 7_777  # evaluation noise: batch b uses a generator seeded EVAL_SEED + b, the same every epoch and run
 FIXED_Z_STREAM = 1  # added to --seed for the sample grids' fixed z
 MAX_SKIPPED = 10  # consecutive steps skipped for a non-finite gradient before the run stops (--grad-clip > 0)
+MAX_ROLLBACKS = 3  # ... or goes back to its last evaluated weights with half the learning rate, this often at most
 DIAGNOSIS_IMAGES = 2048  # validation (or test) images the per-epoch latent check encodes
 # the share of its fall (first evaluation -> lowest) the validation -ELBO has given back ... A share, not a percentage
 # of the value: a Gaussian decoder's -ELBO is a density's, with no zero to be a percentage of (-414 nats on 283
@@ -232,6 +236,9 @@ class Run:
     prior_fit: dict | None = None  # the last fitted prior (train/prior.py), saved beside the trained weights
     plotted: tuple[float, int] = (-math.inf, 0)  # when loss.png was last drawn, and from how many evaluations
     last_grid: int = 0  # the epoch of the last samples/ and recon/ grids written (grid_epoch)
+    good: tuple | None = None  # (epoch, model state, optimizer state) copied at the last finite evaluation
+    lr_scale: float = 1.0  # halved at each rollback (_skip_step), for the rest of the run
+    rollbacks: int = 0
 
     def progress(self) -> float:
         """Fraction of the --minutes budget used (0 without a budget)."""
@@ -256,7 +263,11 @@ class Run:
                 "image_shape": list(self.data.image_shape), "classes": list(self.data.classes),
                 "reference_x": self.reference_x, "reference_y": self.reference_y, "kind": self.config.model,
                 "diagnostics": self.diagnostics, **({"prior_fit": self.prior_fit} if self.prior_fit else {}),
-                **state.to_checkpoint()}
+                "lr_scale": self.lr_scale, **state.to_checkpoint()}
+
+    def keep_good(self, epoch: int) -> None:
+        """Copy the weights and optimizer state, evaluated finite at `epoch`, for a rollback (_skip_step)."""
+        self.good = (epoch, copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
 
 
 def train(config, on_step=None) -> Path:
@@ -315,6 +326,12 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
                 state.epoch, state.next_batch = epoch, 0
                 continue  # evaluated, drawn and saved every --eval-every epochs, and at the end
             row = epoch_metrics(run, state, epoch, time.perf_counter() - start, first)
+            if not math.isfinite(row.get("val_neg_elbo", row["train_loss"])):  # gone bad within the epoch: nothing
+                state.epoch, state.next_batch = epoch, 0  # of it is written (no checkpoint, grid or prior fit)
+                if _roll_back(run, f"the evaluation of epoch {epoch} is not finite"):
+                    continue
+                raise FloatingPointError(f"the evaluation of epoch {epoch} is not finite; stopped without saving: "
+                                         f"{_last_saved(run)}. Try a lower --lr")
             warnings = check_latent(run, row, settled=row["beta"] >= config.beta)
             row["seconds"] = round(time.perf_counter() - start, 3)
             state.history.append(row)
@@ -322,6 +339,7 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
             score = row.get("val_neg_elbo", row["train_loss"])
             improved, state.best = score < state.best, min(score, state.best)
             stopping = early_stop(config, state.history)
+            run.keep_good(epoch)
             if dist.is_main:
                 write_epoch(run, state, row, improved, last=epoch == config.epochs or run.spent or stopping is not None)
             dist.barrier()
@@ -404,6 +422,7 @@ def resume(run: Run, log) -> TrainState:
     run.model.load_state_dict(saved["model"])
     run.optimizer.load_state_dict(saved["optimizer"])
     run.gen.set_state(saved["generator"])
+    run.lr_scale = float(saved.get("lr_scale", 1.0))
     state = TrainState.from_checkpoint(saved)
     run.saved_at = _position(state.epoch, state.next_batch, run.batches)
     run.prior_fit = saved.get("prior_fit")
@@ -438,7 +457,7 @@ def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_st
                                      f"saving: {_last_saved(run)}. Try a lower --lr or --grad-clip")
         if config.minutes and config.schedule == "cosine":
             lr = lr_at(config, epoch, float(flags[2]))
-        _set_lr(run.optimizer, warmed(lr, config, state.step, batches))
+        _set_lr(run.optimizer, warmed(lr, config, state.step, batches) * run.lr_scale)
         if flags[0]:  # with --grad-clip on, a batch whose loss overflowed is skipped like a non-finite gradient:
             run.skipped += 1  # one unlucky draw of eps must not end a run (Twemoji, 2 x 8 x 8 latent: epoch 19 of a
             # 20-minute run, once); a model that has itself gone bad stops after MAX_SKIPPED in a row
@@ -477,9 +496,16 @@ def train_epoch(run: Run, state: TrainState, epoch: int, stop: StopSignal, on_st
 
 
 def _skip_step(run: Run, epoch: int, b: int, what: str = "gradient") -> None:
-    """A step whose loss or gradient (`what`) is not finite leaves the weights as they are: warns once, stops after
-    MAX_SKIPPED in a row."""
+    """A step whose loss or gradient (`what`) is not finite leaves the weights as they are: warns once. After
+    MAX_SKIPPED in a row the model itself has gone bad: the run goes back to the weights and optimizer state of its
+    last finite evaluation with half the learning rate (at most MAX_ROLLBACKS times), else stops.
+
+    Seen once on Twemoji's default recipe (a 10-minute run, epoch 38 of ~85; two reruns of it did not diverge): every
+    batch's loss overflowed after one step, and the run ended with an error 4 minutes in."""
     where = f"epoch {epoch}, batch {b + 1}/{run.batches}"
+    if run.skipped > MAX_SKIPPED and _roll_back(
+            run, f"the loss or gradient was not finite for {MAX_SKIPPED + 1} steps in a row at {where}"):
+        return
     if run.skipped > MAX_SKIPPED:
         raise FloatingPointError(f"the {what} is not finite at {where}, and the loss or gradient was at the "
                                  f"{MAX_SKIPPED} steps before it (skipped); stopped without saving: "
@@ -488,6 +514,22 @@ def _skip_step(run: Run, epoch: int, b: int, what: str = "gradient") -> None:
         run.warned.add("gradient")
         tqdm.write(f"warning: the {what} is not finite at {where}: that step is skipped and the weights kept "
                    f"(said once; the run stops after {MAX_SKIPPED} in a row)")
+
+
+def _roll_back(run: Run, what: str) -> bool:
+    """Restore the weights and optimizer state of the last finite evaluation and halve the learning rate, saying
+    `what` went wrong; False when there is none or MAX_ROLLBACKS were used (the caller stops the run)."""
+    if run.good is None or run.rollbacks >= MAX_ROLLBACKS:
+        return False
+    good_epoch, model_state, optimizer_state = run.good
+    run.model.load_state_dict(model_state)
+    run.optimizer.load_state_dict(optimizer_state)
+    run.rollbacks, run.lr_scale, run.skipped = run.rollbacks + 1, run.lr_scale / 2, 0
+    if run.dist.is_main:
+        tqdm.write(f"warning: {what}: the weights and optimizer state went back to epoch {good_epoch}'s and the "
+                   f"learning rate is x{run.lr_scale:g} for the rest of the run (rollback {run.rollbacks} of at most "
+                   f"{MAX_ROLLBACKS})")
+    return True
 
 
 def _position(epoch: int, next_batch: int, batches: int) -> str:
