@@ -13,10 +13,10 @@ in this process and each for the same wall-clock budget (--minutes, which includ
 does: data loading, per-epoch evaluation, checkpoints):
     ours          `edgevae train --data WORK/data.npz RECIPE --minutes M`: the defaults a user gets on a colour
                   folder (auto: resnet, discretized logistic, a 2 x 8 x 8 latent from 1x1-conv heads with a
-                  Gaussian prior fitted over its 128 numbers after training, gradient norm clipped to 1, batch 32,
+                  mixture of Gaussians fitted over its 128 numbers after training, gradient norm clipped to 1, batch 32,
                   lr 2e-3 cosine; 10% of the training images held out for validation) plus the measurement's flags
                   in RECIPE
-    conditional   the same with --conditional (the folder's categories; the prior fitted per category), for
+    conditional   the same with --conditional (the folder's categories; a Gaussian fitted per category), for
                   --cond-minutes
     spatial       the same with a spatial latent, --latent-channels 4 --widths 16,32,64 (4 x H/4 x W/4: sharper
                   reconstructions, no fitted prior), for --spatial-minutes

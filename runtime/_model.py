@@ -357,11 +357,14 @@ class Model:
 
         a and b are each a latent (latent_shape) or an image (C, H, W), which is encoded to its mean.
         method "lerp" is a straight line; "slerp" follows the sphere, see runtime._latent.interpolate
-        (a spatial latent is treated as one vector). A conditional model takes one class for the whole path.
+        (a spatial latent is treated as one vector). A conditional model takes one class for the whole path. A
+        fitted mixture's first number, which picks the component, goes from a's to b's half way, not through the
+        components between them (runtime._latent.held_numbers).
         """
         a, b = self._point("interpolate", a, labels), self._point("interpolate", b, labels)
         self._budget("interpolate", check_int(steps, "interpolate: steps", 2, 10_000))
-        path = _latent.interpolate(a.ravel(), b.ravel(), steps, method)  # (steps, latent_dim)
+        path = _latent.interpolate(a.ravel(), b.ravel(), steps, method,  # (steps, latent_dim)
+                                   held=_latent.held_numbers(self.spec))
         return self.decode(path.reshape(len(path), *self.latent_shape), labels=labels)
 
     def traverse(self, dim: int, values=None, z=None, steps: int = 9, span: float = 3.0, *, labels=None) -> np.ndarray:

@@ -110,6 +110,41 @@ def test_node_conditional_grid_equals_python_grid(node, kind_export, tmp_path):
     assert result.returncode == 1 and "this model is conditional" in result.stderr, result.stderr
 
 
+def test_node_samples_through_a_fitted_mixture_as_python_does(node, kind_export, tmp_path):
+    # the colour default's graphs (a mixture of Gaussians folded in: comparisons, a one-hot's MatMuls, the stretch's
+    # Log) in onnxruntime-node give Python's grid from the same seed
+    _, export = kind_export("resnet-default")
+    assert edgevae.load(export).spec["prior_fit"]["kind"] == "gaussian-mixture"
+    js_png, py_png = tmp_path / "node.png", tmp_path / "python.png"
+    result = subprocess.run([node, "sample.mjs", str(export), "--n", "16", "--seed", "5", "--out", str(js_png)],
+                            cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    edgevae.save_grid(edgevae.load(export).sample(16, seed=5), py_png)
+    diff = np.abs(_pixels(js_png).astype(int) - _pixels(py_png).astype(int))
+    assert diff.max() <= 1 and (diff > 0).sum() <= diff.size // 1000  # as above
+    assert _pixels(py_png).std() > 10
+
+
+@pytest.mark.parametrize("method", ["lerp", "slerp"])
+def test_the_web_pages_interpolation_holds_a_mixtures_first_number_as_python_does(node, method):
+    # examples/web/latent.mjs is the page's path; run_js runs in examples/node, so the import climbs to it
+    from edgevae._latent import interpolate
+
+    rng = np.random.default_rng(7)
+    a, b = rng.standard_normal(6).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+    code = ('import { interpolate, heldNumbers } from "../web/latent.mjs";'
+            'const [a, b, method] = [JSON.parse(process.argv[1]), JSON.parse(process.argv[2]), process.argv[3]];'
+            'const held = heldNumbers({ prior_fit: { kind: "gaussian-mixture" } });'
+            'console.log(JSON.stringify(Array.from(interpolate(Float32Array.from(a), Float32Array.from(b), 7, method,'
+            ' held))));')
+    result = run_js(node, code, json.dumps(a.tolist()), json.dumps(b.tolist()), method)
+    assert result.returncode == 0, result.stderr
+    js = np.array(json.loads(result.stdout), dtype=np.float32).reshape(7, 6)
+    expected = interpolate(a, b, 7, method, held=(0,))
+    assert np.array_equal(js[:, 0], [a[0]] * 3 + [b[0]] * 4)  # a's component, then b's from t = 1/2 on
+    np.testing.assert_allclose(js, expected, rtol=0, atol=1e-6)  # float64 paths in both, rounded to float32
+
+
 def test_node_refuses_tampered_and_mismatched_exports(node, export_dir, export_dir_2d, tmp_path):
     tampered = tmp_path / "tampered"
     shutil.copytree(export_dir, tampered)

@@ -11,7 +11,7 @@
 import { ExportError, latentShape, latentSize } from "../js/export.mjs";
 import { priorLatents, priorRefusal } from "../js/generate.mjs";
 import { clearCanvas, drawImages } from "./draw.mjs";
-import { interpolate, METHODS } from "./latent.mjs";
+import { heldNumbers, interpolate, METHODS } from "./latent.mjs";
 import { firstLine, openModel } from "./model.mjs";
 
 const SLIDERS = 8; // the first (flattened) latent elements get a slider each
@@ -191,7 +191,8 @@ function runInterpolation() {
   }
   submit("strip", async (m) => {
     const ends = [p.a, p.b].map((seed) => priorLatents(m.spec, 1, seed, p.temperature));
-    const images = await m.decode(interpolate(ends[0], ends[1], p.steps, p.method), p.steps, p.label);
+    const path = interpolate(ends[0], ends[1], p.steps, p.method, heldNumbers(m.spec));
+    const images = await m.decode(path, p.steps, p.label);
     return () => {
       drawImages($("strip"), images, { nrow: p.steps, maxWidth: 900 });
       $("strip").dataset.shown = JSON.stringify({ ...p, a: String(p.a), b: String(p.b) });
