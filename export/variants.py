@@ -255,7 +255,7 @@ def layout(attempt: dict, static: set[str]) -> str | None:
     parts = ([f"the {' and '.join(heads)}'s layers next to the outputs kept float32"] if heads else []) + (
         ["the encoder's weights float16 (float32 compute): quantized, it missed its bounds"]
         if attempt.get("encoder") == "fp16" else []) + (
-        ["the encoder float32: rounded, it missed its bounds (a fitted mixture's component choice flips)"]
+        ["the encoder float32: rounded, it missed its bounds"]
         if attempt.get("encoder") == "fp32" else [])
     return "; ".join(parts) or None
 

@@ -371,3 +371,55 @@ def test_a_mixture_is_for_unconditional_vaes_and_a_broken_one_is_one_line(kind_e
     copy = _with_fit_changed(kind_export("resnet-default")[0], tmp_path, "weights", lambda weights: weights * 2)
     with pytest.raises(ValueError, match=r"its prior_fit's mixture weights are not positive and summing to 1\)$"):
         load_run(copy)
+
+
+def test_interpolating_through_a_mixture_keeps_its_first_number_at_the_nearer_end(kind_export):
+    # a straight line through the number that picks the component would cross every component between the ends'
+    # (and sweep each one's stretched number through its whole range); held, a strip stays in a's component for
+    # its first half and in b's for the second
+    from edgevae import _latent
+
+    model = edgevae.load(kind_export("resnet-default")[1])
+    ua, ub = (edgevae.standard_normal(seed, (1, *model.latent_shape))[0] for seed in (1, 2))
+    path = _latent.interpolate(ua.ravel(), ub.ravel(), 5, "slerp", held=(0,))
+    assert list(path[:, 0]) == [ua.flat[0]] * 2 + [ub.flat[0]] * 3
+    others = _latent.interpolate(np.delete(ua.ravel(), 0), np.delete(ub.ravel(), 0), 5, "slerp")
+    np.testing.assert_array_equal(path[:, 1:], others)  # the rest as without the held number
+    strip = model.interpolate(ua, ub, steps=5, method="slerp")
+    np.testing.assert_array_equal(strip, model.decode(path.reshape(5, *model.latent_shape)))
+    assert _latent.held_numbers(model.spec) == (0,)
+    assert _latent.held_numbers(edgevae.load(kind_export("resnet-fitted")[1]).spec) == ()  # one Gaussian: none
+
+
+def test_latents_far_out_in_a_component_round_trip_finite_and_exact_where_a_slab_can_hold_them():
+    # the encoder's stretched number of an image far out along its component's first direction must still land in
+    # a slab the decoder reads back: a component whose slab cannot hold it in float32 is not picked, and past every
+    # slab's reach the number is clipped, never NaN (before: t beyond the outer cuts gave no component and NaN)
+    gen = torch.Generator().manual_seed(3)
+    mean = torch.randn(4, 6, generator=gen) * 3
+    latent_map = prior.LatentMap(mean, torch.eye(6).repeat(4, 1, 1), torch.tensor([0.4, 0.3, 0.2, 0.1]))
+    for k in range(4):
+        offsets = torch.zeros(49, 6)
+        offsets[:, 0] = torch.linspace(-12, 12, 49)
+        z = mean[k] + offsets
+        u, logvar = latent_map.to_latent(z, torch.zeros_like(z))
+        back = latent_map.from_latent(u)
+        assert torch.isfinite(u).all() and torch.isfinite(logvar).all() and torch.isfinite(back).all()
+        assert (latent_map._component(u[:, :1]).sum(1) == 1).all()
+        near = offsets[:, 0].abs() <= 4  # within 4 standard deviations some slab holds it: exact to float32
+        assert torch.allclose(back[near], z[near], atol=1e-3)
+    far = torch.full((2, 6), 1e4)
+    far[1] *= -1
+    assert torch.isfinite(latent_map.from_latent(latent_map.to_latent(far, None)[0])).all()
+    # equal responsibilities (two identical components) pick exactly one, the lower index
+    twins = prior.LatentMap(torch.zeros(2, 6), torch.eye(6).repeat(2, 1, 1), torch.tensor([0.5, 0.5]))
+    u, _ = twins.to_latent(torch.randn(8, 6, generator=gen), None)
+    assert (twins._component(u[:, :1]).argmax(1) == 0).all()
+
+
+def test_k_means_on_fewer_distinct_latents_than_components_fits_what_there_is():
+    mu = torch.tensor([[0.0, 0.0], [5.0, 5.0]], dtype=torch.float64).repeat(20, 1)  # two distinct latents
+    entry = prior._mixture(mu, torch.full((40, 2), 0.01, dtype=torch.float64), 8, seed=0)
+    assert entry["components"] == [20, 20]
+    one = torch.zeros(40, 2, dtype=torch.float64)  # one distinct latent: a single cluster
+    assert len(prior._mixture(one, torch.full((40, 2), 0.01, dtype=torch.float64), 8, seed=0)["weights"]) == 1

@@ -273,7 +273,8 @@ def test_a_non_finite_gradient_skips_its_step_and_keeps_the_weights(tmp_path, ca
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
-def test_a_model_gone_bad_goes_back_to_its_last_evaluated_weights_and_trains_on(tmp_path, capsys):
+@pytest.mark.parametrize("val_fraction", [0.1, 0.0])  # without a validation split the test split's -ELBO tells
+def test_a_model_gone_bad_goes_back_to_its_last_evaluated_weights_and_trains_on(tmp_path, capsys, val_fraction):
     # the model itself breaks at epoch 3 (a weight made NaN, as an overflowing step would): every later batch's loss
     # is non-finite and so is epoch 3's evaluation, so the run restores epoch 2's weights and optimizer state and
     # finishes at half the learning rate, instead of ending with an error; nothing of epoch 3 is written
@@ -282,7 +283,7 @@ def test_a_model_gone_bad_goes_back_to_its_last_evaluated_weights_and_trains_on(
             with torch.no_grad():
                 next(model.parameters()).fill_(float("nan"))
 
-    config = TrainConfig(**dict(SMALL, grad_clip=1.0, epochs=8, out=str(tmp_path / "run")))
+    config = TrainConfig(**dict(SMALL, grad_clip=1.0, epochs=8, val_fraction=val_fraction, out=str(tmp_path / "run")))
     out = train(config, on_step=poison)
     log = "".join(capsys.readouterr())
     assert log.count("the loss is not finite at epoch 3, batch 2/5: that step is skipped") == 1

@@ -263,11 +263,11 @@ class Run:
                 "image_shape": list(self.data.image_shape), "classes": list(self.data.classes),
                 "reference_x": self.reference_x, "reference_y": self.reference_y, "kind": self.config.model,
                 "diagnostics": self.diagnostics, **({"prior_fit": self.prior_fit} if self.prior_fit else {}),
-                "lr_scale": self.lr_scale, **state.to_checkpoint()}
+                "lr_scale": self.lr_scale, "rollbacks": self.rollbacks, **state.to_checkpoint()}
 
     def keep_good(self, epoch: int) -> None:
-        """Copy the weights and optimizer state, evaluated finite at `epoch`, for a rollback (_skip_step)."""
-        self.good = (epoch, copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
+        """Copy the weights and optimizer state, evaluated finite at `epoch`, to the CPU for a rollback (_roll_back)."""
+        self.good = (epoch, _on_cpu(self.model.state_dict()), _on_cpu(self.optimizer.state_dict()))
 
 
 def train(config, on_step=None) -> Path:
@@ -294,6 +294,8 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
     run.started = started
     config = run.config  # auto choices made
     state = resume(run, log) if config.resume else TrainState()
+    if config.resume:
+        run.keep_good(state.epoch)  # what a rollback goes back to until the next evaluation
     if state.epoch == config.epochs and not state.next_batch:  # resuming a finished run: say so, change nothing
         log(f"nothing to do: {run.out} already has {state.epoch} of {config.epochs} epochs; "
             f"pass --epochs N with N > {state.epoch} to train longer")
@@ -317,7 +319,7 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
     if config.model == "vae" and config.latent_channels and not prior.wanted(config):
         log(f"a spatial latent ({'x'.join(map(str, model.latent_shape))}) without a fitted prior: sharp "
             "reconstructions, but its prior samples will not look like your images; for samples, leave out "
-            "--latent-channels (or add --prior-fit mixture)")
+            "--latent-channels (or add --prior-fit gaussian)")
     try:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             start, first = time.perf_counter(), state.next_batch
@@ -326,7 +328,8 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
                 state.epoch, state.next_batch = epoch, 0
                 continue  # evaluated, drawn and saved every --eval-every epochs, and at the end
             row = epoch_metrics(run, state, epoch, time.perf_counter() - start, first)
-            if not math.isfinite(row.get("val_neg_elbo", row["train_loss"])):  # gone bad within the epoch: nothing
+            if not (math.isfinite(row.get("val_neg_elbo", row["test_neg_elbo"])) and math.isfinite(row["train_loss"])
+                    and all(bool(torch.isfinite(p).all()) for p in run.model.parameters())):  # gone bad: nothing
                 state.epoch, state.next_batch = epoch, 0  # of it is written (no checkpoint, grid or prior fit)
                 if _roll_back(run, f"the evaluation of epoch {epoch} is not finite"):
                     continue
@@ -422,7 +425,7 @@ def resume(run: Run, log) -> TrainState:
     run.model.load_state_dict(saved["model"])
     run.optimizer.load_state_dict(saved["optimizer"])
     run.gen.set_state(saved["generator"])
-    run.lr_scale = float(saved.get("lr_scale", 1.0))
+    run.lr_scale, run.rollbacks = float(saved.get("lr_scale", 1.0)), int(saved.get("rollbacks", 0))
     state = TrainState.from_checkpoint(saved)
     run.saved_at = _position(state.epoch, state.next_batch, run.batches)
     run.prior_fit = saved.get("prior_fit")
@@ -516,6 +519,17 @@ def _skip_step(run: Run, epoch: int, b: int, what: str = "gradient") -> None:
                    f"(said once; the run stops after {MAX_SKIPPED} in a row)")
 
 
+def _on_cpu(tree):
+    """A copy of a state dict (nested dicts and lists) with every tensor on the CPU."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        return {key: _on_cpu(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_on_cpu(value) for value in tree)
+    return copy.deepcopy(tree)
+
+
 def _roll_back(run: Run, what: str) -> bool:
     """Restore the weights and optimizer state of the last finite evaluation and halve the learning rate, saying
     `what` went wrong; False when there is none or MAX_ROLLBACKS were used (the caller stops the run)."""
@@ -556,7 +570,8 @@ def epoch_metrics(run: Run, state: TrainState, epoch: int, train_seconds: float,
     loss_sum, neg_elbo_sum, kl_sum, seen = dist.all_sum(state.sums).tolist()
     row = {"epoch": epoch, "step": state.step, "lr": run.optimizer.param_groups[0]["lr"],
            "beta": beta_at(config, max(state.step - 1, 0), run.batches),
-           "train_loss": loss_sum / seen, "train_neg_elbo": neg_elbo_sum / seen, "train_kl": kl_sum / seen}
+           **{name: total / seen if seen else math.nan  # no step taken this epoch: nothing to average
+              for name, total in (("train_loss", loss_sum), ("train_neg_elbo", neg_elbo_sum), ("train_kl", kl_sum))}}
     if len(data.val_x):
         val = evaluate(run.objective, config, data.val_x, data.val_y, dist)
         row["val_neg_elbo"], row["val_kl"] = val["neg_elbo"], val["kl"]

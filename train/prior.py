@@ -39,16 +39,20 @@ it gives the test images' latents a higher density than one Gaussian does (per n
 without the shrinking -11.9: its clusters learn their images by heart). Folded in, u ~ N(0, I) still:
 - u's first number t picks the component: k where t lies between the cuts a_(k-1) < t <= a_k, a_k = Phi^-1(w_1 +
   ... + w_k), so component k is picked with probability w_k exactly;
-- t's slab is stretched back onto the whole line for v's first number, v_1 = logit(q) / 1.702, q = (sigmoid(1.702
-  t) - sigmoid(1.702 a_(k-1))) / (sigmoid(1.702 a_k) - sigmoid(1.702 a_(k-1))): the logistic's CDF with the normal's
-  slope at 0 (Greater, Sigmoid, Log and arithmetic: ops every host has; the normal's own CDF would need Erf and an
-  inverse no ONNX op computes), so v_1 is nearly, not exactly, standard normal; v's other numbers are u's;
+- t's slab is stretched back onto the whole line for v's first number: f = logit((t - low) / width) inside, f =
+  log |t - edge| in the two end slabs, v_1 = f standardized to mean 0 and variance 1 over the slab (moments
+  integrated at fit time, _stretch_table). Linear in t before its one Log, so ONNX Runtime and PyTorch compute the
+  same v_1 (a stretch of sigmoid(1.702 t) was 5.8e-5 apart in x_hat: one-ulp Sigmoid differences magnified by
+  1 / w_k); no Erf or inverse CDF, which no ONNX op computes. v_1 is nearly, not exactly, standard normal (logistic-
+  like inside, Gumbel-like at the ends); v's other numbers are u's;
 - z = m_k + L_k v (the per-class tables, picked by k's one-hot instead of the label's).
 The encoder inverts it: k is the component of highest responsibility log w_k - log det L_k - |L_k^-1 (mu - m_k)|^2
-/ 2 (a strict maximum, by pairwise Greater and a MatMul count: no ArgMax), v = L_k^-1 (mu - m_k), t from v_1 by the
-same stretch backwards; so decode(encode(x).mu) is still the trained model's reconstruction. Its variances are
-the per-class formula's, t's times the stretch's squared slope. Every component reproduces any latent, so the
-choice only says where in u an image lands.
+/ 2 (a maximum by pairwise Greater and a MatMul count, ties to the lower index: no ArgMax) among those whose v_1
+a slab can hold in float32 (f within the slab's [f_low, f_high]: t at least a few float32 steps inside its slab,
+at most END_REACH beyond an end slab's edge), v = L_k^-1 (mu - m_k), t from v_1 by the same stretch backwards;
+so decode(encode(x).mu) is the trained model's reconstruction. Only when no component can hold v_1 (a latent far
+out along every component's first direction) is f clipped, and the reconstruction moves. Its variances are the
+per-class formula's, t's times the stretch's squared slope.
 """
 from __future__ import annotations
 
@@ -70,11 +74,12 @@ MIXTURE_TABLE = 1 << 20  # K * D * D at most for a mixture (4 MB of float32 per 
 SHRINK = 50.0  # images' worth of the pooled covariance in each component's (Twemoji: held-out density -0.81 per
 # number at 50, -1.02 at 10, -11.9 at 0; one Gaussian -0.93)
 KMEANS_ROUNDS = 30  # Lloyd iterations after k-means++ seeding
-EDGE = 1e4  # the outer cuts: every finite t of a standard normal lies between -EDGE and EDGE
 Q_MIN = 1e-7  # an inner slab's q = (t - low) / width is kept in [Q_MIN, 1 - Q_MIN]: logit(q) finite
 D_MIN = 1e-30  # an end slab's distance from its inner edge, at least this: log finite
-LOG_D_MAX = 30.0  # ... and at most e^30 on the way back
+INSIDE = 16  # float32 steps of t a slab keeps between t and its edges (f_low, f_high): t stays in its slab
+END_REACH = 64.0  # an end slab's t at most this far beyond its edge (u's first number within about +-66)
 STRETCH_RANGE, STRETCH_POINTS = 40.0, 200_000  # the grid in f the stretch's moments are integrated on
+OUT_OF_REACH = 1e6  # taken off the responsibility of a component whose slab cannot hold an image's v_1
 
 
 class LatentMap(nn.Module):
@@ -108,9 +113,12 @@ class LatentMap(nn.Module):
     def _mixture_tables(self, mean: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor) -> None:
         k, d = mean.shape
         cuts = torch.special.ndtri(torch.cumsum(weights, 0)[:-1].clamp(1e-12, 1 - 1e-12))  # a_1 .. a_(K-1)
-        edges = torch.cat([torch.tensor([-EDGE], dtype=torch.double), cuts, torch.tensor([EDGE], dtype=torch.double)])
+        edges = torch.cat([torch.tensor([-math.inf], dtype=torch.double), cuts,
+                           torch.tensor([math.inf], dtype=torch.double)])
         self.register_buffer("edges", edges.float())  # (K + 1,): t in (edges[k], edges[k + 1]] picks component k
-        self.register_buffer("stretch", _stretch_table(edges).float())  # (K, STRETCH): each slab's stretch
+        self.register_buffer("stretch", _stretch_table(edges).float())  # (K, 8): each slab's stretch
+        # ties in the encoder's maximum go to the lower index: i beats j at an equal score when i < j
+        self.register_buffer("earlier", torch.triu(torch.ones(k, k), diagonal=1))
         self.register_buffer("mean", mean.float())
         self.register_buffer("scale_t", scale.transpose(-1, -2).reshape(k, -1).contiguous().float())
         inverse_t = torch.linalg.inv(scale).transpose(-1, -2)  # (K, D, D): L_k^-T
@@ -130,18 +138,19 @@ class LatentMap(nn.Module):
 
     def _stretch(self, t: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
         """t in its slab -> v_1 on the whole line (N, 1): f(t) standardized (the module doc)."""
-        low, width, end, sign, mean, std = (one_hot @ self.stretch).split(1, dim=1)  # (N, 1) each
+        low, width, end, sign, mean, std, f_low, f_high = (one_hot @ self.stretch).split(1, dim=1)  # (N, 1) each
         q = ((t - low) / width).clamp(Q_MIN, 1 - Q_MIN)
         inner = torch.log(q) - torch.log(1 - q)
         outer = torch.log((sign * (t - low)).clamp(min=D_MIN))
-        return sign * (torch.where(end > 0.5, outer, inner) - mean) / std
+        f = torch.minimum(torch.maximum(torch.where(end > 0.5, outer, inner), f_low), f_high)
+        return sign * (f - mean) / std
 
     def _unstretch(self, v: torch.Tensor, one_hot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """v_1 (N, 1) -> (t in its slab, log |dt / dv_1|), each (N, 1): _stretch backwards."""
-        low, width, end, sign, mean, std = (one_hot @ self.stretch).split(1, dim=1)
-        f = mean + std * sign * v  # logit(q) inside, log |t - edge| at an end
-        q = torch.sigmoid(f)
-        d = torch.exp(f.clamp(max=LOG_D_MAX))
+        low, width, end, sign, mean, std, f_low, f_high = (one_hot @ self.stretch).split(1, dim=1)
+        f = torch.minimum(torch.maximum(mean + std * sign * v, f_low), f_high)  # logit(q) inside, log |t - edge| at
+        q = torch.sigmoid(f)  # an end; within what the slab holds (the module doc)
+        d = torch.exp(f)
         t = torch.where(end > 0.5, low + sign * d, low + width * q)
         log_slope = torch.where(end > 0.5, f, torch.log(width) + torch.log(q.clamp(min=Q_MIN))
                                 + torch.log((1 - q).clamp(min=Q_MIN))) + torch.log(std)
@@ -150,9 +159,13 @@ class LatentMap(nn.Module):
     def _mixture_to_latent(self, mu: torch.Tensor, logvar: torch.Tensor | None):
         k = len(self.mean)
         white = (mu @ self.inverse_t).reshape(-1, k, self.dim) - self.offset  # (N, K, D): L_k^-1 (mu - m_k)
-        score = self.log_weight - 0.5 * ((white * white) @ self.dim_ones).reshape(-1, k)
-        beats = (score.unsqueeze(2) > score.unsqueeze(1)).float()  # (N, K, K): component i's score above j's
-        one_hot = ((beats @ self.ones).reshape(-1, k) > k - 1.5).float()  # above all K - 1 others: the maximum
+        _, _, _, sign, mean, std, f_low, f_high = self.stretch.T.unsqueeze(-1).unbind(0)  # each (K, 1)
+        f = mean.T + std.T * sign.T * white[:, :, 0]  # (N, K): each component's f of its v_1
+        outside = (f < f_low.T).float() + (f > f_high.T).float()  # 1 where the slab cannot hold it
+        score = self.log_weight - 0.5 * ((white * white) @ self.dim_ones).reshape(-1, k) - OUT_OF_REACH * outside
+        above = (score.unsqueeze(2) > score.unsqueeze(1)).float()  # (N, K, K): component i's score above j's
+        beats = above + (1 - above - above.transpose(1, 2)) * self.earlier  # ... or equal, and i < j
+        one_hot = ((beats @ self.ones).reshape(-1, k) > k - 1.5).float()  # beats all K - 1 others: the maximum
         v = (one_hot.unsqueeze(1) @ white).reshape(-1, self.dim)
         t, log_slope = self._unstretch(v[:, :1], one_hot)
         mu_u = torch.cat([t, v[:, 1:]], 1)
@@ -202,9 +215,11 @@ class LatentMap(nn.Module):
 
 
 def _stretch_table(edges: torch.Tensor) -> torch.Tensor:
-    """(K, STRETCH) float64 rows [low, width, end, sign, mean, std] of each slab of t ~ N(0, 1) between edges (K + 1,):
-    an inner slab's f = logit((t - low) / width), an end slab's f = log(sign (t - low)) with low its inner edge, and
-    the mean and standard deviation of f over the slab (midpoint rule on a grid in f, where f's density is smooth)."""
+    """(K, 8) float64 rows [low, width, end, sign, mean, std, f_low, f_high] of each slab of t ~ N(0, 1) between
+    edges (K + 1,): an inner slab's f = logit((t - low) / width), an end slab's f = log(sign (t - low)) with low its
+    inner edge; the mean and standard deviation of f over the slab (midpoint rule on a grid in f, where f's density
+    is smooth); and the range of f whose t lies at least INSIDE float32 steps inside the slab (an end slab: at most
+    END_REACH beyond its edge), which a float32 t can carry there and back."""
     k = len(edges) - 1
     f = torch.linspace(-STRETCH_RANGE, STRETCH_RANGE, STRETCH_POINTS + 1, dtype=torch.float64)
     f = (f[1:] + f[:-1]) / 2
@@ -221,8 +236,22 @@ def _stretch_table(edges: torch.Tensor) -> torch.Tensor:
         density = density / density.sum()
         mean = float((density * f).sum())
         std = float((density * (f - mean) ** 2).sum().sqrt())
-        rows.append([float(low), float(width), end, sign, mean, std])
+        if end:
+            step = INSIDE * _float32_step(abs(float(low)) + END_REACH)
+            f_low, f_high = math.log(step), math.log(END_REACH)
+        else:
+            margin = min(INSIDE * _float32_step(max(abs(float(low)), abs(float(low + width)))) / float(width), 0.25)
+            f_high = math.log((1 - margin) / margin)
+            f_low = -f_high
+        rows.append([float(low), float(width), end, sign, mean, std, f_low, f_high])
     return torch.tensor(rows, dtype=torch.float64)
+
+
+def _float32_step(x: float) -> float:
+    """The spacing of float32 numbers at |x| (at least at 1)."""
+    import numpy as np
+
+    return float(np.spacing(np.float32(max(abs(x), 1.0))))
 
 
 def wanted(config) -> bool:
@@ -275,7 +304,9 @@ def fit(model, x: torch.Tensor, y: torch.Tensor | None, batch: int = 256, seed: 
     model.train(was_training)
     mu, var = torch.cat(mus), torch.cat(variances)
     if mixture and not model.conditional and components(len(mu), mu.shape[1]) > 1:
-        return {**_mixture(mu, var, components(len(mu), mu.shape[1]), seed), "images": len(mu)}
+        fitted = _mixture(mu, var, components(len(mu), mu.shape[1]), seed)
+        if len(fitted["weights"]) > 1:  # else the latents were one cluster: one Gaussian
+            return {**fitted, "images": len(mu)}
     overall = _gaussian(mu, var)
     classes = model.num_classes if model.conditional and y is not None else 0
     if not classes or classes * mu.shape[1] ** 2 > PER_CLASS_LIMIT:
@@ -305,11 +336,13 @@ def _kmeans(points: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     centres = points[torch.randint(len(points), (1,), generator=gen)]
     for _ in range(k - 1):
         nearest = torch.cdist(points, centres).min(1).values ** 2
+        if not float(nearest.sum()) > 0:  # every point is a centre already (fewer distinct latents than k)
+            break
         centres = torch.cat([centres, points[torch.multinomial(nearest / nearest.sum(), 1, generator=gen)]])
     for _ in range(KMEANS_ROUNDS):
         assigned = torch.cdist(points, centres).argmin(1)
         centres = torch.stack([points[assigned == j].mean(0) if bool((assigned == j).any()) else centres[j]
-                               for j in range(k)])
+                               for j in range(len(centres))])
     return torch.cdist(points, centres).argmin(1)
 
 
