@@ -142,14 +142,14 @@ class LatentMap(nn.Module):
         q = ((t - low) / width).clamp(Q_MIN, 1 - Q_MIN)
         inner = torch.log(q) - torch.log(1 - q)
         outer = torch.log((sign * (t - low)).clamp(min=D_MIN))
-        f = torch.minimum(torch.maximum(torch.where(end > 0.5, outer, inner), f_low), f_high)
+        f = _within(torch.where(end > 0.5, outer, inner), f_low, f_high)
         return sign * (f - mean) / std
 
     def _unstretch(self, v: torch.Tensor, one_hot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """v_1 (N, 1) -> (t in its slab, log |dt / dv_1|), each (N, 1): _stretch backwards."""
         low, width, end, sign, mean, std, f_low, f_high = (one_hot @ self.stretch).split(1, dim=1)
-        f = torch.minimum(torch.maximum(mean + std * sign * v, f_low), f_high)  # logit(q) inside, log |t - edge| at
-        q = torch.sigmoid(f)  # an end; within what the slab holds (the module doc)
+        f = _within(mean + std * sign * v, f_low, f_high)  # logit(q) inside, log |t - edge| at an end; within what
+        q = torch.sigmoid(f)  # the slab holds (the module doc)
         d = torch.exp(f)
         t = torch.where(end > 0.5, low + sign * d, low + width * q)
         log_slope = torch.where(end > 0.5, f, torch.log(width) + torch.log(q.clamp(min=Q_MIN))
@@ -160,7 +160,7 @@ class LatentMap(nn.Module):
         k = len(self.mean)
         white = (mu @ self.inverse_t).reshape(-1, k, self.dim) - self.offset  # (N, K, D): L_k^-1 (mu - m_k)
         _, _, _, sign, mean, std, f_low, f_high = self.stretch.T.unsqueeze(-1).unbind(0)  # each (K, 1)
-        f = mean.T + std.T * sign.T * white[:, :, 0]  # (N, K): each component's f of its v_1
+        f = mean.T + std.T * sign.T * white[:, :, :1].reshape(-1, k)  # (N, K): each component's f of its v_1
         outside = (f < f_low.T).float() + (f > f_high.T).float()  # 1 where the slab cannot hold it
         score = self.log_weight - 0.5 * ((white * white) @ self.dim_ones).reshape(-1, k) - OUT_OF_REACH * outside
         above = (score.unsqueeze(2) > score.unsqueeze(1)).float()  # (N, K, K): component i's score above j's
@@ -212,6 +212,11 @@ class LatentMap(nn.Module):
     def _times(v: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         """v (N, D) times a matrix (D, D), or each row by its own (N, D, D)."""
         return v @ matrix if matrix.dim() == 2 else (v.unsqueeze(1) @ matrix).reshape(v.shape[0], -1)
+
+
+def _within(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """x clipped to [low, high] elementwise, by Less, Greater and Where (Min and Max are not on the ops list)."""
+    return torch.where(x < low, low, torch.where(x > high, high, x))
 
 
 def _stretch_table(edges: torch.Tensor) -> torch.Tensor:
