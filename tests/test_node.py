@@ -115,14 +115,20 @@ def test_node_samples_through_a_fitted_mixture_as_python_does(node, kind_export,
     # Log) in onnxruntime-node give Python's grid from the same seed
     _, export = kind_export("resnet-default")
     assert edgevae.load(export).spec["prior_fit"]["kind"] == "gaussian-mixture"
-    js_png, py_png = tmp_path / "node.png", tmp_path / "python.png"
-    result = subprocess.run([node, "sample.mjs", str(export), "--n", "16", "--seed", "5", "--out", str(js_png)],
-                            cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    edgevae.save_grid(edgevae.load(export).sample(16, seed=5), py_png)
-    diff = np.abs(_pixels(js_png).astype(int) - _pixels(py_png).astype(int))
+    diff, py_png = _node_grid_against_python(node, export, 16, 5, tmp_path)
     assert diff.max() <= 1 and (diff > 0).sum() <= diff.size // 1000  # as above
     assert _pixels(py_png).std() > 10
+
+
+def _node_grid_against_python(node: str, export, n: int, seed: int, tmp_path):
+    """(|node's grid - Python's| per pixel, Python's PNG) for n samples of `seed` drawn by examples/node/sample.mjs
+    and by the runtime."""
+    js_png, py_png = tmp_path / "node.png", tmp_path / "python.png"
+    result = subprocess.run([node, "sample.mjs", str(export), "--n", str(n), "--seed", str(seed), "--out",
+                             str(js_png)], cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    edgevae.save_grid(edgevae.load(export).sample(n, seed=seed), py_png)
+    return np.abs(_pixels(js_png).astype(int) - _pixels(py_png).astype(int)), py_png
 
 
 @pytest.mark.parametrize("method", ["lerp", "slerp"])
@@ -198,12 +204,7 @@ def spatial_exports(tmp_path_factory):
 def test_node_spatial_latent_grid_equals_python_grid(node, spatial_exports, tmp_path):
     export = spatial_exports[0]
     assert edgevae.load(export).latent_shape == (4, 8, 8)
-    js_png, py_png = tmp_path / "node.png", tmp_path / "python.png"
-    result = subprocess.run([node, "sample.mjs", str(export), "--n", "9", "--seed", "5", "--out", str(js_png)],
-                            cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    edgevae.save_grid(edgevae.load(export).sample(9, seed=5), py_png)
-    diff = np.abs(_pixels(js_png).astype(int) - _pixels(py_png).astype(int))
+    diff, py_png = _node_grid_against_python(node, export, 9, 5, tmp_path)
     # eps (9, 4, 8, 8) row-major from one Philox stream in both hosts; one level where x * 255 straddles a rounding
     assert diff.max() <= 1 and (diff > 0).sum() <= diff.size // 1000
     assert _pixels(py_png).std() > 10
