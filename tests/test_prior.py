@@ -289,6 +289,25 @@ def test_the_mixture_fit_finds_separated_clusters_and_shrinks_their_covariances(
         assert torch.allclose(scale @ scale.T, expected, atol=1e-4)
 
 
+def test_the_mixture_puts_its_largest_components_where_a_low_temperature_draws():
+    gen = torch.Generator().manual_seed(0)
+    sizes = [20, 150, 40, 90, 60]  # five separated clusters of unequal sizes
+    centres = torch.randn(5, 6, generator=gen, dtype=torch.float64) * 50
+    assigned = torch.cat([torch.full((n,), j) for j, n in enumerate(sizes)])
+    mu = centres[assigned] + torch.randn(len(assigned), 6, generator=gen, dtype=torch.float64)
+    entry = prior._mixture(mu, torch.full_like(mu, 0.01), 5, seed=0)
+    # centre-out by size: the largest in the middle, the next ones alternately left and right of it
+    assert entry["components"] == [40, 90, 150, 60, 20]
+    latent_map = prior.LatentMap(entry["mean"], entry["scale"], entry["weights"])
+    u = torch.randn(10_000, 6, generator=gen)
+    for temperature, share in ((0.0, 1.0), (0.2, 0.9)):
+        # t = 0 lies in the largest component's slab, between its cuts Phi^-1(130 / 360) = -0.36 and
+        # Phi^-1(280 / 360) = 0.76; at temperature 0.2, t = 0.2 N(0, 1) stays in it in 96% of draws
+        picked = latent_map._component(temperature * u[:, :1]).argmax(1)
+        assert float((picked == 2).double().mean()) >= share
+    assert [prior._centre_out(s) for s in ([1], [2, 2], [3, 1, 2])] == [[0], [1, 0], [2, 0, 1]]
+
+
 def test_the_mixture_draws_each_component_with_its_weight():
     mean = torch.randn(3, 6, generator=torch.Generator().manual_seed(1)) * 5
     latent_map = prior.LatentMap(mean, torch.eye(6).repeat(3, 1, 1), torch.tensor([0.5, 0.3, 0.2]))

@@ -38,7 +38,8 @@ Gaussian's samples were coloured blobs, the mixture's include yellow faces, flag
 it gives the test images' latents a higher density than one Gaussian does (per number -0.81 against -0.93;
 without the shrinking -11.9: its clusters learn their images by heart). Folded in, u ~ N(0, I) still:
 - u's first number t picks the component: k where t lies between the cuts a_(k-1) < t <= a_k, a_k = Phi^-1(w_1 +
-  ... + w_k), so component k is picked with probability w_k exactly;
+  ... + w_k), so component k is picked with probability w_k exactly; the components are ordered centre-out by
+  weight (the largest where t is near 0), so a temperature below 1 favours the commonest kinds of image;
 - t's slab is stretched back onto the whole line for v's first number: f = logit((t - low) / width) inside, f =
   log |t - edge| in the two end slabs, v_1 = f standardized to mean 0 and variance 1 over the slab (moments
   integrated at fit time, _stretch_table). Linear in t before its one Log, so ONNX Runtime and PyTorch compute the
@@ -355,6 +356,7 @@ def _mixture(mu: torch.Tensor, var: torch.Tensor, k: int, seed: int) -> dict:
     """K Gaussians of the k-means clusters of mu, each covariance shrunk towards the pooled one (the module doc)."""
     assigned = _kmeans(mu, k, seed)
     members = [assigned == j for j in range(k) if bool((assigned == j).any())]  # an emptied cluster is dropped
+    members = [members[j] for j in _centre_out([int(m.sum()) for m in members])]
     counts = torch.tensor([float(m.sum()) for m in members], dtype=torch.float64)
     means = torch.stack([mu[m].mean(0) for m in members])
     own = torch.stack([torch.cov(mu[m].T, correction=0).reshape(mu.shape[1], -1) if int(m.sum()) > 1
@@ -368,6 +370,15 @@ def _mixture(mu: torch.Tensor, var: torch.Tensor, k: int, seed: int) -> dict:
     return {"mean": means.float(), "scale": scale.float(), "weights": (counts / counts.sum()).float(),
             "components": [int(c) for c in counts],
             "eigenvalues": [float(eigenvalues.min()), float(eigenvalues.max())]}
+
+
+def _centre_out(sizes: list[int]) -> list[int]:
+    """An order of components by size, the largest in the middle and the next ones alternately to its left and
+    right: u's first number t near 0 then falls in the largest components' slabs (t = 0 always in the largest's,
+    since the sizes left of it sum to at most it plus those right of it), so a temperature below 1 draws the
+    commonest kinds of image. Of two equal sizes, the earlier counts as the larger."""
+    by_size = sorted(range(len(sizes)), key=lambda j: -sizes[j])
+    return by_size[1::2][::-1] + by_size[0::2]
 
 
 def describe(entry: dict) -> str:
