@@ -1,8 +1,8 @@
 """Quality on colour images: EdgeVAE's default colour recipe against AntixK's VanillaVAE, same data, same wall time.
 
     python bench/quality_rgb.py                                  # ../shared/data/twemoji-64, RGBA, 20 minutes each
-    python bench/quality_rgb.py --minutes 3 --cond-minutes 3 --spatial-minutes 3   # a quick look
-    python bench/quality_rgb.py --train spatial                  # train one row again, reuse the others
+    python bench/quality_rgb.py --minutes 3 --cond-minutes 3 --flat-minutes 3   # a quick look
+    python bench/quality_rgb.py --train flat                     # train one row again, reuse the others
     python bench/quality_rgb.py --channels 3 --matte white       # RGB on a white matte instead of RGBA
 
 Protocol: the image folder is read with EdgeVAE's own loader (sub-folders are the classes; RGBA keeps alpha
@@ -12,14 +12,14 @@ train and test, and written to WORK/data.npz. Then, one after the other
 in this process and each for the same wall-clock budget (--minutes, which includes everything training
 does: data loading, per-epoch evaluation, checkpoints):
     ours          `edgevae train --data WORK/data.npz RECIPE --minutes M`: the defaults a user gets on a colour
-                  folder (auto: resnet, discretized logistic, a 2 x 8 x 8 latent from 1x1-conv heads with a
-                  mixture of Gaussians fitted over its 128 numbers after training, gradient norm clipped to 1, batch 32,
+                  folder (auto: resnet, discretized logistic, a spatial 4 x 16 x 16 latent with a factored mixture of
+                  Gaussians fitted over its 1,024 numbers after training, gradient norm clipped to 1, batch 32,
                   lr 2e-3 cosine; 10% of the training images held out for validation) plus the measurement's flags
                   in RECIPE
-    conditional   the same with --conditional (the folder's categories; a Gaussian fitted per category), for
-                  --cond-minutes
-    spatial       the same with a spatial latent, --latent-channels 4 --widths 16,32,64 (4 x H/4 x W/4: sharper
-                  reconstructions, no fitted prior), for --spatial-minutes
+    conditional   the same with --conditional (the folder's categories; auto keeps a small 2 x 8 x 8 latent there,
+                  with a Gaussian fitted per category), for --cond-minutes
+    flat          the same with --latent-channels 2: the small 2 x 8 x 8 latent (128 numbers, a mixture of 64 full
+                  covariances fitted over it), the unconditional default before the spatial one, for --flat-minutes
     baseline      bench/antixk.py: AntixK/PyTorch-VAE's VanillaVAE as its configs/vae.yaml configures it
 Measured on the test split, with the checkpoint export takes (best.pt: the lowest validation -ELBO): PSNR of
 the mean reconstruction decode(mu) (peak 1, over all pixels and
@@ -50,9 +50,8 @@ import numpy as np
 RECIPE = dict(eval_every=5, seed=0)
 # the rows EdgeVAE trains: the default recipe, and the flags each other row adds to it
 ROWS = {"ours": {}, "conditional": {"conditional": True},
-        # a spatial latent of 4 channels at a quarter of the image's side (two halvings: 16 x 16 for 64 px), for
-        # reconstructions: on Twemoji, 10 minutes, 22.5 dB against the flat latent's 17.2 (validation PSNR)
-        "spatial": {"latent_channels": 4, "widths": (16, 32, 64)}}
+        # the small latent of 2 channels on auto's coarsest grid (8 x 8 for 64 px), what the conditional row keeps
+        "flat": {"latent_channels": 2}}
 NAMES = (*ROWS, "antixk")
 CHECKPOINT = "auto"  # best.pt, as `edgevae export` and `edgevae evaluate` choose
 PREVIEW = "white"  # RGBA grids are shown composited onto white, as an app would put them on a page
@@ -351,8 +350,8 @@ def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
     for r in rows:
         nll = f"**{r['bits_per_dim']:.3f}** ± {r['bits_per_dim_stderr']:.3f} (k = {r['k']})" if "k" in r else "—"
         what = {"ours": "EdgeVAE default colour recipe", "conditional": "EdgeVAE, `--conditional` (9 categories)",
-                "spatial": f"EdgeVAE, spatial latent {'x'.join(map(str, r.get('latent_shape', [])))} "
-                           f"(`{flags(ROWS['spatial'])}`)",
+                "flat": f"EdgeVAE, small latent {'x'.join(map(str, r.get('latent_shape', [])))} "
+                        f"(`{flags(ROWS['flat'])}`)",
                 "antixk": "AntixK VanillaVAE (configs/vae.yaml)"}[r["name"]]
         train = f"{r['train_psnr']:.2f} dB" if "train_psnr" in r else "—"
         run = f"{r['epochs']} / {r['epochs_run']}" if "epochs_run" in r else f"{r['epochs']}"
@@ -381,11 +380,10 @@ def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
         "bits/dim need no offset. Evaluation took "
         + ", ".join(f"{r['eval_minutes']:.1f} min ({r['name']})" for r in rows if "eval_minutes" in r) + ".",
         *(f"Prior ({title}): {by[n]['prior_fit']}; the sample grids decode N(0, I) through it."
-          for n, title in (("ours", "ours"), ("conditional", "conditional")) if by.get(n, {}).get("prior_fit")),
+          for n, title in (("ours", "ours"), ("conditional", "conditional"), ("flat", "small latent"))
+          if by.get(n, {}).get("prior_fit")),
         goals(by["ours"], thumbs),
-        *([goals(by["spatial"], thumbs, "EdgeVAE with the spatial latent")
-           + " Its prior samples are decoded from N(0, I) without a fitted prior (one Gaussian over a spatial latent "
-           "mixes its positions): look at them below."] if "spatial" in by else []),
+        *([goals(by["flat"], thumbs, "EdgeVAE with the small latent")] if "flat" in by else []),
         "Colour shift: per test image, the CIE76 distance between the mean colour of its visible pixels (alpha "
         ">= 0.5) in the image and in its reconstruction, in CIELAB from linear-light means; about 2.3 is just "
         "noticeable, pure red against orange (1, 0.5, 0) is 40 (`colour_shift` in this script)."
@@ -411,7 +409,7 @@ def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
     lines += [f"- {n}" for n in notes]
     lines.append("")
     for r in rows:
-        title = {"ours": "EdgeVAE", "conditional": "EdgeVAE conditional", "spatial": "EdgeVAE spatial latent",
+        title = {"ours": "EdgeVAE", "conditional": "EdgeVAE conditional", "flat": "EdgeVAE small latent",
                  "antixk": "AntixK VanillaVAE"}[r["name"]]
         lines.append(f"{title}: test images (odd rows) above their reconstructions, and "
                      + ("samples, one category a row: " + ", ".join(r["grids"]["rows"]) if "rows" in r["grids"]
@@ -439,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget of ours and of the baseline")
     parser.add_argument("--cond-minutes", type=float, default=20.0, help="training budget of the conditional run "
                                                                          "(0 skips it)")
-    parser.add_argument("--spatial-minutes", type=float, default=20.0, help="training budget of the spatial-latent "
+    parser.add_argument("--flat-minutes", type=float, default=20.0, help="training budget of the small-latent "
                         "run (0 skips it)")
     parser.add_argument("--k", type=int, default=100, help="importance samples per test image for the NLL")
     parser.add_argument("--work", default=str(C.ROOT / "runs" / "quality_rgb"), help="run directories go here")
@@ -471,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
                 r.update(progress(npz, work / r["name"]))
         print(f"reusing {saved}: " + ", ".join(r["name"] for r in rows))
     else:
-        budgets = {"ours": args.minutes, "conditional": args.cond_minutes, "spatial": args.spatial_minutes,
+        budgets = {"ours": args.minutes, "conditional": args.cond_minutes, "flat": args.flat_minutes,
                    "antixk": args.minutes}
         trained = args.train.split(",")
         if unknown := set(trained) - set(NAMES):

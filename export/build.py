@@ -107,6 +107,8 @@ def _prior_fit(entry: dict | None) -> dict | None:
 
     per_class = {"classes": list(entry["classes"])} if "classes" in entry else {}  # images per class
     mixture = {"components": list(entry["components"])} if "weights" in entry else {}  # images per component
+    if "directions" in entry:  # a factored mixture: each component's own directions beside the shared base
+        mixture["directions"] = int(entry["directions"].shape[-1])
     kind = "gaussian-mixture" if mixture else "gaussian-per-class" if per_class else "gaussian"
     return {"kind": kind, "images": int(entry["images"]), **per_class, **mixture,
             "eigenvalues": list(entry["eigenvalues"]), "note": describe(entry)}

@@ -89,13 +89,17 @@ KINDS = {
     # the same with one fitted Gaussian (train/prior.py)
     "resnet-fitted": dict(data=COLOUR3, image_size=16, arch="resnet", widths=(8, 16), likelihood="logistic", epochs=3,
                           prior_fit="gaussian"),
-    # the colour defaults: auto's 2 x 8 x 8 latent from 1x1-conv heads and the fitted mixture auto chooses on colour
-    # images, over the latent as one vector
+    # the colour defaults: auto's spatial latent (4 x 8 x 8 = 256 numbers on these widths) and the fitted mixture
+    # auto chooses on colour images, over the latent as one vector; 19 components of full 256 x 256 covariances
+    # outgrow their table, so it is factored (a shared base and 32 directions a component)
     "resnet-default": dict(data=COLOUR3, image_size=16, arch="resnet", widths=(8, 16), likelihood="logistic",
                            latent_dim=0, epochs=3),
     # ... and conditional: a Gaussian per class
     "resnet-fitted-conditional": dict(data=COLOUR3, image_size=16, arch="resnet", widths=(8, 16),
                                       likelihood="logistic", conditional=True, epochs=3),
+    # a small latent (--latent-channels 2: 2 x 8 x 8 = 128 numbers): the mixture of 19 full covariances
+    "resnet-flat": dict(data=COLOUR3, image_size=16, arch="resnet", widths=(8, 16), likelihood="logistic",
+                        latent_channels=2, epochs=3),
     "resnet-rgba": dict(data=COLOUR4, image_size="12x20", arch="resnet", widths=(8, 16), likelihood="gaussian",
                         latent_channels=2, conditional=True, epochs=3),  # non-square: 16 x 16 cropped and resized
 }

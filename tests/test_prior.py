@@ -2,6 +2,8 @@
 export and runtime."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -357,11 +359,19 @@ def test_the_mixture_keeps_reconstructions_and_encodes_into_the_most_responsible
     assert abs(float(logvar_u[0, 0]) - float(logvar_v[0] + 2 * slope.log())) < 1e-2
 
 
-def test_a_colour_run_fits_a_mixture_by_default_and_the_export_samples_through_it(kind_export):
-    run, out = kind_export("resnet-default")
+def test_a_small_latent_fits_a_mixture_of_full_covariances_and_the_export_samples_through_it(kind_export):
+    run, out = kind_export("resnet-flat")
     vae, ckpt, config = load_run(run)
     entry = ckpt["prior_fit"]
     assert config.prior_fit == "mixture" and len(entry["weights"]) == prior.components(461, 128) == 19
+    assert entry["scale"].shape == (19, 128, 128) and "directions" not in entry
+    info = _samples_and_reconstructions_as_trained(vae, ckpt, out)
+    assert "prior       a mixture of 19 Gaussians fitted to the latents of 461 training images" in info
+
+
+def _samples_and_reconstructions_as_trained(vae, ckpt: dict, out) -> str:
+    """Assert that an export of a mixture samples as its model does and reconstructs as the trained (unfitted) one
+    did; `edgevae info`'s output."""
     spec = edgevae.load(out).spec
     assert spec["prior_fit"]["kind"] == "gaussian-mixture" and sum(spec["prior_fit"]["components"]) == 461
     model = edgevae.load(out)
@@ -376,8 +386,59 @@ def test_a_colour_run_fits_a_mixture_by_default_and_the_export_samples_through_i
         vae.encoder.latent_map = vae.decoder.latent_map = None
         trained = vae.decode(vae.encoder(images)[0]).numpy()
     assert np.abs(model.reconstruct(images.numpy()) - trained).max() < 1e-4  # the graphs reconstruct as trained
-    info = run_cli("info", str(out)).stdout
-    assert "prior       a mixture of 19 Gaussians fitted to the latents of 461 training images" in info
+    return run_cli("info", str(out)).stdout
+
+
+def test_a_factored_mixture_is_the_mixture_of_its_full_scales():
+    # clusters too large for K full covariances share a base L_B and keep R directions each: L_k = L_B F_k,
+    # F_k = I + Q_k diag(c_k - 1) Q_k^T. The map must be the dense mixture of those L_k, both ways
+    gen = torch.Generator().manual_seed(0)
+    d, k = 40, 5
+    centres = torch.randn(k, d, generator=gen, dtype=torch.float64) * 4
+    mixing = torch.randn(d, d, generator=gen, dtype=torch.float64) * 0.3
+    mu = centres[torch.arange(300) % k] + torch.randn(300, d, generator=gen, dtype=torch.float64) @ mixing
+    entry = prior._factored(mu, torch.full_like(mu, 0.01), [torch.arange(300) % k == j for j in range(k)],
+                            torch.full((k,), 60.0, dtype=torch.float64),
+                            torch.stack([mu[j::k].mean(0) for j in range(k)]), rank=8)
+    prior.check(entry, d)
+    directions, spread = entry["directions"].double(), entry["spread"].double()
+    assert torch.allclose(directions.transpose(1, 2) @ directions, torch.eye(8, dtype=torch.float64).expand(k, 8, 8),
+                          atol=1e-5) and bool((spread >= 1).all())  # orthonormal directions, widened only
+    base = entry["base"].double()
+    full = torch.stack([base @ (torch.eye(d, dtype=torch.float64) + directions[j] @ torch.diag(spread[j] - 1)
+                                @ directions[j].T) for j in range(k)])
+    factored = prior.LatentMap.of(entry)
+    # the dense map reads log det L_k off a triangular scale's diagonal: give it each L_k's QR-triangular twin
+    # (the same covariance L_k L_k^T; z differs, so only the encoder and the density are compared through it)
+    triangular = torch.linalg.cholesky(full @ full.transpose(1, 2))
+    dense = prior.LatentMap(entry["mean"], triangular, entry["weights"])
+    mu32 = mu.float()
+    with torch.no_grad():
+        u, logvar = factored.to_latent(mu32, torch.full_like(mu32, math.log(0.01)))
+        assert torch.equal(factored._component(u[:, :1]), dense._component(dense.to_latent(mu32, None)[0][:, :1]))
+        assert (factored.from_latent(u) - mu32).abs().max() < 1e-4  # round trip: decode(encode(x).mu) unchanged
+        assert torch.isfinite(logvar).all()
+        eps = torch.randn(2000, d, generator=gen)
+        one_hot = factored._component(eps[:, :1])
+        v = torch.cat([factored._stretch(eps[:, :1], one_hot), eps[:, 1:]], 1).double()
+        z = entry["mean"].double()[one_hot.argmax(1)] + (full[one_hot.argmax(1)] @ v.unsqueeze(-1)).squeeze(-1)
+        assert (factored.from_latent(eps).double() - z).abs().max() < 1e-4  # z = m_k + L_B F_k v
+
+
+def test_a_colour_run_fits_a_factored_mixture_by_default_and_the_export_samples_through_it(kind_export):
+    run, out = kind_export("resnet-default")
+    vae, ckpt, config = load_run(run)
+    entry = ckpt["prior_fit"]
+    assert config.prior_fit == "mixture" and config.latent_channels == 4 and tuple(vae.latent_shape) == (4, 8, 8)
+    assert len(entry["weights"]) == prior.components(461, 256) == 19 and entry["directions"].shape == (19, 256, 32)
+    info = _samples_and_reconstructions_as_trained(vae, ckpt, out)
+    assert "a shared covariance plus 32 directions of its own each" in info
+    assert edgevae.load(out).spec["prior_fit"]["directions"] == 32
+    from edgevae.export.verify import format_table, verify_export
+
+    rows = verify_export(run, out)  # every variant export wrote (int8 and fp16 asked for) passes its checks
+    assert {r.variant for r in rows} >= {"fp32", "int8", "fp16"}, sorted({r.variant for r in rows})
+    assert all(r.ok for r in rows), format_table([r for r in rows if not r.ok])
 
 
 def test_a_mixture_is_for_unconditional_vaes_and_a_broken_one_is_one_line(kind_export, tmp_path):

@@ -30,13 +30,15 @@ def test_quality_rgb_bench_writes_its_section_and_grids(tmp_path):
     results.write_text("# Benchmark results\n\n## Another bench\n\nkeep me\n")
     pictures, work = tmp_path / "pictures", tmp_path / "work"
     run_bench("quality_rgb.py", "--data", str(_folder(tmp_path / "icons")), "--size", "32", "--minutes", "0.05",
-              "--cond-minutes", "0.05", "--spatial-minutes", "0.05", "--k", "4", "--work", str(work),
+              "--cond-minutes", "0.05", "--flat-minutes", "0.05", "--k", "4", "--work", str(work),
               "--pictures", str(pictures), "--results", str(results))
     text = results.read_text()
     assert "keep me" in text and text.count("<!-- begin quality_rgb -->") == 1
     rows = {r["name"]: r for r in json.loads((work / "rows.json").read_text())}
-    assert set(rows) == {"ours", "conditional", "spatial", "antixk"}
-    assert rows["spatial"]["latent_shape"] == [4, 8, 8] and "EdgeVAE, spatial latent 4x8x8" in text
+    assert set(rows) == {"ours", "conditional", "flat", "antixk"}
+    # 32 x 32: the default's spatial latent is 4 x 8 x 8, the small one 2 x 8 x 8 (both on widths 16,32,64)
+    assert rows["ours"]["latent_shape"] == [4, 8, 8] and rows["flat"]["latent_shape"] == [2, 8, 8]
+    assert "EdgeVAE, small latent 2x8x8" in text
     for r in rows.values():
         assert f"**{r['psnr']:.2f} dB**" in text  # the table holds what the run measured
         assert f"{r['colour_median']:.1f} / {r['colour_p90']:.1f}" in text and r["colour_p90"] >= r["colour_median"]
@@ -58,15 +60,15 @@ def test_quality_rgb_bench_writes_its_section_and_grids(tmp_path):
     assert f"({ours['psnr']:.2f} dB measured" in goal and f"({ours['bits_per_dim']:.3f} measured)" in goal
     assert ("24 dB -- **met**" if ours["psnr"] >= 24 else "24 dB -- **missed**") in goal
     assert ("5 bits/dim -- **met**" if ours["bits_per_dim"] <= 5 else "5 bits/dim -- **missed**") in goal
-    assert "Goals (EdgeVAE with the spatial latent)" in text
-    # --train spatial trains that row again and takes the others from the saved runs, saying so
+    assert "Goals (EdgeVAE with the small latent)" in text
+    # --train flat trains that row again and takes the others from the saved runs, saying so
     run_bench("quality_rgb.py", "--data", str(tmp_path / "icons"), "--size", "32", "--minutes", "0.05",
-              "--cond-minutes", "0.05", "--spatial-minutes", "0.05", "--k", "4", "--train", "spatial",
+              "--cond-minutes", "0.05", "--flat-minutes", "0.05", "--k", "4", "--train", "flat",
               "--work", str(work), "--pictures", str(pictures), "--results", str(results))
     again = {r["name"]: r for r in json.loads((work / "rows.json").read_text())}
     assert {n for n, r in again.items() if r.get("reused")} == {"ours", "conditional", "antixk"}
-    assert again["spatial"]["trained_at"] and again["spatial"]["split"] == rows["ours"]["split"]
-    assert again["ours"]["psnr"] == ours["psnr"] and not again["spatial"].get("reused")
+    assert again["flat"]["trained_at"] and again["flat"]["split"] == rows["ours"]["split"]
+    assert again["ours"]["psnr"] == ours["psnr"] and not again["flat"].get("reused")
     assert again["ours"]["colour_median"] == ours["colour_median"]
     assert "Taken from earlier invocations" in results.read_text()
     # --reuse rewrites the section from the saved runs without training again; a row saved before colour was

@@ -93,20 +93,25 @@ def test_auto_picks_bernoulli_mlp_for_binary_like_grey_and_logistic_resnet_for_c
     assert "--grad-clip 0 " in said[0] and picked.augment == "none"  # a mirrored digit is not a digit
     for images in (colour, grey_levels, colour[:, :1].expand(-1, 3, -1, -1)):  # grey stored as RGB counts as grey
         picked = auto.resolve(TrainConfig(), images, log=said.append)
-        assert (picked.arch, picked.likelihood, picked.latent_channels) == ("resnet", "logistic", 2)
+        # a spatial latent of at most 1,024 numbers, 2 to 4 channels (8 x 8 images: 4 x 2 x 2 after two halvings)
+        assert (picked.arch, picked.likelihood, picked.latent_channels, picked.widths) == (
+            "resnet", "logistic", 4, (16, 32, 64))
         assert picked.kl_warmup == 5
         assert (picked.batch_size, picked.lr, picked.schedule, picked.grad_clip) == (32, 2e-3, "cosine", 1.0)
         assert picked.augment == "flip" and picked.prior_fit == "mixture" and picked.latent_dim == 0
-    # a latent the user gives is kept: --latent-dim a dense flat one (fitted), --latent-channels a spatial one
-    # for reconstructions (not fitted unless asked: one Gaussian over its 1,024 numbers gave mush)
+    # a latent the user gives is kept and fitted: --latent-dim a dense flat one, --latent-channels a spatial one
     dense = auto.resolve(TrainConfig(latent_dim=128), colour, log=said.append)
     assert (dense.latent_dim, dense.latent_channels, dense.prior_fit) == (128, 0, "mixture")
     conditional = auto.resolve(TrainConfig(conditional=True), colour, log=said.append)
-    assert conditional.prior_fit == "gaussian"  # a Gaussian per class: the classes are the clusters
+    # a Gaussian per class (the classes are the clusters), over the small latent its tables allow
+    assert (conditional.prior_fit, conditional.latent_channels, conditional.widths) == ("gaussian", 2, ())
     spatial = auto.resolve(TrainConfig(latent_channels=4), colour, log=said.append)
-    assert (spatial.latent_channels, spatial.prior_fit) == (4, "none")
+    assert (spatial.latent_channels, spatial.widths, spatial.prior_fit) == (4, (), "mixture")
+    too_large = auto.resolve(TrainConfig(latent_channels=64), colour, log=said.append)  # 64 x 8 x 8 > 2,048
+    assert too_large.prior_fit == "none"
+    assert auto.resolve(TrainConfig(latent_channels=4, conditional=True), colour, log=said.append).prior_fit == "none"
     assert auto.resolve(TrainConfig(arch="conv"), colour, log=said.append).latent_dim == 128  # no grid to put it on
-    del said[-4:]
+    del said[-6:]
     assert len(said) == 4 and said[0].startswith("auto: binary-like grey images") and "--arch mlp" in said[0]
     assert "3-channel colour images" in said[1] and "--likelihood logistic" in said[1]
     # what the user gives is kept; a resolved config is left alone and nothing is printed

@@ -90,11 +90,11 @@ def test_readme_documents_every_training_flag():
 
 
 def test_a_spatial_latent_says_what_its_samples_will_be(tmp_path, capsys):
-    # a spatial latent without a fitted prior trades samples for reconstructions (docs/design.md "The default colour
-    # latent"): the run says so once
+    # a spatial latent without a fitted prior (binary-like images get none) has samples unlike the images: the run
+    # says so once, and what fits one
     flags = [f for f in FLAGS if not f.startswith(("--hidden", "--latent-dim"))]
     code, out, err = _cli(capsys, *flags, "--arch=resnet", "--widths=4,8", "--latent-channels=2", "--epochs=1",
                           f"--out={tmp_path / 'run'}")
     assert code == 0, err
-    assert out.count("a spatial latent (2x8x8) without a fitted prior: sharp reconstructions, but its prior samples "
-                     "will not look like your images") == 1
+    assert out.count("a spatial latent (2x8x8) without a fitted prior: its prior samples will not look like your "
+                     "images; --prior-fit mixture fits one (to a latent of at most 2,048 numbers)") == 1

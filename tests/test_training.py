@@ -431,7 +431,7 @@ def test_reconstructions_that_lose_colour_are_said_at_the_end():
     config = SimpleNamespace(widths=(), latent_channels=2)
     said = colour_lost({"val_colour_kept": 0.53}, config, (4, 72, 72), (2, 9, 9), "best.pt (epoch 79)")
     assert said.startswith("colour lost: best.pt (epoch 79)'s reconstructions keep 53% of the colour saturation")
-    assert "--arch resnet --latent-channels 4 --widths 16,32,64;" in said  # 72 x 72: 16,32,64,128 by default
+    assert "--arch resnet --latent-channels 3 --widths 16,32,64:" in said  # 72 x 72: 3 x 18 x 18, the default
     assert colour_lost({"val_colour_kept": COLOUR_KEPT}, config, (4, 72, 72), (2, 9, 9), "x") is None
     assert colour_lost({"val_neg_elbo": 1.0}, config, (1, 28, 28), (16,), "x") is None  # grey: not measured
     spatial = SimpleNamespace(widths=(16, 32, 64), latent_channels=4)

@@ -8,7 +8,8 @@
            --batch-size 128 --lr 0.001 --schedule constant
     anything else: colour, or grey photos and icons (Fashion-MNIST, emoji, sprites)
         -> --arch resnet (widths by image size) --likelihood logistic --latent-channels 2 (2 x h x w on the
-           coarsest grid: 128 numbers for 64 x 64) --prior-fit gaussian --kl-warmup 5 --grad-clip 1 --augment flip
+           coarsest grid: 128 numbers for 64 x 64) --prior-fit mixture (gaussian: one per class with --conditional;
+           none past prior.FIT_MAX_DIM latent numbers) --kl-warmup 5 --grad-clip 1 --augment flip
            --batch-size 32 --lr 0.002 --schedule cosine (with --arch mlp or conv: --latent-dim 128); RGBA images
            also --alpha clear (what the loader did with --alpha auto: the colour under transparent pixels set to 0)
 
@@ -22,6 +23,7 @@ are kept; only `auto` and `0` are filled in.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -36,7 +38,13 @@ GREY_LATENT, COLOUR_LATENT = 16, 128  # flat latents: binary-like grey images; c
 # On 823 RGBA icons (64 x 64), against the dense 128-d latent: test PSNR 17.2 dB in 10 minutes against 16.1 in 20
 # (its best epoch was 54 of 189: the dense heads, 3 of its 4 million parameters, learn 667 images by heart), median
 # colour shift Delta E 2.2 against 4.7; samples through the fit alike
-COLOUR_LATENT_CHANNELS = 2
+COLOUR_LATENT_CHANNELS = 2  # what a conditional model keeps: its Gaussian per class needs a small latent
+# unconditional colour: a spatial latent, SPATIAL_NUMBERS at most, 2 to 4 channels on a grid of a quarter of the
+# image's side or less (two halvings, more while fewer than 2 channels would fit), with the factored mixture fitted
+# over it (train/prior.py). On Twemoji (20 minutes each, bench/quality_rgb.py): 4 x 16 x 16 reconstructs test images
+# at 26.6 dB where 2 x 8 x 8 reaches 19.4, NLL 1.93 bits/dim against 2.92; the mixture's samples read as emoji about
+# as often as the small latent's, with a mottled texture where the small latent's are smooth blobs
+SPATIAL_NUMBERS = 1024
 GREY_OPTIMIZER = dict(batch_size=128, lr=1e-3, schedule="constant")
 # small colour data sets (a few thousand images): more, smaller steps, annealed to 0 over --epochs or --minutes
 COLOUR_OPTIMIZER = dict(batch_size=32, lr=2e-3, schedule="cosine")
@@ -81,16 +89,20 @@ def resolve(config, train_x: torch.Tensor, log=print):
         residual = chosen.get("arch", config.arch) == "resnet"
         if binary or not residual:
             chosen["latent_dim"] = GREY_LATENT if binary else COLOUR_LATENT
-        else:
+        elif config.conditional:
             chosen["latent_channels"] = COLOUR_LATENT_CHANNELS
+        else:
+            widths, chosen["latent_channels"] = spatial_latent(tuple(train_x.shape[1:]), tuple(config.widths))
+            if not config.widths:
+                chosen["widths"] = widths
     if config.kl_warmup < 0:
         chosen["kl_warmup"] = 0 if binary or config.iwae_k > 1 or config.model == "ae" else COLOUR_WARMUP
     if config.grad_clip < 0:
         chosen["grad_clip"] = 0.0 if binary else COLOUR_CLIP
-    if config.prior_fit == "auto":  # not for a spatial latent asked for by --latent-channels: one Gaussian over its
-        # 1,024 numbers (4 x 16 x 16) gave coloured mush on Twemoji; it is there for reconstructions (README)
-        fitted = config.model == "vae" and (not config.latent_channels or "latent_channels" in chosen)
-        chosen["prior_fit"] = "none" if binary or not fitted else "gaussian" if config.conditional else "mixture"
+    if config.prior_fit == "auto":  # a mixture for any unconditional latent a fit takes (prior.FIT_MAX_DIM; a large
+        # one's is factored); per class, a Gaussian, but not over a latent asked for by --latent-channels: one
+        # Gaussian over 4 x 16 x 16 numbers gave coloured mush on Twemoji, and K of them outgrow their tables
+        chosen["prior_fit"] = "none" if binary or config.model != "vae" else _fit_for(config, chosen, train_x.shape)
     if config.augment == "auto":
         chosen["augment"] = "none" if binary else "flip"
     if config.alpha == "auto" and train_x.shape[1] == 4:  # what the loader did (train/folder.py preprocessing),
@@ -100,7 +112,48 @@ def resolve(config, train_x: torch.Tensor, log=print):
         if getattr(config, key) == unset[key]:
             chosen[key] = value
     resolved = dataclasses.replace(config, **chosen)
-    flags = " ".join(f"--{k.replace('_', '-')} {format(v, 'g') if isinstance(v, float) else v}"
+    flags = " ".join(f"--{k.replace('_', '-')} " + (format(v, "g") if isinstance(v, float) else
+                                                    ",".join(map(str, v)) if isinstance(v, tuple) else str(v))
                      for k, v in chosen.items())
     log(f"auto: {why} -> {flags}")
     return resolved
+
+
+def spatial_latent(image_shape: tuple[int, int, int], widths: tuple[int, ...] = ()) -> tuple[tuple[int, ...], int]:
+    """(widths, latent channels) of the unconditional colour default: SPATIAL_NUMBERS at most, 2 to 4 channels on the
+    coarsest grid; widths 16 doubling per level (at most 256) from two halvings on, one more while fewer than 2
+    channels would fit (64 x 64 -> 16,32,64 and 4 x 16 x 16; 72 x 72 -> 3 x 18 x 18; 128 x 128 -> 4 x 16 x 16).
+    Given widths are kept, and the channels fitted to their grid (at least 1)."""
+    from .resnet import Geometry
+
+    def channels(grid: tuple[int, int]) -> int:
+        return min(4, SPATIAL_NUMBERS // math.prod(grid))
+
+    if widths:
+        return widths, max(1, channels(Geometry(image_shape, widths).grid))
+    levels = 3
+    while True:
+        widths = tuple(min(16 * 2**i, 256) for i in range(levels))
+        if min(image_shape[1:]) < 2 ** levels or channels(Geometry(image_shape, widths).grid) >= 2:
+            break
+        levels += 1
+    while len(widths) > 1 and min(image_shape[1:]) < 2 ** (len(widths) - 1):  # too small to halve so often
+        widths = widths[:-1]
+    return widths, max(1, channels(Geometry(image_shape, widths).grid))
+
+
+def _fit_for(config, chosen: dict, data_shape: tuple) -> str:
+    """--prior-fit auto for a VAE on colour or grey levels: mixture (unconditional), gaussian (conditional on the
+    default latent) or none (a latent larger than a fit takes)."""
+    from .prior import FIT_MAX_DIM
+    from .resnet import Geometry, auto_widths
+
+    if config.conditional:
+        return "none" if config.latent_channels else "gaussian"
+    channels = chosen.get("latent_channels", config.latent_channels)
+    if channels and chosen.get("arch", config.arch) == "resnet":
+        shape = tuple(data_shape[1:])
+        widths = chosen.get("widths", tuple(config.widths)) or auto_widths(shape)
+        numbers = channels * math.prod(Geometry(shape, widths).grid)
+        return "mixture" if numbers <= FIT_MAX_DIM else "none"
+    return "mixture"

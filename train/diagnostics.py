@@ -26,7 +26,7 @@ LATENT_RMS_FAR = 2.5  # z's rms over all dimensions, in prior sds: 1 for a VAE a
 DIM_RMS_FAR = 6.0  # one dimension's rms: a few reach 2-4 in healthy models (measured on Twemoji after KL warm-up)
 COLLAPSE_ADVICE = ("try --kl-warmup 10 or --free-bits 0.1, --beta 1 or lower, and a calibrated likelihood "
                    "(--likelihood logistic, or gaussian without a fixed --sigma)")
-FAR_ADVICE = ("fit the prior to them (--prior-fit gaussian, the default on colour images), train with --beta 1 "
+FAR_ADVICE = ("fit the prior to them (--prior-fit mixture, the default on colour images), train with --beta 1 "
               "(the ELBO) or longer, or sample at a lower temperature")
 
 

@@ -317,9 +317,9 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
         f"{'x'.join(map(str, data.image_shape))}, {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"device {dist.device}" + (f", {dist.world} processes" if dist.world > 1 else ""))
     if config.model == "vae" and config.latent_channels and not prior.wanted(config):
-        log(f"a spatial latent ({'x'.join(map(str, model.latent_shape))}) without a fitted prior: sharp "
-            "reconstructions, but its prior samples will not look like your images; for samples, leave out "
-            "--latent-channels (or add --prior-fit gaussian)")
+        log(f"a spatial latent ({'x'.join(map(str, model.latent_shape))}) without a fitted prior: its prior "
+            f"samples will not look like your images; --prior-fit mixture fits one (to a latent of at most "
+            f"{prior.FIT_MAX_DIM:,} numbers)")
     try:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             start, first = time.perf_counter(), state.next_batch
@@ -632,18 +632,20 @@ def visible_chroma(images: torch.Tensor, like: torch.Tensor | None = None) -> to
 
 def colour_lost(row: dict, config, image_shape, latent_shape, epoch_name: str) -> str | None:
     """The end-of-run warning when reconstructions kept less than COLOUR_KEPT of the images' colour, or None."""
-    from .resnet import auto_widths
+    from .auto import spatial_latent
+    from .resnet import Geometry
 
     kept = row.get("val_colour_kept", row.get("test_colour_kept"))
     if kept is None or kept >= COLOUR_KEPT:
         return None
-    widths = tuple(config.widths) or auto_widths(image_shape)
-    spatial = f"--arch resnet --latent-channels 4 --widths {','.join(map(str, widths[:-1] or widths))}"
+    widths, channels = spatial_latent(tuple(image_shape))
+    larger = channels * math.prod(Geometry(tuple(image_shape), widths).grid) > math.prod(latent_shape)
+    spatial = f"--arch resnet --latent-channels {channels} --widths {','.join(map(str, widths))}"
     return (f"colour lost: {epoch_name}'s reconstructions keep {kept:.0%} of the colour saturation of the held-out "
             f"images: its latent ({'x'.join(map(str, latent_shape))}) cannot carry their detail, which comes back "
             f"blurred towards one average colour"
-            + ("" if config.latent_channels >= 4 else f". For reconstructions, a spatial latent keeps more ({spatial}; "
-               "README \"Sharper reconstructions\"), at the cost of its samples"))
+            + (f". A larger spatial latent keeps more ({spatial}: an unconditional model's default; README "
+               "\"Your own images\")" if larger else ""))
 
 
 def best_row(history: list[dict]) -> dict | None:

@@ -71,7 +71,11 @@ FIT_MAX_DIM = 2048  # latent numbers a fit takes: three D x D float32 tables, 48
 PER_CLASS_LIMIT = 1 << 23  # K * D * D: a per-class table's size (float32: 32 MB) up to which classes get their own
 MIXTURE_IMAGES = 24  # training images per mixture component (Twemoji's 1,543: 64 components)
 MIXTURE_MAX = 64  # components at most
-MIXTURE_TABLE = 1 << 20  # K * D * D at most for a mixture (4 MB of float32 per table: 64 components of 128 numbers)
+MIXTURE_TABLE = 1 << 20  # K * D * D at most for a mixture of full covariances (4 MB of float32 per table: 64
+# components of 128 numbers); past it the mixture is factored: a shared base and FACTOR_RANK directions a component
+FACTOR_RANK = 32  # a factored component's own directions (Twemoji's 4 x 16 x 16 latent: its samples at 32 look as
+# those of 64 full 1,024 x 1,024 covariances; held-out density per number -0.688 at 32, -0.674 at 64)
+FACTOR_TABLE = 1 << 22  # K * D * R at most (16 MB of float32)
 SHRINK = 50.0  # images' worth of the pooled covariance in each component's (Twemoji: held-out density -0.81 per
 # number at 50, -1.02 at 10, -11.9 at 0; one Gaussian -0.93)
 KMEANS_ROUNDS = 30  # Lloyd iterations after k-means++ seeding
@@ -93,13 +97,21 @@ class LatentMap(nn.Module):
     @classmethod
     def of(cls, entry: dict) -> LatentMap:
         """The map of a checkpoint's prior_fit entry (fit's dict)."""
+        if "directions" in entry:  # a factored mixture: a shared base and each component's own directions
+            return cls(entry["mean"], entry["base"], entry["weights"], entry["directions"], entry["spread"])
         return cls(entry["mean"], entry["scale"], entry.get("weights"))
 
-    def __init__(self, mean: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor | None = None):
+    def __init__(self, mean: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor | None = None,
+                 directions: torch.Tensor | None = None, spread: torch.Tensor | None = None):
+        """scale: (D, D), or (K, D, D) per class or per component; for a factored mixture, its base L_B (D, D),
+        with directions Q_k (K, D, R) and spread c_k (K, R): L_k = L_B (I + Q_k diag(c_k - 1) Q_k^T)."""
         super().__init__()
         mean, scale = mean.double(), scale.double()
-        self.mixture = weights is not None
+        self.mixture, self.factored = weights is not None, directions is not None
         self.per_class, self.dim = mean.dim() == 2 and not self.mixture, mean.shape[-1]
+        if self.factored:
+            self._factored_tables(mean, scale, torch.as_tensor(weights).double(), directions.double(), spread.double())
+            return
         if self.mixture:
             self._mixture_tables(mean, scale, torch.as_tensor(weights).double())
             return
@@ -111,7 +123,8 @@ class LatentMap(nn.Module):
         self.register_buffer("inverse_t", rows(inverse.transpose(-1, -2)).contiguous().float())  # u = (z - m) L^-T
         self.register_buffer("squared", rows(scale * scale).float())  # L * L, elementwise
 
-    def _mixture_tables(self, mean: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor) -> None:
+    def _slab_tables(self, mean: torch.Tensor, weights: torch.Tensor) -> None:
+        """A mixture's tables for picking its component from u's first number, and back."""
         k, d = mean.shape
         cuts = torch.special.ndtri(torch.cumsum(weights, 0)[:-1].clamp(1e-12, 1 - 1e-12))  # a_1 .. a_(K-1)
         edges = torch.cat([torch.tensor([-math.inf], dtype=torch.double), cuts,
@@ -121,6 +134,31 @@ class LatentMap(nn.Module):
         # ties in the encoder's maximum go to the lower index: i beats j at an equal score when i < j
         self.register_buffer("earlier", torch.triu(torch.ones(k, k), diagonal=1))
         self.register_buffer("mean", mean.float())
+        self.register_buffer("ones", torch.ones(k, 1))  # sums over components and numbers as MatMuls: no ReduceSum
+        self.register_buffer("dim_ones", torch.ones(d, 1))
+
+    def _factored_tables(self, mean: torch.Tensor, base: torch.Tensor, weights: torch.Tensor,
+                         directions: torch.Tensor, spread: torch.Tensor) -> None:
+        k, d, r = directions.shape
+        self._slab_tables(mean, weights)
+        inverse_t = torch.linalg.inv(base).transpose(0, 1)  # L_B^-T
+        self.register_buffer("scale_t", base.transpose(0, 1).contiguous().float())  # z = m_k + (F_k v) L_B^T
+        self.register_buffer("inverse_t", inverse_t.contiguous().float())
+        self.register_buffer("offset", (mean @ inverse_t).float())  # m_k L_B^-T: each component's whitened mean
+        self.register_buffer("squared", (base * base).float())  # the base's, for the encoder's variances
+        self.register_buffer("directions", directions.reshape(k, d * r).float())  # Q_k, picked by a one-hot row
+        self.register_buffer("grow", (spread - 1).float())  # F_k = I + Q_k diag(c_k - 1) Q_k^T
+        self.register_buffer("shrink", (1 / spread - 1).float())  # F_k^-1 = I + Q_k diag(1 / c_k - 1) Q_k^T
+        self.register_buffer("shrink_squared", (1 / spread**2 - 1).float())  # |F_k^-1 w|^2 = |w|^2 + this . q^2
+        self.register_buffer("first_shrink", (directions[:, 0, :] * (1 / spread - 1)).float())  # F_k^-1's first row
+        log_det = torch.diagonal(base).log().sum() + spread.log().sum(1)
+        self.register_buffer("log_weight", (weights.log() - log_det).reshape(1, k).float())
+        self.register_buffer("rank_ones", torch.ones(r, 1))
+        self.rank = r
+
+    def _mixture_tables(self, mean: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor) -> None:
+        k, d = mean.shape
+        self._slab_tables(mean, weights)
         self.register_buffer("scale_t", scale.transpose(-1, -2).reshape(k, -1).contiguous().float())
         inverse_t = torch.linalg.inv(scale).transpose(-1, -2)  # (K, D, D): L_k^-T
         # side by side, (D, K * D): mu @ it is every component's mu L_k^-T in one 2-d product
@@ -129,8 +167,6 @@ class LatentMap(nn.Module):
         self.register_buffer("squared", (scale * scale).reshape(k, -1).float())
         log_det = torch.diagonal(scale, dim1=-2, dim2=-1).log().sum(-1)
         self.register_buffer("log_weight", (weights.log() - log_det).reshape(1, k).float())  # responsibility's terms
-        self.register_buffer("ones", torch.ones(k, 1))  # sums over components and numbers as MatMuls: no ReduceSum
-        self.register_buffer("dim_ones", torch.ones(d, 1))
 
     def _component(self, t: torch.Tensor) -> torch.Tensor:
         """The one-hot (N, K) of the slab each t (N, 1) lies in."""
@@ -159,22 +195,39 @@ class LatentMap(nn.Module):
 
     def _mixture_to_latent(self, mu: torch.Tensor, logvar: torch.Tensor | None):
         k = len(self.mean)
-        white = (mu @ self.inverse_t).reshape(-1, k, self.dim) - self.offset  # (N, K, D): L_k^-1 (mu - m_k)
+        if self.factored:  # w_k = L_B^-1 (mu - m_k), v_k = F_k^-1 w_k: only its first number and length are needed
+            white = (mu @ self.inverse_t).unsqueeze(1) - self.offset  # (N, K, D)
+            q = (white.transpose(0, 1) @ self.directions.reshape(k, self.dim, self.rank)).transpose(0, 1)  # Q_k^T w_k
+            first = white[:, :, :1].reshape(-1, k) + ((q * self.first_shrink) @ self.rank_ones).reshape(-1, k)
+            length = ((white * white) @ self.dim_ones + (q * q * self.shrink_squared) @ self.rank_ones).reshape(-1, k)
+        else:
+            white = (mu @ self.inverse_t).reshape(-1, k, self.dim) - self.offset  # (N, K, D): L_k^-1 (mu - m_k)
+            first, length = white[:, :, :1].reshape(-1, k), ((white * white) @ self.dim_ones).reshape(-1, k)
         _, _, _, sign, mean, std, f_low, f_high = self.stretch.T.unsqueeze(-1).unbind(0)  # each (K, 1)
-        f = mean.T + std.T * sign.T * white[:, :, :1].reshape(-1, k)  # (N, K): each component's f of its v_1
+        f = mean.T + std.T * sign.T * first  # (N, K): each component's f of its v_1
         outside = (f < f_low.T).float() + (f > f_high.T).float()  # 1 where the slab cannot hold it
-        score = self.log_weight - 0.5 * ((white * white) @ self.dim_ones).reshape(-1, k) - OUT_OF_REACH * outside
+        score = self.log_weight - 0.5 * length - OUT_OF_REACH * outside
         above = (score.unsqueeze(2) > score.unsqueeze(1)).float()  # (N, K, K): component i's score above j's
         beats = above + (1 - above - above.transpose(1, 2)) * self.earlier  # ... or equal, and i < j
         one_hot = ((beats @ self.ones).reshape(-1, k) > k - 1.5).float()  # beats all K - 1 others: the maximum
         v = (one_hot.unsqueeze(1) @ white).reshape(-1, self.dim)
+        if self.factored:
+            picked_q = (one_hot.unsqueeze(1) @ q).reshape(-1, self.rank) * (one_hot @ self.shrink)
+            v = v + (self._picked_directions(one_hot) @ picked_q.unsqueeze(2)).reshape(-1, self.dim)
         t, log_slope = self._unstretch(v[:, :1], one_hot)
         mu_u = torch.cat([t, v[:, 1:]], 1)
         if logvar is None:
             return mu_u, None
         precision = torch.exp(-logvar.clamp(-LOGVAR_CLIP, LOGVAR_CLIP))
-        logvar_v = -torch.log(self._times(precision, (one_hot @ self.squared).reshape(-1, self.dim, self.dim)))
+        # factored: the base's KL-optimal diagonal (F_k^-1 narrows the posterior along Q_k; a broader diagonal
+        # there is still a valid q of the same model, and the per-image D x D product it would take is spared)
+        squared = self.squared if self.factored else (one_hot @ self.squared).reshape(-1, self.dim, self.dim)
+        logvar_v = -torch.log(self._times(precision, squared))
         return mu_u, torch.cat([logvar_v[:, :1] + 2 * log_slope, logvar_v[:, 1:]], 1)
+
+    def _picked_directions(self, one_hot: torch.Tensor) -> torch.Tensor:
+        """Each row's component's Q_k, (N, D, R)."""
+        return (one_hot @ self.directions).reshape(-1, self.dim, self.rank)
 
     def to_latent(self, mu: torch.Tensor, logvar: torch.Tensor | None, label: torch.Tensor | None = None):
         """The trained encoder's (mu, logvar) of z as the (mu, logvar) of u, both (N, *latent_shape)."""
@@ -195,6 +248,11 @@ class LatentMap(nn.Module):
         if self.mixture:
             label = self._component(u[:, :1])
             u = torch.cat([self._stretch(u[:, :1], label), u[:, 1:]], 1)
+            if self.factored:  # F_k v = v + Q_k ((c_k - 1) * Q_k^T v), then L_B
+                directions = self._picked_directions(label)
+                grown = (u.unsqueeze(1) @ directions).reshape(-1, self.rank) * (label @ self.grow)
+                z = label @ self.mean + (u + (directions @ grown.unsqueeze(2)).reshape(-1, self.dim)) @ self.scale_t
+                return z.reshape(-1, *shape)
             z = label @ self.mean + self._times(u, (label @ self.scale_t).reshape(-1, self.dim, self.dim))
             return z.reshape(-1, *shape)
         z = self._pick(self.mean, label) + self._times(u, self._pick(self.scale_t, label, matrix=True))
@@ -267,7 +325,12 @@ def wanted(config) -> bool:
 
 def components(images: int, dim: int) -> int:
     """Mixture components for a fit to `images` latents of `dim` numbers (the module doc); 1: one Gaussian."""
-    return max(1, min(images // MIXTURE_IMAGES, MIXTURE_MAX, MIXTURE_TABLE // dim**2))
+    return max(1, min(images // MIXTURE_IMAGES, MIXTURE_MAX, FACTOR_TABLE // dim))
+
+
+def factor_rank(k: int, dim: int) -> int:
+    """A factored mixture's directions per component; 0: K full covariances fit (MIXTURE_TABLE)."""
+    return 0 if k * dim * dim <= MIXTURE_TABLE else max(1, min(FACTOR_RANK, FACTOR_TABLE // (k * dim)))
 
 
 def check_size(latent_shape: tuple[int, ...]) -> None:
@@ -359,6 +422,8 @@ def _mixture(mu: torch.Tensor, var: torch.Tensor, k: int, seed: int) -> dict:
     members = [members[j] for j in _centre_out([int(m.sum()) for m in members])]
     counts = torch.tensor([float(m.sum()) for m in members], dtype=torch.float64)
     means = torch.stack([mu[m].mean(0) for m in members])
+    if rank := factor_rank(len(members), mu.shape[1]):
+        return _factored(mu, var, members, counts, means, rank)
     own = torch.stack([torch.cov(mu[m].T, correction=0).reshape(mu.shape[1], -1) if int(m.sum()) > 1
                        else torch.zeros(mu.shape[1], mu.shape[1], dtype=mu.dtype) for m in members])
     own = own + torch.stack([torch.diag(var[m].mean(0)) for m in members])
@@ -370,6 +435,36 @@ def _mixture(mu: torch.Tensor, var: torch.Tensor, k: int, seed: int) -> dict:
     return {"mean": means.float(), "scale": scale.float(), "weights": (counts / counts.sum()).float(),
             "components": [int(c) for c in counts],
             "eigenvalues": [float(eigenvalues.min()), float(eigenvalues.max())]}
+
+
+def _factored(mu: torch.Tensor, var: torch.Tensor, members: list, counts: torch.Tensor, means: torch.Tensor,
+              rank: int) -> dict:
+    """_mixture's Gaussians for a latent too large for K full covariances: S_k = B + beta_k U_k U_k^T restricted to
+    U_k's top `rank` directions (whitened by B), with B = alpha W_s + diag(mean posterior variance), W_s the pooled
+    within-cluster scatter, alpha = SHRINK / (mean cluster size + SHRINK), U_k U_k^T cluster k's own scatter and
+    beta_k = n_k / (n_k + SHRINK): the full covariances' shrinking with one alpha for all, so that B is shared.
+    L_k = L_B F_k, F_k = I + Q_k diag(c_k - 1) Q_k^T, c_k = sqrt(1 + beta_k s_k^2) for Q_k, s_k the SVD of
+    L_B^-1 U_k (the module doc)."""
+    d = mu.shape[1]
+    centred = [mu[m] - mean for m, mean in zip(members, means)]
+    scatter = sum(c.T @ c for c in centred) / counts.sum()
+    alpha = SHRINK / (float(counts.mean()) + SHRINK)
+    base = alpha * scatter + torch.diag(var.mean(0))
+    eigenvalues = torch.linalg.eigvalsh(base)
+    jitter = JITTER * float(eigenvalues.clamp(min=0).mean())
+    base_scale = torch.linalg.cholesky(base + jitter * torch.eye(d, dtype=base.dtype))
+    directions = torch.zeros(len(members), d, rank, dtype=torch.float64)
+    spread = torch.ones(len(members), rank, dtype=torch.float64)
+    for j, (c, n) in enumerate(zip(centred, counts)):
+        whitened = torch.linalg.solve_triangular(base_scale, c.T / math.sqrt(float(n)), upper=False)  # (D, n_k)
+        q, s, _ = torch.linalg.svd(whitened, full_matrices=False)
+        r = min(rank, len(s))
+        directions[j, :, :r] = q[:, :r]
+        spread[j, :r] = (1 + float(n) / (float(n) + SHRINK) * s[:r] ** 2).sqrt()
+    return {"mean": means.float(), "base": base_scale.float(), "directions": directions.float(),
+            "spread": spread.float(), "weights": (counts / counts.sum()).float(),
+            "components": [int(c) for c in counts],
+            "eigenvalues": [float(eigenvalues.min()), float(eigenvalues.max() * spread.max() ** 2)]}
 
 
 def _centre_out(sizes: list[int]) -> list[int]:
@@ -386,9 +481,11 @@ def describe(entry: dict) -> str:
     low, high = entry["eigenvalues"]
     if "weights" in entry:
         sizes = entry["components"]
+        shared = (f"a shared covariance plus {entry['directions'].shape[-1]} directions of its own each; "
+                  if "directions" in entry else "")
         return (f"a mixture of {len(sizes)} Gaussians fitted to the latents of {entry['images']:,} training images "
-                f"(k-means clusters of {min(sizes)} to {max(sizes)} images; covariance eigenvalues {low:.3g} to "
-                f"{high:.3g}, where N(0, I) has 1), folded in as z = m_k + L_k v, k and v from u")
+                f"(k-means clusters of {min(sizes)} to {max(sizes)} images; {shared}covariance eigenvalues "
+                f"{low:.3g} to {high:.3g}, where N(0, I) has 1), folded in as z = m_k + L_k v, k and v from u")
     if entry["mean"].dim() == 2:
         return (f"a Gaussian per class ({len(entry['mean'])} classes) fitted to the latents of {entry['images']:,} "
                 f"training images (covariance eigenvalues {low:.3g} to {high:.3g}, where N(0, I) has 1), folded in "
@@ -400,8 +497,17 @@ def describe(entry: dict) -> str:
 def check(entry: dict, latent_dim: int, num_classes: int = 0) -> None:
     """ValueError unless `entry` is a fit for a latent of latent_dim (per class: of a model with num_classes)
     (a checkpoint being read)."""
-    mean, scale, weights = entry.get("mean"), entry.get("scale"), entry.get("weights")
+    mean, weights = entry.get("mean"), entry.get("weights")
+    scale = entry.get("base" if "directions" in entry else "scale")
     shapes = [((latent_dim,), (latent_dim, latent_dim))]
+    if "directions" in entry:
+        directions, spread = entry["directions"], entry.get("spread")
+        k = len(weights) if isinstance(weights, torch.Tensor) and weights.dim() == 1 else 0
+        if not (isinstance(directions, torch.Tensor) and isinstance(spread, torch.Tensor) and directions.dim() == 3
+                and tuple(directions.shape[:2]) == (k, latent_dim) and tuple(spread.shape) == (k, directions.shape[2])
+                and bool(torch.isfinite(directions).all()) and bool((spread >= 1).all())
+                and bool(torch.isfinite(spread).all())):
+            raise ValueError(f"its prior_fit's directions are not those of a mixture for a {latent_dim}-d latent")
     if weights is not None:
         if num_classes:
             raise ValueError("its prior_fit is a mixture, which only an unconditional model takes")
@@ -409,7 +515,7 @@ def check(entry: dict, latent_dim: int, num_classes: int = 0) -> None:
         if not (2 <= k and bool(torch.isfinite(weights).all()) and bool((weights > 0).all())
                 and abs(float(weights.double().sum()) - 1) < 1e-4):
             raise ValueError("its prior_fit's mixture weights are not positive and summing to 1")
-        shapes = [((k, latent_dim), (k, latent_dim, latent_dim))]
+        shapes = [((k, latent_dim), (latent_dim, latent_dim) if "directions" in entry else (k, latent_dim, latent_dim))]
     elif num_classes:
         shapes.append(((num_classes, latent_dim), (num_classes, latent_dim, latent_dim)))
     if not (isinstance(mean, torch.Tensor) and isinstance(scale, torch.Tensor)
