@@ -1,7 +1,7 @@
 """The fitted prior: a Gaussian fitted to the training set's aggregate posterior, folded into the model.
 
 A VAE trained on few images (Twemoji: 1,715) ends with an aggregate posterior q(z) = mean over x of
-q(z|x) far from its N(0, I) prior: on the colour recipe's 128-d latent the covariance of the posterior
+q(z|x) far from its N(0, I) prior: on a 2 x 8 x 8 colour latent (128 numbers) the covariance of the posterior
 means has eigenvalues from 0.007 to 21 (1 everywhere for N(0, I)). Prior samples then land where the
 decoder saw no training latent and come out as coloured noise, while reconstructions are fine. The
 cure of "ex-post density estimation" (Ghosh et al. 2020, "From Variational to Deterministic
@@ -17,7 +17,7 @@ model keeps a standard normal prior on its new latent u and every client samples
   for it is the one closest in KL(q_diag || q): variances 1 / diag(L^T diag(1/sigma^2) L), i.e.
   logvar_u = -log(exp(-logvar) @ (L * L)). A valid posterior approximation of the same generative model,
   so the ELBO and the importance-weighted NLL stay bounds of it.
-A latent of shape (C, h, w) is fitted as the vector of its C*h*w numbers (the default colour recipe's 2 x 8 x 8):
+A latent of shape (C, h, w) is fitted as the vector of its C*h*w numbers (the default colour recipe's 4 x 16 x 16):
 the Gaussian mixes its positions, which is what makes its samples hang together (an icon's colours and outline
 agree across the grid); the graphs reshape to (N, C*h*w) around the map and back. At most FIT_MAX_DIM numbers:
 the map holds three D x D tables.
@@ -47,6 +47,10 @@ without the shrinking -11.9: its clusters learn their images by heart). Folded i
   1 / w_k); no Erf or inverse CDF, which no ONNX op computes. v_1 is nearly, not exactly, standard normal (logistic-
   like inside, Gumbel-like at the ends); v's other numbers are u's;
 - z = m_k + L_k v (the per-class tables, picked by k's one-hot instead of the label's).
+Past MIXTURE_TABLE numbers per K x D x D table (the default colour latent's 1,024 numbers: 64 M) the mixture is
+factored (_factored): the components share a base L_B and each keeps its cluster's FACTOR_RANK main directions
+Q_k, L_k = L_B (I + Q_k diag(c_k - 1) Q_k^T), which the graphs apply as two thin products with Q_k; its tables
+are D x D three times and K x D x R once.
 The encoder inverts it: k is the component of highest responsibility log w_k - log det L_k - |L_k^-1 (mu - m_k)|^2
 / 2 (a maximum by pairwise Greater and a MatMul count, ties to the lower index: no ArgMax) among those whose v_1
 a slab can hold in float32 (f within the slab's [f_low, f_high]: t at least a few float32 steps inside its slab,
@@ -76,6 +80,10 @@ MIXTURE_TABLE = 1 << 20  # K * D * D at most for a mixture of full covariances (
 FACTOR_RANK = 32  # a factored component's own directions (Twemoji's 4 x 16 x 16 latent: its samples at 32 look as
 # those of 64 full 1,024 x 1,024 covariances; held-out density per number -0.688 at 32, -0.674 at 64)
 FACTOR_TABLE = 1 << 22  # K * D * R at most (16 MB of float32)
+FACTOR_BASE = 0.2  # the share of the pooled within-cluster scatter a factored mixture's shared base keeps. Looked at
+# on Twemoji's default model (64 components, seed 0): at 0.68 (what SHRINK's weighting would give a cluster of 24)
+# its 1,024 numbers of pooled noise turn a sample into mottled blobs, 5 of 32 recognisable; at 0.2, 14 of 32 are
+# flags, faces, a cat, a person; 0.05 looks as 0.2. The cost: a tighter density around the training latents
 SHRINK = 50.0  # images' worth of the pooled covariance in each component's (Twemoji: held-out density -0.81 per
 # number at 50, -1.02 at 10, -11.9 at 0; one Gaussian -0.93)
 KMEANS_ROUNDS = 30  # Lloyd iterations after k-means++ seeding
@@ -119,7 +127,7 @@ class LatentMap(nn.Module):
         rows = (lambda m: m.reshape(len(m), -1)) if self.per_class else (lambda m: m)
         self.register_buffer("mean", mean.float())
         self.register_buffer("scale_t", rows(scale.transpose(-1, -2)).contiguous().float())  # L^T: z = m + u L^T
-        inverse = torch.linalg.inv(scale)
+        inverse = _lower_inverse(scale)
         self.register_buffer("inverse_t", rows(inverse.transpose(-1, -2)).contiguous().float())  # u = (z - m) L^-T
         self.register_buffer("squared", rows(scale * scale).float())  # L * L, elementwise
 
@@ -141,7 +149,7 @@ class LatentMap(nn.Module):
                          directions: torch.Tensor, spread: torch.Tensor) -> None:
         k, d, r = directions.shape
         self._slab_tables(mean, weights)
-        inverse_t = torch.linalg.inv(base).transpose(0, 1)  # L_B^-T
+        inverse_t = _lower_inverse(base).transpose(0, 1)  # L_B^-T
         self.register_buffer("scale_t", base.transpose(0, 1).contiguous().float())  # z = m_k + (F_k v) L_B^T
         self.register_buffer("inverse_t", inverse_t.contiguous().float())
         self.register_buffer("offset", (mean @ inverse_t).float())  # m_k L_B^-T: each component's whitened mean
@@ -160,7 +168,7 @@ class LatentMap(nn.Module):
         k, d = mean.shape
         self._slab_tables(mean, weights)
         self.register_buffer("scale_t", scale.transpose(-1, -2).reshape(k, -1).contiguous().float())
-        inverse_t = torch.linalg.inv(scale).transpose(-1, -2)  # (K, D, D): L_k^-T
+        inverse_t = _lower_inverse(scale).transpose(-1, -2)  # (K, D, D): L_k^-T
         # side by side, (D, K * D): mu @ it is every component's mu L_k^-T in one 2-d product
         self.register_buffer("inverse_t", inverse_t.permute(1, 0, 2).reshape(d, k * d).contiguous().float())
         self.register_buffer("offset", (mean.unsqueeze(1) @ inverse_t).reshape(k, d).float())  # m_k L_k^-T
@@ -271,6 +279,15 @@ class LatentMap(nn.Module):
     def _times(v: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         """v (N, D) times a matrix (D, D), or each row by its own (N, D, D)."""
         return v @ matrix if matrix.dim() == 2 else (v.unsqueeze(1) @ matrix).reshape(v.shape[0], -1)
+
+
+def _lower_inverse(scale: torch.Tensor) -> torch.Tensor:
+    """The inverse of lower-triangular scale(s) (..., D, D), by a triangular solve. Not torch.linalg.inv: its LU
+    path failed on 2 threads with MKL for a stack of 39 162 x 162 float64 factors ("Parameter 6 was incorrect on
+    entry to DLASWP", then "Pivots given to lu_solve must all be greater or equal to 1"), which made a checkpoint
+    unreadable to `edgevae evaluate`; a triangular factor needs no pivoting."""
+    eye = torch.eye(scale.shape[-1], dtype=scale.dtype).expand_as(scale)
+    return torch.linalg.solve_triangular(scale, eye, upper=False)
 
 
 def _within(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -440,16 +457,15 @@ def _mixture(mu: torch.Tensor, var: torch.Tensor, k: int, seed: int) -> dict:
 def _factored(mu: torch.Tensor, var: torch.Tensor, members: list, counts: torch.Tensor, means: torch.Tensor,
               rank: int) -> dict:
     """_mixture's Gaussians for a latent too large for K full covariances: S_k = B + beta_k U_k U_k^T restricted to
-    U_k's top `rank` directions (whitened by B), with B = alpha W_s + diag(mean posterior variance), W_s the pooled
-    within-cluster scatter, alpha = SHRINK / (mean cluster size + SHRINK), U_k U_k^T cluster k's own scatter and
-    beta_k = n_k / (n_k + SHRINK): the full covariances' shrinking with one alpha for all, so that B is shared.
+    U_k's top `rank` directions (whitened by B), with B = FACTOR_BASE W_s + diag(mean posterior variance), W_s the
+    pooled within-cluster scatter, U_k U_k^T cluster k's own scatter and beta_k = n_k / (n_k + SHRINK): the full
+    covariances' shrinking, with one weight for the pooled part so that B is shared, and a smaller one (FACTOR_BASE).
     L_k = L_B F_k, F_k = I + Q_k diag(c_k - 1) Q_k^T, c_k = sqrt(1 + beta_k s_k^2) for Q_k, s_k the SVD of
     L_B^-1 U_k (the module doc)."""
     d = mu.shape[1]
     centred = [mu[m] - mean for m, mean in zip(members, means)]
     scatter = sum(c.T @ c for c in centred) / counts.sum()
-    alpha = SHRINK / (float(counts.mean()) + SHRINK)
-    base = alpha * scatter + torch.diag(var.mean(0))
+    base = FACTOR_BASE * scatter + torch.diag(var.mean(0))
     eigenvalues = torch.linalg.eigvalsh(base)
     jitter = JITTER * float(eigenvalues.clamp(min=0).mean())
     base_scale = torch.linalg.cholesky(base + jitter * torch.eye(d, dtype=base.dtype))
