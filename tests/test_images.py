@@ -122,6 +122,12 @@ def test_loose_images_beside_class_folders(tmp_path):
     assert "1 loose image(s) at the top level as one more class 'mixed'" in said[0]
     flat = image_folder(root, TrainConfig(data=str(root), image_size=8, layout="flat"), log=said.append)
     assert flat.classes == ("mixed",) and len(flat.train_x) == 3
+    (root / "cats" / "kittens").mkdir()  # a deeper folder counts for its top-level sub-folder, and that is said
+    Image.new("RGB", (8, 8), (10, 200, 10)).save(root / "cats" / "kittens" / "2.png")
+    nested = image_folder(root, TrainConfig(data=str(root), image_size=8), log=said.append)
+    assert nested.classes == ("cats", "dogs", "mixed") and len(nested.train_x) == 4
+    assert any("2 class(es) from the sub-folders (1 image(s) in deeper folders count for the sub-folder they are "
+               "in)" in line for line in said)
 
 
 def test_rgba_grids_keep_transparency_or_preview_on_a_background(tmp_path):

@@ -77,6 +77,9 @@ def list_images(root: Path, layout: str = "auto") -> tuple[list[Path], list[int]
         groups = [(root.name, files)] if files else []
     else:
         how = f"{len(groups)} class(es) from the sub-folders"
+        nested = sum(1 for name, found in groups for f in found if f.parent != root / name)
+        if nested:  # a class is a top-level sub-folder with everything under it
+            how += f" ({nested} image(s) in deeper folders count for the sub-folder they are in)"
         if loose:
             name = root.name if root.name not in {n for n, _ in groups} else f"{root.name} (top level)"
             groups.append((name, loose))
