@@ -116,4 +116,15 @@ def test_evaluate_shows_progress_bits_per_dim_and_the_latent_verdict(kind_export
     # logistic: a probability mass, so bits/dim is the NLL over C*H*W ln 2 (no 8-bit offset)
     assert math.isclose(result["bits_per_dim"], result["nll"] / (3 * 16 * 16 * math.log(2)), rel_tol=1e-9)
     assert any("bits/dim" in line for line in lines) and "z rms" in lines[-2]
+    # the PSNR of decode(mu) against the test images, as the bench scores it, recomputed here
+    from edgevae.train.checkpoint import load_run
+    from edgevae.train.evaluate import load_test_set
+
+    vae, ckpt, config = load_run(run)
+
+    x, y = load_test_set(config, limit=20)[:2]
+    with torch.no_grad():
+        mse = float(((vae.decode(vae.encoder(x)[0]) - x) ** 2).double().mean())
+    assert math.isclose(result["psnr_db"], 10 * math.log10(1 / mse), abs_tol=1e-3)
+    assert any(f"{result['psnr_db']:.2f} dB (mean reconstructions decode(mu)" in line for line in lines)
     assert result["collapsed"] is False and result["warnings"] == []

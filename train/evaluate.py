@@ -168,8 +168,19 @@ def evaluate_model(model, x: torch.Tensor, y: torch.Tensor | None, k: int = 5000
     if name is not None:
         dims = math.prod(x.shape[1:])
         result.update(bits_per_dim=bits_per_dim(nll, dims, name), bits_per_dim_stderr=nll_se / (dims * math.log(2)),
-                      neg_elbo_bits_per_dim=bits_per_dim(neg_elbo, dims, name))
+                      neg_elbo_bits_per_dim=bits_per_dim(neg_elbo, dims, name), psnr_db=mean_psnr(model, x, y,
+                                                                                                   iw["mu"], chunk))
     return result
+
+
+@torch.no_grad()
+def mean_psnr(model, x: torch.Tensor, y: torch.Tensor | None, mu: torch.Tensor, chunk: int) -> float:
+    """PSNR in dB (peak 1) of the mean reconstructions decode(mu) against x in [0, 1], over every pixel and channel
+    (alpha included): what bench/quality_rgb.py scores."""
+    squared = sum(float(((model.decode(mu[i:i + chunk], None if y is None else y[i:i + chunk]).double()
+                          - x[i:i + chunk].double()) ** 2).sum()) for i in range(0, len(x), chunk))
+    mse = squared / x.numel()
+    return 10 * math.log10(1 / mse) if mse > 0 else math.inf
 
 
 def evaluate_run(run_dir: str | Path, cfg: EvalConfig, log=print) -> dict:
@@ -217,6 +228,8 @@ def format_table(r: dict) -> str:
         if "bits_per_dim" in r:
             rows.append((f"NLL, k = {r['k']}", f"{r['bits_per_dim']:.3f} ± {r['bits_per_dim_stderr']:.3f} bits/dim "
                                                f"(-ELBO {r['neg_elbo_bits_per_dim']:.3f})"))
+        if "psnr_db" in r:
+            rows.append(("PSNR", f"{r['psnr_db']:.2f} dB (mean reconstructions decode(mu), every pixel and channel)"))
         rows.append(("active units", f"{r['active_units']} of {r['latent_dim']} (Cov_x(E_q[z|x]) > "
                                      f"{r['active_threshold']}), z rms {r['latent_rms']:.2f}"))
         rows += [("warning", w) for w in r.get("warnings", [])]
