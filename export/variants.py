@@ -253,9 +253,9 @@ def layout(attempt: dict, static: set[str]) -> str | None:
     """What an ATTEMPTS entry left unquantized, for export's log, the spec's quality record and `info`."""
     heads = [role for role in ("encoder", "decoder") if recipe(attempt, role, static) == ("int8", True)]
     parts = ([f"the {' and '.join(heads)}'s layers next to the outputs kept float32"] if heads else []) + (
-        ["the encoder's weights float16 (float32 compute): quantized, it missed its bounds"]
+        ["the encoder kept as float16 weights (float32 compute), since quantized to 8 bits it missed its bounds"]
         if attempt.get("encoder") == "fp16" else []) + (
-        ["the encoder float32: rounded, it missed its bounds"]
+        ["the encoder kept float32, since rounded to float16 it missed its bounds"]
         if attempt.get("encoder") == "fp32" else [])
     return "; ".join(parts) or None
 

@@ -167,15 +167,15 @@ def test_int8_whose_quantized_encoder_misses_keeps_it_fp16(kind_export, tmp_path
     both = {"encoder", "decoder"}  # the residual family: both graphs quantized statically
     assert line.startswith("int8: within its bounds") and line.endswith(variants.layout(variants.ATTEMPTS["int8"][2],
                                                                                         both))
-    assert line.endswith("the decoder's layers next to the outputs kept float32; the encoder's weights float16 "
-                         "(float32 compute): quantized, it missed its bounds")
+    assert line.endswith("the decoder's layers next to the outputs kept float32; the encoder kept as float16 weights "
+                         "(float32 compute), since quantized to 8 bits it missed its bounds")
     encoder, decoder = (onnx.load(out / variants.file_name(role, "int8")) for role in ("encoder", "decoder"))
     assert "QuantizeLinear" not in op_types(encoder) and "QuantizeLinear" in op_types(decoder)
     assert {t.data_type for t in encoder.graph.initializer if len(t.dims) > 1} == {onnx.TensorProto.FLOAT16}
     model = edgevae.load(out, variant="int8")
     assert model.spec["quality"]["layout"] == variants.layout(variants.ATTEMPTS["int8"][2], both)
     assert main(["info", str(out)]) == 0
-    assert "the encoder's weights float16" in next(line for line in capsys.readouterr().out.splitlines()
+    assert "the encoder kept as float16 weights" in next(line for line in capsys.readouterr().out.splitlines()
                                                     if line.startswith("variant     int8"))
 
 
@@ -187,9 +187,10 @@ def test_the_layout_note_says_only_what_was_left_float():
                                                               "kept float32")
     assert variants.layout(heads, {"decoder"}) == "the decoder's layers next to the outputs kept float32"
     assert variants.layout(heads, set()) is None
-    assert variants.layout(fp16_encoder, set()) == ("the encoder's weights float16 (float32 compute): quantized, it "
-                                                    "missed its bounds")
-    assert variants.layout(fp32_encoder, set()) == "the encoder float32: rounded, it missed its bounds"
+    assert variants.layout(fp16_encoder, set()) == ("the encoder kept as float16 weights (float32 compute), since "
+                                                    "quantized to 8 bits it missed its bounds")
+    assert variants.layout(fp32_encoder, set()) == ("the encoder kept float32, since rounded to float16 it missed its "
+                                                    "bounds")
     assert variants.layout(variants.ATTEMPTS["fp16"][1], set()) == variants.layout(fp32_encoder, set())
 
 
