@@ -84,7 +84,7 @@ def list_images(root: Path, layout: str = "auto") -> tuple[list[Path], list[int]
             name = root.name if root.name not in {n for n, _ in groups} else f"{root.name} (top level)"
             groups.append((name, loose))
             how += (f", and the {len(loose)} loose image(s) at the top level as one more class {name!r} "
-                    f"(--layout flat: one class for everything)")
+                    f"(or --layout flat, to make one class of everything)")
     files, labels, classes = [], [], []
     for name, found in groups:
         files += found
