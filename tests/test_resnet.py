@@ -179,3 +179,43 @@ def test_a_network_without_normalization_warms_its_learning_rate_up_over_the_fir
     assert [warmed(1.0, plain, s, 49) for s in (0, 1, 48, 500)] == pytest.approx([1 / 49, 2 / 49, 1.0, 1.0])
     assert warmed(1.0, plain, 99, 10_000) == pytest.approx(100 / LR_WARMUP_STEPS)  # long epochs: at most 200 steps
     assert warmed(1.0, grouped, 0, 49) == 1.0 and warmed(1.0, mlp, 0, 49) == 1.0  # normalized, or not this family
+
+
+def test_bfloat16_steps_keep_the_layers_the_loss_reads_in_float32_and_leave_evaluation_exact():
+    from edgevae.train.loop import bfloat16_steps
+
+    model = _model((4, 20, 24), latent_channels=3)
+    x, eps = torch.rand(5, 4, 20, 24), torch.randn(5, *model.latent_shape)
+    with torch.no_grad():
+        exact = model(x, eps)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rounded = model(x, eps)
+        again = model(x, eps)
+    # out (the likelihood's locations and scales), mu and logvar come out float32 under the autocast: bfloat16's
+    # spacing near 1 is 1/256, an 8-bit level, which the discretized likelihood must resolve
+    assert all(t.dtype == torch.float32 for t in rounded)
+    # the body's convolutions did run in bfloat16: close to the exact values, not equal (relative 2^-8 per rounding)
+    assert not torch.equal(rounded[0], exact[0]) and torch.allclose(rounded[0], exact[0], atol=0.05)
+    assert all(torch.equal(a, b) for a, b in zip(exact, again))  # outside the autocast: float32 again, bit for bit
+    cpu = torch.device("cpu")
+    assert not bfloat16_steps(TrainConfig(arch="mlp"), cpu)  # auto: the residual family only
+    assert not bfloat16_steps(TrainConfig(arch="resnet", precision="float32"), cpu)
+    assert bfloat16_steps(TrainConfig(arch="mlp", precision="bfloat16"), cpu)
+    assert bfloat16_steps(TrainConfig(arch="resnet"), cpu) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def test_a_bfloat16_run_trains_and_exports_float32_graphs_that_match_its_checkpoint(tmp_path):
+    from edgevae.export.build import export
+    from edgevae.export.verify import format_table, verify_export
+    from edgevae.train import checkpoint, loop
+
+    config = TrainConfig(data="shapes", num_train=64, num_test=16, image_size=16, arch="resnet", widths=(4, 8),
+                         likelihood="logistic", latent_channels=2, prior_fit="none", epochs=2, batch_size=16,
+                         precision="bfloat16", out=str(tmp_path / "run"))
+    loop.train(config)
+    model, ckpt, _ = checkpoint.load_run(tmp_path / "run")
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the weights never left float32
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    export(tmp_path / "run", tmp_path / "export", log=lambda *_: None)  # export's parity gates: float32 graphs
+    rows = verify_export(tmp_path / "run", tmp_path / "export")
+    assert rows and all(r.ok for r in rows), format_table([r for r in rows if not r.ok])

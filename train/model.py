@@ -32,7 +32,7 @@ from torch import nn
 
 from .likelihood import Likelihood
 from .nets import bodies
-from .resnet import ResNetDecoderBody, ResNetEncoderBody, auto_widths
+from .resnet import ResNetDecoderBody, ResNetEncoderBody, auto_widths, in_float32
 
 KINDS = ("vae", "ae")
 
@@ -64,7 +64,7 @@ class Encoder(nn.Module):
     def unmapped(self, x: torch.Tensor, y: torch.Tensor | None = None):
         """mu, logvar of the trained latent z, before a fitted prior's change of variable."""
         h = _with_label(self.body(x), y, self.one_hot)  # (N, F [+ K]) or (N, F [+ K], h, w)
-        return self.mu(h), (self.logvar(h) if self.logvar is not None else None)
+        return in_float32(self.mu, h), (in_float32(self.logvar, h) if self.logvar is not None else None)
 
 
 class Decoder(nn.Module):

@@ -359,7 +359,7 @@ def check_size(latent_shape: tuple[int, ...]) -> None:
 
 
 @torch.no_grad()
-def fit(model, x: torch.Tensor, y: torch.Tensor | None, batch: int = 256, seed: int = 0,
+def fit(model, x: torch.Tensor, y: torch.Tensor | None, batch: int = 64, seed: int = 0,
         binarize: bool = False, mixture: bool = False) -> dict:
     """The Gaussian fitted to the aggregate posterior of `model` (unfitted) on uint8 images x; a checkpoint entry.
     binarize: the images as training saw them, one Bernoulli sample each (seeded). A conditional model (labels y)
@@ -420,8 +420,9 @@ def _kmeans(points: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     """Cluster index (n,) of each row: k-means++ seeding (Arthur & Vassilvitskii 2007), then KMEANS_ROUNDS of Lloyd."""
     gen = torch.Generator().manual_seed(seed)
     centres = points[torch.randint(len(points), (1,), generator=gen)]
-    for _ in range(k - 1):
-        nearest = torch.cdist(points, centres).min(1).values ** 2
+    nearest = torch.full((len(points),), math.inf, dtype=points.dtype)  # squared distance to the nearest centre
+    for _ in range(k - 1):  # each round measures the distances to the newest centre only
+        nearest = torch.minimum(nearest, (points - centres[-1]).pow(2).sum(1))
         if not float(nearest.sum()) > 0:  # every point is a centre already (fewer distinct latents than k)
             break
         centres = torch.cat([centres, points[torch.multinomial(nearest / nearest.sum(), 1, generator=gen)]])

@@ -51,6 +51,17 @@ def norm(channels: int, kind: str = "group") -> nn.Module:
     return nn.GroupNorm(math.gcd(NORM_GROUPS, channels), channels) if kind == "group" else nn.Identity()
 
 
+def in_float32(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """layer(x), in float32 even inside a bfloat16 autocast (`--precision bfloat16`): the layers whose outputs the
+    loss reads directly -- the latent heads and the decoder's last conv -- keep full precision, since bfloat16's 8
+    significant bits space values near 1 by 1/256, an 8-bit level. Outside autocast (evaluation, export) it is
+    layer(x) itself, so the exported graph does not change."""
+    if not torch.is_autocast_enabled(x.device.type):
+        return layer(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return layer(x.float())
+
+
 def auto_widths(image_shape: tuple[int, int, int]) -> tuple[int, ...]:
     """Widths by image size: levels until the coarsest side is about 4 to 8 pixels, 16 channels at full resolution
     doubled per level (at most 256); so 28 x 28 -> 16,32,64 (7 x 7), 64 x 64 -> 16,32,64,128 (8 x 8). Starting at
@@ -170,7 +181,8 @@ class ResNetDecoderBody(nn.Module):
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         h = self.project(v)
-        out = self.net(h.view(-1, *self.grid) if self.flat else h)
+        h = self.net[:-1](h.view(-1, *self.grid) if self.flat else h)
+        out = in_float32(self.net[-1], h)
         if any(self.geometry.pad):
             (height, width), top, left = self.geometry.size, self.geometry.top, self.geometry.left
             out = out[:, :, top:top + height, left:left + width]
