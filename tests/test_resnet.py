@@ -200,7 +200,9 @@ def test_bfloat16_steps_keep_the_layers_the_loss_reads_in_float32_and_leave_eval
     cpu = torch.device("cpu")
     assert not bfloat16_steps(TrainConfig(arch="mlp"), cpu)  # auto: the residual family only
     assert not bfloat16_steps(TrainConfig(arch="resnet", precision="float32"), cpu)
-    assert bfloat16_steps(TrainConfig(arch="mlp", precision="bfloat16"), cpu)
+    assert bfloat16_steps(TrainConfig(arch="resnet", precision="bfloat16"), cpu)
+    with pytest.raises(ValueError, match=r"^--precision bfloat16 is for --arch resnet .*this run's --arch is mlp$"):
+        bfloat16_steps(TrainConfig(arch="mlp", precision="bfloat16"), cpu)  # its output layer would round
     assert bfloat16_steps(TrainConfig(arch="resnet"), cpu) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 

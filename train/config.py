@@ -149,10 +149,11 @@ class TrainConfig:
                                summary=True)
     limit: int = arg(0, "use at most this many training images, before the validation split (0 = all)", summary=True)
     device: str = arg("auto", "torch device: auto (CUDA when present), cpu, cuda, cuda:1 ...")
-    precision: str = arg("auto", "training's arithmetic: bfloat16 runs the convolutions in bfloat16 (the weights, the "
-                                 "latent heads, the output layer, the loss and every evaluation stay float32), "
-                                 "float32, or auto (bfloat16 for --arch resnet on a CPU with bfloat16 instructions: "
-                                 "1.7x the images per second there)", ("auto", "float32", "bfloat16"))
+    precision: str = arg("auto", "training steps' arithmetic, --arch resnet: bfloat16 runs the convolutions in "
+                                 "bfloat16 (the weights, the latent heads, the output layer, the loss and every "
+                                 "evaluation stay float32), float32, or auto (bfloat16 for --arch resnet on a CPU "
+                                 "with bfloat16 instructions: 1.5x the images per second there)",
+                         ("auto", "float32", "bfloat16"))
     resume: bool = arg(False, "continue the run in --out from its checkpoint.pt, exactly where it stopped")
 
     def __post_init__(self):

@@ -424,6 +424,9 @@ def bfloat16_steps(config, device: torch.device) -> bool:
     faster (526 against 297 images/s, batches of 32, 2 threads). The weights and Adam's state stay float32, the layers
     the loss reads run in float32 (resnet.in_float32), and validation, the fitted prior, the grids and export see the
     float32 model, so bfloat16 only changes the rounding of the steps' gradients."""
+    if config.precision == "bfloat16" and config.arch != "resnet":
+        raise ValueError(f"--precision bfloat16 is for --arch resnet (its latent heads and output layer stay float32); "
+                         f"this run's --arch is {config.arch}")
     if config.precision != "auto":
         return config.precision == "bfloat16"
     return (config.arch == "resnet" and device.type == "cpu" and torch.backends.mkldnn.is_available()
