@@ -8,6 +8,9 @@ as the decoder's, and the model itself must not have collapsed (COLLAPSE), whate
 Why these bounds (measured values in README "Parity"):
     fp32  both sides float32; GEMM/conv summation order differs (~1e-6 measured); a real defect is >= 1e-2.
           The latents' difference over max(1, max |torch|): float32 rounding is relative (gates.parity).
+          x_hat within 1e-4, a fortieth of an 8-bit level: a residual decoder without normalization carries
+          large activations, whose rounding reached 1.73e-5 on 72 x 72 RGBA sprites after 80 epochs of training
+          (6.3e-6 after 49; MLPs ~1e-6).
     fp16  weights rounded to float16 (relative 2^-11 = 4.9e-4) through every layer: latents within 0.5% of
           their rms, images within 2 of 255 levels.
     int8  8-bit weights and per-batch 8-bit activations: latents within 5% of their rms, images >= 30 dB
@@ -55,7 +58,7 @@ PSNR_CAP = 200.0  # dB: what identical images report
 # (metric, bound) per variant and check; None = measured and reported, not bounded.
 BOUNDS = {
     "fp32": {"z": ("max_abs_scaled", 1e-5), "mu": ("max_abs_scaled", 1e-5), "logvar": ("max_abs_scaled", 1e-5),
-             "x_hat": ("max_abs", 1e-5),
+             "x_hat": ("max_abs", 1e-4),
              SAMPLES: ("max_levels", 1), ELBO: ("bits_per_dim", 2e-5), REFERENCE: ("max_abs_scaled", 1e-5)},
     "fp16": {"z": ("rms_rel", 5e-3), "mu": ("rms_rel", 5e-3), "logvar": ("rms_rel", 5e-3),
              "x_hat": ("max_abs", 2 * LEVEL), SAMPLES: ("max_levels", 2), ELBO: ("bits_per_dim", 1e-4),
