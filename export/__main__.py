@@ -98,7 +98,8 @@ def _export(argv) -> int:
     parser.add_argument("--out", required=True, help="export directory to create")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.add_argument("--int8", action="store_true",
-                        help="also write int8 graphs (dynamic quantization), if inside their gate (runs only)")
+                        help="also write int8 graphs (static QDQ quantization calibrated on the run's images for "
+                             "graphs with convolutions, dynamic for the others), if inside their gate (runs only)")
     parser.add_argument("--fp16", action="store_true", help="also write fp16-weight graphs, if inside their gate "
                                                             "(runs only)")
     parser.add_argument("--checkpoint", choices=("auto", "best", "last"), default="auto",

@@ -384,6 +384,9 @@ def _train(config, dist: ddp.Dist, stop: StopSignal, on_step) -> Path:
             f"({best['val_neg_elbo']:.1f}; {last['val_neg_elbo']:.1f} at the end); export takes it"
             + (", with the prior fitted to its own weights (`edgevae info` shows it once exported)"
                if run.prior_fit else ""))
+    elif best is not None:
+        log(f"best.pt: epoch {best['epoch']}, the last, the lowest validation -ELBO ({best['val_neg_elbo']:.1f}); "
+            f"export takes it")
     if run.prior_fit:
         log(f"prior{f' of checkpoint.pt (epoch {state.epoch})' if later else ''}: {prior.describe(run.prior_fit)}")
     lost = colour_lost(best or state.history[-1], config, run.data.image_shape, run.model.latent_shape,
@@ -412,9 +415,12 @@ def build_run(config, dist: ddp.Dist, log) -> Run:
     objective = Objective(model)
     fused = dist.device.type in ("cpu", "cuda")  # one kernel for all parameters where torch has it
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
+    # spread over the test split: a folder's test files are in name order, and its first 32 (the recon grid) were
+    # all one faction's (Wesnoth's drakes)
+    pick = torch.linspace(0, len(data.test_x) - 1, min(REFERENCE_IMAGES, len(data.test_x))).round().long()
     return Run(config, dist, data, model, objective, dist.wrap(objective), optimizer,
                torch.Generator().manual_seed(config.seed), Path(config.out),
-               data.test_x[:REFERENCE_IMAGES].clone(), data.test_y[:REFERENCE_IMAGES].clone(),
+               data.test_x[pick].clone(), data.test_y[pick].clone(),
                bfloat16=bfloat16_steps(config, dist.device))
 
 
