@@ -3,6 +3,7 @@ config, one-line errors; and export/ takes what train/ now builds (a conv VAE wh
 continuous Bernoulli's mean)."""
 import dataclasses
 import json
+import shutil
 import socket
 
 from edgevae.train.__main__ import main
@@ -44,6 +45,13 @@ def test_resume_needs_only_out_and_the_new_epochs(tmp_path, capsys):
     code, out, err = _cli(capsys, f"--out={run}", "--epochs=2", "--resume")  # a finished run: nothing to do
     assert code == 0 and "nothing to do" in out and "already has 2 of 2 epochs" in out, err
     assert (run / "checkpoint.pt").read_bytes() == before  # and the run is left as it was
+    copy = tmp_path / "copy"  # a run directory copied elsewhere resumes there, writing only the copy
+    shutil.copytree(run, copy)
+    code, out, err = _cli(capsys, f"--out={copy}", "--epochs=3", "--resume")
+    assert code == 0 and "epoch   3/3" in out, err
+    assert [json.loads(line)["epoch"] for line in (copy / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert json.loads((copy / "config.json").read_text())["out"] == str(copy)
+    assert (run / "checkpoint.pt").read_bytes() == before
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):

@@ -21,7 +21,8 @@ LAST, BEST = "checkpoint.pt", "best.pt"
 # What --checkpoint names: best (lowest validation -ELBO), last, or auto (best when the run wrote one).
 CHOICES = {"best": (BEST,), "last": (LAST,), "auto": (BEST, LAST)}
 # config fields --resume may change; the rest must match
-RESUMABLE = ("epochs", "device", "resume", "eval_every", "minutes", "patience")
+RESUMABLE = ("epochs", "device", "resume", "eval_every", "minutes", "patience", "out", "precision")  # "out": a run
+# directory copied or moved elsewhere resumes there; "precision": the machine decides what its steps can do
 
 
 def save(state: dict, path: Path) -> None:
