@@ -356,7 +356,17 @@ def test_the_mixture_keeps_reconstructions_and_encodes_into_the_most_responsible
     slope = (t_up - t_down).double() / (2 * h)
     logvar_v = -torch.log(logvar_z[0].double().clamp(-60, 60).neg().exp() @ (scale[k] * scale[k]))
     assert torch.allclose(logvar_u[0, 1:].double(), logvar_v[1:], atol=1e-4)
-    assert abs(float(logvar_u[0, 0]) - float(logvar_v[0] + 2 * slope.log())) < 1e-2
+    # t's: by the slope, capped so that its standard deviation is at most a quarter of its distance to the nearer edge
+    low, width, end, sign = (latent_map._component(mu_u[:, :1]) @ latent_map.stretch)[:, :4].double().unbind(1)
+    t = mu_u[:, 0].double()
+    room = torch.where(end > 0.5, sign * (t - low), torch.minimum(t - low, low + width - t))
+    cap = 2 * torch.log(room / prior.SLAB_SIGMAS)
+    assert (logvar_u[:, 0].double() <= cap + 1e-4).all()
+    assert abs(float(logvar_u[0, 0]) - min(float(logvar_v[0] + 2 * slope.log()), float(cap[0]))) < 1e-2
+    # so the encoder's noise, up to just under SLAB_SIGMAS standard deviations, keeps every image's component
+    for sigmas in (-0.999 * prior.SLAB_SIGMAS, 0.999 * prior.SLAB_SIGMAS):
+        t_moved = mu_u[:, :1] + sigmas * torch.exp(0.5 * logvar_u[:, :1])
+        assert (latent_map._component(t_moved).argmax(1) == picked).all()
 
 
 def test_a_small_latent_fits_a_mixture_of_full_covariances_and_the_export_samples_through_it(kind_export):
