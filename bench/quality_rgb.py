@@ -3,6 +3,7 @@
     python bench/quality_rgb.py                                  # ../shared/data/twemoji-64, RGBA, 20 minutes each
     python bench/quality_rgb.py --minutes 3 --cond-minutes 3 --flat-minutes 3   # a quick look
     python bench/quality_rgb.py --train flat                     # train one row again, reuse the others
+    python bench/quality_rgb.py --measure ours                   # measure a saved run again, reuse the others
     python bench/quality_rgb.py --channels 3 --matte white       # RGB on a white matte instead of RGBA
 
 Protocol: the image folder is read with EdgeVAE's own loader (sub-folders are the classes; RGBA keeps alpha
@@ -173,23 +174,30 @@ def _pairs(x, recon, report):
 def ours(npz: Path, work: Path, name: str, minutes: float, k: int) -> dict:
     """Train the recipe with ROWS[name]'s flags for `minutes`, then measure it on the test split and draw its
     grids."""
+    from edgevae.train.config import TrainConfig
+    from edgevae.train.loop import train
+
+    with np.load(npz) as f:
+        size = "x".join(map(str, f["x_train"].shape[2:]))  # the data's own size: nothing is resized
+    config = TrainConfig(**RECIPE, **ROWS[name], data=str(npz), out=str(work / name), minutes=minutes,
+                         image_size=size)
+    start = time.perf_counter()
+    train(config)
+    return {"name": name, "seconds": time.perf_counter() - start, **measure(npz, work, name, k)}
+
+
+def measure(npz: Path, work: Path, name: str, k: int) -> dict:
+    """Measure ROWS[name]'s saved run on the test split and draw its grids (everything but the training time)."""
     import torch
 
     from edgevae.train import report
     from edgevae.train.checkpoint import load_run
-    from edgevae.train.config import TrainConfig
     from edgevae.train.evaluate import evaluate_model
-    from edgevae.train.loop import to_unit, train
+    from edgevae.train.loop import to_unit
     from edgevae.train.prior import describe
 
     out = work / name
-    with np.load(npz) as f:
-        size = "x".join(map(str, f["x_train"].shape[2:]))  # the data's own size: nothing is resized
     conditional = ROWS[name].get("conditional", False)
-    config = TrainConfig(**RECIPE, **ROWS[name], data=str(npz), out=str(out), minutes=minutes, image_size=size)
-    start = time.perf_counter()
-    train(config)
-    seconds = time.perf_counter() - start
     model, ckpt, config = load_run(out, CHECKPOINT)
     with np.load(npz) as f:
         x, y = to_unit(torch.from_numpy(f["x_test"])), torch.from_numpy(f["y_test"])
@@ -216,7 +224,7 @@ def ours(npz: Path, work: Path, name: str, minutes: float, k: int) -> dict:
                 model.decoder.latent_map = fitted
         grids["recon"] = save_grid(_pairs(x, recon, report), f"{name}_recon.png", min(GRID_COLUMNS, len(x)))
     last = load_run(out, "last")[1]
-    return {"name": name, "seconds": seconds, "epochs": ckpt["epoch"], "steps": ckpt["step"],
+    return {"epochs": ckpt["epoch"], "steps": ckpt["step"],
             "epochs_run": last["epoch"],
             "psnr": psnr(x, recon), **colour_summary(x, recon), "bits_per_dim": result["bits_per_dim"],
             "bits_per_dim_stderr": result["bits_per_dim_stderr"], "elbo_bits_per_dim": result["neg_elbo_bits_per_dim"],
@@ -401,8 +409,14 @@ def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
         notes.append("Taken from earlier invocations on the same split and budget (`--train` left them out; "
                      "WORK/rows.json), with their grids: " + "; ".join(
                          f"{r['name']} ({r.get('trained_at', 'an earlier invocation')})"
-                         for r in reused) + ("." if args.reuse else
+                         for r in reused) + ("." if args.reuse or not any(
+                             not r.get("reused") and not r.get("measured_at") for r in rows) else
                                              ". The other rows were trained and measured in this invocation."))
+    remeasured = [r for r in rows if r.get("measured_at")]
+    if remeasured:
+        notes.append("Measured again from the saved run without training again (`--measure`): " + "; ".join(
+            f"{r['name']} (trained {r.get('trained_at', 'earlier')}, measured {r['measured_at']})"
+            for r in remeasured) + ". Their training time and epochs are the training invocation's.")
     if args.reuse:
         notes.append("This section was rewritten by `--reuse` from the runs and measurements an earlier invocation "
                      "saved (WORK/rows.json), without training again: the load average above is the rewrite's.")
@@ -443,9 +457,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=str(C.ROOT / "runs" / "quality_rgb"), help="run directories go here")
     parser.add_argument("--reuse", action="store_true", help="take the runs and measurements of an earlier "
                                                              "invocation (WORK/rows.json) and rewrite the section")
-    parser.add_argument("--train", default=",".join(NAMES), help=f"the rows to train and measure (default "
-                        f"{','.join(NAMES)}); the others are taken from an earlier invocation's WORK/rows.json when "
-                        "it ran them on the same data, split and budget, and the section says so")
+    parser.add_argument("--train", default=None, help=f"the rows to train and measure (default "
+                        f"{','.join(NAMES)}, none with --measure); the others are taken from an earlier invocation's "
+                        "WORK/rows.json when it ran them on the same data, split and budget, and the section says so")
+    parser.add_argument("--measure", default="", help="rows (of ours,conditional,flat) to measure again from "
+                        "their saved runs in WORK without training them again, after a change to how a run is "
+                        "evaluated; their training time and epochs stay the earlier invocation's, and the section "
+                        "says so")
     parser.add_argument("--pictures", type=Path, default=PICTURES, help="folder for the grids (default "
                                                                          "bench/quality_rgb, linked from RESULTS.md)")
     C.add_results_flag(parser)
@@ -471,14 +489,26 @@ def main(argv: list[str] | None = None) -> int:
     else:
         budgets = {"ours": args.minutes, "conditional": args.cond_minutes, "flat": args.flat_minutes,
                    "antixk": args.minutes}
-        trained = args.train.split(",")
+        measured = [n for n in args.measure.split(",") if n]
+        if args.train is None:  # every row; with --measure, none: the others are taken from the earlier invocation
+            args.train = "" if measured else ",".join(NAMES)
+        trained = [n for n in args.train.split(",") if n and n not in measured]
         if unknown := set(trained) - set(NAMES):
             parser.error(f"--train: unknown rows {sorted(unknown)}; rows are {','.join(NAMES)}")
         earlier = {r["name"]: r for r in json.loads(saved.read_text())} if saved.is_file() else {}
         split = {"data": str(Path(args.data).resolve()), "size": args.size, "channels": args.channels,
                  "matte": args.matte, **meta}
+        if unknown := set(measured) - set(ROWS):
+            parser.error(f"--measure: not a saved EdgeVAE row: {sorted(unknown)}; they are {','.join(ROWS)}")
         rows = []
         for name in (n for n in NAMES if budgets[n]):
+            if name in measured:
+                if not reusable(earlier.get(name), budgets[name], split) or not (work / name / "config.json").is_file():
+                    parser.error(f"--measure {name}: WORK has no run of it on this data, split and budget; train it")
+                stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+                kept = {k: v for k, v in earlier[name].items() if k != "reused"}
+                rows.append({**kept, **measure(npz, work, name, args.k), "measured_at": stamp})
+                continue
             if name not in trained and reusable(earlier.get(name), budgets[name], split):
                 rows.append({**earlier[name], "reused": True})
                 continue

@@ -71,6 +71,19 @@ def test_quality_rgb_bench_writes_its_section_and_grids(tmp_path):
     assert again["ours"]["psnr"] == ours["psnr"] and not again["flat"].get("reused")
     assert again["ours"]["colour_median"] == ours["colour_median"]
     assert "Taken from earlier invocations" in results.read_text()
+    # --measure ours measures the saved run again (its saved figures made wrong here come back) and keeps its training
+    saved = json.loads((work / "rows.json").read_text())
+    (work / "rows.json").write_text(json.dumps([{**r, "psnr": 0.0, "bits_per_dim": 99.0} if r["name"] == "ours"
+                                                else r for r in saved]))
+    run_bench("quality_rgb.py", "--data", str(tmp_path / "icons"), "--size", "32", "--minutes", "0.05",
+              "--cond-minutes", "0.05", "--flat-minutes", "0.05", "--k", "4", "--measure", "ours",
+              "--work", str(work), "--pictures", str(pictures), "--results", str(results))
+    measured = {r["name"]: r for r in json.loads((work / "rows.json").read_text())}
+    assert measured["ours"]["psnr"] == pytest.approx(ours["psnr"], abs=1e-9) and measured["ours"]["measured_at"]
+    assert measured["ours"]["bits_per_dim"] == pytest.approx(ours["bits_per_dim"], abs=1e-9)
+    assert measured["ours"]["seconds"] == ours["seconds"] and measured["ours"]["trained_at"] == ours["trained_at"]
+    assert measured["flat"]["seconds"] == again["flat"]["seconds"] and measured["flat"].get("reused")
+    assert "Measured again from the saved run without training again" in results.read_text()
     # --reuse rewrites the section from the saved runs without training again; a row saved before colour was
     # measured gets it from its saved model (AntixK's weights too)
     saved = json.loads((work / "rows.json").read_text())
