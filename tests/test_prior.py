@@ -451,6 +451,27 @@ def test_a_factored_mixture_is_the_mixture_of_its_full_scales():
         v = torch.cat([factored._stretch(eps[:, :1], one_hot), eps[:, 1:]], 1).double()
         z = entry["mean"].double()[one_hot.argmax(1)] + (full[one_hot.argmax(1)] @ v.unsqueeze(-1)).squeeze(-1)
         assert (factored.from_latent(eps).double() - z).abs().max() < 1e-4  # z = m_k + L_B F_k v
+    # the encoder's variances of v: 1 / diag(F_k diag(w) F_k), w the diagonal of W = L_B^T diag(1/sigma^2) L_B, the
+    # posterior precision L_k^T diag(1/sigma^2) L_k with W's off-diagonal left out; by hand, densely, in float64
+    logvar_z = -6 * torch.rand(len(mu), d, generator=gen)
+    with torch.no_grad():
+        u, logvar_u = factored.to_latent(mu32, logvar_z)
+    picked = factored._component(u[:, :1]).argmax(1)
+    w = torch.exp(-logvar_z.double()) @ (base * base)
+    f = torch.eye(d, dtype=torch.float64) + directions[picked] @ torch.diag_embed(spread[picked] - 1) \
+        @ directions[picked].transpose(1, 2)
+    expected = -torch.log(((f * f) @ w.unsqueeze(2)).squeeze(2))
+    # float32 products of precisions up to e^6 against float64: relative 1e-5 of the precision
+    assert (logvar_u[:, 1:].double() - expected[:, 1:]).abs().max() < 1e-4
+    # closer to the full posterior N(v, Lambda^-1), Lambda = F W F, than the base's diagonal 1 / w, which leaves F out:
+    # KL(diag(s) || Lambda^-1) = (sum s_i Lambda_ii - sum log s_i - log det Lambda - D) / 2 (tr and log det terms)
+    lam = f @ (base.T @ torch.diag_embed(torch.exp(-logvar_z.double())) @ base) @ f
+    diag = torch.diagonal(lam, dim1=1, dim2=2)[:, 1:]
+
+    def kl(s):  # the terms that depend on s, over v's numbers past the first
+        return (s * diag - s.log()).sum(1) / 2
+
+    assert bool((kl(logvar_u[:, 1:].double().exp()) < kl(1 / w[:, 1:])).all())
 
 
 def test_a_colour_run_fits_a_factored_mixture_by_default_and_the_export_samples_through_it(kind_export):

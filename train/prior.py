@@ -57,7 +57,8 @@ a slab can hold in float32 (f within the slab's [f_low, f_high]: t at least a fe
 at most END_REACH beyond an end slab's edge), v = L_k^-1 (mu - m_k), t from v_1 by the same stretch backwards;
 so decode(encode(x).mu) is the trained model's reconstruction. Only when no component can hold v_1 (a latent far
 out along every component's first direction) is f clipped, and the reconstruction moves. Its variances are the
-per-class formula's, t's times the stretch's squared slope, but t's standard deviation at most 1 / SLAB_SIGMAS of its
+per-class formula's (factored: F_k's part in them too, _factored_precision), t's times the stretch's squared
+slope, but t's standard deviation at most 1 / SLAB_SIGMAS of its
 distance to the slab's nearer edge: the posterior of t lies inside its slab (the other slabs decode other
 components' images), and a Gaussian as wide as the slope makes it crossed the edges.
 """
@@ -225,20 +226,21 @@ class LatentMap(nn.Module):
         one_hot = ((beats @ self.ones).reshape(-1, k) > k - 1.5).float()  # beats all K - 1 others: the maximum
         v = (one_hot.unsqueeze(1) @ white).reshape(-1, self.dim)
         if self.factored:
+            directions = self._picked_directions(one_hot)  # (N, D, R)
             picked_q = (one_hot.unsqueeze(1) @ q).reshape(-1, self.rank) * (one_hot @ self.shrink)
-            v = v + (self._picked_directions(one_hot) @ picked_q.unsqueeze(2)).reshape(-1, self.dim)
+            v = v + (directions @ picked_q.unsqueeze(2)).reshape(-1, self.dim)
         t, log_slope = self._unstretch(v[:, :1], one_hot)
         mu_u = torch.cat([t, v[:, 1:]], 1)
         if logvar is None:
             return mu_u, None
         precision = torch.exp(-logvar.clamp(-LOGVAR_CLIP, LOGVAR_CLIP))
-        # factored: the base's KL-optimal diagonal (F_k^-1 narrows the posterior along Q_k; a broader diagonal
-        # there is still a valid q of the same model, and the per-image D x D product it would take is spared)
-        squared = self.squared if self.factored else (one_hot @ self.squared).reshape(-1, self.dim, self.dim)
-        logvar_v = -torch.log(self._times(precision, squared))
+        if self.factored:
+            logvar_v = -torch.log(self._factored_precision(precision @ self.squared, directions, one_hot))
+        else:
+            logvar_v = -torch.log(self._times(precision, (one_hot @ self.squared).reshape(-1, self.dim, self.dim)))
         # t's variance by the slope, but no wider than keeps t in its slab (SLAB_SIGMAS): a noise that moves t into
         # another slab decodes another component's image
-        reach = 2 * torch.log(self._room(t, one_hot) / SLAB_SIGMAS)
+        reach = 2 * torch.log(self._room(t, one_hot) * (1 / SLAB_SIGMAS))  # a Mul: Div is not on the ops list
         logvar_t = logvar_v[:, :1] + 2 * log_slope
         return mu_u, torch.cat([torch.where(logvar_t > reach, reach, logvar_t), logvar_v[:, 1:]], 1)
 
@@ -248,6 +250,18 @@ class LatentMap(nn.Module):
         below, above = t - low, low + width - t
         room = torch.where(end > 0.5, sign * below, torch.where(below < above, below, above))
         return room.clamp(min=D_MIN)
+
+    def _factored_precision(self, w: torch.Tensor, directions: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+        """The diagonal of F_k diag(w) F_k (N, D), w (N, D) the diagonal of W = L_B^T diag(1/sigma^2) L_B: the
+        precision of v = F_k^-1 L_B^-1 z with W's off-diagonal left out; directions (N, D, R): each row's Q_k.
+        With a = Q_k diag(c_k - 1) Q_k^T and M = Q_k^T diag(w) Q_k (R x R),
+        (F diag(w) F)_ii = w_i (1 + 2 a_ii) + sum_rs Q_ir (c_r - 1) M_rs (c_s - 1) Q_is: D R^2 multiply-adds per
+        image, where F_k W F_k's own diagonal would take D^2 R (the module doc)."""
+        grow = (one_hot @ self.grow).unsqueeze(2)  # (N, R, 1)
+        own = ((directions * directions) @ grow).reshape(-1, self.dim)  # a_ii
+        m = directions.transpose(1, 2) @ (w.unsqueeze(2) * directions)  # (N, R, R)
+        cross = ((directions @ (grow * m * grow.transpose(1, 2))) * directions) @ self.rank_ones
+        return w * (1 + 2 * own) + cross.reshape(-1, self.dim)
 
     def _picked_directions(self, one_hot: torch.Tensor) -> torch.Tensor:
         """Each row's component's Q_k, (N, D, R)."""
