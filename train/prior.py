@@ -60,7 +60,7 @@ out along every component's first direction) is f clipped, and the reconstructio
 per-class formula's (factored: F_k's part in them too, _factored_precision), t's times the stretch's squared
 slope, but t's standard deviation at most 1 / SLAB_SIGMAS of its
 distance to the slab's nearer edge: the posterior of t lies inside its slab (the other slabs decode other
-components' images), and a Gaussian as wide as the slope makes it crossed the edges.
+components' images), and a Gaussian as wide as the slope alone would make it crosses them.
 """
 from __future__ import annotations
 
@@ -95,8 +95,8 @@ D_MIN = 1e-30  # an end slab's distance from its inner edge, at least this: log 
 INSIDE = 16  # float32 steps of t a slab keeps between t and its edges (f_low, f_high): t stays in its slab
 END_REACH = 64.0  # an end slab's t at most this far beyond its edge (u's first number within about +-66)
 SLAB_SIGMAS = 4.0  # the encoder's t keeps this many of its standard deviations from its slab's edges. Without it
-# a quarter of the Wesnoth sprites' posterior samples moved t into another slab, and -ELBO doubled (34,495 against
-# 18,295 nats at 4, 18,460 at 3, 18,296 at 6; the narrower q costs under a nat of KL)
+# a quarter of the Wesnoth sprites' posterior samples moved t into another slab, and their -ELBO was 34,495 nats
+# against 18,295 at 4, 18,460 at 3, 18,296 at 6 (before _factored_precision; the narrower q costs under a nat of KL)
 STRETCH_RANGE, STRETCH_POINTS = 40.0, 200_000  # the grid in f the stretch's moments are integrated on
 OUT_OF_REACH = 1e6  # taken off the responsibility of a component whose slab cannot hold an image's v_1
 
@@ -239,8 +239,8 @@ class LatentMap(nn.Module):
         else:
             logvar_v = -torch.log(self._times(precision, (one_hot @ self.squared).reshape(-1, self.dim, self.dim)))
         # t's variance by the slope, but no wider than keeps t in its slab (SLAB_SIGMAS): a noise that moves t into
-        # another slab decodes another component's image
-        reach = 2 * torch.log(self._room(t, one_hot) * (1 / SLAB_SIGMAS))  # a Mul: Div is not on the ops list
+        # another slab decodes another component's image. A Mul, not a Div: README's mixture encoder row has none
+        reach = 2 * torch.log(self._room(t, one_hot) * (1 / SLAB_SIGMAS))
         logvar_t = logvar_v[:, :1] + 2 * log_slope
         return mu_u, torch.cat([torch.where(logvar_t > reach, reach, logvar_t), logvar_v[:, 1:]], 1)
 
