@@ -480,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     npz, meta = split_folder(args.data, args.channels, args.matte, args.size, work)
     print(f"data: {meta['train']} train / {meta['test']} test images {meta['shape']}, {len(meta['classes'])} classes")
     saved = work / "rows.json"
+    if args.reuse and args.measure:
+        parser.error("--reuse rewrites the section without measuring; --measure measures: one or the other")
     if args.reuse and saved.is_file():  # the runs of an earlier invocation, with what it did not yet measure
         rows = json.loads(saved.read_text())
         for r in rows:
@@ -492,7 +494,10 @@ def main(argv: list[str] | None = None) -> int:
         measured = [n for n in args.measure.split(",") if n]
         if args.train is None:  # every row; with --measure, none: the others are taken from the earlier invocation
             args.train = "" if measured else ",".join(NAMES)
-        trained = [n for n in args.train.split(",") if n and n not in measured]
+        trained = [n for n in args.train.split(",") if n]
+        if both := set(trained) & set(measured):
+            parser.error(f"--train and --measure both name {sorted(both)}: a row is trained (and measured) or measured "
+                         "again, not both")
         if unknown := set(trained) - set(NAMES):
             parser.error(f"--train: unknown rows {sorted(unknown)}; rows are {','.join(NAMES)}")
         earlier = {r["name"]: r for r in json.loads(saved.read_text())} if saved.is_file() else {}
@@ -500,14 +505,17 @@ def main(argv: list[str] | None = None) -> int:
                  "matte": args.matte, **meta}
         if unknown := set(measured) - set(ROWS):
             parser.error(f"--measure: not a saved EdgeVAE row: {sorted(unknown)}; they are {','.join(ROWS)}")
+        if skipped := [n for n in measured if not budgets[n]]:
+            parser.error(f"--measure {','.join(skipped)}: a budget of 0 skips the row; give the one it was trained "
+                         "with")
         rows = []
         for name in (n for n in NAMES if budgets[n]):
             if name in measured:
                 if not reusable(earlier.get(name), budgets[name], split) or not (work / name / "config.json").is_file():
                     parser.error(f"--measure {name}: WORK has no run of it on this data, split and budget; train it")
-                stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
                 kept = {k: v for k, v in earlier[name].items() if k != "reused"}
-                rows.append({**kept, **measure(npz, work, name, args.k), "measured_at": stamp})
+                row = measure(npz, work, name, args.k)
+                rows.append({**kept, **row, "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
                 continue
             if name not in trained and reusable(earlier.get(name), budgets[name], split):
                 rows.append({**earlier[name], "reused": True})

@@ -138,3 +138,22 @@ def test_colour_shift_reads_the_visible_pixels_colour_in_cielab(monkeypatch):
     assert summary["colour_worst"] == 0 and summary["colour_p90"] == pytest.approx(0.9 * shift[0])
     with pytest.raises(ValueError, match="RGB or RGBA"):
         bench.colour_shift(red[:, :1], red[:, :1])
+
+
+@pytest.mark.parametrize("flags, says", [
+    (("--train", "ours", "--measure", "ours"), "--train and --measure both name ['ours']"),
+    (("--reuse", "--measure", "ours"), "--reuse rewrites the section without measuring"),
+    (("--measure", "flat", "--flat-minutes", "0"), "--measure flat: a budget of 0 skips the row"),
+    (("--measure", "ours"), "--measure ours: WORK has no run of it"),
+])
+def test_measure_refuses_what_it_cannot_do_in_one_line(tmp_path, flags, says):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run([sys.executable, "bench/quality_rgb.py", "--data", str(_folder(tmp_path / "icons", n=4)),
+                             "--size", "16", "--work", str(tmp_path / "work"), "--results", str(tmp_path / "R.md"),
+                             *flags], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and says in result.stderr.strip().splitlines()[-1], result.stderr
+    assert not (tmp_path / "R.md").exists()
