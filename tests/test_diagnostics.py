@@ -128,3 +128,31 @@ def test_evaluate_shows_progress_bits_per_dim_and_the_latent_verdict(kind_export
     assert math.isclose(result["psnr_db"], 10 * math.log10(1 / mse), abs_tol=1e-3)
     assert any(f"{result['psnr_db']:.2f} dB (mean reconstructions decode(mu)" in line for line in lines)
     assert result["collapsed"] is False and result["warnings"] == []
+
+
+def test_evaluate_scores_rgba_reconstructions_also_by_what_shows(kind_export, tmp_path):
+    from edgevae.train.evaluate import EvalConfig, evaluate_run, mean_psnr, premultiplied
+
+    # colour under fully transparent pixels is invisible: the visible PSNR leaves it out, the plain one counts it
+    x = torch.rand(3, 4, 5, 6, generator=torch.Generator().manual_seed(0))
+    x[:, 3, :2] = 0  # two fully transparent rows
+    recon = x.clone()
+    recon[:, :3, :2] = 0.5  # any colour there
+    recon[:, 3, 4] += 0.01  # and a visible change of alpha
+
+    class Fixed:
+        def decode(self, mu, y):
+            return recon[mu.long().flatten()]
+
+    scores = mean_psnr(Fixed(), x, None, torch.arange(3.0)[:, None], chunk=2)
+    visible_mse = float(((premultiplied(recon.double()) - premultiplied(x.double())) ** 2).mean())
+    assert math.isclose(scores["visible_psnr_db"], 10 * math.log10(1 / visible_mse), rel_tol=1e-9)
+    assert 0 < visible_mse < 0.01 ** 2  # the alpha row's change, and its colour's through it
+    assert scores["psnr_db"] < scores["visible_psnr_db"] - 10
+    # a whole RGBA run: both in the JSON and the printed table
+    run, _ = kind_export("resnet-rgba")
+    lines = []
+    result = evaluate_run(run, EvalConfig(k=4, limit=16, out=str(tmp_path / "e.json")), log=lines.append)
+    assert result["visible_psnr_db"] > 0 and json.loads((tmp_path / "e.json").read_text())["visible_psnr_db"]
+    table = "\n".join(lines).splitlines()
+    assert any(line.startswith("PSNR visible") and f"{result['visible_psnr_db']:.2f} dB" in line for line in table)

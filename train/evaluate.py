@@ -168,19 +168,31 @@ def evaluate_model(model, x: torch.Tensor, y: torch.Tensor | None, k: int = 5000
     if name is not None:
         dims = math.prod(x.shape[1:])
         result.update(bits_per_dim=bits_per_dim(nll, dims, name), bits_per_dim_stderr=nll_se / (dims * math.log(2)),
-                      neg_elbo_bits_per_dim=bits_per_dim(neg_elbo, dims, name), psnr_db=mean_psnr(model, x, y,
-                                                                                                   iw["mu"], chunk))
+                      neg_elbo_bits_per_dim=bits_per_dim(neg_elbo, dims, name), **mean_psnr(model, x, y, iw["mu"],
+                                                                                              chunk))
     return result
 
 
 @torch.no_grad()
-def mean_psnr(model, x: torch.Tensor, y: torch.Tensor | None, mu: torch.Tensor, chunk: int) -> float:
-    """PSNR in dB (peak 1) of the mean reconstructions decode(mu) against x in [0, 1], over every pixel and channel
-    (alpha included): what bench/quality_rgb.py scores."""
-    squared = sum(float(((model.decode(mu[i:i + chunk], None if y is None else y[i:i + chunk]).double()
-                          - x[i:i + chunk].double()) ** 2).sum()) for i in range(0, len(x), chunk))
-    mse = squared / x.numel()
-    return 10 * math.log10(1 / mse) if mse > 0 else math.inf
+def mean_psnr(model, x: torch.Tensor, y: torch.Tensor | None, mu: torch.Tensor, chunk: int) -> dict:
+    """{"psnr_db": PSNR in dB (peak 1) of the mean reconstructions decode(mu) against x in [0, 1], over every pixel
+    and channel, alpha included (what bench/quality_rgb.py scores)}; for RGBA also "visible_psnr_db", the same of
+    the premultiplied colour (R, G, B times alpha) and alpha: what shows, wherever it is composited. A model may put
+    any colour under the pixels it makes fully transparent; the first counts it, the second does not."""
+    squared = torch.zeros(2, dtype=torch.float64)
+    for i in range(0, len(x), chunk):
+        recon = model.decode(mu[i:i + chunk], None if y is None else y[i:i + chunk]).double()
+        xb = x[i:i + chunk].double()
+        squared[0] += ((recon - xb) ** 2).sum()
+        if x.shape[1] == 4:
+            squared[1] += ((premultiplied(recon) - premultiplied(xb)) ** 2).sum()
+    psnr = [10 * math.log10(x.numel() / float(s)) if s > 0 else math.inf for s in squared]
+    return {"psnr_db": psnr[0], **({"visible_psnr_db": psnr[1]} if x.shape[1] == 4 else {})}
+
+
+def premultiplied(x: torch.Tensor) -> torch.Tensor:
+    """RGBA images (N, 4, H, W) as premultiplied colour and alpha: (R a, G a, B a, a)."""
+    return torch.cat([x[:, :3] * x[:, 3:], x[:, 3:]], dim=1)
 
 
 def evaluate_run(run_dir: str | Path, cfg: EvalConfig, log=print) -> dict:
@@ -230,6 +242,9 @@ def format_table(r: dict) -> str:
                                                f"(-ELBO {r['neg_elbo_bits_per_dim']:.3f})"))
         if "psnr_db" in r:
             rows.append(("PSNR", f"{r['psnr_db']:.2f} dB (mean reconstructions decode(mu), every pixel and channel)"))
+        if "visible_psnr_db" in r:
+            rows.append(("PSNR visible", f"{r['visible_psnr_db']:.2f} dB (the same of premultiplied colour and alpha: "
+                                         "colour under fully transparent pixels left out)"))
         rows.append(("active units", f"{r['active_units']} of {r['latent_dim']} (Cov_x(E_q[z|x]) > "
                                      f"{r['active_threshold']}), z rms {r['latent_rms']:.2f}"))
         rows += [("warning", w) for w in r.get("warnings", [])]
