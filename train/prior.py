@@ -58,9 +58,9 @@ at most END_REACH beyond an end slab's edge), v = L_k^-1 (mu - m_k), t from v_1 
 so decode(encode(x).mu) is the trained model's reconstruction. Only when no component can hold v_1 (a latent far
 out along every component's first direction) is f clipped, and the reconstruction moves. Its variances are the
 per-class formula's (factored: F_k's part in them too, _factored_precision), t's times the stretch's squared
-slope, but t's standard deviation at most 1 / SLAB_SIGMAS of its
-distance to the slab's nearer edge: the posterior of t lies inside its slab (the other slabs decode other
-components' images), and a Gaussian as wide as the slope alone would make it crosses them.
+slope, but t's standard deviation at most 1 / SLAB_SIGMAS of its distance to the slab's nearer edge: the posterior
+of t lies inside its slab (the other slabs decode other components' images), and a Gaussian as wide as the slope
+alone would make it crosses them.
 """
 from __future__ import annotations
 
@@ -256,7 +256,7 @@ class LatentMap(nn.Module):
         precision of v = F_k^-1 L_B^-1 z with W's off-diagonal left out; directions (N, D, R): each row's Q_k.
         With a = Q_k diag(c_k - 1) Q_k^T and M = Q_k^T diag(w) Q_k (R x R),
         (F diag(w) F)_ii = w_i (1 + 2 a_ii) + sum_rs Q_ir (c_r - 1) M_rs (c_s - 1) Q_is: D R^2 multiply-adds per
-        image, where F_k W F_k's own diagonal would take D^2 R (the module doc)."""
+        image, where F_k W F_k's own diagonal would take D^2 R (docs/design.md, "Factored components")."""
         grow = (one_hot @ self.grow).unsqueeze(2)  # (N, R, 1)
         own = ((directions * directions) @ grow).reshape(-1, self.dim)  # a_ii
         m = directions.transpose(1, 2) @ (w.unsqueeze(2) * directions)  # (N, R, R)
