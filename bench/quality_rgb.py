@@ -440,6 +440,29 @@ def section(rows: list[dict], meta: dict, args, thumbs: dict) -> str:
     return "\n".join(lines)
 
 
+def _rows_asked(args, parser) -> tuple[dict, list[str], list[str]]:
+    """Each row's budget, the rows to train and the rows to measure again, from the flags (parser.error when they
+    contradict each other)."""
+    if args.reuse and args.measure:
+        parser.error("--reuse rewrites the section without measuring; --measure measures: one or the other")
+    budgets = {"ours": args.minutes, "conditional": args.cond_minutes, "flat": args.flat_minutes,
+               "antixk": args.minutes}
+    measured = [n for n in args.measure.split(",") if n]
+    # --train: every row by default; with --measure, none: the others are taken from the earlier invocation
+    default = "" if measured else ",".join(NAMES)
+    trained = [n for n in (default if args.train is None else args.train).split(",") if n]
+    if both := set(trained) & set(measured):
+        parser.error(f"--train and --measure both name {sorted(both)}: a row is trained (and measured) or measured "
+                     "again, not both")
+    if unknown := set(trained) - set(NAMES):
+        parser.error(f"--train: unknown rows {sorted(unknown)}; rows are {','.join(NAMES)}")
+    if unknown := set(measured) - set(ROWS):
+        parser.error(f"--measure: not a saved EdgeVAE row: {sorted(unknown)}; they are {','.join(ROWS)}")
+    if skipped := [n for n in measured if not budgets[n]]:
+        parser.error(f"--measure {','.join(skipped)}: a budget of 0 skips the row; give the one it was trained with")
+    return budgets, trained, measured
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(C.ROOT.parent / "shared" / "data" / "twemoji-64"),
@@ -468,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                          "bench/quality_rgb, linked from RESULTS.md)")
     C.add_results_flag(parser)
     args = parser.parse_args(argv)
+    budgets, trained, measured = _rows_asked(args, parser)  # before any work: a flag's mistake costs nothing
     WHERE.update(pictures=args.pictures, results=args.results.resolve().parent)
     import torch
 
@@ -480,8 +504,6 @@ def main(argv: list[str] | None = None) -> int:
     npz, meta = split_folder(args.data, args.channels, args.matte, args.size, work)
     print(f"data: {meta['train']} train / {meta['test']} test images {meta['shape']}, {len(meta['classes'])} classes")
     saved = work / "rows.json"
-    if args.reuse and args.measure:
-        parser.error("--reuse rewrites the section without measuring; --measure measures: one or the other")
     if args.reuse and saved.is_file():  # the runs of an earlier invocation, with what it did not yet measure
         rows = json.loads(saved.read_text())
         for r in rows:
@@ -489,25 +511,9 @@ def main(argv: list[str] | None = None) -> int:
                 r.update(progress(npz, work / r["name"]))
         print(f"reusing {saved}: " + ", ".join(r["name"] for r in rows))
     else:
-        budgets = {"ours": args.minutes, "conditional": args.cond_minutes, "flat": args.flat_minutes,
-                   "antixk": args.minutes}
-        measured = [n for n in args.measure.split(",") if n]
-        if args.train is None:  # every row; with --measure, none: the others are taken from the earlier invocation
-            args.train = "" if measured else ",".join(NAMES)
-        trained = [n for n in args.train.split(",") if n]
-        if both := set(trained) & set(measured):
-            parser.error(f"--train and --measure both name {sorted(both)}: a row is trained (and measured) or measured "
-                         "again, not both")
-        if unknown := set(trained) - set(NAMES):
-            parser.error(f"--train: unknown rows {sorted(unknown)}; rows are {','.join(NAMES)}")
         earlier = {r["name"]: r for r in json.loads(saved.read_text())} if saved.is_file() else {}
         split = {"data": str(Path(args.data).resolve()), "size": args.size, "channels": args.channels,
                  "matte": args.matte, **meta}
-        if unknown := set(measured) - set(ROWS):
-            parser.error(f"--measure: not a saved EdgeVAE row: {sorted(unknown)}; they are {','.join(ROWS)}")
-        if skipped := [n for n in measured if not budgets[n]]:
-            parser.error(f"--measure {','.join(skipped)}: a budget of 0 skips the row; give the one it was trained "
-                         "with")
         rows = []
         for name in (n for n in NAMES if budgets[n]):
             if name in measured:

@@ -157,3 +157,5 @@ def test_measure_refuses_what_it_cannot_do_in_one_line(tmp_path, flags, says):
                              *flags], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and says in result.stderr.strip().splitlines()[-1], result.stderr
     assert not (tmp_path / "R.md").exists()
+    if "WORK has no run" not in says:  # the flags alone: refused before the folder is read
+        assert not (tmp_path / "work" / "data.npz").exists()
