@@ -1,4 +1,5 @@
-"""Ops onnx's reference evaluator lacks at the opsets the export writes, for ReferenceEvaluator(new_ops=OPS).
+"""Ops onnx's reference evaluator lacks at the opsets the export writes, or computes noisily, for
+ReferenceEvaluator(new_ops=OPS).
 
     ReferenceEvaluator(model, new_ops=reference_ops.OPS)     # export/gates.py reference_function
 """
@@ -22,4 +23,17 @@ class DequantizeLinear(OpRun):  # the class name is the op type it implements
         return ((x.astype(np.float32) - zero) * scale.reshape(shape)).astype(scale.dtype),
 
 
-OPS = [DequantizeLinear]
+class Sigmoid(OpRun):
+    """1 / (1 + e^-x) from e^-|x| alone. onnx.reference's Sigmoid computes e^x for every element before picking a
+    branch, so a logit above 88 (a decoder's saturated alpha or pixel) overflows in the branch it then discards,
+    and numpy printed "overflow encountered in exp" and "invalid value encountered in divide" during every such
+    export; the values it returned were right, and these are the same."""
+
+    op_domain = ""
+
+    def _run(self, x):
+        small = np.exp(-np.abs(x))  # in (0, 1]: never overflows
+        return np.where(x >= 0, 1 / (1 + small), small / (1 + small)).astype(x.dtype),
+
+
+OPS = [DequantizeLinear, Sigmoid]

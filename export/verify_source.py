@@ -20,6 +20,7 @@ from onnx.reference import ReferenceEvaluator
 import edgevae
 
 from . import checks, gates
+from .reference_ops import OPS
 from .verify import REFERENCE_TOLERANCE, Row
 
 PIXEL_LEVELS = 1  # max |uint8 difference| of decoded images vs torch (a ~1e-5 difference straddles a rounding)
@@ -77,8 +78,8 @@ def verify_source(source, export_dir: str | Path, batch_sizes=None) -> list[Row]
 def _reference_diff(model, inputs: dict) -> float:
     """Max |onnx.reference.ReferenceEvaluator - onnxruntime| over both graphs."""
     files = model.manifest["variants"][model.variant]
-    enc = ReferenceEvaluator(onnx.load(model.path / files["encoder"]))
-    dec = ReferenceEvaluator(onnx.load(model.path / files["decoder"]))
+    enc = ReferenceEvaluator(onnx.load(model.path / files["encoder"]), new_ops=OPS)
+    dec = ReferenceEvaluator(onnx.load(model.path / files["decoder"]), new_ops=OPS)
     z, mu, logvar = enc.run(None, {"x": inputs["x"], "eps": inputs["eps"]})
     x_hat = dec.run(None, {"z": z})[0]
     got = model.encode(inputs["x"], eps=inputs["eps"])

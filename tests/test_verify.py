@@ -90,3 +90,30 @@ def test_conformance_of_every_model_kind(kind, kind_export):
         # The continuous Bernoulli's and the logistic's likelihoods cannot be scored from x_hat (export/quality.py).
         assert any(c.startswith("-ELBO vs torch") for c in checks) == (kind not in ("continuous-bernoulli", "resnet"))
         assert "x_hat spread over z" in checks and ("active units" in checks) == (kind != "ae")  # collapse
+
+
+def test_reference_sigmoid_is_quiet_and_matches_onnxruntime_on_saturated_logits():
+    """The reference evaluator's Sigmoid (export/reference_ops.py) on logits up to +-200, which a saturated decoder
+    output reaches: onnx.reference's own overflowed in a branch it discarded and printed two RuntimeWarnings in
+    every such export. Warnings are errors here. Bound 2.4e-7, four float32 steps near 1 (a step is 6e-8 there):
+    both are float32 sigmoids, rounded in different orders; 1.2e-7 measured."""
+    import warnings
+
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+
+    from edgevae.export.reference_ops import OPS
+
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])
+    y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])
+    graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["y"])], "sigmoid", [x_info], [y_info])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = np.concatenate([np.linspace(-200, 200, 4001), [-88.8, 88.8, 0.0]]).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = ReferenceEvaluator(model, new_ops=OPS).run(None, {"x": x})[0]
+    theirs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert ours.dtype == np.float32 and np.all(np.isfinite(ours))
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=2.4e-7)
+    assert ours[x == 0.0][0] == 0.5 and ours[0] == 0.0 and ours[4000] == 1.0
