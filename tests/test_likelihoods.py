@@ -116,24 +116,60 @@ def test_calibrated_gaussian_uses_the_optimal_sigma_in_training_and_its_running_
     g = torch.Generator().manual_seed(0)
     lik = Likelihood("gaussian", channels=3)
     assert not list(lik.parameters())  # nothing to learn: sigma is computed
-    logits = torch.randn(16, 3, 8, 8, generator=g)
+    mean = torch.rand(16, 3, 8, 8, generator=g)  # inside [0, 1]: training's unclipped mean is the model's
+    logits = mean - 0.5  # the decoder's output; the mean is output + 0.5
     noise = torch.tensor([0.02, 0.1, 0.3]).view(1, 3, 1, 1)
-    x = (torch.sigmoid(logits) + noise * torch.randn(16, 3, 8, 8, generator=g)).clamp(0, 1)
-    mse = (x - torch.sigmoid(logits)).pow(2).mean(dim=(0, 2, 3))
+    x = (mean + noise * torch.randn(16, 3, 8, 8, generator=g)).clamp(0, 1)
+    mse = (x - mean).pow(2).mean(dim=(0, 2, 3))
     nll = lik.train().nll(logits, x)
     # The optimum of sum_pixels 0.5 r^2 / sigma^2 + log sigma is sigma^2 = mean r^2 (Rybkin et al. 2021, eq. 6).
-    assert torch.allclose(nll, gaussian_nll(torch.sigmoid(logits), x, 0.5 * mse.log().view(3, 1, 1)), rtol=1e-5)
+    assert torch.allclose(nll, gaussian_nll(mean, x, 0.5 * mse.log().view(3, 1, 1)), rtol=1e-5)
     for scale in (0.8, 1.25):  # any other sigma scores the batch worse
-        other = gaussian_nll(torch.sigmoid(logits), x, 0.5 * (mse * scale).log().view(3, 1, 1))
+        other = gaussian_nll(mean, x, 0.5 * (mse * scale).log().view(3, 1, 1))
         assert other.sum() > nll.sum()
     # After one batch the bias-corrected running MSE is that batch's; evaluation uses it.
     assert torch.allclose(lik.log_sigma.flatten(), 0.5 * mse.log(), atol=1e-6)
     assert torch.allclose(lik.eval().nll(logits, x), nll, rtol=1e-5)
     # The running value follows later batches: after many batches with half the error it is close to theirs.
     for _ in range(400):
-        lik.train().nll(logits, torch.sigmoid(logits) + 0.5 * (x - torch.sigmoid(logits)))
+        lik.train().nll(logits, mean + 0.5 * (x - mean))
     # (1 - 0.02)^400 = 3e-4 of the first batch is left: log sigma within 1e-3 of log(sqrt(mse) / 2)
     assert torch.allclose(lik.log_sigma.flatten(), 0.5 * (mse / 4).log(), atol=1e-3)
+
+
+def test_linear_gaussian_trains_on_a_bound_of_its_clipped_nll_with_a_gradient_everywhere():
+    """--gaussian-mean linear: the model's mean is clip(out + 0.5, 0, 1) (mean(), evaluation); training scores the
+    unclipped out + 0.5, which is never closer to an x in [0, 1], so its NLL bounds the model's from above, equal
+    where out + 0.5 is inside [0, 1]. Its gradient stays 1 / sigma^2 per unit of error at out = -900, where the
+    old sigmoid mean's is 0 (what collapsed a model on transparent sprites: the module doc)."""
+    g = torch.Generator().manual_seed(0)
+    lik = Likelihood("gaussian", 4, sigma=0.1)  # a fixed sigma: training and evaluation score with the same one
+    out = 3 * torch.randn(8, 4, 6, 6, generator=g, dtype=torch.float64)  # a third of the means outside [0, 1]
+    x = torch.rand(8, 4, 6, 6, generator=g, dtype=torch.float64)
+    assert torch.equal(lik.mean(out), (out + 0.5).clamp(0, 1))
+    trained, model = lik.train().nll(out, x), lik.eval().nll(out, x)
+    assert torch.equal(model, gaussian_nll((out + 0.5).clamp(0, 1), x, lik.log_sigma))
+    assert torch.equal(trained, gaussian_nll(out + 0.5, x, lik.log_sigma))
+    assert (model < trained).all()  # every image has means outside [0, 1]
+    inside = torch.rand(8, 4, 6, 6, generator=g, dtype=torch.float64) - 0.5
+    assert torch.allclose(lik.train().nll(inside, x), lik.eval().nll(inside, x), rtol=1e-12)
+    for name, expected in (("linear", -899.5), ("sigmoid", 0.0)):  # x = 0, sigma 1: d/d out = the mean, -900 + 0.5
+        far = torch.full((1, 4, 2, 2), -900.0, dtype=torch.float64, requires_grad=True)
+        lik = Likelihood("gaussian", 4, sigma=1.0, gaussian_mean=name).train()
+        lik.nll(far, torch.zeros_like(far)).sum().backward()
+        assert torch.allclose(far.grad, torch.full_like(far, expected)), name
+
+
+def test_a_run_saved_before_gaussian_mean_existed_keeps_its_sigmoid():
+    from edgevae.train.config import TrainConfig
+
+    saved = {k: v for k, v in TrainConfig(likelihood="gaussian").to_dict().items() if k != "gaussian_mean"}
+    assert TrainConfig.from_dict(saved).gaussian_mean == "sigmoid"
+    assert TrainConfig(likelihood="gaussian").gaussian_mean == "linear"  # new runs
+    out = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(Likelihood("gaussian", 3, gaussian_mean="sigmoid").mean(out), torch.sigmoid(out))
+    with pytest.raises(ValueError, match="gaussian mean must be one of linear, sigmoid"):
+        Likelihood("gaussian", 3, gaussian_mean="tanh")
 
 
 def test_bits_per_dim_of_a_mass_and_of_a_density():

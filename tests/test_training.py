@@ -436,3 +436,20 @@ def test_reconstructions_that_lose_colour_are_said_at_the_end():
     assert colour_lost({"val_neg_elbo": 1.0}, config, (1, 28, 28), (16,), "x") is None  # grey: not measured
     spatial = SimpleNamespace(widths=(16, 32, 64), latent_channels=4)
     assert "spatial latent" not in colour_lost({"val_colour_kept": 0.5}, spatial, (4, 72, 72), (4, 18, 18), "x")
+
+
+def test_gaussian_on_mostly_transparent_images_keeps_its_latent(tmp_path, colour_npz):
+    """RGBA shapes on a transparent background (78% of the subpixels exactly 0): the calibrated Gaussian's linear
+    mean trains a latent that reconstructs them. The sigmoid mean of runs saved before saturated here (the
+    decoder's outputs pushed far below 0, where its gradient vanishes) and collapsed within 4 epochs, as it did on
+    1,352 RGBA sprites: measured on seeds 0-2, at most 7 units active and a validation PSNR of 10.7 dB at most,
+    against 151-204 units and 14.6-15.2 dB for the linear mean."""
+    common = dict(data=str(colour_npz(4)), arch="resnet", widths=(8, 16), likelihood="gaussian", epochs=4,
+                  batch_size=32, seed=0, prior_fit="none")
+    rows = {}
+    for mean in ("linear", "sigmoid"):
+        out = train(TrainConfig(out=str(tmp_path / mean), gaussian_mean=mean, **common))
+        rows[mean] = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+        assert load(out / LAST)["config"]["gaussian_mean"] == mean
+    assert rows["linear"]["active_units"] >= 50 and rows["linear"]["val_psnr_db"] >= 13.0
+    assert rows["sigmoid"]["val_psnr_db"] < 12.0  # the old mean, for contrast: a constant image

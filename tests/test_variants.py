@@ -81,7 +81,7 @@ def _allowed(spec: dict, role: str, listed: dict) -> set[str]:
         parts.add(f"`--arch {spec['arch']}`")
     if spec["classes"] is not None:
         parts.add("`--conditional`")
-    if spec["likelihood"] in ("continuous-bernoulli", "logistic"):
+    if spec["likelihood"] in ("continuous-bernoulli", "logistic", "gaussian"):
         parts.add(f"`--likelihood {spec['likelihood']}`")
     kind = (spec.get("prior_fit") or {}).get("kind")
     if kind == "gaussian-mixture":

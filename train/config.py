@@ -65,6 +65,11 @@ class TrainConfig:
     sigma_fit: str = arg("optimal", "'gaussian' with --sigma 0: optimal (sigma^2 = the batch's MSE per channel, a "
                                     "running average for evaluation and export) or learned (a trained parameter)",
                          ("optimal", "learned"), summary=True)
+    gaussian_mean: str = arg("linear", "'gaussian': the mean image from the decoder's output: linear (output + 0.5, "
+                                       "clipped to [0, 1]; trained on the unclipped value, a bound on the clipped "
+                                       "model's NLL) or sigmoid (runs saved before linear existed; saturates where "
+                                       "most pixels are exactly 0 or 1, as on transparent backgrounds)",
+                             ("linear", "sigmoid"), summary=True)
     latent_dim: int = arg(0, "size D of a flat latent z; 0 = by the data: 16 for binary-like grey images, "
                              "128 for colour with --arch mlp or conv", summary=True)
     latent_channels: int = arg(0, "'resnet': C > 0 = a latent of C x h x w on the coarsest grid (the image's size "
@@ -282,6 +287,8 @@ class TrainConfig:
             values = {**values, "norm": "group"}  # saved before --norm existed: resnet blocks had GroupNorm
         if values.get("likelihood") == "gaussian" and "sigma_fit" not in values:
             values = {**values, "sigma_fit": "learned"}  # saved before sigma_fit existed: sigma 0 meant learned
+        if values.get("likelihood") == "gaussian" and "gaussian_mean" not in values:
+            values = {**values, "gaussian_mean": "sigmoid"}  # saved before gaussian_mean existed: a sigmoid's mean
         return cls(**{k: tuple(v) if hints[k] == tuple[int, ...] else v for k, v in values.items()})
 
 

@@ -100,7 +100,8 @@ class VAE(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], hidden: tuple[int, ...] = (512, 256), latent_dim: int = 16,
                  *, arch: str = "mlp", conv_channels: tuple[int, ...] = (32, 64), kind: str = "vae",
                  num_classes: int = 0, likelihood: str = "bernoulli", sigma: float = 0.0, sigma_fit: str = "optimal",
-                 widths: tuple[int, ...] = (), blocks: int = 1, latent_channels: int = 0, norm: str = "none"):
+                 gaussian_mean: str = "linear", widths: tuple[int, ...] = (), blocks: int = 1, latent_channels: int = 0,
+                 norm: str = "none"):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"model kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -108,7 +109,7 @@ class VAE(nn.Module):
             raise ValueError(f"a spatial latent (--latent-channels {latent_channels}) needs --arch resnet, got {arch}")
         self.image_shape, self.kind = tuple(image_shape), kind
         self.conditional, self.num_classes = num_classes > 0, num_classes
-        likelihood = Likelihood(likelihood, self.image_shape[0], sigma, sigma_fit)
+        likelihood = Likelihood(likelihood, self.image_shape[0], sigma, sigma_fit, gaussian_mean)
         c, h, w = self.image_shape
         out_shape = (c * likelihood.params, h, w)  # what the decoder body produces
         variational = kind == "vae"
@@ -178,5 +179,6 @@ def build(config, image_shape: tuple[int, int, int], num_classes: int = 0) -> VA
                          f"edgevae.train.auto.resolve(config, images) first")
     return VAE(image_shape, config.hidden, config.latent_dim, arch=config.arch, conv_channels=config.conv_channels,
                kind=config.model, num_classes=num_classes if config.conditional else 0,
-               likelihood=config.likelihood, sigma=config.sigma, sigma_fit=config.sigma_fit, widths=config.widths,
+               likelihood=config.likelihood, sigma=config.sigma, sigma_fit=config.sigma_fit,
+               gaussian_mean=config.gaussian_mean, widths=config.widths,
                blocks=config.blocks, latent_channels=config.latent_channels, norm=config.norm)
