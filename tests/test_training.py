@@ -355,6 +355,30 @@ def test_flip_augmentation_mirrors_about_half_the_batch_and_is_seeded():
     assert torch.equal(batch("flip"), flipped)  # the run's generator decides: the same seed, the same flips
 
 
+def test_continuous_bernoulli_batches_are_dequantized_into_their_levels_bins_and_seeded():
+    """--likelihood continuous-bernoulli trains and validates on level k spread over [k, k + 1) / 256: no pixel is
+    exactly 0 or 1, where its density is unbounded (train/likelihood.py dequantize); other likelihoods see the
+    levels."""
+    from edgevae.train import ddp
+    from edgevae.train.loop import draw_batch
+
+    images = torch.randint(0, 256, (64, 4, 5, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images[:, :, 0] = 0  # transparent rows: exactly 0
+    images[:, :, 1] = 255
+    labels, idx, one = torch.zeros(64, dtype=torch.long), torch.arange(64), ddp.Dist(0, 1, torch.device("cpu"))
+
+    def batch(likelihood):
+        config = TrainConfig(augment="none", likelihood=likelihood)
+        return draw_batch(config, images, labels, idx, torch.Generator().manual_seed(1), one, (4,))[0]
+
+    x = batch("continuous-bernoulli")
+    k = images.float()
+    assert (x * 256 >= k).all() and (x * 256 < k + 1).all()  # inside its own level's bin
+    assert x.min() > 0 and x.max() < 1 and (x * 256 - k).std() > 0.25  # uniform in the bin: std 1/sqrt(12) = 0.29
+    assert torch.equal(batch("continuous-bernoulli"), x)  # the run's generator decides
+    assert torch.equal(batch("logistic"), k / 255)  # the levels themselves
+
+
 def test_overfitting_is_warned_once_when_validation_stays_up():
     from types import SimpleNamespace
 
@@ -428,14 +452,22 @@ def test_reconstructions_that_lose_colour_are_said_at_the_end():
     grey[:, :3] = 0.5
     assert visible_chroma(grey, like=x).item() == 0.0
     assert visible_chroma(x[:, :3]).item() == 2.0  # RGB: every pixel
-    config = SimpleNamespace(widths=(), latent_channels=2)
+    config = SimpleNamespace(widths=(), latent_channels=2, likelihood="logistic")
     said = colour_lost({"val_colour_kept": 0.53}, config, (4, 72, 72), (2, 9, 9), "best.pt (epoch 79)")
     assert said.startswith("colour lost: best.pt (epoch 79)'s reconstructions keep 53% of the colour saturation")
     assert "--arch resnet --latent-channels 3 --widths 16,32,64:" in said  # 72 x 72: 3 x 18 x 18, the default
     assert colour_lost({"val_colour_kept": COLOUR_KEPT}, config, (4, 72, 72), (2, 9, 9), "x") is None
     assert colour_lost({"val_neg_elbo": 1.0}, config, (1, 28, 28), (16,), "x") is None  # grey: not measured
-    spatial = SimpleNamespace(widths=(16, 32, 64), latent_channels=4)
+    spatial = SimpleNamespace(widths=(16, 32, 64), latent_channels=4, likelihood="logistic")
     assert "spatial latent" not in colour_lost({"val_colour_kept": 0.5}, spatial, (4, 72, 72), (4, 18, 18), "x")
+    # The continuous Bernoulli loses colour whatever the latent (66% against 84% for the logistic, on sprites):
+    # the likelihood is named, not the latent
+    said = colour_lost({"val_colour_kept": 0.66}, SimpleNamespace(widths=(16, 32, 64), latent_channels=4,
+                                                                    likelihood="continuous-bernoulli"),
+                       (4, 56, 68), (4, 14, 17), "best.pt (epoch 58)")
+    assert said == ("colour lost: best.pt (epoch 58)'s reconstructions keep 66% of the colour saturation of the "
+                    "held-out images: the continuous Bernoulli washes colours out; --likelihood logistic, the "
+                    "default for colour images, keeps more")
 
 
 def test_gaussian_on_mostly_transparent_images_keeps_its_latent(tmp_path, colour_npz):

@@ -15,8 +15,11 @@
 
 Bernoulli models are scored on one FIXED binarization of the test set (pixel ~ Bernoulli(grey level), drawn
 from a generator seeded BINARIZATION_SEED), so every model sees the same bits and the NLL is a likelihood
-of binary images, comparable with the literature on dynamically binarized MNIST. Other likelihoods are
-scored on the images as given (their NLL is a density and can be negative). The plain autoencoder has no
+of binary images, comparable with the literature on dynamically binarized MNIST. Continuous-Bernoulli models
+are scored as they were trained, on one fixed dequantization of the test set (level k spread uniformly over
+[k, k + 1) / 256, seeded DEQUANTIZATION_SEED; likelihood.dequantize), so their bits/dim bound the 8-bit
+images' NLL. Other likelihoods are scored on the images as given (a Gaussian's NLL is a density and can be
+negative). The plain autoencoder has no
 posterior: it gets its reconstruction NLL -log p(x|z = code) only (no ELBO, no IWAE, no active units).
 The noise of image i comes from a generator seeded NOISE_SEED + i, so results do not depend on --chunk
 or --limit. A progress bar (tqdm: images done, rate, time left) runs on stderr; the first line says how
@@ -38,8 +41,9 @@ import torch
 from .config import arg, run_dir_main
 from .diagnostics import ACTIVE_THRESHOLD, activity, diagnose, kl_per_dim  # noqa: F401  (re-exported)
 from .elbo import kl_divergence, latent_shape_of
-from .likelihood import bits_per_dim
+from .likelihood import bits_per_dim, dequantize, dequantized
 
+DEQUANTIZATION_SEED = 0  # the continuous Bernoulli's fixed dequantization of the test set
 BINARIZATION_SEED = 2015  # the test set's one fixed binarization (the IWAE paper's year)
 NOISE_SEED = 5_000  # eps of test image i: torch.Generator seeded NOISE_SEED + i
 ENCODE_BATCH = 1024  # images per encoder pass
@@ -204,9 +208,13 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig, log=print) -> dict:
     x, y, _ = load_test_set(config, cfg.data, cfg.limit)
     y = y if model.conditional else None
     bits = config.likelihood == "bernoulli"
+    spread = dequantized(config.likelihood)
+    if spread:  # the first n images get the same noise whatever --limit: a prefix of one seeded stream
+        x = dequantize(x, torch.rand(x.shape, generator=torch.Generator().manual_seed(DEQUANTIZATION_SEED)))
     passes = len(x) * (1 if config.model == "ae" else cfg.k)
     log(f"evaluating {ckpt['path']} ({config.model}, {config.arch}, {config.likelihood}, epoch {ckpt['epoch']}) on "
         f"{len(x)} test images" + (f" binarized with seed {BINARIZATION_SEED}" if bits else "")
+        + (f" dequantized with seed {DEQUANTIZATION_SEED}" if spread else "")
         + ("" if config.model == "ae" else f", k = {cfg.k}") + f", {torch.get_num_threads()} threads: "
         f"{passes:,} decoder passes" + ("" if config.model == "ae" or cfg.k <= 100 else
                                         " (--k 100 for a quicker, looser bound)"))
@@ -216,7 +224,8 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig, log=print) -> dict:
     result = {"run": str(run_dir), "checkpoint": ckpt["path"], "epoch": ckpt["epoch"], "model": config.model,
               "arch": config.arch, "likelihood": config.likelihood, "dataset": ckpt["dataset"],
               "latent_dim": model.latent_dim, "latent_shape": list(latent_shape_of(model)), "test_images": len(x),
-              "test_data": f"binarized once, seed {BINARIZATION_SEED}" if bits else "as given",
+              "test_data": f"binarized once, seed {BINARIZATION_SEED}" if bits else
+              f"dequantized once, seed {DEQUANTIZATION_SEED}" if spread else "as given",
               "noise_seed": NOISE_SEED, **result, "seconds": round(time.perf_counter() - start, 1)}
     if model.conditional:
         result["conditional"] = "the likelihoods are given the test labels: -log p(x|y), not -log p(x)"

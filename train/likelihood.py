@@ -54,6 +54,23 @@ MIN_SIGMA = 1e-3  # gaussian, optimal fit: below 8-bit quantization noise (1 / (
 SIGMA_MOMENTUM = 0.02  # gaussian, optimal fit: weight of each batch in the running MSE (bias-corrected average)
 
 
+def dequantized(name: str) -> bool:
+    """Whether a likelihood scores images dequantized (dequantize) in training, validation and evaluation."""
+    return name == "continuous-bernoulli"
+
+
+def dequantize(x: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """8-bit images in [0, 1] -> level k spread uniformly over [k, k + 1) / 256, by uniform noise in [0, 1)
+    (Theis, van den Oord & Bethge 2016). A density on [0, 1] is unbounded at pixels exactly 0 or 1: on 1,352 RGBA
+    sprites, 90% of whose subpixels are transparent 0, the continuous Bernoulli drove their logits towards
+    -infinity (-217,000 nats per image by epoch 6), its gradients overflowed and training stopped at epoch 7.
+    Dequantized, the best density is finite and its -ELBO bounds the 8-bit images' (in bits/dim, + 8 for the
+    1/256-wide bins); the same run trained for its whole 3 minutes, to a validation PSNR of 24.3 dB. It still
+    keeps less colour than the other likelihoods: 66% of the validation images' saturation, against 78% for the
+    calibrated Gaussian and 84% for the discretized logistic (3 minutes each, the same sprites)."""
+    return ((x * 255).round() + uniform) / 256
+
+
 def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """-log p(x|z) per image, (N,), summed over pixels; x in [0, 1], from logits for stability."""
     return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(dim=1)

@@ -42,6 +42,7 @@ from . import model as models
 from .config import BUDGET_EPOCHS
 from .diagnostics import diagnose
 from .elbo import Objective, latent_shape_of
+from .likelihood import dequantize, dequantized
 
 REFERENCE_IMAGES = 256  # test images (and labels) stored in the checkpoint, so export can verify on real data
 GRID_IMAGES = 64  # images per sample / reconstruction grid
@@ -148,15 +149,18 @@ def draw_batch(config, images: torch.Tensor, labels: torch.Tensor, idx: torch.Te
     """This process's (x, y, eps) of the global batch idx; noise is drawn for all of idx, then shared out."""
     iwae = config.iwae_k > 1
     eps = torch.randn(((config.iwae_k,) if iwae else ()) + (len(idx), *latent_shape), generator=gen)
-    uniform = torch.rand(len(idx), *images.shape[1:], generator=gen) if config.binarize else None
+    spread = dequantized(config.likelihood)
+    uniform = torch.rand(len(idx), *images.shape[1:], generator=gen) if config.binarize or spread else None
     flip = torch.rand(len(idx), generator=gen) < 0.5 if config.augment == "flip" else None  # no draw without it
     mine = torch.arange(dist.rank, len(idx), dist.world)
     x = to_unit(images[idx[mine]])
     if flip is not None:
         x = torch.where(flip[mine].view(-1, 1, 1, 1), x.flip(-1), x)
     x = x.contiguous(memory_format=torch.channels_last)  # (b, C, H, W), NHWC in memory
-    if uniform is not None:
+    if uniform is not None and config.binarize:
         x = (uniform[mine] < x).float()  # dynamic binarization: a Bernoulli(x) sample
+    elif uniform is not None:
+        x = dequantize(x, uniform[mine])
     return x.to(dist.device), labels[idx[mine]].to(dist.device), eps.index_select(int(iwae), mine).to(dist.device)
 
 
@@ -176,6 +180,8 @@ def evaluate(objective: Objective, config, x: torch.Tensor, y: torch.Tensor, dis
         xb = to_unit(x[start:start + EVAL_BATCH])
         if config.binarize:
             xb = (torch.rand(xb.shape, generator=gen) < xb).float()
+        elif dequantized(config.likelihood):
+            xb = dequantize(xb, torch.rand(xb.shape, generator=gen))
         xb, yb = xb.to(dist.device), y[start:start + EVAL_BATCH].to(dist.device)
         _, neg_elbo, recon, kl = objective(xb, torch.randn(len(xb), *latent_shape, generator=gen).to(dist.device), yb)
         totals[:3] += torch.stack([neg_elbo.sum(), recon.sum(), kl.sum()]).double().cpu()
@@ -668,6 +674,10 @@ def colour_lost(row: dict, config, image_shape, latent_shape, epoch_name: str) -
     widths, channels = spatial_latent(tuple(image_shape))
     larger = channels * math.prod(Geometry(tuple(image_shape), widths).grid) > math.prod(latent_shape)
     spatial = f"--arch resnet --latent-channels {channels} --widths {','.join(map(str, widths))}"
+    if config.likelihood == "continuous-bernoulli":  # the latent is not what loses it (likelihood.dequantize)
+        return (f"colour lost: {epoch_name}'s reconstructions keep {kept:.0%} of the colour saturation of the "
+                "held-out images: the continuous Bernoulli washes colours out; --likelihood logistic, the default "
+                "for colour images, keeps more")
     return (f"colour lost: {epoch_name}'s reconstructions keep {kept:.0%} of the colour saturation of the held-out "
             f"images: its latent ({'x'.join(map(str, latent_shape))}) cannot carry their detail, which comes back "
             f"blurred towards one average colour"
