@@ -317,6 +317,23 @@ def test_resume_refuses_a_different_config(tmp_path):
         run(tmp_path, epochs=2, lr=0.01, resume=True)
 
 
+def test_an_old_gaussian_run_resumes_with_its_sigmoid_mean_and_refuses_another(tmp_path):
+    """A run saved before --gaussian-mean was trained with a sigmoid mean: resumed, it keeps it, and asking for
+    the linear mean is refused like any other change of model (checkpoint.check_resume compares the migrated
+    config); before, the missing key let it through and the weights went on under another mean."""
+    from edgevae.train.checkpoint import resume_config
+
+    out, _ = run(tmp_path, likelihood="gaussian", epochs=1)
+    ckpt = load(out / LAST)
+    del ckpt["config"]["gaussian_mean"]  # as a run saved before --gaussian-mean
+    torch.save(ckpt, out / LAST)
+    assert resume_config(TrainConfig, str(out), {"epochs": 2}).gaussian_mean == "sigmoid"
+    with pytest.raises(ValueError, match=r"--gaussian-mean 'linear' \(checkpoint: 'sigmoid'\)"):
+        run(tmp_path, likelihood="gaussian", epochs=2, gaussian_mean="linear", resume=True)
+    resumed = train(resume_config(TrainConfig, str(out), {"epochs": 2}))
+    assert load(resumed / LAST)["epoch"] == 2 and load(resumed / LAST)["config"]["gaussian_mean"] == "sigmoid"
+
+
 def test_a_time_budget_without_epochs_trains_until_the_budget(tmp_path, capsys):
     from edgevae.train.config import BUDGET_EPOCHS, DEFAULT_EPOCHS
 

@@ -85,7 +85,10 @@ def load_run(run_dir: str | Path, which: str = "auto"):
 
 
 def check_resume(saved: dict, config) -> None:
-    """The run being resumed must be the run that was saved, but for RESUMABLE fields."""
+    """The run being resumed must be the run that was saved, but for RESUMABLE fields; a field the saved config
+    predates is compared with what that run was trained with (TrainConfig.migrated: an old Gaussian run's sigmoid
+    mean cannot become linear on resume)."""
+    saved = type(config).migrated(saved)
     current = config.to_dict()
     differ = [k for k in current if k not in RESUMABLE and k in saved and _norm(saved[k]) != _norm(current[k])]
     if differ:

@@ -281,6 +281,13 @@ class TrainConfig:
         unknown = sorted(set(values) - set(hints))
         if unknown:
             raise ValueError(f"unknown config key(s) {', '.join(unknown)}")
+        values = cls.migrated(values)
+        return cls(**{k: tuple(v) if hints[k] == tuple[int, ...] else v for k, v in values.items()})
+
+    @staticmethod
+    def migrated(values: dict) -> dict:
+        """A saved config with what a run saved before a field existed was trained with, where that is not the
+        field's default; other missing keys are left out (from_dict gives them their defaults)."""
         if "augment" not in values:
             values = {**values, "augment": "none"}  # saved before --augment existed: trained on unmirrored images
         if "norm" not in values:
@@ -289,7 +296,7 @@ class TrainConfig:
             values = {**values, "sigma_fit": "learned"}  # saved before sigma_fit existed: sigma 0 meant learned
         if values.get("likelihood") == "gaussian" and "gaussian_mean" not in values:
             values = {**values, "gaussian_mean": "sigmoid"}  # saved before gaussian_mean existed: a sigmoid's mean
-        return cls(**{k: tuple(v) if hints[k] == tuple[int, ...] else v for k, v in values.items()})
+        return values
 
 
 def _flag(name: str) -> str:

@@ -144,10 +144,12 @@ def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
 
 
 def evaluate_model(model, x: torch.Tensor, y: torch.Tensor | None, k: int = 5000, chunk: int = 1024,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, pixels: torch.Tensor | None = None) -> dict:
     """Every metric of this module for one model on (x, y); plain numbers and lists, ready for JSON.
 
-    With a likelihood name (model.likelihood.name), the NLL and -ELBO are also given in bits per dimension.
+    With a likelihood name (model.likelihood.name), the NLL and -ELBO are also given in bits per dimension, and
+    the PSNR of the mean reconstructions against `pixels` (default x; the images themselves when x is their
+    dequantization).
     """
     if model.kind == "ae":
         code, _ = encode(model, x, y)
@@ -172,8 +174,8 @@ def evaluate_model(model, x: torch.Tensor, y: torch.Tensor | None, k: int = 5000
     if name is not None:
         dims = math.prod(x.shape[1:])
         result.update(bits_per_dim=bits_per_dim(nll, dims, name), bits_per_dim_stderr=nll_se / (dims * math.log(2)),
-                      neg_elbo_bits_per_dim=bits_per_dim(neg_elbo, dims, name), **mean_psnr(model, x, y, iw["mu"],
-                                                                                              chunk))
+                      neg_elbo_bits_per_dim=bits_per_dim(neg_elbo, dims, name),
+                      **mean_psnr(model, x if pixels is None else pixels, y, iw["mu"], chunk))
     return result
 
 
@@ -209,6 +211,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig, log=print) -> dict:
     y = y if model.conditional else None
     bits = config.likelihood == "bernoulli"
     spread = dequantized(config.likelihood)
+    pixels = x  # what the PSNR compares with: the images
     if spread:  # the first n images get the same noise whatever --limit: a prefix of one seeded stream
         x = dequantize(x, torch.rand(x.shape, generator=torch.Generator().manual_seed(DEQUANTIZATION_SEED)))
     passes = len(x) * (1 if config.model == "ae" else cfg.k)
@@ -220,7 +223,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig, log=print) -> dict:
                                         " (--k 100 for a quicker, looser bound)"))
     start = time.perf_counter()
     with torch.inference_mode():
-        result = evaluate_model(model, x, y, cfg.k, cfg.chunk, progress=True)
+        result = evaluate_model(model, x, y, cfg.k, cfg.chunk, progress=True, pixels=pixels)
     result = {"run": str(run_dir), "checkpoint": ckpt["path"], "epoch": ckpt["epoch"], "model": config.model,
               "arch": config.arch, "likelihood": config.likelihood, "dataset": ckpt["dataset"],
               "latent_dim": model.latent_dim, "latent_shape": list(latent_shape_of(model)), "test_images": len(x),
