@@ -157,9 +157,9 @@ def draw_batch(config, images: torch.Tensor, labels: torch.Tensor, idx: torch.Te
     if flip is not None:
         x = torch.where(flip[mine].view(-1, 1, 1, 1), x.flip(-1), x)
     x = x.contiguous(memory_format=torch.channels_last)  # (b, C, H, W), NHWC in memory
-    if uniform is not None and config.binarize:
+    if config.binarize:
         x = (uniform[mine] < x).float()  # dynamic binarization: a Bernoulli(x) sample
-    elif uniform is not None:
+    elif spread:
         x = dequantize(x, uniform[mine])
     return x.to(dist.device), labels[idx[mine]].to(dist.device), eps.index_select(int(iwae), mine).to(dist.device)
 
@@ -671,13 +671,13 @@ def colour_lost(row: dict, config, image_shape, latent_shape, epoch_name: str) -
     kept = row.get("val_colour_kept", row.get("test_colour_kept"))
     if kept is None or kept >= COLOUR_KEPT:
         return None
-    widths, channels = spatial_latent(tuple(image_shape))
-    larger = channels * math.prod(Geometry(tuple(image_shape), widths).grid) > math.prod(latent_shape)
-    spatial = f"--arch resnet --latent-channels {channels} --widths {','.join(map(str, widths))}"
     if config.likelihood == "continuous-bernoulli":  # the latent is not what loses it (likelihood.dequantize)
         return (f"colour lost: {epoch_name}'s reconstructions keep {kept:.0%} of the colour saturation of the "
                 "held-out images: the continuous Bernoulli washes colours out; --likelihood logistic, the default "
                 "for colour images, keeps more")
+    widths, channels = spatial_latent(tuple(image_shape))
+    larger = channels * math.prod(Geometry(tuple(image_shape), widths).grid) > math.prod(latent_shape)
+    spatial = f"--arch resnet --latent-channels {channels} --widths {','.join(map(str, widths))}"
     return (f"colour lost: {epoch_name}'s reconstructions keep {kept:.0%} of the colour saturation of the held-out "
             f"images: its latent ({'x'.join(map(str, latent_shape))}) cannot carry their detail, which comes back "
             f"blurred towards one average colour"
